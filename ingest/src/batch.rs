@@ -1,0 +1,222 @@
+//! Accumulating records into the next lake transaction: valid events by hour
+//! partition, rejects into the quarantine, and the source positions covered.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tooltrail_schemas::lake::{EventBatchBuilder, QuarantineBatchBuilder, Source};
+use tooltrail_schemas::{DecodeError, Problem, ToolCallEvent, decode};
+
+use crate::error::Result;
+use crate::lake::log::{Operation, PositionRange};
+use crate::lake::{HourKey, PendingFile, Transaction};
+
+/// How far an event's time may lie from when it was received.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeWindow {
+    pub max_age: Duration,
+    pub max_future: Duration,
+}
+
+impl TimeWindow {
+    fn check(&self, event: &ToolCallEvent, received_at: DateTime<Utc>) -> Result<(), DecodeError> {
+        let age = received_at.signed_duration_since(event.time);
+        let too_old = age.to_std().is_ok_and(|a| a > self.max_age);
+        let too_new = (-age).to_std().is_ok_and(|a| a > self.max_future);
+        if too_old || too_new {
+            let problem = Problem::OutOfRange(format!(
+                "{} is outside the accepted window ({} before to {} after receipt at {})",
+                tooltrail_schemas::format_time(&event.time),
+                humantime_serde::re::humantime::format_duration(self.max_age),
+                humantime_serde::re::humantime::format_duration(self.max_future),
+                tooltrail_schemas::format_time(&received_at),
+            ));
+            return Err(DecodeError::Field {
+                field: "time".into(),
+                problem,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The next transaction, being filled.
+pub struct Pending {
+    window: TimeWindow,
+    hours: BTreeMap<HourKey, EventBatchBuilder>,
+    quarantine: BTreeMap<NaiveDate, QuarantineBatchBuilder>,
+    positions: BTreeMap<(String, i32), (i64, i64)>,
+    keys: Vec<String>,
+    stats: PendingStats,
+    started: Option<Instant>,
+}
+
+/// Counts for metrics and replies.
+#[derive(Debug, Clone, Default)]
+pub struct PendingStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub quarantined: BTreeMap<&'static str, u64>,
+}
+
+impl PendingStats {
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
+impl Pending {
+    pub fn new(window: TimeWindow) -> Self {
+        Pending {
+            window,
+            hours: BTreeMap::new(),
+            quarantine: BTreeMap::new(),
+            positions: BTreeMap::new(),
+            keys: Vec::new(),
+            stats: PendingStats::default(),
+            started: None,
+        }
+    }
+
+    /// Records held, valid and quarantined.
+    pub fn len(&self) -> u64 {
+        self.stats.events + self.stats.quarantined_total()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.positions.is_empty() && self.keys.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.stats.bytes
+    }
+
+    /// How long the oldest record has waited.
+    pub fn age(&self) -> Duration {
+        self.started.map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    /// Decodes one record and files it: a valid event under its hour, anything
+    /// else in the quarantine with its reason. Returns the rejection, if any.
+    pub fn push(
+        &mut self,
+        raw: &[u8],
+        received_at: DateTime<Utc>,
+        source: Source<'_>,
+    ) -> Result<(), DecodeError> {
+        let decoded = decode(raw).and_then(|e| self.window.check(&e, received_at).map(|()| e));
+        self.push_decoded(raw, decoded, received_at, source)
+    }
+
+    /// Files a record already decoded (by the HTTP handler, off this thread).
+    pub fn push_decoded(
+        &mut self,
+        raw: &[u8],
+        decoded: Result<ToolCallEvent, DecodeError>,
+        received_at: DateTime<Utc>,
+        source: Source<'_>,
+    ) -> Result<(), DecodeError> {
+        self.started.get_or_insert_with(Instant::now);
+        self.stats.bytes += raw.len() as u64;
+        match decoded {
+            Ok(event) => {
+                self.hours
+                    .entry(HourKey::of(event.time))
+                    .or_default()
+                    .append(&event, received_at, source);
+                self.stats.events += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.quarantine
+                    .entry(received_at.date_naive())
+                    .or_default()
+                    .append(raw, &error, received_at, source);
+                *self.stats.quarantined.entry(error.reason()).or_default() += 1;
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks an event against the time window (for callers that decode themselves).
+    pub fn check_window(
+        &self,
+        event: &ToolCallEvent,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), DecodeError> {
+        self.window.check(event, received_at)
+    }
+
+    /// Notes that a Kafka offset is covered by this transaction.
+    pub fn cover(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.started.get_or_insert_with(Instant::now);
+        self.positions
+            .entry((topic.to_owned(), partition))
+            .and_modify(|(_, end)| *end = (*end).max(offset))
+            .or_insert((offset, offset));
+    }
+
+    /// Adds an idempotency key the transaction consumes.
+    pub fn add_key(&mut self, key: String) {
+        self.keys.push(key);
+    }
+
+    /// The partitions covered so far, with their ranges.
+    pub fn positions(&self) -> Vec<PositionRange> {
+        self.positions
+            .iter()
+            .map(|((topic, partition), (start, end))| PositionRange {
+                topic: topic.clone(),
+                partition: *partition,
+                start: *start,
+                end: *end,
+            })
+            .collect()
+    }
+
+    /// Turns what was gathered into a transaction, leaving this empty.
+    pub fn take(&mut self) -> Result<(Transaction, PendingStats)> {
+        let mut files = Vec::new();
+        for (hour, mut builder) in std::mem::take(&mut self.hours) {
+            files.push(PendingFile::events(hour, builder.finish()?));
+        }
+        for (date, mut builder) in std::mem::take(&mut self.quarantine) {
+            files.push(PendingFile::quarantine(date, builder.finish()?));
+        }
+        let txn = Transaction {
+            operation: Operation::Ingest,
+            files,
+            positions: self.positions(),
+            removed: Vec::new(),
+            keys: std::mem::take(&mut self.keys),
+        };
+        self.positions.clear();
+        self.started = None;
+        Ok((txn, std::mem::take(&mut self.stats)))
+    }
+}
+
+impl Pending {
+    /// Commits what was gathered as one transaction and counts it. Returns
+    /// the log entry and the counts, or `None` when there was nothing to do.
+    pub fn commit_to(
+        &mut self,
+        lake: &mut crate::lake::Lake,
+        metrics: &crate::metrics::Metrics,
+        source: &str,
+    ) -> Result<Option<(crate::lake::log::LogEntry, PendingStats)>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let (txn, stats) = self.take()?;
+        let entry = lake.commit(txn).inspect_err(|e| {
+            if matches!(e, crate::error::Error::Conflict { .. }) {
+                metrics.conflicts.inc();
+            }
+        })?;
+        metrics.committed(source, &stats, &entry, started.elapsed().as_secs_f64());
+        Ok(Some((entry, stats)))
+    }
+}

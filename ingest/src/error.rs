@@ -1,0 +1,76 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What went wrong in ingest. Each variant names what failed and where.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("encoding parquet for {path}: {source}")]
+    WriteParquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("building an arrow batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("lake log entry {path} is unreadable: {message}")]
+    CorruptLog { path: PathBuf, message: String },
+    #[error("lake log entry {seq} lists {path}, which is missing and has no staged copy")]
+    MissingFile { seq: u64, path: String },
+    #[error(
+        "another writer already committed {topic}[{partition}] up to offset {committed}; \
+         this batch starts at {start}"
+    )]
+    Conflict {
+        topic: String,
+        partition: i32,
+        committed: i64,
+        start: i64,
+    },
+    #[error("file {path} was already imported into this lake (sha256 {sha256})")]
+    AlreadyImported { path: String, sha256: String },
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("http server on {addr}: {source}")]
+    Serve {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the lake writer stopped")]
+    WriterGone,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether trying the same operation again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::Kafka { .. } | Error::Conflict { .. } => true,
+            Error::WriteParquet { .. }
+            | Error::Arrow(_)
+            | Error::CorruptLog { .. }
+            | Error::MissingFile { .. }
+            | Error::AlreadyImported { .. }
+            | Error::Serve { .. }
+            | Error::WriterGone
+            | Error::Config(_) => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,388 @@
+//! The lake: hive-partitioned Parquet plus the commit log that makes each
+//! write a transaction.
+//!
+//! Layout (a persisted format; see ARCHITECTURE.md):
+//!
+//! ```text
+//! <lake>/events/dt=YYYY-MM-DD/hour=HH/part-<txn>-<n>.parquet
+//! <lake>/quarantine/dt=YYYY-MM-DD/part-<txn>-<n>.parquet
+//! <lake>/_tooltrail/log/<seq>.json
+//! ```
+//!
+//! A transaction: (1) every file is written under a hidden staging name
+//! (`.part-….parquet.tmp`, which no `*.parquet` glob matches) and fsynced;
+//! (2) the log entry is created, which is the commit point; (3) staged files
+//! are renamed into place and their directories fsynced. Opening the lake
+//! finishes step 3 for any entry a crash interrupted, and removes staged files
+//! no entry names once they are old enough not to belong to a live writer.
+
+pub mod log;
+pub mod parquet;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ::parquet::file::metadata::KeyValue;
+use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use tooltrail_schemas::SCHEMA_VERSION;
+
+use crate::error::{Error, Result};
+use crate::lake::log::{FileRecord, Log, LogEntry, LogState, Operation, PositionRange};
+
+pub use self::log::LOG_FORMAT_VERSION;
+
+/// Staged files older than this, named by no log entry, are debris of a crashed writer.
+const STALE_STAGING: Duration = Duration::from_secs(3600);
+
+/// A lake partition: `dt=YYYY-MM-DD/hour=HH` for events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HourKey {
+    pub date: NaiveDate,
+    pub hour: u32,
+}
+
+impl HourKey {
+    pub fn of(time: DateTime<Utc>) -> Self {
+        HourKey {
+            date: time.date_naive(),
+            hour: time.hour(),
+        }
+    }
+
+    fn dir(&self) -> String {
+        format!(
+            "events/dt={}/hour={:02}",
+            self.date.format("%Y-%m-%d"),
+            self.hour
+        )
+    }
+}
+
+/// One file of a transaction, before it is written.
+pub struct PendingFile {
+    /// `events` or `quarantine`.
+    pub table: &'static str,
+    /// Directory relative to the lake root, e.g. `events/dt=2026-11-22/hour=09`.
+    pub dir: String,
+    pub batch: RecordBatch,
+}
+
+impl PendingFile {
+    pub fn events(hour: HourKey, batch: RecordBatch) -> Self {
+        PendingFile {
+            table: "events",
+            dir: hour.dir(),
+            batch,
+        }
+    }
+
+    pub fn quarantine(date: NaiveDate, batch: RecordBatch) -> Self {
+        PendingFile {
+            table: "quarantine",
+            dir: format!("quarantine/dt={}", date.format("%Y-%m-%d")),
+            batch,
+        }
+    }
+}
+
+/// A transaction to commit.
+pub struct Transaction {
+    pub operation: Operation,
+    pub files: Vec<PendingFile>,
+    pub positions: Vec<PositionRange>,
+    pub removed: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+/// An open lake.
+pub struct Lake {
+    root: PathBuf,
+    log: Log,
+    zstd_level: i32,
+    writer_id: String,
+}
+
+impl Lake {
+    /// Opens the lake at `root`, creating it if needed, and finishes any
+    /// transaction a crash interrupted.
+    pub fn open(root: &Path, zstd_level: i32) -> Result<Lake> {
+        for sub in ["events", "quarantine"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let (log, entries) = Log::open(&root.join("_tooltrail").join("log"))?;
+        let lake = Lake {
+            root: root.to_owned(),
+            log,
+            zstd_level,
+            writer_id: format!("{}:{}", hostname(), std::process::id()),
+        };
+        lake.finish_entries(&entries)?;
+        lake.remove_stale_staging(&entries)?;
+        Ok(lake)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// What the log says the lake holds, including other writers' entries
+    /// read so far.
+    pub fn state(&self) -> &LogState {
+        self.log.state()
+    }
+
+    /// Reads entries other writers have appended, finishing any of theirs a
+    /// crash interrupted.
+    pub fn refresh(&mut self) -> Result<&LogState> {
+        let entries = self.log.refresh()?;
+        self.finish_entries(&entries)?;
+        Ok(self.log.state())
+    }
+
+    /// Commits a transaction: stage, log, publish. For Kafka positions, the
+    /// append is refused with [`Error::Conflict`] when another writer has
+    /// already committed any of the offsets (a zombie after a rebalance).
+    pub fn commit(&mut self, txn: Transaction) -> Result<LogEntry> {
+        let txn_id = uuid::Uuid::now_v7().simple().to_string();
+        let mut added = Vec::with_capacity(txn.files.len());
+        let mut staged = Vec::with_capacity(txn.files.len());
+        let result = (|| {
+            for (n, file) in txn.files.into_iter().enumerate() {
+                if file.batch.num_rows() == 0 {
+                    continue;
+                }
+                let name = format!("part-{txn_id}-{n:04}.parquet");
+                let dir = self.root.join(&file.dir);
+                fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let tmp = dir.join(staging_name(&name));
+                staged.push(tmp.clone());
+                let batch = parquet::sort_for_lake(&file.batch)?;
+                let (min_time, max_time) = time_range(&batch);
+                let metadata = vec![
+                    KeyValue::new(
+                        "tooltrail.schema_version".into(),
+                        SCHEMA_VERSION.to_string(),
+                    ),
+                    KeyValue::new("tooltrail.txn_id".into(), txn_id.clone()),
+                    KeyValue::new(
+                        "tooltrail.positions".into(),
+                        serde_json::to_string(&txn.positions).expect("positions serialize"),
+                    ),
+                ];
+                let props = parquet::writer_properties(&batch, self.zstd_level, metadata);
+                let written = parquet::write_file(&tmp, &batch, props)?;
+                added.push(FileRecord {
+                    path: format!("{}/{}", file.dir, name),
+                    table: file.table.to_owned(),
+                    rows: batch.num_rows() as u64,
+                    bytes: written.bytes,
+                    sha256: written.sha256,
+                    min_time,
+                    max_time,
+                });
+            }
+            let entry = LogEntry {
+                version: LOG_FORMAT_VERSION,
+                seq: 0,
+                txn_id: txn_id.clone(),
+                committed_at: Utc::now(),
+                operation: txn.operation,
+                writer: self.writer_id.clone(),
+                positions: txn.positions,
+                added,
+                removed: txn.removed,
+                keys: txn.keys,
+            };
+            let positions = entry.positions.clone();
+            let keys = entry.keys.clone();
+            self.log
+                .append(entry, |state| check_append(state, &positions, &keys))
+        })();
+        match result {
+            Ok(entry) => {
+                self.finish_entries(std::slice::from_ref(&entry))?;
+                Ok(entry)
+            }
+            Err(e) => {
+                for tmp in staged {
+                    let _ = fs::remove_file(tmp);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes the files of committed entries and applies their removals.
+    /// Idempotent: safe to run again after a crash at any point.
+    fn finish_entries(&self, entries: &[LogEntry]) -> Result<()> {
+        // A file that a later entry removes (compaction, retention) may be gone.
+        let removed: HashSet<&str> = entries
+            .iter()
+            .flat_map(|e| e.removed.iter().map(String::as_str))
+            .collect();
+        for entry in entries {
+            self.finish_entry(entry, &removed)?;
+        }
+        Ok(())
+    }
+
+    fn finish_entry(&self, entry: &LogEntry, removed_later: &HashSet<&str>) -> Result<()> {
+        let mut dirs = BTreeMap::new();
+        for file in &entry.added {
+            let path = self.root.join(&file.path);
+            if path.exists() {
+                continue;
+            }
+            let tmp = staged_path(&path);
+            match fs::rename(&tmp, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if removed_later.contains(file.path.as_str()) {
+                        continue;
+                    }
+                    return Err(Error::MissingFile {
+                        seq: entry.seq,
+                        path: file.path.clone(),
+                    });
+                }
+                Err(e) => return Err(Error::io(&tmp, e)),
+            }
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent.to_owned(), ());
+            }
+        }
+        for removed in &entry.removed {
+            let path = self.root.join(removed);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(parent) = path.parent() {
+                        dirs.insert(parent.to_owned(), ());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        for dir in dirs.keys() {
+            log::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn remove_stale_staging(&self, entries: &[LogEntry]) -> Result<()> {
+        let named: HashSet<PathBuf> = entries
+            .iter()
+            .flat_map(|e| &e.added)
+            .map(|f| staged_path(&self.root.join(&f.path)))
+            .collect();
+        let now = SystemTime::now();
+        for table in ["events", "quarantine"] {
+            for path in walk(&self.root.join(table))? {
+                let is_staged = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
+                if !is_staged || named.contains(&path) {
+                    continue;
+                }
+                let age = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age >= STALE_STAGING {
+                    tracing::info!(path = %path.display(), "removing stale staged file");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_append(state: &LogState, positions: &[PositionRange], keys: &[String]) -> Result<()> {
+    for p in positions {
+        if let Some(next) = state.next_offset(&p.topic, p.partition)
+            && next > p.start
+        {
+            return Err(Error::Conflict {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                committed: next,
+                start: p.start,
+            });
+        }
+    }
+    for key in keys {
+        if state.keys.contains(key) {
+            return Err(Error::AlreadyImported {
+                path: key.clone(),
+                sha256: String::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn staging_name(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+fn staged_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    path.with_file_name(staging_name(name))
+}
+
+fn time_range(batch: &RecordBatch) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let column = batch
+        .column_by_name("time")
+        .or_else(|| batch.column_by_name("received_at"))
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
+    let Some(times) = column else {
+        return (None, None);
+    };
+    let min = arrow::compute::min(times).and_then(DateTime::from_timestamp_micros);
+    let max = arrow::compute::max(times).and_then(DateTime::from_timestamp_micros);
+    debug_assert_eq!(times.null_count(), 0);
+    (min, max)
+}
+
+/// Every file below `dir`, recursively.
+pub(crate) fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            if entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests;

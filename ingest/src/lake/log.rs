@@ -1,0 +1,303 @@
+//! The lake's commit log: `<lake>/_tooltrail/log/<seq>.json`, one entry per
+//! transaction, each created exactly once (hard link, which fails if the name
+//! exists), so concurrent writers are serialized by the file system.
+//!
+//! An entry is the commit point of a transaction: it lists the files added and
+//! removed and, for Kafka, the offset range of every partition it covers. The
+//! positions the lake holds are derived from the log, never from Kafka.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of the log entry format. Entries are a persisted format: fields are
+/// only added, with defaults.
+pub const LOG_FORMAT_VERSION: u32 = 1;
+
+/// What a transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Ingest,
+    Compact,
+    Retention,
+}
+
+/// A contiguous run of Kafka offsets, `start..=end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionRange {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A file a transaction added, with what an auditor needs to verify it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Relative to the lake root, `/`-separated.
+    pub path: String,
+    /// `events` or `quarantine`.
+    pub table: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub min_time: Option<DateTime<Utc>>,
+    pub max_time: Option<DateTime<Utc>>,
+}
+
+/// One committed transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub version: u32,
+    pub seq: u64,
+    pub txn_id: String,
+    pub committed_at: DateTime<Utc>,
+    pub operation: Operation,
+    /// Which process wrote it (`host:pid`), for operators.
+    pub writer: String,
+    #[serde(default)]
+    pub positions: Vec<PositionRange>,
+    #[serde(default)]
+    pub added: Vec<FileRecord>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Idempotency keys this transaction consumed (HTTP `Idempotency-Key`
+    /// headers, `file:<sha256>` for imports).
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// What the log says the lake holds.
+#[derive(Debug, Clone, Default)]
+pub struct LogState {
+    /// The sequence number of the last entry read.
+    pub last_seq: u64,
+    /// Next offset to read, per (topic, partition).
+    pub positions: BTreeMap<(String, i32), i64>,
+    pub keys: BTreeSet<String>,
+}
+
+impl LogState {
+    fn apply(&mut self, entry: &LogEntry) {
+        self.last_seq = entry.seq;
+        for p in &entry.positions {
+            let next = self
+                .positions
+                .entry((p.topic.clone(), p.partition))
+                .or_insert(0);
+            *next = (*next).max(p.end + 1);
+        }
+        self.keys.extend(entry.keys.iter().cloned());
+    }
+
+    /// The next offset the lake expects for a partition, if it has seen it.
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.positions.get(&(topic.to_owned(), partition)).copied()
+    }
+}
+
+/// The log directory, and the state read from it so far.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    state: LogState,
+}
+
+fn entry_name(seq: u64) -> String {
+    format!("{seq:020}.json")
+}
+
+impl Log {
+    /// Opens (creating if needed) the log and reads every entry. Returns the
+    /// entries too, so that the caller can finish any half-done transaction.
+    pub fn open(dir: &Path) -> Result<(Log, Vec<LogEntry>)> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut log = Log {
+            dir: dir.to_owned(),
+            state: LogState::default(),
+        };
+        let entries = log.read_new()?;
+        Ok((log, entries))
+    }
+
+    pub fn state(&self) -> &LogState {
+        &self.state
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads entries other writers appended since the last read.
+    pub fn refresh(&mut self) -> Result<Vec<LogEntry>> {
+        self.read_new()
+    }
+
+    fn read_new(&mut self) -> Result<Vec<LogEntry>> {
+        let mut out = Vec::new();
+        loop {
+            let seq = self.state.last_seq + 1;
+            let path = self.dir.join(entry_name(seq));
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let entry: LogEntry =
+                serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLog {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if entry.seq != seq {
+                return Err(Error::CorruptLog {
+                    path,
+                    message: format!("holds seq {} where {seq} was expected", entry.seq),
+                });
+            }
+            self.state.apply(&entry);
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Appends an entry as the next sequence number. `check` sees the state
+    /// with every other writer's entries applied and may refuse the append
+    /// (optimistic concurrency); it runs again after losing a race.
+    pub fn append(
+        &mut self,
+        mut entry: LogEntry,
+        check: impl Fn(&LogState) -> Result<()>,
+    ) -> Result<LogEntry> {
+        loop {
+            self.read_new()?;
+            check(&self.state)?;
+            entry.seq = self.state.last_seq + 1;
+            let final_path = self.dir.join(entry_name(entry.seq));
+            let tmp_path =
+                self.dir
+                    .join(format!(".{}.{}.tmp", entry_name(entry.seq), entry.txn_id));
+            let body = serde_json::to_vec_pretty(&entry).expect("log entries serialize");
+            write_synced(&tmp_path, &body)?;
+            // A hard link fails if the name exists: exactly one writer wins a seq.
+            let linked = fs::hard_link(&tmp_path, &final_path);
+            let _ = fs::remove_file(&tmp_path);
+            match linked {
+                Ok(()) => {
+                    sync_dir(&self.dir)?;
+                    self.state.apply(&entry);
+                    return Ok(entry);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&final_path, e)),
+            }
+        }
+    }
+}
+
+/// Writes a whole file and fsyncs it.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Fsyncs a directory, making renames and links in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(positions: Vec<PositionRange>) -> LogEntry {
+        LogEntry {
+            version: LOG_FORMAT_VERSION,
+            seq: 0,
+            txn_id: uuid::Uuid::new_v4().to_string(),
+            committed_at: Utc::now(),
+            operation: Operation::Ingest,
+            writer: "test".into(),
+            positions,
+            added: vec![],
+            removed: vec![],
+            keys: vec!["k1".into()],
+        }
+    }
+
+    fn range(partition: i32, start: i64, end: i64) -> PositionRange {
+        PositionRange {
+            topic: "t".into(),
+            partition,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn positions_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path()).unwrap();
+        log.append(entry(vec![range(0, 0, 99)]), |_| Ok(()))
+            .unwrap();
+        log.append(entry(vec![range(0, 100, 149), range(1, 0, 9)]), |_| Ok(()))
+            .unwrap();
+        let (reopened, entries) = Log::open(dir.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(reopened.state().next_offset("t", 0), Some(150));
+        assert_eq!(reopened.state().next_offset("t", 1), Some(10));
+        assert_eq!(reopened.state().next_offset("t", 2), None);
+        assert!(reopened.state().keys.contains("k1"));
+    }
+
+    #[test]
+    fn a_writer_that_lost_the_race_sees_the_winners_entry_before_retrying() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, _) = Log::open(dir.path()).unwrap();
+        let (mut b, _) = Log::open(dir.path()).unwrap();
+        a.append(entry(vec![range(0, 0, 99)]), |_| Ok(())).unwrap();
+        // b has not read a's entry; its check must see it and refuse.
+        let err = b
+            .append(entry(vec![range(0, 0, 99)]), |state| {
+                match state.next_offset("t", 0) {
+                    Some(next) if next > 0 => Err(Error::Conflict {
+                        topic: "t".into(),
+                        partition: 0,
+                        committed: next,
+                        start: 0,
+                    }),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { committed: 100, .. }),
+            "{err}"
+        );
+        let seq = b
+            .append(entry(vec![range(0, 100, 120)]), |_| Ok(()))
+            .unwrap()
+            .seq;
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(entry_name(1)), b"{not json").unwrap();
+        let err = Log::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("00000000000000000001.json"),
+            "{err}"
+        );
+    }
+}

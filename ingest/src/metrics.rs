@@ -1,0 +1,117 @@
+//! Ingest's Prometheus metrics. Labels are bounded: a source kind, a
+//! quarantine reason code, a table, a partition number; never a user.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::batch::PendingStats;
+use crate::lake::log::LogEntry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Every ingest metric. Cheap to clone (the handles share state).
+#[derive(Clone)]
+pub struct Metrics {
+    pub events: Family<SourceLabels, Counter>,
+    pub bytes: Family<SourceLabels, Counter>,
+    pub quarantined: Family<ReasonLabels, Counter>,
+    pub files: Family<TableLabels, Counter>,
+    pub commit_seconds: Histogram,
+    pub conflicts: Counter,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `tooltrail_ingest_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            events: Family::default(),
+            bytes: Family::default(),
+            quarantined: Family::default(),
+            files: Family::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            conflicts: Counter::default(),
+            consumer_lag: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("tooltrail_ingest");
+        r.register(
+            "events",
+            "Valid events written to the lake",
+            m.events.clone(),
+        );
+        r.register("bytes", "Bytes of records received", m.bytes.clone());
+        r.register(
+            "quarantined",
+            "Records quarantined, by reason",
+            m.quarantined.clone(),
+        );
+        r.register(
+            "files_committed",
+            "Parquet files committed, by table",
+            m.files.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Time to make a transaction durable",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "conflicts",
+            "Transactions refused because another writer had committed the offsets",
+            m.conflicts.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Records between the committed position and the partition's end",
+            m.consumer_lag.clone(),
+        );
+        m
+    }
+
+    /// Counts a committed transaction.
+    pub fn committed(&self, source: &str, stats: &PendingStats, entry: &LogEntry, seconds: f64) {
+        let source = SourceLabels {
+            source: source.to_owned(),
+        };
+        self.events.get_or_create(&source).inc_by(stats.events);
+        self.bytes.get_or_create(&source).inc_by(stats.bytes);
+        for (reason, n) in &stats.quarantined {
+            self.quarantined
+                .get_or_create(&ReasonLabels {
+                    reason: (*reason).to_owned(),
+                })
+                .inc_by(*n);
+        }
+        for file in &entry.added {
+            self.files
+                .get_or_create(&TableLabels {
+                    table: file.table.clone(),
+                })
+                .inc();
+        }
+        self.commit_seconds.observe(seconds);
+    }
+}

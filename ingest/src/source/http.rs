@@ -1,0 +1,435 @@
+//! `POST /v1/events`: NDJSON or a JSON array of events, answered only once the
+//! accepted events are durable in the lake.
+//!
+//! Handlers decode off the IO threads and hand their records to one committer
+//! task, which gathers every request that arrives within the group-commit delay
+//! into one transaction (group commit), then answers them all.
+//!
+//! An `Idempotency-Key` header makes a retry safe: a key the lake already holds
+//! is answered without writing anything again.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tooltrail_schemas::lake::Source;
+use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
+
+use crate::batch::Pending;
+use crate::config::{HttpConfig, IngestConfig};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::metrics::Metrics;
+
+/// Accepted events, as handed to whoever else consumes the stream (the detector).
+pub type EventTap = mpsc::Sender<Vec<ToolCallEvent>>;
+
+/// One request's records, decoded, waiting for the committer.
+struct Submission {
+    request_id: String,
+    idempotency_key: Option<String>,
+    body: Bytes,
+    records: Vec<(Range<usize>, Result<ToolCallEvent, DecodeError>)>,
+    received_at: DateTime<Utc>,
+    reply: oneshot::Sender<Result<Committed, String>>,
+}
+
+struct Committed {
+    duplicate: bool,
+}
+
+/// The handle request handlers submit through.
+#[derive(Clone)]
+pub struct HttpIngest {
+    submit: mpsc::Sender<Submission>,
+    max_body_bytes: usize,
+    token_hashes: Arc<Vec<[u8; 32]>>,
+    window: crate::batch::TimeWindow,
+}
+
+/// The committer: owns the lake for HTTP ingest.
+pub struct Committer {
+    lake: Arc<Mutex<Lake>>,
+    receive: mpsc::Receiver<Submission>,
+    config: HttpConfig,
+    ingest: IngestConfig,
+    metrics: Metrics,
+    tap: Option<EventTap>,
+}
+
+/// Builds the handle and its committer. Run the committer with [`Committer::run`].
+pub fn build(
+    lake: Lake,
+    http: &HttpConfig,
+    ingest: &IngestConfig,
+    metrics: Metrics,
+    tap: Option<EventTap>,
+) -> (HttpIngest, Committer) {
+    let (submit, receive) = mpsc::channel(1024);
+    let handle = HttpIngest {
+        submit,
+        max_body_bytes: http.max_body_bytes,
+        token_hashes: Arc::new(
+            http.ingest_tokens
+                .iter()
+                .map(|t| sha256(t.0.as_bytes()))
+                .collect(),
+        ),
+        window: ingest.time_window(),
+    };
+    let committer = Committer {
+        lake: Arc::new(Mutex::new(lake)),
+        receive,
+        config: http.clone(),
+        ingest: ingest.clone(),
+        metrics,
+        tap,
+    };
+    (handle, committer)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+impl HttpIngest {
+    /// The routes this source serves.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/v1/events", post(post_events))
+            .with_state(self)
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        if self.token_hashes.is_empty() {
+            return true;
+        }
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let presented = sha256(token.as_bytes());
+        // Compare against every token, in constant time, without stopping early.
+        self.token_hashes.iter().fold(false, |found, hash| {
+            found | bool::from(hash.ct_eq(&presented))
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Rejection {
+    index: usize,
+    reason: &'static str,
+    field: Option<String>,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct Reply {
+    request_id: String,
+    accepted: usize,
+    rejected: Vec<Rejection>,
+    /// True when the `Idempotency-Key` was already committed: nothing was written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+/// A JSON error body: `{"error": "<code>", "message": "..."}`.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": code, "message": message.into()});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body: Body) -> Response {
+    if !ingest.authorized(&headers) {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        );
+    }
+    let body = match axum::body::to_bytes(body, ingest.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body is over the {}-byte limit",
+                    ingest.max_body_bytes
+                ),
+            );
+        }
+    };
+    let is_json_array = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let received_at = Utc::now();
+    let window = ingest.window;
+    let decode_body = body.clone();
+    let decoded = tokio::task::spawn_blocking(move || {
+        let ranges = if is_json_array {
+            split_array(&decode_body)
+        } else {
+            Ok(split_lines(&decode_body))
+        };
+        ranges.map(|ranges| {
+            let checker = Pending::new(window);
+            ranges
+                .into_iter()
+                .map(|r| {
+                    let result = decode(&decode_body[r.clone()])
+                        .and_then(|e| checker.check_window(&e, received_at).map(|()| e));
+                    (r, result)
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    let records = match decoded {
+        Ok(Ok(records)) => records,
+        Ok(Err(message)) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_body", message);
+        }
+        Err(e) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+    };
+    let rejected: Vec<Rejection> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (_, r))| {
+            r.as_ref().err().map(|e| Rejection {
+                index,
+                reason: e.reason(),
+                field: e.field_name().map(str::to_owned),
+                error: e.to_string(),
+            })
+        })
+        .collect();
+    let accepted = records.len() - rejected.len();
+    let request_id = uuid::Uuid::now_v7().simple().to_string();
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("http:{k}"));
+    let (reply, answer) = oneshot::channel();
+    let submission = Submission {
+        request_id: request_id.clone(),
+        idempotency_key,
+        body,
+        records,
+        received_at,
+        reply,
+    };
+    if ingest.submit.send(submission).await.is_err() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "ingest is shutting down",
+        );
+    }
+    match answer.await {
+        Ok(Ok(committed)) => {
+            let accepted = if committed.duplicate { 0 } else { accepted };
+            let reply = Reply {
+                request_id,
+                accepted,
+                rejected,
+                duplicate: committed.duplicate,
+            };
+            (StatusCode::OK, axum::Json(reply)).into_response()
+        }
+        Ok(Err(message)) => {
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable", message)
+        }
+        Err(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "ingest is shutting down",
+        ),
+    }
+}
+
+/// Line ranges of an NDJSON body, blank lines skipped.
+fn split_lines(body: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, b) in body.iter().enumerate() {
+        if *b == b'\n' {
+            push_trimmed(body, start..i, &mut out);
+            start = i + 1;
+        }
+    }
+    push_trimmed(body, start..body.len(), &mut out);
+    out
+}
+
+fn push_trimmed(body: &[u8], mut range: Range<usize>, out: &mut Vec<Range<usize>>) {
+    if range.end > range.start && body[range.end - 1] == b'\r' {
+        range.end -= 1;
+    }
+    if body[range.clone()].iter().any(|b| !b.is_ascii_whitespace()) {
+        out.push(range);
+    }
+}
+
+/// Element ranges of a JSON array body.
+fn split_array(body: &[u8]) -> Result<Vec<Range<usize>>, String> {
+    let elements: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(body).map_err(|e| format!("body is not a JSON array: {e}"))?;
+    let base = body.as_ptr() as usize;
+    Ok(elements
+        .into_iter()
+        .map(|raw| {
+            let start = raw.get().as_ptr() as usize - base;
+            start..start + raw.get().len()
+        })
+        .collect())
+}
+
+impl Committer {
+    /// Gathers submissions into transactions until `shutdown`, then commits
+    /// what is left and returns.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        loop {
+            let first = tokio::select! {
+                biased;
+                s = self.receive.recv() => s,
+                () = shutdown.cancelled() => {
+                    self.receive.close();
+                    self.receive.recv().await
+                }
+            };
+            let Some(first) = first else { return Ok(()) };
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.config.group_commit_delay;
+            let mut records: usize = batch[0].records.len();
+            while records < self.ingest.max_batch_records {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, self.receive.recv()).await {
+                    Ok(Some(s)) => {
+                        records += s.records.len();
+                        batch.push(s);
+                    }
+                    _ => break,
+                }
+            }
+            self.commit(batch).await?;
+        }
+    }
+
+    async fn commit(&mut self, batch: Vec<Submission>) -> Result<()> {
+        let lake = Arc::clone(&self.lake);
+        let metrics = self.metrics.clone();
+        let window = self.ingest.time_window();
+        let (replies, outcome, tapped) = tokio::task::spawn_blocking(move || {
+            let mut lake = lake
+                .lock()
+                .expect("the lake lock is never poisoned: commit does not panic");
+            let mut pending = Pending::new(window);
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut tapped = Vec::new();
+            let mut seen_keys = std::collections::HashSet::new();
+            for sub in batch {
+                let duplicate = sub
+                    .idempotency_key
+                    .as_ref()
+                    .is_some_and(|k| lake.state().keys.contains(k) || !seen_keys.insert(k.clone()));
+                if !duplicate {
+                    if let Some(key) = sub.idempotency_key {
+                        pending.add_key(key);
+                    }
+                    for (index, (range, decoded)) in sub.records.into_iter().enumerate() {
+                        if let Ok(event) = &decoded {
+                            tapped.push(event.clone());
+                        }
+                        let source = Source::Http {
+                            request_id: &sub.request_id,
+                            index: index as i64,
+                        };
+                        let _ = pending.push_decoded(
+                            &sub.body[range],
+                            decoded,
+                            sub.received_at,
+                            source,
+                        );
+                    }
+                }
+                replies.push((sub.reply, duplicate));
+            }
+            let outcome = pending.commit_to(&mut lake, &metrics, "http");
+            (replies, outcome, tapped)
+        })
+        .await
+        .map_err(|_| Error::WriterGone)?;
+        let failed = outcome.as_ref().err().map(|e| e.to_string());
+        for (reply, duplicate) in replies {
+            let answer = match &failed {
+                None => Ok(Committed { duplicate }),
+                Some(message) => Err(message.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+        match outcome {
+            Ok(_) => {
+                if let Some(tap) = &self.tap
+                    && !tapped.is_empty()
+                {
+                    let _ = tap.send(tapped).await;
+                }
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::error!(error = %e, "http ingest commit failed; requests were answered 503");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_ndjson_lines_skipping_blanks_and_carriage_returns() {
+        let body = b"{\"a\":1}\r\n\n  \n{\"b\":2}";
+        let ranges = split_lines(body);
+        let parts: Vec<&[u8]> = ranges.into_iter().map(|r| &body[r]).collect();
+        assert_eq!(parts, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+    }
+
+    #[test]
+    fn splits_a_json_array_into_its_elements() {
+        let body = br#"[ {"a":1} , {"b":[1,2]} ]"#;
+        let parts: Vec<&[u8]> = split_array(body)
+            .unwrap()
+            .into_iter()
+            .map(|r| &body[r])
+            .collect();
+        assert_eq!(parts, [&br#"{"a":1}"#[..], &br#"{"b":[1,2]}"#[..]]);
+        assert!(
+            split_array(b"{\"a\":1}")
+                .unwrap_err()
+                .contains("not a JSON array")
+        );
+    }
+}

@@ -1,0 +1,422 @@
+//! Kafka to the lake, exactly once.
+//!
+//! One thread polls an rdkafka consumer group (`enable.auto.commit=false`,
+//! `enable.auto.offset.store=false`) and fills the next transaction. The lake's
+//! commit log, not Kafka, is the record of what is held:
+//!
+//! - on assignment, every partition the lake has seen is positioned at the
+//!   lake's next offset, whatever Kafka's committed offset says;
+//! - offsets are committed to Kafka only after the transaction holding them is
+//!   durable (so Kafka's committed offset never runs ahead of the lake);
+//! - on revocation, the open transaction is committed before the partitions go;
+//! - a transaction whose offsets another writer already committed (a zombie
+//!   after a rebalance) is refused by the log and dropped, and the consumer is
+//!   repositioned at the lake's offsets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Timestamp};
+use tokio_util::sync::CancellationToken;
+use tooltrail_schemas::lake::Source;
+
+use crate::batch::Pending;
+use crate::config::{IngestConfig, KafkaConfig};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::lake::log::PositionRange;
+use crate::metrics::{Metrics, PartitionLabels};
+
+/// State shared between the poll loop and the rebalance callback (both run
+/// on the polling thread; the lock is never contended).
+struct Shared {
+    lake: Lake,
+    pending: Pending,
+    metrics: Metrics,
+    /// A failure inside a callback, surfaced by the poll loop.
+    failure: Option<Error>,
+}
+
+struct IngestContext {
+    shared: Arc<Mutex<Shared>>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .expect("kafka ingest state lock is never poisoned: holders do not panic")
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        let shared = lock(&self.shared);
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    shared
+                        .metrics
+                        .consumer_lag
+                        .get_or_create(&PartitionLabels {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        })
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut shared = lock(&self.shared);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = shared.lake.refresh() {
+                    shared.failure = Some(e);
+                }
+                let state = shared.lake.state();
+                let mut positions = Vec::new();
+                for elem in tpl.elements() {
+                    if let Some(next) = state.next_offset(elem.topic(), elem.partition()) {
+                        positions.push((elem.topic().to_owned(), elem.partition(), next));
+                    }
+                }
+                for (topic, partition, next) in &positions {
+                    if let Err(e) =
+                        tpl.set_partition_offset(topic, *partition, Offset::Offset(*next))
+                    {
+                        tracing::error!(topic, partition, error = %e, "cannot position partition");
+                    }
+                }
+                tracing::info!(
+                    partitions = ?tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(),
+                    "partitions assigned; positioned at the lake's offsets"
+                );
+                if let Err(e) = base_consumer.assign(tpl) {
+                    shared.failure = Some(Error::Kafka {
+                        context: "assign".into(),
+                        source: e,
+                    });
+                } else {
+                    // A crash between a lake commit and its Kafka commit leaves Kafka behind
+                    // the lake; a partition with no new records would never catch up, and its
+                    // lag would be reported forever. The lake is the record: tell Kafka.
+                    let _ = (commit_lake_positions, &positions);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions revoked; committing open work"
+                );
+                if let Err(e) = flush(&mut shared, base_consumer, CommitMode::Sync) {
+                    shared.failure = Some(e);
+                }
+                if let Err(e) = base_consumer.unassign() {
+                    shared.failure = Some(Error::Kafka {
+                        context: "unassign".into(),
+                        source: e,
+                    });
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
+                let _ = flush(&mut shared, base_consumer, CommitMode::Sync);
+                let _ = base_consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Commits the open transaction to the lake, then its offsets to Kafka.
+fn flush(
+    shared: &mut Shared,
+    consumer: &BaseConsumer<IngestContext>,
+    mode: CommitMode,
+) -> Result<()> {
+    let Shared {
+        lake,
+        pending,
+        metrics,
+        ..
+    } = shared;
+    match pending.commit_to(lake, metrics, "kafka") {
+        Ok(None) => Ok(()),
+        Ok(Some((entry, stats))) => {
+            tracing::debug!(
+                seq = entry.seq,
+                events = stats.events,
+                "committed to the lake"
+            );
+            commit_offsets(consumer, &entry.positions, mode);
+            Ok(())
+        }
+        Err(Error::Conflict {
+            topic,
+            partition,
+            committed,
+            start,
+        }) => {
+            tracing::warn!(
+                topic,
+                partition,
+                committed,
+                start,
+                "another ingest instance committed these offsets first; dropping this batch"
+            );
+            reposition(shared, consumer)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn commit_offsets(
+    consumer: &BaseConsumer<IngestContext>,
+    positions: &[PositionRange],
+    mode: CommitMode,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for p in positions {
+        if let Err(e) = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.end + 1)) {
+            tracing::warn!(error = %e, "cannot build offset list");
+        }
+    }
+    // The lake already holds these offsets: a failed Kafka commit only delays
+    // what monitoring sees; the next commit or the lake's own record covers it.
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "committing offsets to kafka failed; the lake's log still holds them");
+    }
+}
+
+/// Commits the lake's next offsets to Kafka (asynchronously; a failure only
+/// delays what monitoring sees).
+fn commit_lake_positions(consumer: &BaseConsumer<IngestContext>, positions: &[(String, i32, i64)]) {
+    if positions.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in positions {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, "cannot build offset list");
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(error = %e, "committing the lake's offsets to kafka failed");
+    }
+}
+
+/// Moves every assigned partition to the lake's position.
+fn reposition(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>) -> Result<()> {
+    let state = shared.lake.refresh()?.clone();
+    let assignment = consumer.assignment().map_err(|e| Error::Kafka {
+        context: "reading the assignment".into(),
+        source: e,
+    })?;
+    for elem in assignment.elements() {
+        if let Some(next) = state.next_offset(elem.topic(), elem.partition())
+            && let Err(e) = consumer.seek(
+                elem.topic(),
+                elem.partition(),
+                Offset::Offset(next),
+                Duration::from_secs(10),
+            )
+        {
+            return Err(Error::Kafka {
+                context: format!("seeking {}[{}]", elem.topic(), elem.partition()),
+                source: e,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Kafka ingest, connected and ready to run.
+pub struct KafkaIngest {
+    consumer: BaseConsumer<IngestContext>,
+    shared: Arc<Mutex<Shared>>,
+    dead_letter: Option<(FutureProducer, String)>,
+    config: IngestConfig,
+}
+
+/// Connects to the brokers and subscribes; fails fast on bad configuration.
+pub fn build(
+    kafka: &KafkaConfig,
+    ingest: &IngestConfig,
+    lake: Lake,
+    metrics: Metrics,
+) -> Result<KafkaIngest> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "262144");
+    for (k, v) in &kafka.properties {
+        client.set(k, v);
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        lake,
+        pending: Pending::new(ingest.time_window()),
+        metrics,
+        failure: None,
+    }));
+    let consumer: BaseConsumer<IngestContext> = client
+        .create_with_context(IngestContext {
+            shared: Arc::clone(&shared),
+        })
+        .map_err(|e| Error::Kafka {
+            context: "creating the consumer".into(),
+            source: e,
+        })?;
+    consumer
+        .subscribe(&[&kafka.topic])
+        .map_err(|e| Error::Kafka {
+            context: format!("subscribing to {}", kafka.topic),
+            source: e,
+        })?;
+    let dead_letter = match &kafka.dead_letter_topic {
+        None => None,
+        Some(topic) => {
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &kafka.brokers)
+                .create()
+                .map_err(|e| Error::Kafka {
+                    context: "creating the dead-letter producer".into(),
+                    source: e,
+                })?;
+            Some((producer, topic.clone()))
+        }
+    };
+    Ok(KafkaIngest {
+        consumer,
+        shared,
+        dead_letter,
+        config: ingest.clone(),
+    })
+}
+
+impl KafkaIngest {
+    /// Polls until `shutdown`, then commits what it holds and leaves the group.
+    /// Blocking: run it on its own thread.
+    pub fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let poll = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let message = self.consumer.poll(poll);
+            let mut shared = lock(&self.shared);
+            if let Some(e) = shared.failure.take() {
+                return Err(e);
+            }
+            match message {
+                None => {}
+                Some(Ok(msg)) => {
+                    let payload = msg.payload().unwrap_or_default();
+                    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+                    shared.pending.cover(topic, partition, offset);
+                    let source = Source::Kafka {
+                        topic,
+                        partition,
+                        offset,
+                    };
+                    if let Err(error) = shared.pending.push(payload, Utc::now(), source) {
+                        tracing::warn!(topic, partition, offset, reason = error.reason(), %error, "quarantined invalid event");
+                        self.forward_dead_letter(payload, msg.key(), &error, source);
+                    }
+                }
+                Some(Err(KafkaError::MessageConsumption(code))) => {
+                    tracing::warn!(error = %code, "kafka consumption error");
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka error"),
+            }
+            let due = shared.pending.len() as usize >= self.config.max_batch_records
+                || (!shared.pending.is_empty()
+                    && shared.pending.age() >= self.config.max_batch_delay);
+            if due {
+                flush(&mut shared, &self.consumer, CommitMode::Async)?;
+            }
+        }
+        tracing::info!("kafka ingest stopping: committing open work");
+        {
+            let mut shared = lock(&self.shared);
+            flush(&mut shared, &self.consumer, CommitMode::Sync)?;
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    fn forward_dead_letter(
+        &self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        error: &tooltrail_schemas::DecodeError,
+        source: Source<'_>,
+    ) {
+        let Some((producer, topic)) = &self.dead_letter else {
+            return;
+        };
+        let Source::Kafka {
+            topic: from,
+            partition,
+            offset,
+        } = source
+        else {
+            return;
+        };
+        let position = format!("{from}/{partition}/{offset}");
+        let message = error.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "tooltrail.reason",
+                value: Some(error.reason()),
+            })
+            .insert(Header {
+                key: "tooltrail.error",
+                value: Some(&message),
+            })
+            .insert(Header {
+                key: "tooltrail.source",
+                value: Some(&position),
+            });
+        let mut record = FutureRecord::to(topic)
+            .payload(payload)
+            .headers(headers)
+            .timestamp(Timestamp::now().to_millis().unwrap_or_default());
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Err((e, _)) = producer.send_result(record) {
+            tracing::warn!(error = %e, "dead-letter forward failed; the record is in the quarantine");
+        }
+    }
+}
+
+/// Offsets the lake holds for a topic, per partition (for operators and tests).
+pub fn lake_positions(lake: &Lake, topic: &str) -> BTreeMap<i32, i64> {
+    lake.state()
+        .positions
+        .iter()
+        .filter(|((t, _), _)| t == topic)
+        .map(|((_, p), next)| (*p, *next))
+        .collect()
+}

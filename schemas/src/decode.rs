@@ -1,0 +1,551 @@
+//! Decoding untrusted bytes into a [`ToolCallEvent`], with one error that names
+//! the field and the problem.
+//!
+//! The decoder walks the JSON object once with typed visitors (no intermediate
+//! `serde_json::Value`), so it is cheap enough for the ingest hot path.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::{DecodeError, Problem};
+use crate::event::{Decision, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent};
+
+/// The largest event accepted, in bytes.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// The longest id or name (`*_id`, `server`, `method`, `tool`, scopes), in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// The largest `arguments` object, serialized, in bytes.
+pub const MAX_ARGUMENTS_BYTES: usize = 64 << 10;
+
+/// Decodes and validates one event from raw bytes (a Kafka record value or an
+/// NDJSON line without its newline).
+pub fn decode(bytes: &[u8]) -> Result<ToolCallEvent, DecodeError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_EVENT_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(&c) => {
+            // Valid JSON of another type, or not JSON at all?
+            return Err(match serde_json::from_str::<de::IgnoredAny>(text) {
+                Ok(_) => DecodeError::NotObject {
+                    found: json_kind(c),
+                },
+                Err(e) => DecodeError::NotJson {
+                    message: e.to_string(),
+                },
+            });
+        }
+        None => {
+            return Err(DecodeError::NotJson {
+                message: "empty input".into(),
+            });
+        }
+    }
+
+    let failure = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = EventSeed { failure: &failure }
+        .deserialize(&mut de)
+        .and_then(|raw| de.end().map(|()| raw));
+    match raw {
+        Ok(raw) => raw.finish(),
+        Err(e) => match (e.classify(), failure.into_inner()) {
+            (serde_json::error::Category::Data, Some(field_error)) => Err(field_error),
+            _ => Err(DecodeError::NotJson {
+                message: e.to_string(),
+            }),
+        },
+    }
+}
+
+fn json_kind(first: u8) -> &'static str {
+    match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        b'-' | b'0'..=b'9' => "a number",
+        _ => "something that is not JSON",
+    }
+}
+
+/// Fields as they came off the wire, before the contract's rules are checked.
+#[derive(Default)]
+struct RawEvent {
+    schema_version: Option<i64>,
+    event_id: Option<String>,
+    time: Option<String>,
+    tenant_id: Option<String>,
+    user_id: Option<String>,
+    server: Option<String>,
+    method: Option<String>,
+    decision: Option<String>,
+    status: Option<i64>,
+    tool: Option<String>,
+    resource: Option<String>,
+    arguments: Option<RawJson>,
+    scopes: Option<Vec<String>>,
+    required_scope: Option<String>,
+    policy_id: Option<String>,
+    reason: Option<String>,
+    error_type: Option<String>,
+    jsonrpc_error_code: Option<i64>,
+    latency_ms: Option<f64>,
+    client_id: Option<String>,
+    agent_id: Option<String>,
+    session_id: Option<String>,
+    gateway_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    trace_id: Option<String>,
+    principal_type: Option<String>,
+    attributes: Option<BTreeMap<String, String>>,
+    extra: BTreeMap<String, RawJson>,
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T, DecodeError> {
+    value.ok_or_else(|| DecodeError::field(field, Problem::Missing))
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(DecodeError::field(
+            field,
+            Problem::TooLong {
+                len: value.len(),
+                limit: MAX_ID_BYTES,
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn required_id(field: &str, value: Option<String>) -> Result<String, DecodeError> {
+    let value = required(field, value)?;
+    if value.is_empty() {
+        return Err(DecodeError::field(field, Problem::Empty));
+    }
+    check_id(field, &value)?;
+    Ok(value)
+}
+
+fn optional_id(field: &str, value: Option<String>) -> Result<Option<String>, DecodeError> {
+    if let Some(v) = &value {
+        check_id(field, v)?;
+    }
+    Ok(value)
+}
+
+fn parse_time(value: &str) -> Result<DateTime<Utc>, DecodeError> {
+    let parsed = DateTime::parse_from_rfc3339(value).map_err(|e| {
+        DecodeError::field(
+            "time",
+            Problem::BadTime {
+                value: value.chars().take(64).collect(),
+                message: e.to_string(),
+            },
+        )
+    })?;
+    let utc = parsed.with_timezone(&Utc);
+    // The lake stores microseconds; finer precision is dropped here, once.
+    DateTime::from_timestamp_micros(utc.timestamp_micros()).ok_or_else(|| {
+        DecodeError::field(
+            "time",
+            Problem::BadTime {
+                value: value.into(),
+                message: "out of range".into(),
+            },
+        )
+    })
+}
+
+impl RawEvent {
+    fn finish(self) -> Result<ToolCallEvent, DecodeError> {
+        let version = required("schema_version", self.schema_version)?;
+        if version != i64::from(SCHEMA_VERSION) {
+            return Err(DecodeError::field(
+                "schema_version",
+                Problem::UnsupportedVersion(version),
+            ));
+        }
+        let event_id = required_id("event_id", self.event_id)?;
+        let time = parse_time(&required("time", self.time)?)?;
+        let tenant_id = required_id("tenant_id", self.tenant_id)?;
+        let user_id = required_id("user_id", self.user_id)?;
+        let server = required_id("server", self.server)?;
+        let method = required_id("method", self.method)?;
+        let decision = required("decision", self.decision)?;
+        let decision = Decision::parse(&decision).ok_or_else(|| {
+            DecodeError::field(
+                "decision",
+                Problem::BadValue(format!("must be \"allow\" or \"deny\", got {decision:?}")),
+            )
+        })?;
+        let status = required("status", self.status)?;
+        if !(100..=599).contains(&status) {
+            return Err(DecodeError::field(
+                "status",
+                Problem::OutOfRange(format!("must be from 100 to 599, got {status}")),
+            ));
+        }
+        let tool = optional_id("tool", self.tool)?;
+        if method == "tools/call" && tool.as_deref().is_none_or(str::is_empty) {
+            return Err(DecodeError::field(
+                "tool",
+                Problem::MissingWhen("method is tools/call"),
+            ));
+        }
+        if let Some(args) = &self.arguments {
+            let text = args.get();
+            if !text.starts_with('{') {
+                return Err(DecodeError::field(
+                    "arguments",
+                    Problem::WrongType("expected a JSON object".into()),
+                ));
+            }
+            if text.len() > MAX_ARGUMENTS_BYTES {
+                return Err(DecodeError::field(
+                    "arguments",
+                    Problem::TooLong {
+                        len: text.len(),
+                        limit: MAX_ARGUMENTS_BYTES,
+                    },
+                ));
+            }
+        }
+        if let Some(scopes) = &self.scopes {
+            for scope in scopes {
+                check_id("scopes", scope)?;
+            }
+        }
+        if let Some(latency) = self.latency_ms
+            && latency < 0.0
+        {
+            return Err(DecodeError::field(
+                "latency_ms",
+                Problem::OutOfRange(format!("must be 0 or more, got {latency}")),
+            ));
+        }
+        let source_ip = match self.source_ip {
+            None => None,
+            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+                DecodeError::field(
+                    "source_ip",
+                    Problem::BadValue(format!(
+                        "not an IPv4 or IPv6 address: {:?}",
+                        ip.chars().take(64).collect::<String>()
+                    )),
+                )
+            })?),
+        };
+        let trace_id = match self.trace_id {
+            None => None,
+            Some(t) if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(t.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(DecodeError::field(
+                    "trace_id",
+                    Problem::BadValue("must be 32 hexadecimal digits".into()),
+                ));
+            }
+        };
+        let principal_type = match self.principal_type {
+            None => None,
+            Some(p) => Some(PrincipalType::parse(&p).ok_or_else(|| {
+                DecodeError::field(
+                    "principal_type",
+                    Problem::BadValue(format!(
+                        "must be \"user\", \"service\" or \"agent\", got {p:?}"
+                    )),
+                )
+            })?),
+        };
+
+        Ok(ToolCallEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id,
+            time,
+            tenant_id,
+            user_id,
+            server,
+            method,
+            decision,
+            status: u16::try_from(status).expect("status was range-checked"),
+            tool,
+            resource: self.resource,
+            arguments: self.arguments,
+            scopes: self.scopes,
+            required_scope: optional_id("required_scope", self.required_scope)?,
+            policy_id: optional_id("policy_id", self.policy_id)?,
+            reason: self.reason,
+            error_type: self.error_type,
+            jsonrpc_error_code: self.jsonrpc_error_code,
+            latency_ms: self.latency_ms,
+            client_id: optional_id("client_id", self.client_id)?,
+            agent_id: optional_id("agent_id", self.agent_id)?,
+            session_id: optional_id("session_id", self.session_id)?,
+            gateway_id: optional_id("gateway_id", self.gateway_id)?,
+            source_ip,
+            user_agent: self.user_agent,
+            trace_id,
+            principal_type,
+            attributes: self.attributes,
+            extra: self.extra,
+        })
+    }
+}
+
+/// Walks the top-level object. A field-level failure is parked in `failure`
+/// (serde's error type cannot carry it) and the walk stops.
+struct EventSeed<'a> {
+    failure: &'a RefCell<Option<DecodeError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = RawEvent;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawEvent, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventSeed<'_> {
+    type Value = RawEvent;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a tool-call event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
+        let mut raw = RawEvent::default();
+        let record = |field: &str, problem: Problem| {
+            *self.failure.borrow_mut() = Some(DecodeError::field(field, problem));
+        };
+        let fail = |field: &str, problem: Problem| -> A::Error {
+            let message = format!("field `{field}`: {problem}");
+            record(field, problem);
+            de::Error::custom(message)
+        };
+        // Reads the value of a known field into its slot, rejecting duplicates
+        // and naming the field on a type error.
+        macro_rules! read {
+            ($key:expr, $slot:expr, $ty:ty, $conv:expr) => {{
+                if $slot.is_some() {
+                    return Err(fail($key, Problem::Duplicate));
+                }
+                // The original error goes back up so that a syntax error is
+                // still reported as one; a type error is reported as the field's.
+                let value: Option<$ty> = map.next_value().map_err(|e: A::Error| {
+                    record($key, Problem::WrongType(e.to_string()));
+                    e
+                })?;
+                $slot = value.map($conv);
+            }};
+        }
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.0.as_ref() {
+                "schema_version" => read!("schema_version", raw.schema_version, Int, |v| v.0),
+                "event_id" => read!("event_id", raw.event_id, Str, |v| v.0),
+                "time" => read!("time", raw.time, Str, |v| v.0),
+                "tenant_id" => read!("tenant_id", raw.tenant_id, Str, |v| v.0),
+                "user_id" => read!("user_id", raw.user_id, Str, |v| v.0),
+                "server" => read!("server", raw.server, Str, |v| v.0),
+                "method" => read!("method", raw.method, Str, |v| v.0),
+                "decision" => read!("decision", raw.decision, Str, |v| v.0),
+                "status" => read!("status", raw.status, Int, |v| v.0),
+                "tool" => read!("tool", raw.tool, Str, |v| v.0),
+                "resource" => read!("resource", raw.resource, Str, |v| v.0),
+                "arguments" => read!("arguments", raw.arguments, Box<RawValue>, RawJson::from),
+                "scopes" => read!("scopes", raw.scopes, StrList, |v| v.0),
+                "required_scope" => read!("required_scope", raw.required_scope, Str, |v| v.0),
+                "policy_id" => read!("policy_id", raw.policy_id, Str, |v| v.0),
+                "reason" => read!("reason", raw.reason, Str, |v| v.0),
+                "error_type" => read!("error_type", raw.error_type, Str, |v| v.0),
+                "jsonrpc_error_code" => {
+                    read!("jsonrpc_error_code", raw.jsonrpc_error_code, Int, |v| v.0)
+                }
+                "latency_ms" => read!("latency_ms", raw.latency_ms, Num, |v| v.0),
+                "client_id" => read!("client_id", raw.client_id, Str, |v| v.0),
+                "agent_id" => read!("agent_id", raw.agent_id, Str, |v| v.0),
+                "session_id" => read!("session_id", raw.session_id, Str, |v| v.0),
+                "gateway_id" => read!("gateway_id", raw.gateway_id, Str, |v| v.0),
+                "source_ip" => read!("source_ip", raw.source_ip, Str, |v| v.0),
+                "user_agent" => read!("user_agent", raw.user_agent, Str, |v| v.0),
+                "trace_id" => read!("trace_id", raw.trace_id, Str, |v| v.0),
+                "principal_type" => read!("principal_type", raw.principal_type, Str, |v| v.0),
+                "attributes" => read!("attributes", raw.attributes, StrMap, |v| v.0),
+                other => {
+                    if raw.extra.contains_key(other) {
+                        return Err(fail(other, Problem::Duplicate));
+                    }
+                    let value: Box<RawValue> = map.next_value()?;
+                    raw.extra.insert(other.to_owned(), value.into());
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON string.
+struct Str(String);
+
+impl<'de> de::Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str, E> {
+                Ok(Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str, E> {
+                Ok(Str(v))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
+
+/// A JSON integer (no fraction, fits in i64).
+struct Int(i64);
+
+impl<'de> de::Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                i64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_i64(V)
+    }
+}
+
+/// A JSON number.
+struct Num(f64);
+
+impl<'de> de::Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+        }
+        d.deserialize_f64(V)
+    }
+}
+
+/// A JSON array of strings.
+struct StrList(Vec<String>);
+
+impl<'de> de::Deserialize<'de> for StrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+                while let Some(Str(s)) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(StrList(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A JSON object whose values are all strings.
+struct StrMap(BTreeMap<String, String>);
+
+impl<'de> de::Deserialize<'de> for StrMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrMap, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((Key(k), Str(v))) = map.next_entry::<Key<'de>, Str>()? {
+                    if out.insert(k.into_owned(), v).is_some() {
+                        return Err(de::Error::custom("duplicate key in attributes"));
+                    }
+                }
+                Ok(StrMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

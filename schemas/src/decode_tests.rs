@@ -1,0 +1,277 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::event::{FIELDS, format_time};
+
+fn valid() -> Value {
+    json!({
+        "schema_version": 1,
+        "event_id": "evt-1",
+        "time": "2026-11-22T09:30:00.123456789+01:00",
+        "tenant_id": "acme",
+        "user_id": "alice@acme.com",
+        "server": "github",
+        "method": "tools/call",
+        "tool": "create_issue",
+        "decision": "allow",
+        "status": 200,
+    })
+}
+
+fn decode_value(v: &Value) -> Result<ToolCallEvent, DecodeError> {
+    decode(serde_json::to_string(v).unwrap().as_bytes())
+}
+
+fn with(field: &str, value: Value) -> Value {
+    let mut v = valid();
+    v[field] = value;
+    v
+}
+
+fn without(field: &str) -> Value {
+    let mut v = valid();
+    v.as_object_mut().unwrap().remove(field);
+    v
+}
+
+#[track_caller]
+fn assert_field_error(v: &Value, field: &str, reason: &str) {
+    let err = decode_value(v).unwrap_err();
+    assert_eq!(err.field_name(), Some(field), "{err}");
+    assert_eq!(err.reason(), reason, "{err}");
+    assert!(
+        err.to_string().contains(field),
+        "message should name the field: {err}"
+    );
+}
+
+#[test]
+fn decodes_a_full_event_and_normalizes_time_to_utc_micros() {
+    let mut v = valid();
+    let o = v.as_object_mut().unwrap();
+    o.insert("resource".into(), json!("repo://acme/api"));
+    o.insert("arguments".into(), json!({"title": "x", "labels": ["a"]}));
+    o.insert("scopes".into(), json!(["repo:read", "repo:write"]));
+    o.insert("latency_ms".into(), json!(12));
+    o.insert("source_ip".into(), json!("2001:db8::1"));
+    o.insert("trace_id".into(), json!("4BF92F3577B34DA6A3CE929D0E0E4736"));
+    o.insert("principal_type".into(), json!("agent"));
+    o.insert("attributes".into(), json!({"env": "prod"}));
+    o.insert("jsonrpc_error_code".into(), Value::Null);
+    let e = decode_value(&v).unwrap();
+    assert_eq!(format_time(&e.time), "2026-11-22T08:30:00.123456Z");
+    assert_eq!(e.decision, Decision::Allow);
+    assert_eq!(e.latency_ms, Some(12.0));
+    assert_eq!(
+        e.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(e.jsonrpc_error_code, None, "null means absent");
+    assert_eq!(
+        e.arguments.as_ref().unwrap().get(),
+        r#"{"labels":["a"],"title":"x"}"#
+    );
+    assert_eq!(e.kafka_key(), "acme/alice@acme.com");
+}
+
+#[test]
+fn keeps_unknown_fields_verbatim_and_round_trips() {
+    let v = with("vendor", json!({"region": "eu", "n": 3}));
+    let e = decode_value(&v).unwrap();
+    assert_eq!(e.extra["vendor"].get(), r#"{"n":3,"region":"eu"}"#);
+    let again = decode(e.to_json().as_bytes()).unwrap();
+    assert_eq!(again, e);
+}
+
+#[test]
+fn rejects_bytes_that_are_not_an_object() {
+    assert_eq!(decode(b"\xff\xfe{}").unwrap_err().reason(), "not_utf8");
+    assert_eq!(decode(b"").unwrap_err().reason(), "not_json");
+    assert_eq!(
+        decode(b"{\"schema_version\": 1,").unwrap_err().reason(),
+        "not_json"
+    );
+    assert_eq!(decode(b"{} trailing").unwrap_err().reason(), "not_json");
+    assert_eq!(
+        decode(b"[1,2]").unwrap_err(),
+        DecodeError::NotObject { found: "an array" }
+    );
+    assert_eq!(
+        decode(b"  42").unwrap_err(),
+        DecodeError::NotObject { found: "a number" }
+    );
+    assert_eq!(
+        decode(b"null").unwrap_err(),
+        DecodeError::NotObject { found: "null" }
+    );
+    assert_eq!(decode(b"not json").unwrap_err().reason(), "not_json");
+}
+
+#[test]
+fn a_syntax_error_inside_a_value_is_reported_as_not_json() {
+    let err = decode(br#"{"schema_version":1,"status":2x}"#).unwrap_err();
+    assert_eq!(err.reason(), "not_json", "{err}");
+}
+
+#[test]
+fn names_each_missing_or_null_required_field() {
+    for spec in FIELDS.iter().filter(|f| f.required) {
+        assert_field_error(&without(spec.name), spec.name, "missing_field");
+        assert_field_error(&with(spec.name, Value::Null), spec.name, "missing_field");
+    }
+}
+
+#[test]
+fn names_the_field_of_a_wrong_type() {
+    assert_field_error(&with("status", json!("200")), "status", "wrong_type");
+    assert_field_error(&with("status", json!(200.5)), "status", "wrong_type");
+    assert_field_error(&with("event_id", json!(7)), "event_id", "wrong_type");
+    assert_field_error(&with("scopes", json!(["a", 1])), "scopes", "wrong_type");
+    assert_field_error(
+        &with("attributes", json!({"a": 1})),
+        "attributes",
+        "wrong_type",
+    );
+    assert_field_error(&with("arguments", json!([1])), "arguments", "wrong_type");
+    assert_field_error(
+        &with("latency_ms", json!("fast")),
+        "latency_ms",
+        "wrong_type",
+    );
+}
+
+#[test]
+fn checks_values_against_the_contract() {
+    assert_field_error(&with("time", json!("yesterday")), "time", "bad_time");
+    assert_field_error(
+        &with("time", json!("2026-11-22T09:30:00")),
+        "time",
+        "bad_time",
+    );
+    assert_field_error(&with("status", json!(600)), "status", "out_of_range");
+    assert_field_error(&with("status", json!(99)), "status", "out_of_range");
+    assert_field_error(&with("decision", json!("maybe")), "decision", "bad_value");
+    assert_field_error(
+        &with("schema_version", json!(2)),
+        "schema_version",
+        "unsupported_version",
+    );
+    assert_field_error(&with("latency_ms", json!(-1)), "latency_ms", "out_of_range");
+    assert_field_error(
+        &with("source_ip", json!("10.0.0.300")),
+        "source_ip",
+        "bad_value",
+    );
+    assert_field_error(&with("trace_id", json!("abc")), "trace_id", "bad_value");
+    assert_field_error(
+        &with("principal_type", json!("robot")),
+        "principal_type",
+        "bad_value",
+    );
+    assert_field_error(&with("tenant_id", json!("")), "tenant_id", "empty_field");
+}
+
+#[test]
+fn tools_call_needs_a_tool_but_other_methods_do_not() {
+    assert_field_error(&without("tool"), "tool", "missing_field");
+    assert_field_error(&with("tool", json!("")), "tool", "missing_field");
+    let mut read = without("tool");
+    read["method"] = json!("resources/read");
+    assert!(decode_value(&read).is_ok());
+}
+
+#[test]
+fn enforces_length_caps() {
+    let long_id = "x".repeat(MAX_ID_BYTES + 1);
+    assert_field_error(
+        &with("session_id", json!(long_id)),
+        "session_id",
+        "too_long",
+    );
+    assert!(decode_value(&with("session_id", json!("x".repeat(MAX_ID_BYTES)))).is_ok());
+    let big_args = json!({"blob": "a".repeat(MAX_ARGUMENTS_BYTES)});
+    assert_field_error(&with("arguments", big_args), "arguments", "too_long");
+    let huge = with("reason", json!("r".repeat(MAX_EVENT_BYTES)));
+    assert_eq!(decode_value(&huge).unwrap_err().reason(), "too_large");
+}
+
+#[test]
+fn rejects_duplicate_fields() {
+    let err = decode(
+        br#"{"schema_version":1,"event_id":"a","event_id":"b","time":"2026-11-22T09:30:00Z"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field_name(), Some("event_id"));
+    assert_eq!(err.reason(), "duplicate_field");
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[ -~]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Events with each contract field either valid, absent, or replaced by junk.
+fn arb_event_like() -> impl Strategy<Value = Value> {
+    let fields: Vec<&'static str> = FIELDS.iter().map(|f| f.name).collect();
+    prop::collection::vec((0..3u8, arb_json()), fields.len()).prop_map(move |choices| {
+        let base = valid();
+        let mut out = serde_json::Map::new();
+        for (name, (choice, junk)) in fields.iter().zip(choices) {
+            match choice {
+                0 => {
+                    if let Some(v) = base.get(*name) {
+                        out.insert((*name).into(), v.clone());
+                    }
+                }
+                1 => {}
+                _ => {
+                    out.insert((*name).into(), junk);
+                }
+            }
+        }
+        Value::Object(out)
+    })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_and_every_rejection_explains_itself(
+        bytes in prop::collection::vec(any::<u8>(), 0..512)
+    ) {
+        if let Err(e) = decode(&bytes) {
+            prop_assert!(!e.to_string().is_empty());
+            prop_assert!(!e.reason().is_empty());
+        }
+    }
+
+    #[test]
+    fn mangled_events_are_rejected_with_a_named_field_or_accepted_and_round_trip(
+        v in arb_event_like()
+    ) {
+        let text = serde_json::to_string(&v).unwrap();
+        match decode(text.as_bytes()) {
+            Ok(event) => {
+                let again = decode(event.to_json().as_bytes()).unwrap();
+                prop_assert_eq!(again, event);
+            }
+            Err(e) => {
+                prop_assert!(e.field_name().is_some(), "object input must fail on a field: {}", e);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Configuration: one TOML file, `TOOLTRAIL__SECTION__KEY` environment
+//! overrides, and command-line flags on top.
+//!
+//! Each section is owned by the code that uses it; this module only layers the
+//! sources and reports every bad key by its path. The example config
+//! (`tooltrail.example.toml`) documents every key and is parsed by a test.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use serde::{Deserialize, Serialize};
+
+use tooltrail_ingest::config::{HttpConfig, IngestConfig, KafkaConfig};
+
+use crate::logging::LogConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Logging: format and filter.
+    pub log: LogConfig,
+    /// How records become lake files.
+    pub ingest: IngestConfig,
+    /// The HTTP listener.
+    pub http: HttpConfig,
+    /// The Kafka source; absent means HTTP ingest only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// The environment variable prefix for overrides: `TOOLTRAIL__LOG__FORMAT=json`.
+pub const ENV_PREFIX: &str = "TOOLTRAIL__";
+
+/// One bad key, by its dotted path, with what is wrong and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub problem: String,
+    pub source: Option<String>,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
+        write!(f, "{path}: {}", self.problem)?;
+        if let Some(source) = &self.source {
+            write!(f, " (from {source})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration ({} problem{})",
+            self.0.len(),
+            plural(self.0.len())
+        )?;
+        for issue in &self.0 {
+            write!(f, "\n  {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The layered sources: defaults, then the file (if any), then the environment,
+/// then `overrides` (command-line flags, as `("section.key", value)` pairs).
+pub fn figment(file: Option<&Path>, overrides: &[(&str, Value)]) -> Figment {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    for (key, value) in overrides {
+        figment = figment.merge((*key, value.clone()));
+    }
+    figment
+}
+
+/// Loads and validates the configuration, reporting every bad key at once.
+pub fn load(figment: &Figment) -> Result<Config, ConfigErrors> {
+    let mut issues = Vec::new();
+    let mut tree: Dict = match figment.extract::<Dict>() {
+        Ok(tree) => tree,
+        Err(e) => {
+            // The file itself is unreadable or not TOML: nothing more to check.
+            return Err(ConfigErrors(
+                e.into_iter()
+                    .map(|e| ConfigIssue {
+                        path: e.path.join("."),
+                        problem: e.kind.to_string(),
+                        source: e.metadata.as_ref().map(describe_source),
+                    })
+                    .collect(),
+            ));
+        }
+    };
+    // Serde stops at the first error, so take out each offending key and try
+    // again until what is left deserializes.
+    for _ in 0..64 {
+        let attempt = Figment::from(Serialized::defaults(&tree)).extract::<Config>();
+        match attempt {
+            Ok(config) if issues.is_empty() => {
+                let problems = config.validate();
+                return if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigErrors(problems))
+                };
+            }
+            Ok(_) => break,
+            Err(errors) => {
+                for e in errors {
+                    let path = e.path.clone();
+                    let dotted = path.join(".");
+                    issues.push(ConfigIssue {
+                        problem: e.kind.to_string(),
+                        source: figment.find_metadata(&dotted).map(describe_source),
+                        path: dotted,
+                    });
+                    if !remove_path(&mut tree, &path) {
+                        return Err(ConfigErrors(issues));
+                    }
+                }
+            }
+        }
+    }
+    Err(ConfigErrors(issues))
+}
+
+fn describe_source(metadata: &figment::Metadata) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        _ => metadata.name.to_string(),
+    }
+}
+
+/// Removes the key at `path`; false when there is nothing there to remove.
+fn remove_path(tree: &mut Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => tree.remove(last).is_some(),
+        [first, rest @ ..] => match tree.get_mut(first) {
+            Some(Value::Dict(_, child)) => remove_path(child, rest),
+            _ => false,
+        },
+    }
+}
+
+impl Config {
+    /// Checks rules that types alone cannot express.
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if let Err(problem) = self.log.validate() {
+            issues.push(ConfigIssue {
+                path: "log.filter".into(),
+                problem,
+                source: None,
+            });
+        }
+        for (path, problem) in self.ingest.validate() {
+            issues.push(ConfigIssue {
+                path,
+                problem,
+                source: None,
+            });
+        }
+        issues
+    }
+}
+
+/// Where to read the config file from: the `--config` flag, `TOOLTRAIL_CONFIG`,
+/// or `./tooltrail.toml` when it exists.
+pub fn resolve_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os("TOOLTRAIL_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let local = PathBuf::from("tooltrail.toml");
+            local.exists().then_some(local)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+        load(&figment)
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../tooltrail.example.toml");
+        load_str(text).expect("tooltrail.example.toml must stay valid");
+    }
+
+    #[test]
+    fn reports_every_bad_key_by_path() {
+        let errors = load_str(
+            r#"
+            nonsense = 1
+            [log]
+            format = "xml"
+            colour = true
+            "#,
+        )
+        .unwrap_err();
+        let mut paths: Vec<&str> = errors.0.iter().map(|i| i.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["log.colour", "log.format", "nonsense"], "{errors}");
+        let format = errors.0.iter().find(|i| i.path == "log.format").unwrap();
+        assert!(format.problem.contains("xml"), "{format}");
+    }
+
+    #[test]
+    fn a_bad_filter_is_named() {
+        let errors = load_str("[log]\nfilter = \"info,=[\"").unwrap_err();
+        assert_eq!(errors.0[0].path, "log.filter", "{errors}");
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[log]\nformat = \"text\""))
+            .merge(("log.format", "json"));
+        let config = load(&figment).unwrap();
+        assert_eq!(config.log.format, crate::logging::LogFormat::Json);
+    }
+}

@@ -1,0 +1,130 @@
+//! `tooltrail ingest`: Kafka ingest as its own service, or a one-off import
+//! of an NDJSON file.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tooltrail_ingest::config::KafkaConfig;
+use tooltrail_ingest::lake::Lake;
+use tooltrail_ingest::metrics::Metrics;
+use tooltrail_ingest::source::{file, kafka};
+
+use crate::config::Config;
+use crate::supervisor::Supervisor;
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["kafka", "file"])))]
+pub struct IngestArgs {
+    /// The lake directory, overriding `ingest.lake`.
+    #[arg(long, value_name = "DIR")]
+    pub lake: Option<PathBuf>,
+    /// Consume from these Kafka brokers (runs until SIGTERM).
+    #[arg(long, value_name = "BROKERS", requires = "topic")]
+    pub kafka: Option<String>,
+    /// The Kafka topic (with --kafka).
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// Consumer group (with --kafka), overriding `kafka.group_id`.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Import this NDJSON file and exit.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kafka", "topic", "group"])]
+    pub file: Option<PathBuf>,
+    /// Address for /healthz and /metrics (with --kafka), overriding `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+pub async fn run(
+    args: IngestArgs,
+    mut config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let lake_dir = args
+        .lake
+        .or_else(|| config.ingest.lake.clone())
+        .context("no lake directory: pass --lake DIR or set ingest.lake")?;
+    let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
+        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+
+    if let Some(path) = args.file {
+        let ingest = config.ingest.clone();
+        return tokio::task::spawn_blocking(move || import(&path, lake, &ingest, &metrics)).await?;
+    }
+
+    let brokers = args.kafka.context("--kafka is required without --file")?;
+    let topic = args.topic.context("--topic is required with --kafka")?;
+    let mut kafka_config = KafkaConfig {
+        brokers,
+        topic,
+        ..config.kafka.take().unwrap_or_else(crate::up::default_kafka)
+    };
+    if let Some(group) = args.group {
+        kafka_config.group_id = group;
+    }
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    let supervisor = Supervisor::new(shutdown);
+    let ingest = kafka::build(&kafka_config, &config.ingest, lake, metrics)?;
+    let token = supervisor.token();
+    supervisor.spawn_blocking("kafka ingest", move || Ok(ingest.run(token)?));
+    let (addr, serve) = crate::serve::bind(
+        config.http.listen,
+        axum::Router::new(),
+        registry,
+        supervisor.token(),
+    )
+    .await?;
+    supervisor.spawn("http server", serve);
+    tracing::info!(%addr, topic = %kafka_config.topic, group = %kafka_config.group_id, "kafka ingest running");
+    eprintln!("listening on http://{addr}");
+    supervisor.wait().await
+}
+
+fn import(
+    path: &std::path::Path,
+    mut lake: Lake,
+    config: &tooltrail_ingest::config::IngestConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let total = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("the progress template is valid"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let summary = file::import_file(path, &mut lake, config, metrics, &mut |read| {
+        bar.set_position(read)
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {}: {} events, {} quarantined, {} lines already in the lake, {} transactions, {:.1}s ({:.0} lines/s)",
+        path.display(),
+        summary.events,
+        summary.quarantined,
+        summary.skipped,
+        summary.transactions,
+        secs,
+        summary.lines as f64 / secs.max(1e-9),
+    );
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The `tooltrail` binary: parses arguments, loads configuration, installs
+//! logging and maps failures to exit codes. Everything else lives in the
+//! library crates, which take their configuration as values.
+
+mod config;
+mod ingest;
+mod logging;
+mod serve;
+mod shutdown;
+mod simulate;
+mod supervisor;
+mod up;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use figment::value::Value;
+
+use crate::config::{Config, ConfigErrors};
+use crate::logging::LogFormat;
+
+/// Exit code for a bad configuration (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tooltrail",
+    version,
+    about = "Audit pipeline and anomaly detector for AI agents' MCP tool calls"
+)]
+struct Cli {
+    /// Configuration file (TOML). Default: $TOOLTRAIL_CONFIG, else ./tooltrail.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format, overriding `log.format`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log filter in RUST_LOG syntax, overriding `log.filter`.
+    #[arg(long, global = true, value_name = "DIRECTIVES")]
+    log_filter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run everything in one process: HTTP (or Kafka) ingest into a local lake.
+    Up(up::UpArgs),
+    /// Run Kafka ingest as a service, or import an NDJSON file.
+    Ingest(ingest::IngestArgs),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Generate realistic gateway traffic with labelled attacks.
+    Simulate(simulate::SimulateArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Check a configuration file; names every bad key by its path.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the effective configuration (file, environment and flags merged).
+    Show,
+}
+
+/// How a command failed, which decides the exit code.
+enum Failure {
+    Config(ConfigErrors),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(errors)) => {
+            eprintln!("error: {errors}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(cli: &Cli) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    if let Some(format) = cli.log_format {
+        let format = match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        out.push((
+            "log.format",
+            Value::serialize(format).expect("an enum serializes"),
+        ));
+    }
+    if let Some(filter) = &cli.log_filter {
+        out.push(("log.filter", Value::from(filter.clone())));
+    }
+    out
+}
+
+fn load_config(file: Option<&Path>, overrides: &[(&str, Value)]) -> Result<Config, Failure> {
+    config::load(&config::figment(file, overrides)).map_err(Failure::Config)
+}
+
+/// Loads the configuration and installs logging: the start of every command
+/// that does work.
+fn start(file: Option<PathBuf>, overrides: &[(&str, Value)]) -> Result<Config, Failure> {
+    let config = load_config(config::resolve_path(file).as_deref(), overrides)?;
+    logging::init(&config.log)?;
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let overrides = overrides(&cli);
+    match cli.command {
+        Command::Config(ConfigCommand::Check { file }) => {
+            if !file.exists() {
+                return Err(
+                    anyhow::anyhow!("config file {} does not exist", file.display()).into(),
+                );
+            }
+            load_config(Some(&file), &overrides)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show) => {
+            let config = load_config(config::resolve_path(cli.config).as_deref(), &overrides)?;
+            let text = toml::to_string_pretty(&config).map_err(anyhow::Error::from)?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Simulate(args) => {
+            start(cli.config, &overrides)?;
+            block_on(simulate::run(args))
+        }
+        Command::Up(args) => {
+            let config = start(cli.config, &overrides)?;
+            block_on(with_shutdown(|token| up::run(args, config, token)))
+        }
+        Command::Ingest(args) => {
+            let config = start(cli.config, &overrides)?;
+            block_on(with_shutdown(|token| ingest::run(args, config, token)))
+        }
+    }
+}
+
+/// Runs a service until it stops or a signal asks it to.
+async fn with_shutdown<F, Fut>(service: F) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let token = tokio_util::sync::CancellationToken::new();
+    shutdown::install(token.clone());
+    service(token).await
+}
+
+fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?;
+    runtime.block_on(future).map_err(Failure::Other)
+}

@@ -1,0 +1,96 @@
+//! `tooltrail up`: everything in one process. Without Kafka, gateways POST to
+//! `/v1/events` and the lake lives under the data directory; with `--kafka`,
+//! the process consumes the topic instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tooltrail_ingest::config::KafkaConfig;
+use tooltrail_ingest::lake::Lake;
+use tooltrail_ingest::metrics::Metrics;
+use tooltrail_ingest::source::{http, kafka};
+
+use crate::config::Config;
+use crate::supervisor::Supervisor;
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Where the lake and state live (the lake goes to DIR/lake unless `ingest.lake` is set).
+    #[arg(long, value_name = "DIR", default_value = "tooltrail-data")]
+    pub data_dir: PathBuf,
+    /// Address for the HTTP API, overriding `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Consume from these Kafka brokers instead of accepting events over HTTP.
+    #[arg(long, value_name = "BROKERS", requires = "topic")]
+    pub kafka: Option<String>,
+    /// The Kafka topic (with --kafka).
+    #[arg(long, value_name = "TOPIC", requires = "kafka")]
+    pub topic: Option<String>,
+}
+
+pub async fn run(
+    args: UpArgs,
+    mut config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if let (Some(brokers), Some(topic)) = (args.kafka, args.topic) {
+        config.kafka = Some(KafkaConfig {
+            brokers,
+            topic,
+            ..config.kafka.unwrap_or_else(default_kafka)
+        });
+    }
+    let lake_dir = config
+        .ingest
+        .lake
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("lake"));
+    let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
+        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let supervisor = Supervisor::new(shutdown.clone());
+
+    let routes = match &config.kafka {
+        Some(kafka_config) => {
+            let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics)?;
+            let token = supervisor.token();
+            supervisor.spawn_blocking("kafka ingest", move || Ok(ingest.run(token)?));
+            tracing::info!(brokers = %kafka_config.brokers, topic = %kafka_config.topic, "consuming from kafka");
+            axum::Router::new()
+        }
+        None => {
+            let (handle, committer) =
+                http::build(lake, &config.http, &config.ingest, metrics, None);
+            let token = supervisor.token();
+            supervisor.spawn("http ingest committer", async move {
+                Ok(committer.run(token).await?)
+            });
+            handle.router()
+        }
+    };
+    let (addr, serve) =
+        crate::serve::bind(config.http.listen, routes, registry, supervisor.token()).await?;
+    supervisor.spawn("http server", serve);
+    tracing::info!(%addr, lake = %lake_dir.display(), "tooltrail is up");
+    // Scripts and tests read this line to find the port.
+    eprintln!("listening on http://{addr}");
+    supervisor.wait().await
+}
+
+pub fn default_kafka() -> KafkaConfig {
+    KafkaConfig {
+        brokers: String::new(),
+        topic: String::new(),
+        group_id: "tooltrail-ingest".into(),
+        dead_letter_topic: None,
+        properties: Default::default(),
+    }
+}

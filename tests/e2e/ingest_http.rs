@@ -1,0 +1,239 @@
+//! `tooltrail up` with HTTP ingest (the embedded default) and `tooltrail ingest --file`: what a
+//! gateway and an operator rely on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use crate::support::lake::{lake_rows, read_event_ids};
+use crate::support::process::Tooltrail;
+use crate::support::run_tooltrail;
+
+fn event(id: &str, user: &str) -> Value {
+    json!({
+        "schema_version": 1, "event_id": id, "time": chrono::Utc::now().to_rfc3339(),
+        "tenant_id": "acme", "user_id": user, "server": "github", "method": "tools/call",
+        "tool": "create_issue", "decision": "allow", "status": 200
+    })
+}
+
+fn ndjson(events: &[Value]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+#[tokio::test]
+async fn acknowledged_events_are_already_durable_and_rejects_are_itemized() -> Result<()> {
+    let up = Tooltrail::up(&[]).await?;
+    let body = format!(
+        "{}{}\n{}not json\n{}",
+        ndjson(&[event("e1", "alice")]),
+        json!({"schema_version": 1, "event_id": "bad-status", "time": "2026-11-22T09:00:00Z",
+               "tenant_id": "acme", "user_id": "bob", "server": "s", "method": "tools/call",
+               "tool": "t", "decision": "allow", "status": 700}),
+        ndjson(&[event("e2", "alice")]),
+        ndjson(&[event("e3", "bob")]),
+    );
+    let reply = up.post_events(body, &[]).await?;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(reply.1["accepted"], 3);
+    let rejected = reply.1["rejected"].as_array().context("rejected list")?;
+    let summary: Vec<(u64, &str, Option<&str>)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap(),
+                r["field"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(1, "out_of_range", Some("status")), (3, "not_json", None)]
+    );
+    assert!(rejected[0]["error"].as_str().unwrap().contains("700"));
+
+    // No waiting: the reply came after the commit.
+    let mut ids = read_event_ids(&up.lake())?;
+    ids.sort();
+    assert_eq!(ids, ["e1", "e2", "e3"]);
+    assert_eq!(lake_rows(&up.lake().join("quarantine"))?, 2);
+    up.stop().await
+}
+
+#[tokio::test]
+async fn a_json_array_body_is_accepted() -> Result<()> {
+    let up = Tooltrail::up(&[]).await?;
+    let body = serde_json::to_string(&[event("a1", "amy"), event("a2", "amy")])?;
+    let reply = up.post_json(body).await?;
+    assert_eq!(
+        (reply.0, reply.1["accepted"].clone()),
+        (200, json!(2)),
+        "{}",
+        reply.1
+    );
+    up.stop().await
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_with_a_json_error() -> Result<()> {
+    let up = Tooltrail::up(&[("TOOLTRAIL__HTTP__MAX_BODY_BYTES", "1000")]).await?;
+    let many: Vec<Value> = (0..20).map(|i| event(&format!("big{i}"), "amy")).collect();
+    let reply = up.post_events(ndjson(&many), &[]).await?;
+    assert_eq!(reply.0, 413);
+    assert_eq!(reply.1["error"], "body_too_large");
+    assert!(read_event_ids(&up.lake())?.is_empty());
+    up.stop().await
+}
+
+#[tokio::test]
+async fn a_configured_ingest_token_is_required() -> Result<()> {
+    let up = Tooltrail::up(&[("TOOLTRAIL__HTTP__INGEST_TOKENS", "[s3cret]")]).await?;
+    let body = ndjson(&[event("t1", "amy")]);
+    let denied = up.post_events(body.clone(), &[]).await?;
+    assert_eq!(
+        (denied.0, denied.1["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let wrong = up
+        .post_events(body.clone(), &[("authorization", "Bearer nope")])
+        .await?;
+    assert_eq!(wrong.0, 401);
+    let ok = up
+        .post_events(body, &[("authorization", "Bearer s3cret")])
+        .await?;
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    up.stop().await
+}
+
+#[tokio::test]
+async fn acknowledged_events_survive_kill_9_exactly_once_and_retries_are_idempotent() -> Result<()>
+{
+    let data = tempfile::tempdir()?;
+    let up = Tooltrail::up_in(data.path(), &[]).await?;
+    let mut sent = Vec::new();
+    for batch in 0..5 {
+        let events: Vec<Value> = (0..200)
+            .map(|i| event(&format!("k{batch}-{i}"), "amy"))
+            .collect();
+        sent.extend(
+            events
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        let key = format!("batch-{batch}");
+        let reply = up
+            .post_events(ndjson(&events), &[("idempotency-key", &key)])
+            .await?;
+        assert_eq!(reply.0, 200, "{}", reply.1);
+    }
+    up.kill_9().await?;
+
+    // Restart on the same data; the gateway retries the last batch it is unsure of.
+    let up = Tooltrail::up_in(data.path(), &[]).await?;
+    let events: Vec<Value> = (0..200).map(|i| event(&format!("k4-{i}"), "amy")).collect();
+    let retry = up
+        .post_events(ndjson(&events), &[("idempotency-key", "batch-4")])
+        .await?;
+    assert_eq!(retry.0, 200, "{}", retry.1);
+    assert_eq!(retry.1["duplicate"], true);
+    assert_eq!(retry.1["accepted"], 0);
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in read_event_ids(&up.lake())? {
+        *counts.entry(id).or_default() += 1;
+    }
+    let missing: Vec<&String> = sent.iter().filter(|id| !counts.contains_key(*id)).collect();
+    let duplicated: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing",
+        missing.len()
+    );
+    assert!(
+        duplicated.is_empty(),
+        "{} events stored twice",
+        duplicated.len()
+    );
+    assert_eq!(counts.len(), sent.len());
+    up.stop().await
+}
+
+#[tokio::test]
+async fn metrics_and_health_report_what_happened() -> Result<()> {
+    let up = Tooltrail::up(&[]).await?;
+    let body = format!("{}[1,2]\n", ndjson(&[event("m1", "amy")]));
+    assert_eq!(up.post_events(body, &[]).await?.0, 200);
+    let health = up.get("/healthz").await?;
+    assert_eq!(health.0, 200);
+    let metrics = up.get_text("/metrics").await?;
+    assert!(
+        metrics.contains(r#"tooltrail_ingest_events_total{source="http"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tooltrail_ingest_quarantined_total{reason="not_object"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tooltrail_ingest_files_committed_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tooltrail_ingest_commit_seconds"),
+        "{metrics}"
+    );
+    up.stop().await
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() -> Result<()> {
+    let up = Tooltrail::up(&[]).await?;
+    assert_eq!(
+        up.post_events(ndjson(&[event("s1", "amy")]), &[]).await?.0,
+        200
+    );
+    let status = up.terminate().await?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn file_import_is_exactly_once_across_reruns() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("events.ndjson");
+    let lake = dir.path().join("lake");
+    let mut lines: Vec<String> = (0..250)
+        .map(|i| event(&format!("f{i}"), "amy").to_string())
+        .collect();
+    lines.insert(10, "{\"schema_version\": 1}".into());
+    std::fs::write(&file, lines.join("\n"))?;
+    let (file_s, lake_s) = (file.to_str().unwrap(), lake.to_str().unwrap());
+    let env = [("TOOLTRAIL__INGEST__MAX_BATCH_RECORDS", "100")];
+
+    let first = crate::support::process::run_tooltrail_env(
+        &["ingest", "--file", file_s, "--lake", lake_s],
+        &env,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(out.contains("250 events, 1 quarantined"), "{out}");
+    assert!(out.contains("3 transactions"), "{out}");
+    let second = run_tooltrail(
+        &["ingest", "--file", file_s, "--lake", lake_s],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        out.contains("0 events"),
+        "a rerun must not import again: {out}"
+    );
+    let ids = read_event_ids(&lake)?;
+    assert_eq!(ids.len(), 250);
+    assert_eq!(lake_rows(&lake.join("quarantine"))?, 1);
+    Ok(())
+}
