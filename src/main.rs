@@ -2,6 +2,7 @@
 //! logging and maps failures to exit codes. Everything else lives in the
 //! library crates, which take their configuration as values.
 
+mod compact;
 mod config;
 mod ingest;
 mod logging;
@@ -55,6 +56,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run Kafka ingest as a service, or import an NDJSON file.
     Ingest(ingest::IngestArgs),
+    /// Merge the small files of closed hours into large ones, atomically.
+    Compact(compact::CompactArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -152,6 +155,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Simulate(args) => {
             start(cli.config, &overrides)?;
             block_on(simulate::run(args))
+        }
+        Command::Compact(args) => {
+            let config = start(cli.config, &overrides)?;
+            Ok(compact::run(args, &config)?)
         }
         Command::Up(args) => {
             let config = start(cli.config, &overrides)?;

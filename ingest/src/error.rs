@@ -31,6 +31,8 @@ pub enum Error {
         committed: i64,
         start: i64,
     },
+    #[error("partition {dir} changed while it was being compacted")]
+    PartitionChanged { dir: String },
     #[error("file {path} was already imported into this lake (sha256 {sha256})")]
     AlreadyImported { path: String, sha256: String },
     #[error("kafka: {context}: {source}")]
@@ -60,7 +62,10 @@ impl Error {
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Io { .. } | Error::Kafka { .. } | Error::Conflict { .. } => true,
+            Error::Io { .. }
+            | Error::Kafka { .. }
+            | Error::Conflict { .. }
+            | Error::PartitionChanged { .. } => true,
             Error::WriteParquet { .. }
             | Error::Arrow(_)
             | Error::CorruptLog { .. }

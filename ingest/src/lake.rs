@@ -16,6 +16,7 @@
 //! finishes step 3 for any entry a crash interrupted, and removes staged files
 //! no entry names once they are old enough not to belong to a live writer.
 
+pub mod compact;
 pub mod log;
 pub mod parquet;
 
@@ -101,6 +102,9 @@ pub struct Transaction {
 pub struct Lake {
     root: PathBuf,
     log: Log,
+    /// `<lake>/_tooltrail/lock`: writers hold it shared while they commit;
+    /// compaction holds it exclusively while it swaps a partition.
+    lock: fs::File,
     zstd_level: i32,
     writer_id: String,
 }
@@ -114,13 +118,24 @@ impl Lake {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         let (log, entries) = Log::open(&root.join("_tooltrail").join("log"))?;
+        let lock_path = root.join("_tooltrail").join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
         let lake = Lake {
             root: root.to_owned(),
             log,
+            lock,
             zstd_level,
             writer_id: format!("{}:{}", hostname(), std::process::id()),
         };
-        lake.finish_entries(&entries)?;
+        {
+            let _guard = lake.lock_exclusive()?;
+            lake.finish_entries(&entries)?;
+        }
         lake.remove_stale_staging(&entries)?;
         Ok(lake)
     }
@@ -138,8 +153,12 @@ impl Lake {
     /// Reads entries other writers have appended, finishing any of theirs a
     /// crash interrupted.
     pub fn refresh(&mut self) -> Result<&LogState> {
-        let entries = self.log.refresh()?;
-        self.finish_entries(&entries)?;
+        {
+            // A compactor finishes its swap while it holds the lock exclusively.
+            let _guard = LockGuard::shared(&self.lock)?;
+            let entries = self.log.refresh()?;
+            self.finish_entries(&entries)?;
+        }
         Ok(self.log.state())
     }
 
@@ -147,6 +166,11 @@ impl Lake {
     /// append is refused with [`Error::Conflict`] when another writer has
     /// already committed any of the offsets (a zombie after a rebalance).
     pub fn commit(&mut self, txn: Transaction) -> Result<LogEntry> {
+        let lock = self
+            .lock
+            .try_clone()
+            .map_err(|e| Error::io(self.root.join("_tooltrail/lock"), e))?;
+        let _guard = LockGuard::shared(&lock)?;
         let txn_id = uuid::Uuid::now_v7().simple().to_string();
         let mut added = Vec::with_capacity(txn.files.len());
         let mut staged = Vec::with_capacity(txn.files.len());
@@ -196,6 +220,7 @@ impl Lake {
                 added,
                 removed: txn.removed,
                 keys: txn.keys,
+                swap: None,
             };
             let positions = entry.positions.clone();
             let keys = entry.keys.clone();
@@ -231,6 +256,9 @@ impl Lake {
     }
 
     fn finish_entry(&self, entry: &LogEntry, removed_later: &HashSet<&str>) -> Result<()> {
+        if let Some(swap) = &entry.swap {
+            return self.finish_swap(entry, swap);
+        }
         let mut dirs = BTreeMap::new();
         for file in &entry.added {
             let path = self.root.join(&file.path);
@@ -273,6 +301,67 @@ impl Lake {
         Ok(())
     }
 
+    /// Finishes a compaction: exchanges the staged directory with the
+    /// partition (unless that already happened) and deletes the old files.
+    fn finish_swap(&self, entry: &LogEntry, swap: &log::DirSwap) -> Result<()> {
+        let dir = self.root.join(&swap.dir);
+        let staged = self.root.join(&swap.staged);
+        let done = entry.added.iter().all(|f| self.root.join(&f.path).exists());
+        if !done {
+            if !staged.exists() {
+                let path = entry
+                    .added
+                    .first()
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default();
+                return Err(Error::MissingFile {
+                    seq: entry.seq,
+                    path,
+                });
+            }
+            exchange(&staged, &dir)?;
+        }
+        if staged.exists() {
+            fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+        }
+        if let Some(parent) = dir.parent() {
+            log::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn lock_exclusive(&self) -> Result<LockGuard<'_>> {
+        LockGuard::exclusive(&self.lock)
+    }
+
+    /// Appends a maintenance entry (compaction) under the exclusive lock and,
+    /// unless told to stop (crash tests), finishes it before releasing.
+    pub(crate) fn commit_exclusive(
+        &mut self,
+        entry: LogEntry,
+        check: impl Fn(&LogState) -> Result<()>,
+        finish: bool,
+    ) -> Result<LogEntry> {
+        let lock = self
+            .lock
+            .try_clone()
+            .map_err(|e| Error::io(self.root.join("_tooltrail/lock"), e))?;
+        let _guard = LockGuard::exclusive(&lock)?;
+        let entry = self.log.append(entry, check)?;
+        if finish {
+            self.finish_entries(std::slice::from_ref(&entry))?;
+        }
+        Ok(entry)
+    }
+
+    pub(crate) fn writer_id(&self) -> &str {
+        &self.writer_id
+    }
+
+    pub(crate) fn zstd_level(&self) -> i32 {
+        self.zstd_level
+    }
+
     fn remove_stale_staging(&self, entries: &[LogEntry]) -> Result<()> {
         let named: HashSet<PathBuf> = entries
             .iter()
@@ -302,6 +391,41 @@ impl Lake {
         }
         Ok(())
     }
+}
+
+/// Holds the lake lock; releases it when dropped.
+pub(crate) struct LockGuard<'a>(&'a fs::File);
+
+impl<'a> LockGuard<'a> {
+    fn shared(file: &'a fs::File) -> Result<Self> {
+        file.lock_shared()
+            .map_err(|e| Error::io("_tooltrail/lock", e))?;
+        Ok(LockGuard(file))
+    }
+
+    fn exclusive(file: &'a fs::File) -> Result<Self> {
+        file.lock().map_err(|e| Error::io("_tooltrail/lock", e))?;
+        Ok(LockGuard(file))
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Atomically exchanges two directories (Linux `renameat2(RENAME_EXCHANGE)`):
+/// a reader listing either path sees the old contents or the new, never a mix.
+pub(crate) fn exchange(a: &Path, b: &Path) -> Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        a,
+        rustix::fs::CWD,
+        b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .map_err(|e| Error::io(a, e.into()))
 }
 
 fn check_append(state: &LogState, positions: &[PositionRange], keys: &[String]) -> Result<()> {
@@ -340,7 +464,7 @@ fn staged_path(path: &Path) -> PathBuf {
     path.with_file_name(staging_name(name))
 }
 
-fn time_range(batch: &RecordBatch) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+pub(crate) fn time_range(batch: &RecordBatch) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     let column = batch
         .column_by_name("time")
         .or_else(|| batch.column_by_name("received_at"))

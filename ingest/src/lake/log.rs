@@ -72,6 +72,20 @@ pub struct LogEntry {
     /// headers, `file:<sha256>` for imports).
     #[serde(default)]
     pub keys: Vec<String>,
+    /// For a compaction: the partition directory that was atomically
+    /// exchanged with a staged one holding the compacted files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<DirSwap>,
+}
+
+/// An atomic directory exchange: `staged` (hidden, built beside `dir`) takes
+/// the place of `dir`; the old contents end up under `staged` and are deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirSwap {
+    /// The partition directory, relative to the lake root.
+    pub dir: String,
+    /// The staged replacement, relative to the lake root.
+    pub staged: String,
 }
 
 /// What the log says the lake holds.
@@ -82,6 +96,8 @@ pub struct LogState {
     /// Next offset to read, per (topic, partition).
     pub positions: BTreeMap<(String, i32), i64>,
     pub keys: BTreeSet<String>,
+    /// Every file the lake holds now, by path.
+    pub live: BTreeMap<String, FileRecord>,
 }
 
 impl LogState {
@@ -95,6 +111,12 @@ impl LogState {
             *next = (*next).max(p.end + 1);
         }
         self.keys.extend(entry.keys.iter().cloned());
+        for removed in &entry.removed {
+            self.live.remove(removed);
+        }
+        for added in &entry.added {
+            self.live.insert(added.path.clone(), added.clone());
+        }
     }
 
     /// The next offset the lake expects for a partition, if it has seen it.
@@ -231,6 +253,7 @@ mod tests {
             added: vec![],
             removed: vec![],
             keys: vec!["k1".into()],
+            swap: None,
         }
     }
 

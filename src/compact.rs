@@ -1,0 +1,44 @@
+//! `tooltrail compact`: merges the small files of closed hours, atomically for
+//! every reader (see `tooltrail_ingest::lake::compact`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tooltrail_ingest::lake::Lake;
+use tooltrail_ingest::lake::compact::{CompactOptions, compact};
+
+use crate::config::Config;
+
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    /// The lake directory, overriding `ingest.lake`.
+    #[arg(long, value_name = "DIR")]
+    pub lake: Option<PathBuf>,
+    /// Only hours that ended at least this long ago, e.g. `1h`, `30m`.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub min_age: Duration,
+    /// Files smaller than this many bytes are merged.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub small_file_bytes: u64,
+}
+
+pub fn run(args: CompactArgs, config: &Config) -> anyhow::Result<()> {
+    let lake_dir = args
+        .lake
+        .or_else(|| config.ingest.lake.clone())
+        .context("no lake directory: pass --lake DIR or set ingest.lake")?;
+    let mut lake = Lake::open(&lake_dir, config.ingest.zstd_level)
+        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+    let options = CompactOptions {
+        min_age: args.min_age,
+        small_file_bytes: args.small_file_bytes,
+        ..CompactOptions::default()
+    };
+    let summary = compact(&mut lake, &options, chrono::Utc::now())?;
+    println!(
+        "compacted {} hours: {} files into {}, {} rows; {} hours deferred (written to meanwhile)",
+        summary.hours, summary.files_in, summary.files_out, summary.rows, summary.deferred
+    );
+    Ok(())
+}
