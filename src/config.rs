@@ -120,15 +120,15 @@ pub fn load(figment: &Figment) -> Result<Config, ConfigErrors> {
     for _ in 0..64 {
         let attempt = Figment::from(Serialized::defaults(&tree)).extract::<Config>();
         match attempt {
-            Ok(config) if issues.is_empty() => {
-                let problems = config.validate();
-                return if problems.is_empty() {
+            Ok(config) => {
+                // What deserialized is also checked, so one run names everything.
+                issues.extend(config.validate());
+                return if issues.is_empty() {
                     Ok(config)
                 } else {
-                    Err(ConfigErrors(problems))
+                    Err(ConfigErrors(issues))
                 };
             }
-            Ok(_) => break,
             Err(errors) => {
                 for e in errors {
                     let path = e.path.clone();

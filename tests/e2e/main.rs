@@ -5,6 +5,7 @@
 //! `scripts/kafka-broker.sh start && eval $(scripts/kafka-broker.sh env)`, or run `scripts/test`.
 //! Tests never skip silently when the broker is missing: they fail and say how to start it.
 
+mod cli;
 mod ingest_http;
 mod ingest_kafka;
 mod kafka;
