@@ -26,6 +26,8 @@ use tracing::{info, warn};
 
 /// Deliveries awaited at most at once when producing to Kafka.
 const KAFKA_IN_FLIGHT: usize = 20_000;
+/// How long to wait for the brokers' metadata before giving up.
+const KAFKA_METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// Events per batch handed from the generator to the Kafka producer.
 const KAFKA_BATCH: usize = 1000;
 /// Batches buffered between the generator and a sender.
@@ -266,6 +268,7 @@ async fn produce_kafka(
         .set("message.timeout.ms", "120000")
         .create()
         .with_context(|| format!("create a kafka producer for {brokers}"))?;
+    check_topic(&producer, brokers, topic).await?;
     let (generator, mut batches) = spawn_generator(sim, KAFKA_BATCH);
     let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::with_capacity(KAFKA_IN_FLIGHT);
     let mut events = 0u64;
@@ -316,6 +319,28 @@ async fn produce_kafka(
     Ok((sim, events))
 }
 
+/// Fails fast, with a clear message, when the brokers are unreachable or the
+/// topic does not exist (rather than after the delivery timeout).
+async fn check_topic(producer: &FutureProducer, brokers: &str, topic: &str) -> anyhow::Result<()> {
+    let client = producer.clone();
+    let name = topic.to_owned();
+    let metadata = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&name), KAFKA_METADATA_TIMEOUT)
+    })
+    .await
+    .context("the metadata thread panicked")?
+    .with_context(|| format!("reach kafka at {brokers}"))?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) => match t.error() {
+            None => Ok(()),
+            Some(e) => bail!("kafka topic {topic}: {}", RDKafkaErrorCode::from(e)),
+        },
+        None => bail!("kafka at {brokers} does not know topic {topic}"),
+    }
+}
+
 async fn delivered(delivery: DeliveryFuture, topic: &str) -> anyhow::Result<()> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
@@ -357,7 +382,12 @@ async fn post_http(
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
             if !status.is_success() {
-                bail!("POST {url} answered {status}: {}", truncate(&text, 500));
+                let body = if text.is_empty() {
+                    "(empty body)"
+                } else {
+                    truncate(&text, 500)
+                };
+                bail!("POST {url} answered {status}: {body}");
             }
             check_rejects(url, &text, records.len())?;
             events += records.len() as u64;

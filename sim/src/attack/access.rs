@@ -177,7 +177,8 @@ pub(super) fn enumeration(a: &mut Attack<'_>) -> String {
         };
         a.calls.push(c);
     }
-    let names: Vec<&str> = kinds.iter().map(|(_, k)| k.scheme()).collect();
+    let mut names: Vec<&str> = kinds.iter().map(|(_, k)| k.scheme()).collect();
+    names.dedup();
     format!(
         "{} distinct {} resources over {}",
         seen.len(),

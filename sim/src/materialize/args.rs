@@ -5,7 +5,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use crate::call::flags;
-use crate::catalog::{Args, Tool, WORDS, last_segment};
+use crate::catalog::{Access, Args, Tool, WORDS, last_segment};
 use crate::population::{User, World};
 use crate::rng::SplitMix;
 
@@ -157,6 +157,9 @@ pub(super) fn tool_args(
             let table = resource.map_or("events", last_segment);
             let sql = if bulk {
                 format!("select * from {table}")
+            } else if tool.access != Access::Read {
+                let id = 1 + d.below(90_000);
+                format!("update {table} set status = 'archived' where id = {id}")
             } else {
                 let days = pick(d, &[1, 7, 30]);
                 let rows = pick(d, &[10, 50, 100, 500]);
