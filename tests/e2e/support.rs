@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail};
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -227,23 +227,5 @@ pub async fn committed_offsets(
 /// Runs the real `tooltrail` binary with `args`; fails with its stderr unless it exits 0 within
 /// `limit`.
 pub async fn run_tooltrail(args: &[&str], limit: Duration) -> Result<Output> {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tooltrail"));
-    command.args(args).kill_on_drop(true);
-    let output = tokio::time::timeout(limit, command.output())
-        .await
-        .with_context(|| {
-            format!(
-                "`tooltrail {}` did not finish within {limit:?}",
-                args.join(" ")
-            )
-        })?
-        .context("start tooltrail")?;
-    ensure!(
-        output.status.success(),
-        "`tooltrail {}` failed with {}:\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(output)
+    process::run_tooltrail_env(args, &[], limit).await
 }

@@ -184,19 +184,22 @@ fn files_are_sorted_and_carry_their_metadata() {
     );
 }
 
-#[test]
-fn a_transaction_interrupted_after_its_log_entry_is_finished_on_open() {
+/// A lake holding one committed event, and that transaction's log entry.
+fn lake_with_one_event() -> (tempfile::TempDir, LogEntry) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::register(&mut Default::default());
-    let entry = {
-        let mut lake = Lake::open(dir.path(), 3).unwrap();
-        let lines = vec![event_line("a", "amy", "2026-11-22T09:00:00Z")];
-        pending_with(&lines, "t", 0, 0)
-            .commit_to(&mut lake, &metrics, "kafka")
-            .unwrap()
-            .unwrap()
-            .0
-    };
+    let mut lake = Lake::open(dir.path(), 3).unwrap();
+    let lines = vec![event_line("a", "amy", "2026-11-22T09:00:00Z")];
+    let (entry, _) = pending_with(&lines, "t", 0, 0)
+        .commit_to(&mut lake, &metrics, "kafka")
+        .unwrap()
+        .unwrap();
+    (dir, entry)
+}
+
+#[test]
+fn a_transaction_interrupted_after_its_log_entry_is_finished_on_open() {
+    let (dir, entry) = lake_with_one_event();
     // Simulate a crash between the log entry and the rename.
     let published = dir.path().join(&entry.added[0].path);
     fs::rename(&published, staged_path(&published)).unwrap();
@@ -207,17 +210,7 @@ fn a_transaction_interrupted_after_its_log_entry_is_finished_on_open() {
 
 #[test]
 fn a_missing_committed_file_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::register(&mut Default::default());
-    let entry = {
-        let mut lake = Lake::open(dir.path(), 3).unwrap();
-        let lines = vec![event_line("a", "amy", "2026-11-22T09:00:00Z")];
-        pending_with(&lines, "t", 0, 0)
-            .commit_to(&mut lake, &metrics, "kafka")
-            .unwrap()
-            .unwrap()
-            .0
-    };
+    let (dir, entry) = lake_with_one_event();
     fs::remove_file(dir.path().join(&entry.added[0].path)).unwrap();
     let err = Lake::open(dir.path(), 3)
         .err()
