@@ -117,7 +117,7 @@ impl ConsumerContext for IngestContext {
                     // A crash between a lake commit and its Kafka commit leaves Kafka behind
                     // the lake; a partition with no new records would never catch up, and its
                     // lag would be reported forever. The lake is the record: tell Kafka.
-                    let _ = (commit_lake_positions, &positions);
+                    commit_lake_positions(base_consumer, &positions);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -125,7 +125,7 @@ impl ConsumerContext for IngestContext {
                     partitions = tpl.count(),
                     "partitions revoked; committing open work"
                 );
-                if let Err(e) = flush(&mut shared, base_consumer, CommitMode::Sync) {
+                if let Err(e) = flush(&mut shared, base_consumer, Then::Leave) {
                     shared.failure = Some(e);
                 }
                 if let Err(e) = base_consumer.unassign() {
@@ -137,19 +137,28 @@ impl ConsumerContext for IngestContext {
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
-                let _ = flush(&mut shared, base_consumer, CommitMode::Sync);
+                let _ = flush(&mut shared, base_consumer, Then::Leave);
                 let _ = base_consumer.unassign();
             }
         }
     }
 }
 
+/// What happens to the partitions after a flush.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Keep consuming them: after a conflict, move them to the lake's offsets.
+    Continue,
+    /// They are being revoked or the consumer is closing: nothing to move.
+    Leave,
+}
+
 /// Commits the open transaction to the lake, then its offsets to Kafka.
-fn flush(
-    shared: &mut Shared,
-    consumer: &BaseConsumer<IngestContext>,
-    mode: CommitMode,
-) -> Result<()> {
+fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then) -> Result<()> {
+    let mode = match then {
+        Then::Continue => CommitMode::Async,
+        Then::Leave => CommitMode::Sync,
+    };
     let Shared {
         lake,
         pending,
@@ -180,7 +189,10 @@ fn flush(
                 start,
                 "another ingest instance committed these offsets first; dropping this batch"
             );
-            reposition(shared, consumer)
+            match then {
+                Then::Continue => reposition(shared, consumer),
+                Then::Leave => Ok(()),
+            }
         }
         Err(e) => Err(e),
     }
@@ -353,13 +365,13 @@ impl KafkaIngest {
                 || (!shared.pending.is_empty()
                     && shared.pending.age() >= self.config.max_batch_delay);
             if due {
-                flush(&mut shared, &self.consumer, CommitMode::Async)?;
+                flush(&mut shared, &self.consumer, Then::Continue)?;
             }
         }
         tracing::info!("kafka ingest stopping: committing open work");
         {
             let mut shared = lock(&self.shared);
-            flush(&mut shared, &self.consumer, CommitMode::Sync)?;
+            flush(&mut shared, &self.consumer, Then::Leave)?;
         }
         self.consumer.unsubscribe();
         Ok(())
