@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tooltrail_schemas::lake::{EventBatchBuilder, QuarantineBatchBuilder, Source};
-use tooltrail_schemas::{DecodeError, Problem, ToolCallEvent, decode};
+use tooltrail_schemas::{DecodeError, EventView, Problem, ToolCallEvent, decode_view};
 
 use crate::error::Result;
 use crate::lake::log::{Operation, PositionRange};
@@ -20,14 +20,14 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
-    fn check(&self, event: &ToolCallEvent, received_at: DateTime<Utc>) -> Result<(), DecodeError> {
-        let age = received_at.signed_duration_since(event.time);
+    fn check(&self, time: DateTime<Utc>, received_at: DateTime<Utc>) -> Result<(), DecodeError> {
+        let age = received_at.signed_duration_since(time);
         let too_old = age.to_std().is_ok_and(|a| a > self.max_age);
         let too_new = (-age).to_std().is_ok_and(|a| a > self.max_future);
         if too_old || too_new {
             let problem = Problem::OutOfRange(format!(
                 "{} is outside the accepted window ({} before to {} after receipt at {})",
-                tooltrail_schemas::format_time(&event.time),
+                tooltrail_schemas::format_time(&time),
                 humantime_serde::re::humantime::format_duration(self.max_age),
                 humantime_serde::re::humantime::format_duration(self.max_future),
                 tooltrail_schemas::format_time(&received_at),
@@ -105,8 +105,10 @@ impl Pending {
         received_at: DateTime<Utc>,
         source: Source<'_>,
     ) -> Result<(), DecodeError> {
-        let decoded = decode(raw).and_then(|e| self.window.check(&e, received_at).map(|()| e));
-        self.push_decoded(raw, decoded, received_at, source)
+        // The view borrows from `raw`: nothing is copied until the builder.
+        let decoded =
+            decode_view(raw).and_then(|e| self.window.check(e.time, received_at).map(|()| e));
+        self.file(raw, decoded, received_at, source)
     }
 
     /// Files a record already decoded (by the HTTP handler, off this thread).
@@ -117,6 +119,19 @@ impl Pending {
         received_at: DateTime<Utc>,
         source: Source<'_>,
     ) -> Result<(), DecodeError> {
+        match decoded {
+            Ok(event) => self.file(raw, Ok(event.view()), received_at, source),
+            Err(error) => self.file(raw, Err(error), received_at, source),
+        }
+    }
+
+    fn file(
+        &mut self,
+        raw: &[u8],
+        decoded: Result<EventView<'_>, DecodeError>,
+        received_at: DateTime<Utc>,
+        source: Source<'_>,
+    ) -> Result<(), DecodeError> {
         self.started.get_or_insert_with(Instant::now);
         self.stats.bytes += raw.len() as u64;
         match decoded {
@@ -124,7 +139,7 @@ impl Pending {
                 self.hours
                     .entry(HourKey::of(event.time))
                     .or_default()
-                    .append(&event, received_at, source);
+                    .append_view(&event, received_at, source);
                 self.stats.events += 1;
                 Ok(())
             }
@@ -145,7 +160,7 @@ impl Pending {
         event: &ToolCallEvent,
         received_at: DateTime<Utc>,
     ) -> Result<(), DecodeError> {
-        self.window.check(event, received_at)
+        self.window.check(event.time, received_at)
     }
 
     /// Notes that a Kafka offset is covered by this transaction.

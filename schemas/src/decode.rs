@@ -2,7 +2,9 @@
 //! the field and the problem.
 //!
 //! The decoder walks the JSON object once with typed visitors (no intermediate
-//! `serde_json::Value`), so it is cheap enough for the ingest hot path.
+//! `serde_json::Value`) and borrows every string that has no escapes, so it is
+//! cheap enough for the ingest hot path: [`decode_view`] allocates nothing per
+//! field; [`decode`] copies the view into an owned [`ToolCallEvent`].
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -15,7 +17,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::value::RawValue;
 
 use crate::error::{DecodeError, Problem};
-use crate::event::{Decision, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent};
+use crate::event::{Decision, PrincipalType, SCHEMA_VERSION, ToolCallEvent};
+use crate::view::{EventView, Extra, Ip, StrList, StrMap};
 
 /// The largest event accepted, in bytes.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -27,6 +30,21 @@ pub const MAX_ARGUMENTS_BYTES: usize = 64 << 10;
 /// Decodes and validates one event from raw bytes (a Kafka record value or an
 /// NDJSON line without its newline).
 pub fn decode(bytes: &[u8]) -> Result<ToolCallEvent, DecodeError> {
+    decode_view(bytes).map(EventView::into_event)
+}
+
+/// Decodes and validates one event like [`decode`], borrowing its strings
+/// from `bytes` instead of copying them.
+pub fn decode_view(bytes: &[u8]) -> Result<EventView<'_>, DecodeError> {
+    let text = object_text(bytes)?;
+    match fast::scan(text) {
+        Some(raw) => raw.finish(),
+        None => decode_serde(text),
+    }
+}
+
+/// The input as text that starts like a JSON object, or why it is not one.
+fn object_text(bytes: &[u8]) -> Result<&str, DecodeError> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
@@ -55,7 +73,11 @@ pub fn decode(bytes: &[u8]) -> Result<ToolCallEvent, DecodeError> {
             });
         }
     }
+    Ok(text)
+}
 
+/// The serde walk: handles everything, and is the authority on errors.
+fn decode_serde(text: &str) -> Result<EventView<'_>, DecodeError> {
     let failure = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
     let raw = EventSeed { failure: &failure }
@@ -83,38 +105,40 @@ fn json_kind(first: u8) -> &'static str {
     }
 }
 
+type Text<'a> = Cow<'a, str>;
+
 /// Fields as they came off the wire, before the contract's rules are checked.
 #[derive(Default)]
-struct RawEvent {
+struct RawEvent<'a> {
     schema_version: Option<i64>,
-    event_id: Option<String>,
-    time: Option<String>,
-    tenant_id: Option<String>,
-    user_id: Option<String>,
-    server: Option<String>,
-    method: Option<String>,
-    decision: Option<String>,
+    event_id: Option<Text<'a>>,
+    time: Option<Text<'a>>,
+    tenant_id: Option<Text<'a>>,
+    user_id: Option<Text<'a>>,
+    server: Option<Text<'a>>,
+    method: Option<Text<'a>>,
+    decision: Option<Text<'a>>,
     status: Option<i64>,
-    tool: Option<String>,
-    resource: Option<String>,
-    arguments: Option<RawJson>,
-    scopes: Option<Vec<String>>,
-    required_scope: Option<String>,
-    policy_id: Option<String>,
-    reason: Option<String>,
-    error_type: Option<String>,
+    tool: Option<Text<'a>>,
+    resource: Option<Text<'a>>,
+    arguments: Option<&'a RawValue>,
+    scopes: Option<Vec<Text<'a>>>,
+    required_scope: Option<Text<'a>>,
+    policy_id: Option<Text<'a>>,
+    reason: Option<Text<'a>>,
+    error_type: Option<Text<'a>>,
     jsonrpc_error_code: Option<i64>,
     latency_ms: Option<f64>,
-    client_id: Option<String>,
-    agent_id: Option<String>,
-    session_id: Option<String>,
-    gateway_id: Option<String>,
-    source_ip: Option<String>,
-    user_agent: Option<String>,
-    trace_id: Option<String>,
-    principal_type: Option<String>,
-    attributes: Option<BTreeMap<String, String>>,
-    extra: BTreeMap<String, RawJson>,
+    client_id: Option<Text<'a>>,
+    agent_id: Option<Text<'a>>,
+    session_id: Option<Text<'a>>,
+    gateway_id: Option<Text<'a>>,
+    source_ip: Option<Text<'a>>,
+    user_agent: Option<Text<'a>>,
+    trace_id: Option<Text<'a>>,
+    principal_type: Option<Text<'a>>,
+    attributes: Option<BTreeMap<Text<'a>, Text<'a>>>,
+    extra: BTreeMap<Text<'a>, &'a RawValue>,
 }
 
 fn required<T>(field: &str, value: Option<T>) -> Result<T, DecodeError> {
@@ -134,7 +158,7 @@ fn check_id(field: &str, value: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn required_id(field: &str, value: Option<String>) -> Result<String, DecodeError> {
+fn required_id<'a>(field: &str, value: Option<Text<'a>>) -> Result<Text<'a>, DecodeError> {
     let value = required(field, value)?;
     if value.is_empty() {
         return Err(DecodeError::field(field, Problem::Empty));
@@ -143,7 +167,7 @@ fn required_id(field: &str, value: Option<String>) -> Result<String, DecodeError
     Ok(value)
 }
 
-fn optional_id(field: &str, value: Option<String>) -> Result<Option<String>, DecodeError> {
+fn optional_id<'a>(field: &str, value: Option<Text<'a>>) -> Result<Option<Text<'a>>, DecodeError> {
     if let Some(v) = &value {
         check_id(field, v)?;
     }
@@ -173,8 +197,8 @@ fn parse_time(value: &str) -> Result<DateTime<Utc>, DecodeError> {
     })
 }
 
-impl RawEvent {
-    fn finish(self) -> Result<ToolCallEvent, DecodeError> {
+impl<'a> RawEvent<'a> {
+    fn finish(self) -> Result<EventView<'a>, DecodeError> {
         let version = required("schema_version", self.schema_version)?;
         if version != i64::from(SCHEMA_VERSION) {
             return Err(DecodeError::field(
@@ -240,7 +264,7 @@ impl RawEvent {
                 Problem::OutOfRange(format!("must be 0 or more, got {latency}")),
             ));
         }
-        let source_ip = match self.source_ip {
+        let source_ip = match &self.source_ip {
             None => None,
             Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
                 DecodeError::field(
@@ -252,10 +276,23 @@ impl RawEvent {
                 )
             })?),
         };
+        // IPv4 has one text form (std rejects leading zeros), so the input is
+        // already canonical and can be kept as it came.
+        let source_ip = source_ip.map(|addr| Ip {
+            addr,
+            canonical_text: match (&self.source_ip, addr) {
+                (Some(Cow::Borrowed(text)), IpAddr::V4(_)) => Some(*text),
+                _ => None,
+            },
+        });
         let trace_id = match self.trace_id {
             None => None,
             Some(t) if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Some(t.to_ascii_lowercase())
+                if t.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Some(Cow::Owned(t.to_ascii_lowercase()))
+                } else {
+                    Some(t)
+                }
             }
             Some(_) => {
                 return Err(DecodeError::field(
@@ -276,8 +313,7 @@ impl RawEvent {
             })?),
         };
 
-        Ok(ToolCallEvent {
-            schema_version: SCHEMA_VERSION,
+        Ok(EventView {
             event_id,
             time,
             tenant_id,
@@ -289,7 +325,7 @@ impl RawEvent {
             tool,
             resource: self.resource,
             arguments: self.arguments,
-            scopes: self.scopes,
+            scopes: self.scopes.map(StrList::Decoded),
             required_scope: optional_id("required_scope", self.required_scope)?,
             policy_id: optional_id("policy_id", self.policy_id)?,
             reason: self.reason,
@@ -304,8 +340,8 @@ impl RawEvent {
             user_agent: self.user_agent,
             trace_id,
             principal_type,
-            attributes: self.attributes,
-            extra: self.extra,
+            attributes: self.attributes.map(StrMap::Decoded),
+            extra: Extra::Decoded(self.extra),
         })
     }
 }
@@ -317,21 +353,21 @@ struct EventSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
-    type Value = RawEvent;
+    type Value = RawEvent<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawEvent, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawEvent<'de>, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for EventSeed<'_> {
-    type Value = RawEvent;
+    type Value = RawEvent<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a tool-call event object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent<'de>, A::Error> {
         let mut raw = RawEvent::default();
         let record = |field: &str, problem: Problem| {
             *self.failure.borrow_mut() = Some(DecodeError::field(field, problem));
@@ -360,41 +396,41 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match key.0.as_ref() {
                 "schema_version" => read!("schema_version", raw.schema_version, Int, |v| v.0),
-                "event_id" => read!("event_id", raw.event_id, Str, |v| v.0),
-                "time" => read!("time", raw.time, Str, |v| v.0),
-                "tenant_id" => read!("tenant_id", raw.tenant_id, Str, |v| v.0),
-                "user_id" => read!("user_id", raw.user_id, Str, |v| v.0),
-                "server" => read!("server", raw.server, Str, |v| v.0),
-                "method" => read!("method", raw.method, Str, |v| v.0),
-                "decision" => read!("decision", raw.decision, Str, |v| v.0),
+                "event_id" => read!("event_id", raw.event_id, Str<'de>, |v| v.0),
+                "time" => read!("time", raw.time, Str<'de>, |v| v.0),
+                "tenant_id" => read!("tenant_id", raw.tenant_id, Str<'de>, |v| v.0),
+                "user_id" => read!("user_id", raw.user_id, Str<'de>, |v| v.0),
+                "server" => read!("server", raw.server, Str<'de>, |v| v.0),
+                "method" => read!("method", raw.method, Str<'de>, |v| v.0),
+                "decision" => read!("decision", raw.decision, Str<'de>, |v| v.0),
                 "status" => read!("status", raw.status, Int, |v| v.0),
-                "tool" => read!("tool", raw.tool, Str, |v| v.0),
-                "resource" => read!("resource", raw.resource, Str, |v| v.0),
-                "arguments" => read!("arguments", raw.arguments, Box<RawValue>, RawJson::from),
-                "scopes" => read!("scopes", raw.scopes, StrList, |v| v.0),
-                "required_scope" => read!("required_scope", raw.required_scope, Str, |v| v.0),
-                "policy_id" => read!("policy_id", raw.policy_id, Str, |v| v.0),
-                "reason" => read!("reason", raw.reason, Str, |v| v.0),
-                "error_type" => read!("error_type", raw.error_type, Str, |v| v.0),
+                "tool" => read!("tool", raw.tool, Str<'de>, |v| v.0),
+                "resource" => read!("resource", raw.resource, Str<'de>, |v| v.0),
+                "arguments" => read!("arguments", raw.arguments, &'de RawValue, |v| v),
+                "scopes" => read!("scopes", raw.scopes, Strs<'de>, |v| v.0),
+                "required_scope" => read!("required_scope", raw.required_scope, Str<'de>, |v| v.0),
+                "policy_id" => read!("policy_id", raw.policy_id, Str<'de>, |v| v.0),
+                "reason" => read!("reason", raw.reason, Str<'de>, |v| v.0),
+                "error_type" => read!("error_type", raw.error_type, Str<'de>, |v| v.0),
                 "jsonrpc_error_code" => {
                     read!("jsonrpc_error_code", raw.jsonrpc_error_code, Int, |v| v.0)
                 }
                 "latency_ms" => read!("latency_ms", raw.latency_ms, Num, |v| v.0),
-                "client_id" => read!("client_id", raw.client_id, Str, |v| v.0),
-                "agent_id" => read!("agent_id", raw.agent_id, Str, |v| v.0),
-                "session_id" => read!("session_id", raw.session_id, Str, |v| v.0),
-                "gateway_id" => read!("gateway_id", raw.gateway_id, Str, |v| v.0),
-                "source_ip" => read!("source_ip", raw.source_ip, Str, |v| v.0),
-                "user_agent" => read!("user_agent", raw.user_agent, Str, |v| v.0),
-                "trace_id" => read!("trace_id", raw.trace_id, Str, |v| v.0),
-                "principal_type" => read!("principal_type", raw.principal_type, Str, |v| v.0),
-                "attributes" => read!("attributes", raw.attributes, StrMap, |v| v.0),
+                "client_id" => read!("client_id", raw.client_id, Str<'de>, |v| v.0),
+                "agent_id" => read!("agent_id", raw.agent_id, Str<'de>, |v| v.0),
+                "session_id" => read!("session_id", raw.session_id, Str<'de>, |v| v.0),
+                "gateway_id" => read!("gateway_id", raw.gateway_id, Str<'de>, |v| v.0),
+                "source_ip" => read!("source_ip", raw.source_ip, Str<'de>, |v| v.0),
+                "user_agent" => read!("user_agent", raw.user_agent, Str<'de>, |v| v.0),
+                "trace_id" => read!("trace_id", raw.trace_id, Str<'de>, |v| v.0),
+                "principal_type" => read!("principal_type", raw.principal_type, Str<'de>, |v| v.0),
+                "attributes" => read!("attributes", raw.attributes, StrObject<'de>, |v| v.0),
                 other => {
                     if raw.extra.contains_key(other) {
                         return Err(fail(other, Problem::Duplicate));
                     }
-                    let value: Box<RawValue> = map.next_value()?;
-                    raw.extra.insert(other.to_owned(), value.into());
+                    let value: &'de RawValue = map.next_value()?;
+                    raw.extra.insert(key.0, value);
                 }
             }
         }
@@ -427,22 +463,25 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A JSON string.
-struct Str(String);
+/// A JSON string, borrowed from the input when it has no escapes.
+struct Str<'de>(Cow<'de, str>);
 
-impl<'de> de::Deserialize<'de> for Str {
+impl<'de> de::Deserialize<'de> for Str<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
-            type Value = Str;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str, E> {
-                Ok(Str(v.to_owned()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Str, E> {
-                Ok(Str(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
             }
         }
         d.deserialize_string(V)
@@ -499,22 +538,22 @@ impl<'de> de::Deserialize<'de> for Num {
 }
 
 /// A JSON array of strings.
-struct StrList(Vec<String>);
+struct Strs<'de>(Vec<Text<'de>>);
 
-impl<'de> de::Deserialize<'de> for StrList {
+impl<'de> de::Deserialize<'de> for Strs<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = StrList;
+            type Value = Strs<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of strings")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strs<'de>, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
                 while let Some(Str(s)) = seq.next_element()? {
                     out.push(s);
                 }
-                Ok(StrList(out))
+                Ok(Strs(out))
             }
         }
         d.deserialize_seq(V)
@@ -522,29 +561,31 @@ impl<'de> de::Deserialize<'de> for StrList {
 }
 
 /// A JSON object whose values are all strings.
-struct StrMap(BTreeMap<String, String>);
+struct StrObject<'de>(BTreeMap<Text<'de>, Text<'de>>);
 
-impl<'de> de::Deserialize<'de> for StrMap {
+impl<'de> de::Deserialize<'de> for StrObject<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = StrMap;
+            type Value = StrObject<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object of string values")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrMap, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrObject<'de>, A::Error> {
                 let mut out = BTreeMap::new();
-                while let Some((Key(k), Str(v))) = map.next_entry::<Key<'de>, Str>()? {
-                    if out.insert(k.into_owned(), v).is_some() {
+                while let Some((Key(k), Str(v))) = map.next_entry::<Key<'de>, Str<'de>>()? {
+                    if out.insert(k, v).is_some() {
                         return Err(de::Error::custom("duplicate key in attributes"));
                     }
                 }
-                Ok(StrMap(out))
+                Ok(StrObject(out))
             }
         }
         d.deserialize_map(V)
     }
 }
+
+mod fast;
 
 #[cfg(test)]
 #[path = "decode_tests.rs"]

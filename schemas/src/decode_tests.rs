@@ -275,3 +275,137 @@ proptest! {
         }
     }
 }
+
+/// What the serde walk alone makes of `text`, for comparing with the fast path.
+/// Debug output tells `-0.0` from `0.0`, which `PartialEq` does not.
+fn both_paths(text: &str) -> (String, String) {
+    let full = format!("{:?}", decode(text.as_bytes()));
+    let serde = format!(
+        "{:?}",
+        object_text(text.as_bytes())
+            .and_then(decode_serde)
+            .map(EventView::into_event)
+    );
+    (full, serde)
+}
+
+/// A realistic event as gateways send it, with every kind of field.
+const FULL: &str = r#"{"schema_version":1,"event_id":"01a1095c-3eeb-786f-a70c-eed3ce346d08","time":"2026-10-05T00:00:02.795546Z","tenant_id":"hooli","user_id":"quinn.kim","server":"gdrive","method":"tools/call","decision":"allow","status":200,"tool":"read_sheet","resource":"gdrive://hooli/sheets/legal/policy-guide-2","arguments":{"id":"policy-guide-2","n":[1,2.5,{"x":null}]},"scopes":["drive:read","drive:write"],"required_scope":"drive:read","latency_ms":199.445,"client_id":"claude-desktop","session_id":"mcp-0fc3bbc821a92fcf","gateway_id":"gw-hooli-apne1-a","source_ip":"81.114.106.82","user_agent":"Claude/0.14.3 (Windows NT 10.0; Win64; x64)","trace_id":"acf90d8a4bf45de8ea6c8819c60bef2a","principal_type":"user","jsonrpc_error_code":-32601,"attributes":{"a":"1","b":"2"},"vendor":{"k":[true,false]}}"#;
+
+#[test]
+fn the_fast_path_takes_well_formed_events_and_agrees_with_serde() {
+    assert!(
+        fast::scan(FULL).is_some(),
+        "a plain event takes the fast path"
+    );
+    let (full, serde) = both_paths(FULL);
+    assert_eq!(full, serde);
+    assert!(full.starts_with("Ok("), "{full}");
+    // Whitespace everywhere JSON allows it.
+    let v: Value = serde_json::from_str(FULL).unwrap();
+    let spaced = serde_json::to_string_pretty(&v)
+        .unwrap()
+        .replace('\n', "\r\n\t");
+    assert!(fast::scan(&spaced).is_some());
+    let (full, serde) = both_paths(&spaced);
+    assert_eq!(full, serde);
+    assert!(full.starts_with("Ok("), "{full}");
+}
+
+#[test]
+fn the_fast_path_leaves_odd_input_to_serde() {
+    let odd = [
+        // An escape in a string value or a key.
+        FULL.replace("quinn.kim", r#"quinn\u002ekim"#),
+        FULL.replace("\"tool\"", r#""to\u006fl""#),
+        // A duplicate key, even after a null.
+        FULL.replace("\"tool\":\"read_sheet\"", r#""tool":null,"tool":"x""#),
+        // Numbers outside the simple forms.
+        FULL.replace("199.445", "1.99445e2"),
+        FULL.replace("199.445", "-0.0"),
+        FULL.replace("199.445", "0.1234567890123456"),
+        FULL.replace("\"status\":200", "\"status\":200.0"),
+        // Trailing bytes after the object.
+        format!("{FULL} x"),
+    ];
+    for text in &odd {
+        assert!(fast::scan(text).is_none(), "{text}");
+        let (full, serde) = both_paths(text);
+        assert_eq!(full, serde, "{text}");
+    }
+}
+
+/// Mutates a valid event's text: the fast path must still never disagree.
+fn arb_mutated() -> impl Strategy<Value = String> {
+    let edits = prop::collection::vec(
+        (
+            0..FULL.len(),
+            prop_oneof![
+                Just(None),
+                prop::sample::select(
+                    &[
+                        '"', '\\', '{', '}', '[', ']', ',', ':', ' ', '0', '9', '-', '.', 'e', 'n',
+                        'u', 'l', 'x', '\n', '\u{1}', 'é',
+                    ][..]
+                )
+                .prop_map(Some),
+            ],
+        ),
+        1..4,
+    );
+    edits.prop_map(|edits| {
+        let mut text: Vec<char> = FULL.chars().collect();
+        for (at, edit) in edits {
+            let at = at % text.len();
+            match edit {
+                None => {
+                    text.remove(at);
+                }
+                Some(c) => text.insert(at, c),
+            }
+        }
+        text.into_iter().collect()
+    })
+}
+
+/// Numbers as they may appear in the numeric fields.
+fn arb_number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<f64>().prop_map(|f| f.to_string()),
+        any::<i64>().prop_map(|i| i.to_string()),
+        (0u64..1_000_000_000, 0u32..16).prop_map(|(n, k)| {
+            let s = format!("{n:0>width$}", width = k as usize + 1);
+            let (a, b) = s.split_at(s.len() - k as usize);
+            if k == 0 {
+                a.to_owned()
+            } else {
+                format!("{a}.{b}")
+            }
+        }),
+        "-?[0-9]{1,20}(\\.[0-9]{0,20})?([eE][-+]?[0-9]{1,3})?",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_fast_path_agrees_with_serde_on_mangled_events(v in arb_event_like()) {
+        let text = serde_json::to_string(&v).unwrap();
+        let (full, serde) = both_paths(&text);
+        prop_assert_eq!(full, serde);
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_serde_on_mutated_text(text in arb_mutated()) {
+        let (full, serde) = both_paths(&text);
+        prop_assert_eq!(full, serde);
+    }
+
+    #[test]
+    fn the_fast_path_reads_numbers_exactly_as_serde_does(n in arb_number_text()) {
+        for field in ["latency_ms", "status", "jsonrpc_error_code"] {
+            let text = FULL.replacen(&format!("\"{field}\":"), &format!("\"{field}\":{n},\"_{field}\":"), 1);
+            let (full, serde) = both_paths(&text);
+            prop_assert_eq!(full, serde);
+        }
+    }
+}

@@ -129,6 +129,10 @@ impl RawJson {
     pub fn get(&self) -> &str {
         self.0.get()
     }
+
+    pub(crate) fn raw(&self) -> &RawValue {
+        &self.0
+    }
 }
 
 impl From<Box<RawValue>> for RawJson {

@@ -5,6 +5,7 @@
 //! the path, never in the file. This schema is a persisted format: columns are
 //! only ever added, at the end, nullable.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
@@ -16,7 +17,8 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 
 use crate::error::DecodeError;
-use crate::event::ToolCallEvent;
+use crate::event::{SCHEMA_VERSION, ToolCallEvent};
+use crate::view::{EventView, Ip};
 
 /// Where an event entered tooltrail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,8 +219,18 @@ impl EventBatchBuilder {
         received_at: DateTime<Utc>,
         source: Source<'_>,
     ) {
-        self.schema_version
-            .append_value(i16::from(event.schema_version));
+        self.append_view(&event.view(), received_at, source);
+    }
+
+    /// Appends one event view (see [`crate::decode_view`]) with where and
+    /// when ingest received it.
+    pub fn append_view(
+        &mut self,
+        event: &EventView<'_>,
+        received_at: DateTime<Utc>,
+        source: Source<'_>,
+    ) {
+        self.schema_version.append_value(i16::from(SCHEMA_VERSION));
         self.event_id.append_value(&event.event_id);
         self.time.append_value(event.time_micros());
         self.tenant_id.append_value(&event.tenant_id);
@@ -230,10 +242,10 @@ impl EventBatchBuilder {
         self.tool.append_option(event.tool.as_deref());
         self.resource.append_option(event.resource.as_deref());
         self.arguments
-            .append_option(event.arguments.as_ref().map(|a| a.get()));
+            .append_option(event.arguments.map(|a| a.get()));
         match &event.scopes {
             Some(scopes) => {
-                for s in scopes {
+                for s in scopes.iter() {
                     self.scopes.values().append_value(s);
                 }
                 self.scopes.append(true);
@@ -253,7 +265,15 @@ impl EventBatchBuilder {
         self.session_id.append_option(event.session_id.as_deref());
         self.gateway_id.append_option(event.gateway_id.as_deref());
         match &event.source_ip {
-            Some(ip) => self.source_ip.append_value(ip.to_string()),
+            Some(Ip {
+                canonical_text: Some(text),
+                ..
+            }) => self.source_ip.append_value(text),
+            Some(ip) => {
+                // Formats straight into the column's buffer.
+                write!(self.source_ip, "{}", ip.addr).expect("writing to a buffer cannot fail");
+                self.source_ip.append_value("");
+            }
             None => self.source_ip.append_null(),
         }
         self.user_agent.append_option(event.user_agent.as_deref());
@@ -262,7 +282,7 @@ impl EventBatchBuilder {
             .append_option(event.principal_type.map(|p| p.as_str()));
         match &event.attributes {
             Some(attrs) => {
-                for (k, v) in attrs {
+                for (k, v) in attrs.iter() {
                     self.attributes.keys().append_value(k);
                     self.attributes.values().append_value(v);
                 }
@@ -278,8 +298,7 @@ impl EventBatchBuilder {
         if event.extra.is_empty() {
             self.extra.append_null();
         } else {
-            let json = serde_json::to_string(&event.extra).expect("raw JSON values serialize");
-            self.extra.append_value(json);
+            self.extra.append_value(event.extra.to_json());
         }
         self.received_at
             .append_value(received_at.timestamp_micros());
@@ -458,7 +477,36 @@ impl QuarantineBatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode;
+    use crate::{decode, decode_view};
+
+    #[test]
+    fn a_view_and_its_owned_event_build_the_same_rows() {
+        let lines: [&[u8]; 3] = [
+            br#"{"schema_version":1,"event_id":"e1","time":"2026-11-22T10:00:00Z","tenant_id":"acme","user_id":"al\u0069ce","server":"github","method":"tools/call","tool":"create_issue","decision":"deny","status":403,"arguments":{"q":"a \"b\""},"scopes":["repo:write","x"],"attributes":{"z":"1","a":"2"},"source_ip":"2001:DB8::1","trace_id":"4BF92F3577B34DA6A3CE929D0E0E4736","principal_type":"agent","latency_ms":-0,"vendor":[1,{"k":null}]}"#,
+            br#"{"schema_version":1,"event_id":"e2","time":"2026-11-22T10:00:01.5+01:00","tenant_id":"acme","user_id":"bob","server":"s","method":"resources/read","decision":"allow","status":200,"source_ip":"10.0.0.1","latency_ms":12.25,"jsonrpc_error_code":-32601}"#,
+            br#"{"schema_version":1,"event_id":"e3","time":"2026-11-22T10:00:02Z","tenant_id":"acme","user_id":"bob","server":"s","method":"m","decision":"allow","status":200,"scopes":[],"attributes":{}}"#,
+        ];
+        let (mut owned, mut viewed) = (EventBatchBuilder::new(), EventBatchBuilder::new());
+        let at = DateTime::from_timestamp_micros(1).unwrap();
+        for (i, line) in lines.iter().enumerate() {
+            let source = Source::File {
+                path: "f",
+                line: i as i64,
+            };
+            owned.append(&decode(line).unwrap(), at, source);
+            viewed.append_view(&decode_view(line).unwrap(), at, source);
+        }
+        let (owned, viewed) = (owned.finish().unwrap(), viewed.finish().unwrap());
+        assert_eq!(owned, viewed);
+        let ip = viewed
+            .column_by_name("source_ip")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(ip.value(0), "2001:db8::1", "IPv6 in canonical form");
+        assert_eq!(ip.value(1), "10.0.0.1");
+    }
 
     #[test]
     fn builder_output_matches_the_schema_and_keeps_every_field() {

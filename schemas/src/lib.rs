@@ -29,13 +29,15 @@ mod decode;
 mod error;
 mod event;
 pub mod lake;
+mod view;
 
-pub use decode::{MAX_ARGUMENTS_BYTES, MAX_EVENT_BYTES, MAX_ID_BYTES, decode};
+pub use decode::{MAX_ARGUMENTS_BYTES, MAX_EVENT_BYTES, MAX_ID_BYTES, decode, decode_view};
 pub use error::{DecodeError, Problem};
 pub use event::{
     Decision, FIELDS, FieldSpec, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent, WireType,
     format_time, kafka_key,
 };
+pub use view::{EventView, Extra, Ip, StrList, StrMap};
 
 /// The JSON Schema for contract v1, as shipped to gateway authors.
 pub const JSON_SCHEMA_V1: &str = include_str!("../tool-call-event.v1.json");

@@ -62,6 +62,7 @@ pub fn import_file(
     let mut summary = ImportSummary::default();
     let mut line = Vec::with_capacity(4096);
     let mut read = 0u64;
+    let mut received_at = Utc::now();
     // The contiguous lines gathered into the open transaction.
     let mut chunk: Option<(u64, u64)> = None;
     let mut close_chunk =
@@ -91,6 +92,11 @@ pub fn import_file(
             summary.skipped += 1;
             continue;
         }
+        // One clock reading per block of lines: the column then compresses to
+        // almost nothing, and an import is "received" when it is read.
+        if line_no % 1024 == 1 {
+            received_at = Utc::now();
+        }
         let (first, _) = *chunk.get_or_insert((line_no, line_no));
         chunk = Some((first, line_no));
         let record = trim_newline(&line);
@@ -99,7 +105,7 @@ pub fn import_file(
                 path: &name,
                 line: line_no as i64,
             };
-            let _ = pending.push(record, Utc::now(), source);
+            let _ = pending.push(record, received_at, source);
         }
         if pending.len() >= limit {
             close_chunk(&mut pending, &mut chunk, &mut summary)?;

@@ -1,0 +1,124 @@
+//! Where ingest's time goes, stage by stage, on one NDJSON file: decode
+//! (`decode_view`), decode and append to the hour's builder (`Pending::push`),
+//! finishing the builders, sorting, Parquet encoding with fsync, and the lake
+//! commit as a whole. Figures are CPU time per event (the machine is shared,
+//! so wall time is noisy); bytes are those of the events files.
+//!
+//! ```text
+//! cargo build --release -p tooltrail-ingest --example ingest_stages
+//! taskset -c 0 $CARGO_TARGET_DIR/release/examples/ingest_stages FILE [MAX_EVENTS] [BATCH]
+//! ```
+//!
+//! `ZSTD_LEVEL` overrides the level (default 1, as `ingest.zstd_level`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tooltrail_ingest::batch::{Pending, TimeWindow};
+use tooltrail_ingest::lake::{Lake, parquet};
+use tooltrail_schemas::lake::Source;
+
+/// CPU time used by this process so far.
+fn cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn arg<T: std::str::FromStr>(value: Option<String>, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(value.map(|s| s.parse()).transpose()?.unwrap_or(default))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .context("usage: ingest_stages FILE [MAX_EVENTS] [BATCH]")?;
+    let max: usize = arg(args.next(), usize::MAX)?;
+    let batch: usize = arg(args.next(), 200_000)?;
+    let zstd: i32 = arg(std::env::var("ZSTD_LEVEL").ok(), 1)?;
+
+    let data = std::fs::read(&path)?;
+    let lines: Vec<&[u8]> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .take(max)
+        .collect();
+    let n = lines.len();
+    let window = TimeWindow {
+        max_age: Duration::from_secs(10 * 365 * 86400),
+        max_future: Duration::from_secs(3600),
+    };
+
+    let t = cpu();
+    let ok = lines
+        .iter()
+        .filter(|l| tooltrail_schemas::decode_view(l).is_ok())
+        .count();
+    let decode = cpu() - t;
+    anyhow::ensure!(ok == n, "{} of {n} lines do not decode", n - ok);
+
+    let dir = tempfile::tempdir()?;
+    let mut lake = Lake::open(&dir.path().join("lake"), zstd)?;
+    let [mut push, mut finish, mut sort, mut write, mut commit] = [Duration::ZERO; 5];
+    let (mut files, mut bytes) = (0usize, 0u64);
+    for chunk in lines.chunks(batch) {
+        let mut pending = Pending::new(window);
+        let t = cpu();
+        let received = Utc::now();
+        for (i, line) in chunk.iter().enumerate() {
+            let source = Source::File {
+                path: &path,
+                line: i as i64,
+            };
+            let _ = pending.push(line, received, source);
+        }
+        push += cpu() - t;
+        let t = cpu();
+        let (txn, _) = pending.take()?;
+        finish += cpu() - t;
+        // Sort and encode each file as the lake does, timed apart, to a scratch file.
+        for file in &txn.files {
+            let t = cpu();
+            let sorted = parquet::sort_for_lake(&file.batch)?;
+            sort += cpu() - t;
+            let t = cpu();
+            let props = parquet::writer_properties(&sorted, zstd, Vec::new());
+            let out = dir.path().join(format!("scratch-{files}.parquet"));
+            let written = parquet::write_file(&out, &sorted, props)?;
+            write += cpu() - t;
+            if file.table == "events" {
+                bytes += written.bytes;
+            }
+            files += 1;
+        }
+        // And the real commit (sort, encode, fsync, log) for the total.
+        let t = cpu();
+        lake.commit(txn)?;
+        commit += cpu() - t;
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
+    let total = push + finish + commit;
+    println!("{n} events, {files} files, zstd {zstd} (ns of CPU per event)");
+    println!("decode_view            {:6.0}", per(decode));
+    println!("push (decode+append)   {:6.0}", per(push));
+    println!("finish builders        {:6.0}", per(finish));
+    println!("sort                   {:6.0}", per(sort));
+    println!("encode+write+fsync     {:6.0}", per(write));
+    println!("commit (all of it)     {:6.0}", per(commit));
+    println!(
+        "push+finish+commit     {:6.0} = {:.0} events/s, {:.1} bytes/event",
+        per(total),
+        n as f64 / total.as_secs_f64(),
+        bytes as f64 / n as f64
+    );
+    Ok(())
+}
