@@ -46,7 +46,8 @@ pub struct Pending {
     window: TimeWindow,
     hours: BTreeMap<HourKey, EventBatchBuilder>,
     quarantine: BTreeMap<NaiveDate, QuarantineBatchBuilder>,
-    positions: BTreeMap<(String, i32), (i64, i64)>,
+    /// Offsets covered, `start..=end`, per topic and partition.
+    positions: BTreeMap<String, BTreeMap<i32, (i64, i64)>>,
     keys: Vec<String>,
     stats: PendingStats,
     started: Option<Instant>,
@@ -166,8 +167,13 @@ impl Pending {
     /// Notes that a Kafka offset is covered by this transaction.
     pub fn cover(&mut self, topic: &str, partition: i32, offset: i64) {
         self.started.get_or_insert_with(Instant::now);
-        self.positions
-            .entry((topic.to_owned(), partition))
+        // Look the topic up by reference: no allocation per record.
+        let partitions = match self.positions.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self.positions.entry(topic.to_owned()).or_default(),
+        };
+        partitions
+            .entry(partition)
             .and_modify(|(_, end)| *end = (*end).max(offset))
             .or_insert((offset, offset));
     }
@@ -181,11 +187,15 @@ impl Pending {
     pub fn positions(&self) -> Vec<PositionRange> {
         self.positions
             .iter()
-            .map(|((topic, partition), (start, end))| PositionRange {
-                topic: topic.clone(),
-                partition: *partition,
-                start: *start,
-                end: *end,
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(|(partition, (start, end))| PositionRange {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        start: *start,
+                        end: *end,
+                    })
             })
             .collect()
     }
