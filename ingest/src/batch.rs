@@ -20,7 +20,12 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
-    fn check(&self, time: DateTime<Utc>, received_at: DateTime<Utc>) -> Result<(), DecodeError> {
+    /// Checks an event's time against the window around its receipt.
+    pub fn check(
+        &self,
+        time: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), DecodeError> {
         let age = received_at.signed_duration_since(time);
         let too_old = age.to_std().is_ok_and(|a| a > self.max_age);
         let too_new = (-age).to_std().is_ok_and(|a| a > self.max_future);
@@ -153,15 +158,6 @@ impl Pending {
                 Err(error)
             }
         }
-    }
-
-    /// Checks an event against the time window (for callers that decode themselves).
-    pub fn check_window(
-        &self,
-        event: &ToolCallEvent,
-        received_at: DateTime<Utc>,
-    ) -> Result<(), DecodeError> {
-        self.window.check(event.time, received_at)
     }
 
     /// Notes that a Kafka offset is covered by this transaction.

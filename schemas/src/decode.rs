@@ -393,7 +393,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 $slot = value.map($conv);
             }};
         }
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
             match key.0.as_ref() {
                 "schema_version" => read!("schema_version", raw.schema_version, Int, |v| v.0),
                 "event_id" => read!("event_id", raw.event_id, Str<'de>, |v| v.0),
@@ -438,32 +438,8 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
     }
 }
 
-/// An object key, borrowed from the input when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A JSON string, borrowed from the input when it has no escapes.
+/// A JSON string (a value or an object key), borrowed from the input when
+/// it has no escapes.
 struct Str<'de>(Cow<'de, str>);
 
 impl<'de> de::Deserialize<'de> for Str<'de> {
@@ -573,7 +549,7 @@ impl<'de> de::Deserialize<'de> for StrObject<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrObject<'de>, A::Error> {
                 let mut out = BTreeMap::new();
-                while let Some((Key(k), Str(v))) = map.next_entry::<Key<'de>, Str<'de>>()? {
+                while let Some((Str(k), Str(v))) = map.next_entry::<Str<'de>, Str<'de>>()? {
                     if out.insert(k, v).is_some() {
                         return Err(de::Error::custom("duplicate key in attributes"));
                     }

@@ -190,12 +190,11 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
             Ok(split_lines(&decode_body))
         };
         ranges.map(|ranges| {
-            let checker = Pending::new(window);
             ranges
                 .into_iter()
                 .map(|r| {
                     let result = decode(&decode_body[r.clone()])
-                        .and_then(|e| checker.check_window(&e, received_at).map(|()| e));
+                        .and_then(|e| window.check(e.time, received_at).map(|()| e));
                     (r, result)
                 })
                 .collect::<Vec<_>>()
