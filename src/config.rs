@@ -13,6 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
+use tooltrail_detect::DetectConfig;
 use tooltrail_ingest::config::{HttpConfig, IngestConfig, KafkaConfig};
 
 use crate::logging::LogConfig;
@@ -30,6 +31,8 @@ pub struct Config {
     /// The Kafka source; absent means HTTP ingest only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
+    /// Detectors, their thresholds and windows.
+    pub detect: DetectConfig,
 }
 
 /// The environment variable prefix for overrides: `TOOLTRAIL__LOG__FORMAT=json`.
@@ -184,6 +187,13 @@ impl Config {
                 problem,
                 source: None,
             });
+        }
+        if let Err(errors) = self.detect.validate() {
+            issues.extend(errors.into_iter().map(|e| ConfigIssue {
+                path: format!("detect.{}", e.field),
+                problem: e.problem,
+                source: None,
+            }));
         }
         issues
     }

@@ -4,8 +4,11 @@
 
 mod compact;
 mod config;
+mod detect;
+mod eval;
 mod ingest;
 mod logging;
+mod replay;
 mod serve;
 mod shutdown;
 mod simulate;
@@ -63,6 +66,10 @@ enum Command {
     Config(ConfigCommand),
     /// Generate realistic gateway traffic with labelled attacks.
     Simulate(simulate::SimulateArgs),
+    /// Run the detector: over a file with --replay (offline, same code path).
+    Detect(detect::DetectArgs),
+    /// Score the detector and two naive anchors on labelled simulated traffic.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +162,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Simulate(args) => {
             start(cli.config, &overrides)?;
             block_on(simulate::run(args))
+        }
+        Command::Detect(args) => {
+            let config = start(cli.config, &overrides)?;
+            Ok(detect::run(args, &config.detect)?)
+        }
+        Command::Eval(args) => {
+            let config = start(cli.config, &overrides)?;
+            Ok(eval::run(args, &config.detect)?)
         }
         Command::Compact(args) => {
             let config = start(cli.config, &overrides)?;

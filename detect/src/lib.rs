@@ -1,4 +1,13 @@
-//! Detect: streaming per-user baselines and alert delivery.
-//!
-//! Built under the detect issue; this crate holds only its place in the
-//! workspace until then.
+//! Detect: streaming per-user baselines, anomaly detectors and alert delivery.
+
+pub mod alert;
+pub mod baseline;
+pub mod config;
+pub mod deliver;
+pub mod engine;
+pub mod eval;
+pub mod seen;
+
+pub use alert::{Alert, DetectorKind, Evidence, Severity};
+pub use config::{DetectConfig, Settings};
+pub use engine::Engine;

@@ -1,0 +1,235 @@
+//! One delivery attempt: the request for a destination's kind, and what its
+//! outcome means (delivered, retry later, or give up).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+
+use super::backoff::parse_retry_after;
+use super::chat::{slack_message, teams_message};
+use super::config::{DestinationConfig, DestinationKind};
+use super::webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use crate::alert::Alert;
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    /// A 2xx answer.
+    Delivered,
+    /// Worth trying again: no answer, a timeout, 408, 429 or 5xx.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again will not help: any other answer.
+    Permanent { reason: String },
+}
+
+/// The body and extra headers to send `alert` to `destination`. Webhooks are
+/// signed at `timestamp` (unix seconds), so every retry is signed afresh.
+pub fn request(
+    destination: &DestinationConfig,
+    alert: &Alert,
+    timestamp: i64,
+) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let console = destination.console_url.as_deref();
+    match destination.kind {
+        DestinationKind::Webhook => {
+            let body = alert.to_json().into_bytes();
+            let secret = destination
+                .secret
+                .as_ref()
+                .map(|s| s.0.as_bytes())
+                .unwrap_or_default();
+            let headers = vec![
+                (TIMESTAMP_HEADER, timestamp.to_string()),
+                (SIGNATURE_HEADER, sign(secret, timestamp, &body)),
+                (IDEMPOTENCY_HEADER, alert.alert_id.clone()),
+            ];
+            (body, headers)
+        }
+        DestinationKind::Slack => (
+            slack_message(alert, console).to_string().into_bytes(),
+            Vec::new(),
+        ),
+        DestinationKind::Teams => (
+            teams_message(alert, console).to_string().into_bytes(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Sends `alert` once.
+pub async fn attempt(
+    client: &reqwest::Client,
+    destination: &DestinationConfig,
+    alert: &Alert,
+) -> Attempt {
+    let (body, headers) = request(destination, alert, Utc::now().timestamp());
+    let mut req = client
+        .post(&destination.url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    match req.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()));
+            let excerpt = if status.is_success() {
+                String::new()
+            } else {
+                body_excerpt(response).await
+            };
+            classify(status, retry_after, &excerpt)
+        }
+        Err(e) if e.is_builder() => Attempt::Permanent {
+            reason: describe(e),
+        },
+        Err(e) => Attempt::Retry {
+            reason: describe(e),
+            retry_after: None,
+        },
+    }
+}
+
+/// What a status means for the alert.
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, excerpt: &str) -> Attempt {
+    if status.is_success() {
+        return Attempt::Delivered;
+    }
+    let reason = if excerpt.is_empty() {
+        format!("http {status}")
+    } else {
+        format!("http {status}: {excerpt}")
+    };
+    if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        Attempt::Retry {
+            reason,
+            retry_after,
+        }
+    } else {
+        Attempt::Permanent { reason }
+    }
+}
+
+/// The start of an error response's body, on one line, for the reason.
+async fn body_excerpt(mut response: reqwest::Response) -> String {
+    const MAX: usize = 512;
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The error and its causes, without the URL (Slack and Teams URLs hold a
+/// token).
+fn describe(e: reqwest::Error) -> String {
+    let timeout = e.is_timeout();
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if timeout && !text.contains("timed out") {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::config::Secret;
+    use crate::deliver::test_alert;
+    use crate::deliver::webhook::verify;
+
+    #[test]
+    fn success_retryable_and_permanent_statuses_are_told_apart() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(classify(StatusCode::OK, None, ""), Attempt::Delivered);
+        assert_eq!(classify(StatusCode::ACCEPTED, None, ""), Attempt::Delivered);
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            assert!(
+                matches!(classify(status, wait, ""), Attempt::Retry { retry_after, .. } if retry_after == wait),
+                "{status}"
+            );
+        }
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::GONE,
+            StatusCode::MOVED_PERMANENTLY,
+        ] {
+            assert!(
+                matches!(classify(status, None, ""), Attempt::Permanent { .. }),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            classify(StatusCode::NOT_FOUND, None, "no_service"),
+            Attempt::Permanent {
+                reason: "http 404 Not Found: no_service".into()
+            }
+        );
+    }
+
+    #[test]
+    fn webhook_requests_carry_a_verifiable_signature_and_the_alert_id() {
+        let alert = test_alert();
+        let destination = DestinationConfig {
+            name: "siem".into(),
+            kind: DestinationKind::Webhook,
+            url: "https://siem.example.com/hook".into(),
+            secret: Some(Secret("0123456789abcdef".into())),
+            console_url: None,
+            min_severity: crate::alert::Severity::Low,
+            tenants: Vec::new(),
+            detectors: Vec::new(),
+            max_per_minute: 60,
+        };
+        let (body, headers) = request(&destination, &alert, 1_760_000_000);
+        assert_eq!(body, alert.to_json().into_bytes());
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+                .expect("header present")
+        };
+        assert_eq!(header(IDEMPOTENCY_HEADER), alert.alert_id);
+        assert!(verify(
+            b"0123456789abcdef",
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            &body,
+            1_760_000_010
+        ));
+    }
+}

@@ -1,0 +1,244 @@
+//! One destination's delivery loop: takes the oldest pending alert, waits for
+//! the rate limit, sends it, and records the outcome in the outbox.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::DeliveryEvent;
+use super::backoff::{RateLimiter, backoff_delay};
+use super::config::{DestinationConfig, RetryConfig};
+use super::error::{Error, Result};
+use super::metrics::{Metrics, Outcome};
+use super::outbox::{Entry, Outbox};
+use super::send::{Attempt, attempt};
+
+/// How long an attempt in flight at shutdown may still take.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
+
+/// Alerts enqueued since the worker last looked, and its wake-up call.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    entries: Mutex<Vec<Entry>>,
+    wake: Notify,
+}
+
+impl Inbox {
+    pub(crate) fn push(&self, entry: Entry) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(entry);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Entry> {
+        std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Pending alerts in sending order: fewest attempts first, then oldest. An
+/// alert that keeps failing thus sinks behind the others instead of holding
+/// them back.
+#[derive(Default)]
+struct Queue {
+    entries: BTreeMap<(u32, DateTime<Utc>, String), Entry>,
+    ids: HashSet<String>,
+}
+
+impl Queue {
+    fn push(&mut self, entry: Entry, attempts: u32) {
+        if self.ids.insert(entry.alert.alert_id.clone()) {
+            let key = (attempts, entry.enqueued_at, entry.alert.alert_id.clone());
+            self.entries.insert(key, entry);
+        }
+    }
+
+    fn pop(&mut self) -> Option<(u32, Entry)> {
+        let ((attempts, _, id), entry) = self.entries.pop_first()?;
+        self.ids.remove(&id);
+        Some((attempts, entry))
+    }
+}
+
+pub(crate) struct Worker {
+    pub destination: DestinationConfig,
+    pub retry: RetryConfig,
+    pub outbox: Arc<Outbox>,
+    pub inbox: Arc<Inbox>,
+    pub client: reqwest::Client,
+    pub metrics: Metrics,
+    pub pending: Gauge,
+    pub events: broadcast::Sender<DeliveryEvent>,
+}
+
+impl Worker {
+    pub(crate) async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let name = self.destination.name.clone();
+        let outbox = Arc::clone(&self.outbox);
+        let scan = self.blocking(move || outbox.scan(&name)).await?;
+        for (path, reason) in scan.quarantined {
+            error!(destination = %self.destination.name, path = %path.display(), reason, "unreadable outbox entry moved to dead letters");
+            self.pending.dec();
+            self.metrics.count(&self.destination.name, Outcome::Failed);
+        }
+        let mut queue = Queue::default();
+        for entry in scan.entries {
+            queue.push(entry, 0);
+        }
+        let mut limiter = RateLimiter::per_minute(self.destination.max_per_minute);
+        // Failed attempts in a row: the destination's backoff.
+        let mut failures: u32 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            for entry in self.inbox.take() {
+                queue.push(entry, 0);
+            }
+            let Some((attempts, entry)) = queue.pop() else {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = self.inbox.wake.notified() => continue,
+                }
+            };
+            if let Some(at) = limiter.next_slot(Instant::now()) {
+                debug!(destination = %self.destination.name, wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "rate limit reached; alerts wait in the outbox");
+                queue.push(entry, attempts);
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep_until(at) => continue,
+                }
+            }
+            // Enqueued while the startup scan ran, it can come twice: the
+            // file tells whether it is still pending.
+            if !self
+                .outbox
+                .is_pending(&self.destination.name, &entry.alert.alert_id)?
+            {
+                continue;
+            }
+            limiter.record(Instant::now());
+            let attempts = attempts + 1;
+            let outcome = {
+                let send = attempt(&self.client, &self.destination, &entry.alert);
+                tokio::pin!(send);
+                tokio::select! {
+                    outcome = &mut send => outcome,
+                    () = shutdown.cancelled() => {
+                        // A request about to finish may; one that hangs is
+                        // abandoned and made again, same idempotency key, later.
+                        match tokio::time::timeout(IN_FLIGHT_GRACE, &mut send).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Attempt::Delivered => {
+                    failures = 0;
+                    self.delivered(entry, attempts).await?;
+                }
+                Attempt::Permanent { reason } => {
+                    failures = 0;
+                    self.dead_letter(entry, reason, attempts).await?;
+                }
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    let age = (Utc::now() - entry.enqueued_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    if age > self.retry.give_up_after {
+                        let reason = format!(
+                            "gave up after {attempts} attempts over {}: {reason}",
+                            humantime::format_duration(Duration::from_secs(age.as_secs()))
+                        );
+                        self.dead_letter(entry, reason, attempts).await?;
+                        continue;
+                    }
+                    let delay = match retry_after {
+                        Some(wait) => wait.min(self.retry.max_delay),
+                        None => backoff_delay(
+                            failures,
+                            self.retry.base_delay,
+                            self.retry.max_delay,
+                            rand::random::<f64>(),
+                        ),
+                    };
+                    failures = failures.saturating_add(1);
+                    warn!(destination = %self.destination.name, alert_id = %entry.alert.alert_id, attempts, delay_ms = delay.as_millis() as u64, reason, "alert delivery failed; will retry");
+                    self.metrics.count(&self.destination.name, Outcome::Retry);
+                    self.event(&entry, Outcome::Retry, Some(reason));
+                    queue.push(entry, attempts);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn delivered(&self, entry: Entry, attempts: u32) -> Result<()> {
+        let outbox = Arc::clone(&self.outbox);
+        let (name, id) = (self.destination.name.clone(), entry.alert.alert_id.clone());
+        self.blocking(move || outbox.mark_delivered(&name, &id))
+            .await?;
+        let latency = (Utc::now() - entry.enqueued_at)
+            .to_std()
+            .unwrap_or_default();
+        self.pending.dec();
+        self.metrics
+            .count(&self.destination.name, Outcome::Delivered);
+        self.metrics
+            .observe_latency(&self.destination.name, latency.as_secs_f64());
+        info!(destination = %self.destination.name, alert_id = %entry.alert.alert_id, attempts, latency_ms = latency.as_millis() as u64, "alert delivered");
+        self.event(&entry, Outcome::Delivered, None);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, entry: Entry, reason: String, attempts: u32) -> Result<()> {
+        let outbox = Arc::clone(&self.outbox);
+        let (moved, why) = (entry.clone(), reason.clone());
+        let path = self
+            .blocking(move || outbox.dead_letter(&moved, &why, attempts, Utc::now()))
+            .await?;
+        self.pending.dec();
+        self.metrics.count(&self.destination.name, Outcome::Failed);
+        error!(destination = %self.destination.name, alert_id = %entry.alert.alert_id, attempts, path = %path.display(), reason, "alert delivery failed for good; moved to dead letters");
+        self.event(&entry, Outcome::Failed, Some(reason));
+        Ok(())
+    }
+
+    fn event(&self, entry: &Entry, outcome: Outcome, reason: Option<String>) {
+        // Nobody listening is fine.
+        let _ = self.events.send(DeliveryEvent {
+            destination: self.destination.name.clone(),
+            alert_id: entry.alert.alert_id.clone(),
+            outcome,
+            reason,
+        });
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|source| Error::Task {
+                task: self.destination.name.clone(),
+                source,
+            })?
+    }
+}

@@ -1,0 +1,669 @@
+//! The detectors themselves: what one event or one closed window means for
+//! one user. Formulas and defaults are documented in ARCHITECTURE.md
+//! ("Detection model"); each function here says what it cannot see.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tooltrail_schemas::ToolCallEvent;
+
+mod corroborate;
+mod off_hours;
+
+use super::user::{Finding, UserState, flag};
+use super::{Stats, TenantState, established, is_denied, is_malformed, kind, note_peer, prior};
+use crate::alert::{ALERT_VERSION, Alert, DetectorKind, Evidence, Severity, alert_id};
+use crate::baseline::{HourProfile, Predictive};
+use crate::config::Settings;
+use crate::seen::{Sighting, value_hash};
+
+/// Default priors when a tenant has no history either (per active minute).
+const DEFAULT_DENIED_RATE: f64 = 0.02;
+const DEFAULT_MALFORMED_RATE: f64 = 0.02;
+const DEFAULT_NEW_RESOURCE_RATE: f64 = 0.3;
+/// ... and calls per active window.
+const DEFAULT_WINDOW_VOLUME: f64 = 5.0;
+/// Weight with which a call in off hours enters the hour profile.
+const OFF_HOURS_LEARNING: f64 = 0.1;
+/// Profile mass (decayed events) before off-hours trusts it.
+const MIN_PROFILE_EVENTS: f64 = 200.0;
+
+pub(super) struct Context<'a> {
+    pub settings: &'a Settings,
+    pub tenant: &'a mut TenantState,
+    pub user: &'a mut UserState,
+    pub stats: &'a mut Stats,
+    pub out: &'a mut Vec<Alert>,
+}
+
+impl Context<'_> {
+    fn who(&self) -> String {
+        format!("{}@{}", self.user.user_id, self.user.tenant_id)
+    }
+
+    /// Immediate detectors, and the event's flags for window counts.
+    ///
+    /// Until the tenant itself has `min_history`, first-seen and
+    /// sensitive-tool judgments are held back: everything is new on the day
+    /// tooltrail is switched on (use `--warm-from-lake` to start with history).
+    pub fn immediate(
+        &mut self,
+        e: &ToolCallEvent,
+        secs: i64,
+        day: u32,
+        tenant_settled: bool,
+    ) -> u8 {
+        let s = self.settings;
+        let mut flags = 0;
+        let denied = is_denied(e);
+        if denied {
+            flags |= flag::DENIED;
+        }
+        if is_malformed(e) {
+            flags |= flag::MALFORMED;
+        }
+        let settled = established(self.user, day, s.min_history_days);
+        // Values are recorded either way; judged only once the tenant has history.
+        let judge = tenant_settled;
+
+        if let Some(resource) = &e.resource {
+            flags |= flag::RESOURCE;
+            if s.enabled(DetectorKind::CrossTenant) {
+                self.cross_tenant(e, resource, secs);
+            }
+            let h = value_hash(kind::RESOURCE, resource);
+            if self.user.resources.touch(h, day, s.resource_window_days) {
+                flags |= flag::NEW_RESOURCE;
+            }
+        }
+
+        let mut tool_new = false;
+        if let Some(tool) = &e.tool {
+            let h = value_hash(kind::TOOL, tool);
+            let window = s.value_window_days;
+            let sighting = self.user.tools.touch(h, day, window, window);
+            let peers = note_peer(self.tenant, h, sighting);
+            tool_new = sighting != Sighting::Known;
+            if tool_new && tenant_settled {
+                let news = settled || peers < s.peer_users;
+                if news && self.is_sensitive(tool, e.required_scope.as_deref()) {
+                    self.sensitive(e, tool, peers, secs);
+                } else if news {
+                    self.first_seen(DetectorKind::FirstSeenTool, "tool", tool, peers, e, secs);
+                }
+            }
+        }
+        let server_hash = value_hash(kind::SERVER, &e.server);
+        self.first_seen_value(
+            DetectorKind::FirstSeenServer,
+            "server",
+            &e.server,
+            server_hash,
+            (judge, settled),
+            true,
+            e,
+            secs,
+            day,
+        );
+        if let Some(client) = &e.client_id {
+            let h = value_hash(kind::CLIENT, client);
+            self.first_seen_value(
+                DetectorKind::FirstSeenClient,
+                "client",
+                client,
+                h,
+                (judge, settled),
+                false,
+                e,
+                secs,
+                day,
+            );
+        }
+        if let Some(ip) = e.source_ip {
+            let ip = ip.to_string();
+            let h = value_hash(kind::IP, &ip);
+            self.first_seen_value(
+                DetectorKind::FirstSeenIp,
+                "address",
+                &ip,
+                h,
+                (judge, settled),
+                false,
+                e,
+                secs,
+                day,
+            );
+        }
+
+        if denied && s.enabled(DetectorKind::Enumeration) {
+            self.denied_spread(e, tool_new, secs);
+        }
+
+        let hour = HourProfile::hour_of_week(secs);
+        if self.user.history_days(day) >= s.off_hours_history_days
+            && self.user.hours.total() >= MIN_PROFILE_EVENTS
+        {
+            let share = self.user.hours.share(hour);
+            if share < s.off_hours_share {
+                flags |= flag::OFF_HOURS;
+                self.off_hours_event(e, share, secs);
+            }
+        }
+        flags
+    }
+
+    fn is_sensitive(&self, tool: &str, required_scope: Option<&str>) -> bool {
+        self.settings.sensitive_tools.is_match(tool)
+            || required_scope.is_some_and(|scope| {
+                self.settings
+                    .sensitive_scopes
+                    .iter()
+                    .any(|k| scope.contains(k.as_str()))
+            })
+    }
+
+    /// `cross_tenant`: the resource names another tenant. Sees only resources
+    /// whose URI matches the configured pattern.
+    fn cross_tenant(&mut self, e: &ToolCallEvent, resource: &str, secs: i64) {
+        let Some(caps) = self.settings.tenant_pattern.captures(resource) else {
+            return;
+        };
+        let other = &caps["tenant"];
+        if other == e.tenant_id {
+            return;
+        }
+        let who = self.who();
+        let what = e.tool.as_deref().unwrap_or(&e.method);
+        let mut evidence = self.single_evidence(e);
+        evidence.new_values = vec![other.to_string()];
+        evidence.details.insert("resource".into(), json!(resource));
+        evidence
+            .details
+            .insert("decision".into(), json!(e.decision.as_str()));
+        self.raise(Finding {
+            detector: DetectorKind::CrossTenant,
+            value: other.to_string(),
+            severity: Severity::Critical,
+            score: 95,
+            title: format!("{who}: access to tenant `{other}`'s resources"),
+            explanation: format!(
+                "{who} called `{what}` on {resource}, which belongs to tenant `{other}` (decision: {})",
+                e.decision.as_str()
+            ),
+            evidence,
+            window: (secs, secs),
+            time: secs,
+        });
+    }
+
+    /// `sensitive_tool`: first use by this user of a tool on the sensitive
+    /// list. Cannot tell a legitimate first export from a malicious one.
+    fn sensitive(&mut self, e: &ToolCallEvent, tool: &str, peers: u32, secs: i64) {
+        if !self.settings.enabled(DetectorKind::SensitiveTool) {
+            return;
+        }
+        let who = self.who();
+        let mut evidence = self.single_evidence(e);
+        evidence.new_values = vec![tool.to_string()];
+        evidence.details.insert("server".into(), json!(e.server));
+        evidence.details.insert("peer_users".into(), json!(peers));
+        evidence
+            .details
+            .insert("decision".into(), json!(e.decision.as_str()));
+        let finding = Finding {
+            detector: DetectorKind::SensitiveTool,
+            value: tool.to_string(),
+            severity: Severity::High,
+            score: 80,
+            title: format!("{who}: first use of sensitive tool `{tool}`"),
+            explanation: format!(
+                "{who} called `{tool}` on {} for the first time (decision: {}, status {}); {peers} other users in the tenant have used it",
+                e.server,
+                e.decision.as_str(),
+                e.status
+            ),
+            evidence,
+            window: (secs, secs),
+            time: secs,
+        };
+        // A sensitive tool that many colleagues use routinely is part of the
+        // job: it still counts, but only with corroboration.
+        if peers >= self.settings.sensitive_max_peers {
+            self.signal(finding, corroborate::SENSITIVE_COMMON);
+        } else {
+            self.raise(finding);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn first_seen_value(
+        &mut self,
+        detector: DetectorKind,
+        noun: &str,
+        value: &str,
+        hash: u64,
+        (judge, settled): (bool, bool),
+        peers_vouch_for_new_users: bool,
+        e: &ToolCallEvent,
+        secs: i64,
+        day: u32,
+    ) {
+        let window = match detector {
+            DetectorKind::FirstSeenIp => self.settings.ip_window_days,
+            _ => self.settings.value_window_days,
+        };
+        let set = match detector {
+            DetectorKind::FirstSeenServer => &mut self.user.servers,
+            DetectorKind::FirstSeenClient => &mut self.user.clients,
+            _ => &mut self.user.ips,
+        };
+        let sighting = set.touch(
+            hash,
+            day,
+            window,
+            window.max(self.settings.value_window_days),
+        );
+        let peers = note_peer(self.tenant, hash, sighting);
+        if sighting == Sighting::Known || !judge {
+            return;
+        }
+        // A newcomer's own address and client are new by nature; their
+        // servers are news only if the tenant's other users don't use them.
+        let news = if settled {
+            true
+        } else {
+            peers_vouch_for_new_users && peers < self.settings.peer_users
+        };
+        if news {
+            self.first_seen(detector, noun, value, peers, e, secs);
+        }
+    }
+
+    /// `first_seen_*`: a value new to the user within its history window.
+    fn first_seen(
+        &mut self,
+        detector: DetectorKind,
+        noun: &str,
+        value: &str,
+        peers: u32,
+        e: &ToolCallEvent,
+        secs: i64,
+    ) {
+        if !self.settings.enabled(detector) {
+            return;
+        }
+        let weight = corroborate::first_seen_weight(detector, peers);
+        let who = self.who();
+        let mut evidence = self.single_evidence(e);
+        evidence.new_values = vec![value.to_string()];
+        evidence.details.insert("peer_users".into(), json!(peers));
+        if let Some(ip) = e.source_ip {
+            evidence
+                .details
+                .insert("source_ip".into(), json!(ip.to_string()));
+        }
+        if let Some(client) = &e.client_id {
+            evidence.details.insert("client_id".into(), json!(client));
+        }
+        self.signal(
+            Finding {
+                detector,
+                value: value.to_string(),
+                severity: Severity::Medium,
+                score: if peers == 0 { 60 } else { 45 },
+                title: format!("{who}: first use of {noun} `{value}`"),
+                explanation: format!(
+                    "{who} used {noun} `{value}` for the first time in its history window; {peers} other users in the tenant use it"
+                ),
+                evidence,
+                window: (secs, secs),
+                time: secs,
+            },
+            weight,
+        );
+    }
+
+    /// `enumeration` (denied spread): denials on many distinct tools or
+    /// resources the user never used, within `denied_window`. Slow probing
+    /// from a stolen token looks like this; a misconfigured agent hitting
+    /// the same wall does not.
+    fn denied_spread(&mut self, e: &ToolCallEvent, tool_new: bool, secs: i64) {
+        let target = match (&e.tool, &e.resource) {
+            (Some(tool), _) if tool_new => value_hash(kind::TOOL, tool),
+            (None, Some(resource)) => value_hash(kind::RESOURCE, resource),
+            _ => return,
+        };
+        let horizon = secs - self.settings.denied_window_secs;
+        let list = &mut self.user.denied_new;
+        list.retain(|(_, t)| *t > horizon);
+        if !list.iter().any(|(h, _)| *h == target) {
+            list.push((target, secs));
+        }
+        let distinct = list.len() as u32;
+        if distinct < self.settings.enumeration.min_denied_distinct {
+            return;
+        }
+        let first = list.iter().map(|(_, t)| *t).min().unwrap_or(secs);
+        let who = self.who();
+        let mut evidence = Evidence {
+            observed: Some(f64::from(distinct)),
+            event_ids: self.user.samples(first, secs + 1, flag::DENIED),
+            ..Evidence::default()
+        };
+        evidence
+            .details
+            .insert("kind".into(), json!("denied_spread"));
+        if let Some(ip) = e.source_ip {
+            evidence
+                .details
+                .insert("source_ip".into(), json!(ip.to_string()));
+        }
+        let hours = (secs - first) as f64 / 3600.0;
+        self.raise(Finding {
+            detector: DetectorKind::Enumeration,
+            value: "denied_spread".into(),
+            severity: Severity::High,
+            score: 75,
+            title: format!("{who}: denied on {distinct} tools or resources never used before"),
+            explanation: format!(
+                "{who} was denied on {distinct} distinct tools or resources they had never used, within {hours:.1} h: someone is trying what this identity can reach"
+            ),
+            evidence,
+            window: (first, secs),
+            time: secs,
+        });
+    }
+
+    /// Judges the window of `window_minutes` ending at minute `end`, folds
+    /// the minute that leaves it into the baselines, and says when to judge
+    /// next (if the user is still active).
+    pub fn window(&mut self, end: i64) -> Option<i64> {
+        let s = self.settings;
+        let w = s.window_minutes;
+        let (sum, active) = self.user.window(end, w);
+        let (from, to) = ((end - w) * 60, end * 60);
+        let before = self.out.len();
+        let active = f64::from(active);
+
+        if s.enabled(DetectorKind::DenialSpike) && u32::from(sum.denied) >= s.denial_min {
+            let pred = self.user.denied.predict(
+                prior(&self.tenant.denied, DEFAULT_DENIED_RATE, s.prior_weight),
+                active,
+                1.0,
+            );
+            let tools = self.user.distinct_tools(from, to, flag::DENIED);
+            self.spike(DetectorKind::DenialSpike, u64::from(sum.denied), pred, (from, to), flag::DENIED, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} denied calls in {w} min across {tools} tools"),
+                    format!("{who}: {x} denied calls in {w} min across {tools} tools; the usual is {exp:.2} per {w} min"),
+                )
+            });
+        }
+        if s.enabled(DetectorKind::MalformedSpike) && u32::from(sum.malformed) >= s.malformed_min {
+            let pred = self.user.malformed.predict(
+                prior(
+                    &self.tenant.malformed,
+                    DEFAULT_MALFORMED_RATE,
+                    s.prior_weight,
+                ),
+                active,
+                1.0,
+            );
+            self.spike(DetectorKind::MalformedSpike, u64::from(sum.malformed), pred, (from, to), flag::MALFORMED, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} malformed or failing calls in {w} min"),
+                    format!("{who}: {x} calls rejected as malformed (400) or failing as tool errors in {w} min; the usual is {exp:.2} per {w} min. An agent following injected instructions often looks like this"),
+                )
+            });
+        }
+        // Everything is new to a newcomer: sweeps are judged once the user
+        // has history.
+        let settled = established(
+            self.user,
+            (from / crate::baseline::DAY) as u32,
+            s.min_history_days,
+        );
+        if settled
+            && s.enabled(DetectorKind::FirstSeenResource)
+            && u32::from(sum.new_resources) >= s.min_new_resources
+        {
+            let pred = self.user.new_resources.predict(
+                prior(
+                    &self.tenant.new_resources,
+                    DEFAULT_NEW_RESOURCE_RATE,
+                    s.prior_weight,
+                ),
+                active,
+                1.0,
+            );
+            self.spike(DetectorKind::FirstSeenResource, u64::from(sum.new_resources), pred, (from, to), flag::NEW_RESOURCE, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} resources never used before in {w} min"),
+                    format!("{who} touched {x} resources new to them in {w} min; the usual is {exp:.2} new resources per {w} min"),
+                )
+            });
+        }
+        if settled
+            && s.enabled(DetectorKind::Enumeration)
+            && u32::from(sum.new_resources) >= s.enumeration.min_distinct
+            && f64::from(sum.new_resources)
+                >= s.enumeration.min_new_share * f64::from(sum.resources)
+        {
+            let who = self.who();
+            let (new, all) = (sum.new_resources, sum.resources);
+            let mut evidence = Evidence {
+                observed: Some(f64::from(new)),
+                event_ids: self.user.samples(from, to, flag::NEW_RESOURCE),
+                ..Evidence::default()
+            };
+            evidence.details.insert("resource_calls".into(), json!(all));
+            self.raise(Finding {
+                detector: DetectorKind::Enumeration,
+                value: String::new(),
+                severity: Severity::High,
+                score: 80,
+                title: format!("{who}: {new} distinct new resources in {w} min"),
+                explanation: format!(
+                    "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w} min: a sweep, not ordinary work"
+                ),
+                evidence,
+                window: (from, to),
+                time: to,
+            });
+        }
+        if s.enabled(DetectorKind::VolumeSpike) && u32::from(sum.total) >= s.volume.min_count {
+            let hour = HourProfile::hour_of_week(from);
+            let factor = (self.user.hours.share(hour) * 168.0).sqrt().clamp(0.5, 2.0);
+            let pred = self.user.volume.predict(
+                prior(
+                    &self.tenant.volume,
+                    DEFAULT_WINDOW_VOLUME,
+                    s.prior_weight / 5.0,
+                ),
+                1.0,
+                factor,
+            );
+            if f64::from(sum.total) >= s.volume.min_ratio * pred.expected {
+                self.spike(DetectorKind::VolumeSpike, u64::from(sum.total), pred, (from, to), 0, |who, x, w, exp| {
+                    (
+                        format!("{who}: {x} calls in {w} min"),
+                        format!("{who} made {x} calls in {w} min; at this hour of the week the usual for an active window is {exp:.1}"),
+                    )
+                });
+            }
+        }
+
+        if self.out.len() > before {
+            self.user.learn_from = end;
+        }
+        self.fold(end - w);
+        if end % w == 0 && end - w >= self.user.learn_from && sum.total > 0 {
+            self.user.volume.add(f64::from(sum.total));
+            self.tenant.volume.add(f64::from(sum.total));
+        }
+        let still_active = ((end - w + 1)..=end).any(|m| self.user.minute(m).total > 0);
+        still_active.then_some(end + 1)
+    }
+
+    /// Folds `minute` into the baselines of the user and their tenant.
+    fn fold(&mut self, minute: i64) {
+        if minute < self.user.learn_from {
+            return;
+        }
+        let c = self.user.minute(minute);
+        if c.total == 0 {
+            return;
+        }
+        // Off-hours calls are learned slowly, so that an attack at night
+        // does not make the night normal within minutes, while a new
+        // habit (a night shift) is learned within days.
+        let ordinary = f64::from(c.total - c.off_hours);
+        self.user.hours.add(
+            HourProfile::hour_of_week(minute * 60),
+            ordinary + OFF_HOURS_LEARNING * f64::from(c.off_hours),
+        );
+        for (user, tenant, count) in [
+            (&mut self.user.denied, &mut self.tenant.denied, c.denied),
+            (
+                &mut self.user.malformed,
+                &mut self.tenant.malformed,
+                c.malformed,
+            ),
+            (
+                &mut self.user.new_resources,
+                &mut self.tenant.new_resources,
+                c.new_resources,
+            ),
+        ] {
+            user.add(f64::from(count));
+            tenant.add(f64::from(count));
+        }
+    }
+
+    /// A rate detector's alert, if the count is improbable enough.
+    fn spike(
+        &mut self,
+        detector: DetectorKind,
+        x: u64,
+        pred: Predictive,
+        (from, to): (i64, i64),
+        flags: u8,
+        text: impl FnOnce(&str, u64, i64, f64) -> (String, String),
+    ) {
+        let p = pred.tail(x);
+        if p >= self.settings.p_value {
+            return;
+        }
+        let who = self.who();
+        let (title, explanation) = text(&who, x, self.settings.window_minutes, pred.expected);
+        let surprise = -p.max(1e-300).log10();
+        let evidence = Evidence {
+            observed: Some(x as f64),
+            expected: Some(round3(pred.expected)),
+            p_value: Some(p),
+            event_ids: self.user.samples(from, to, flags),
+            ..Evidence::default()
+        };
+        self.raise(Finding {
+            detector,
+            value: String::new(),
+            severity: if p < 1e-12 {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            score: (30.0 + 5.0 * surprise).clamp(0.0, 99.0) as u8,
+            title,
+            explanation: format!("{explanation} (p = {p:.1e})"),
+            evidence,
+            window: (from, to),
+            time: to,
+        });
+    }
+
+    fn single_evidence(&self, e: &ToolCallEvent) -> Evidence {
+        Evidence {
+            event_ids: vec![e.event_id.clone()],
+            ..Evidence::default()
+        }
+    }
+
+    /// Emits a finding as an alert unless an alert on the same (detector,
+    /// value) is open; then it only counts as a repeat.
+    fn raise(&mut self, f: Finding) {
+        let (detector, time) = (f.detector, f.time);
+        let weak = f.evidence.details.contains_key("corroborated_by");
+        if self.emit(f) && !weak {
+            self.strong_signal(detector, time);
+        }
+    }
+
+    /// Emits the alert; false if it was suppressed as a repeat.
+    fn emit(&mut self, f: Finding) -> bool {
+        let value_key = value_hash(0, &f.value);
+        let user = &mut *self.user;
+        // Close expired suppressions, publishing their repeat counts.
+        let mut i = 0;
+        while i < user.suppressions.len() {
+            if user.suppressions[i].until <= f.time {
+                let closed = user.suppressions.swap_remove(i);
+                if closed.alert.repeats > 0 {
+                    self.out.push(*closed.alert);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(open) = user
+            .suppressions
+            .iter_mut()
+            .find(|s| s.detector == f.detector && s.value == value_key)
+        {
+            open.alert.repeats += 1;
+            self.stats.suppressed += 1;
+            return false;
+        }
+        let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
+        let alert = Alert {
+            alert_version: ALERT_VERSION,
+            // Window detectors key on their window; single-event ones on the
+            // suppression period they fall in, so that events reordered
+            // within the lateness give the same id.
+            alert_id: alert_id(
+                f.detector,
+                &user.tenant_id,
+                &user.user_id,
+                &f.value,
+                at(if f.window.0 == f.window.1 {
+                    f.window.0 - f.window.0.rem_euclid(self.settings.suppression_secs)
+                } else {
+                    f.window.0
+                }),
+            ),
+            time: at(f.time),
+            tenant_id: user.tenant_id.to_string(),
+            user_id: user.user_id.to_string(),
+            detector: f.detector,
+            severity: f.severity,
+            score: f.score,
+            title: f.title,
+            explanation: f.explanation,
+            evidence: f.evidence,
+            window_start: at(f.window.0),
+            window_end: at(f.window.1),
+            repeats: 0,
+        };
+        user.suppressions.push(super::user::Suppression {
+            detector: f.detector,
+            value: value_key,
+            until: f.time + self.settings.suppression_secs,
+            alert: Box::new(alert.clone()),
+        });
+        self.stats.alerts += 1;
+        self.out.push(alert);
+        true
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

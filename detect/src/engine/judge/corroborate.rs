@@ -1,0 +1,161 @@
+//! Corroboration: weak signals alert only together.
+//!
+//! A first-seen value is ordinary on its own (people adopt tools, move
+//! house, change laptops); so is a single call at an odd hour. Each such
+//! signal carries a weight, larger when the value is also new to the
+//! tenant's other users. When the weights of *distinct* detectors for one
+//! user within the correlation window reach the threshold, one alert is
+//! raised: for the heaviest pending signal, listing the others as evidence.
+//! Alerts raised on their own (spikes, sensitive tools, cross-tenant access)
+//! count as heavy signals too, so a new address right after a denial burst
+//! is reported with it. Later signals in the same window only add repeats.
+
+use serde_json::json;
+
+use super::{Context, Finding};
+use crate::alert::DetectorKind;
+use crate::engine::user::Signal;
+use crate::seen::value_hash;
+
+/// Weight of an alert raised on its own, as corroboration.
+pub(super) const STRONG: f32 = 3.0;
+/// Weight of the first use of a sensitive tool many colleagues use.
+pub(super) const SENSITIVE_COMMON: f32 = 2.0;
+/// Weight of one call in off hours.
+pub(super) const OFF_HOURS_CALL: f32 = 1.5;
+
+/// Weight of a first-seen value used by `peers` other users of the tenant.
+pub(super) fn first_seen_weight(detector: DetectorKind, peers: u32) -> f32 {
+    match detector {
+        // An address no colleague uses is a new network; one they share is
+        // the office, the VPN or a common provider.
+        DetectorKind::FirstSeenIp => {
+            if peers == 0 {
+                2.0
+            } else {
+                0.5
+            }
+        }
+        DetectorKind::FirstSeenClient => match peers {
+            0 => 2.0,
+            1..=2 => 1.5,
+            _ => 0.5,
+        },
+        _ => match peers {
+            0 => 1.5,
+            1..=2 => 1.0,
+            3..=9 => 0.5,
+            _ => 0.25,
+        },
+    }
+}
+
+impl Context<'_> {
+    /// Records a weak signal and raises an alert if the user's signals now
+    /// add up.
+    pub(super) fn signal(&mut self, finding: Finding, weight: f32) {
+        let value = value_hash(0, &finding.value);
+        let detector = finding.detector;
+        let secs = finding.time;
+        self.push_signal(Signal {
+            secs,
+            detector,
+            value,
+            weight,
+            finding: Some(Box::new(finding)),
+        });
+        self.corroborate(secs);
+    }
+
+    /// An alert raised on its own also corroborates weak signals.
+    pub(super) fn strong_signal(&mut self, detector: DetectorKind, secs: i64) {
+        self.push_signal(Signal {
+            secs,
+            detector,
+            value: 0,
+            weight: STRONG,
+            finding: None,
+        });
+        self.corroborate(secs);
+    }
+
+    fn push_signal(&mut self, signal: Signal) {
+        let horizon = signal.secs - self.settings.corroboration_secs;
+        let signals = &mut self.user.signals;
+        signals.retain(|s| s.secs > horizon);
+        if signals
+            .iter()
+            .any(|s| s.detector == signal.detector && s.value == signal.value)
+        {
+            return;
+        }
+        signals.push(signal);
+    }
+
+    fn corroborate(&mut self, secs: i64) {
+        let signals = &self.user.signals;
+        let mut best: [f32; DetectorKind::ALL.len()] = [0.0; DetectorKind::ALL.len()];
+        for s in signals {
+            let slot = &mut best[s.detector as usize];
+            *slot = slot.max(s.weight);
+        }
+        let total: f32 = best.iter().sum();
+        if f64::from(total) < self.settings.corroboration_threshold {
+            return;
+        }
+        // The heaviest pending weak signal becomes the alert.
+        let Some(lead) = signals
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.finding.is_some())
+            .max_by(|(i, a), (j, b)| a.weight.total_cmp(&b.weight).then(j.cmp(i)))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        let others: Vec<String> = signals
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != lead)
+            .map(|(_, s)| match &s.finding {
+                Some(f) => f
+                    .title
+                    .split_once(": ")
+                    .map_or(f.title.clone(), |(_, t)| t.to_string()),
+                None => format!("a {} alert", s.detector),
+            })
+            .collect();
+        let mut event_ids: Vec<String> = Vec::new();
+        for s in signals.iter() {
+            if let Some(f) = &s.finding {
+                event_ids.extend(f.evidence.event_ids.iter().cloned());
+            }
+        }
+        let mut finding = *self.user.signals[lead]
+            .finding
+            .take()
+            .expect("the lead is pending");
+        for s in &mut self.user.signals {
+            s.finding = None;
+        }
+        event_ids.dedup();
+        event_ids.truncate(crate::alert::MAX_SAMPLE_EVENTS);
+        finding.evidence.event_ids = event_ids;
+        finding
+            .evidence
+            .details
+            .insert("corroborated_by".into(), json!(others));
+        finding
+            .evidence
+            .details
+            .insert("signal_weight".into(), json!(f64::from(total)));
+        let window_mins = self.settings.corroboration_secs / 60;
+        finding.explanation = format!(
+            "{}. Within {window_mins} min the same user also showed: {}",
+            finding.explanation,
+            others.join("; ")
+        );
+        finding.time = secs;
+        self.raise(finding);
+    }
+}

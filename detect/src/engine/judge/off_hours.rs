@@ -1,0 +1,125 @@
+//! `off_hours`: calls in hours of the week where the user's own smoothed
+//! profile is near zero.
+//!
+//! The profile counts the user's calls per hour of the week (decayed),
+//! smoothed across neighbouring hours and across days (see
+//! [`crate::baseline::HourProfile::share`]); it is trusted once the user has
+//! `off_hours.min_history` of history. A call in an hour holding less than
+//! `off_hours.max_share` of the activity is an off-hours call. One such call
+//! is a weak signal (people do work late); an alert needs `min_count` of them
+//! in one window, or `daily_min_count` within a day. It cannot tell travel
+//! or an on-call week from a stolen session by itself; corroborating signals
+//! (a new address or client) can.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tooltrail_schemas::ToolCallEvent;
+
+use super::corroborate::OFF_HOURS_CALL;
+use super::{Context, Finding, round3};
+use crate::alert::{DetectorKind, Evidence, Severity};
+use crate::baseline::DAY;
+use crate::baseline::{Moments, Prior};
+use crate::engine::user::flag;
+
+const HOUR: i64 = 3600;
+/// Calls expected in an hour the user never works in: not zero.
+const MIN_EXPECTED: f64 = 0.05;
+
+impl Context<'_> {
+    /// One call in off hours, with the share of the user's activity its hour
+    /// holds.
+    pub(super) fn off_hours_event(&mut self, e: &ToolCallEvent, share: f64, secs: i64) {
+        if !self.settings.enabled(DetectorKind::OffHours) {
+            return;
+        }
+        let user = &mut *self.user;
+        user.off_hours_calls.retain(|t| *t > secs - HOUR);
+        user.off_hours_calls.push(secs);
+        user.off_hours_share = if user.off_hours_calls.len() == 1 {
+            share as f32
+        } else {
+            user.off_hours_share.min(share as f32)
+        };
+        let calls = user.off_hours_calls.len() as u32;
+        let first = user.off_hours_calls[0];
+        let who = self.who();
+        let when = at(secs).format("%a %H:%M UTC");
+        // Expected calls in this hour: its share of the user's decayed
+        // activity, per day of history.
+        let days = f64::from(self.user.history_days((secs / DAY) as u32).max(1));
+        let expected = (share * self.user.hours.total() / days).max(MIN_EXPECTED);
+        let pred = Moments::default().predict(
+            Prior {
+                mean: expected,
+                weight: 1e6,
+                // Calls within the hour are the burst itself; the count
+                // is judged as Poisson, and `min_count` guards the rest.
+                dispersion: 1.0,
+            },
+            1.0,
+            1.0,
+        );
+        let p = pred.tail(u64::from(calls));
+        if calls >= self.settings.off_hours_min && p < self.settings.p_value {
+            let mut ids = self.user.samples(first, secs + 1, flag::OFF_HOURS);
+            if !ids.contains(&e.event_id) {
+                ids.push(e.event_id.clone());
+            }
+            let share = f64::from(self.user.off_hours_share);
+            let mut evidence = Evidence {
+                observed: Some(f64::from(calls)),
+                expected: Some(round3(pred.expected)),
+                p_value: Some(p),
+                event_ids: ids,
+                ..Evidence::default()
+            };
+            evidence
+                .details
+                .insert("hour_share_percent".into(), json!(round3(share * 100.0)));
+            self.raise(Finding {
+                detector: DetectorKind::OffHours,
+                value: String::new(),
+                severity: if p < 1e-12 { Severity::High } else { Severity::Medium },
+                score: 65,
+                title: format!("{who}: {calls} calls within an hour at an hour they are almost never active"),
+                explanation: format!(
+                    "{who} made {calls} calls within an hour in hours of the week where they are almost never active (the latest at {when}, an hour holding {:.3}% of their activity); the usual is {:.2} calls in such an hour (p = {p:.1e})",
+                    share * 100.0,
+                    pred.expected
+                ),
+                evidence,
+                window: (first, secs),
+                time: secs,
+            });
+            return;
+        }
+        self.signal(
+            Finding {
+                detector: DetectorKind::OffHours,
+                value: String::new(),
+                severity: Severity::Medium,
+                score: 50,
+                title: format!("{who}: a call at {when}, an hour they are almost never active"),
+                explanation: format!(
+                    "{who} made a call at {when}, an hour of the week holding {:.3}% of their activity",
+                    share * 100.0
+                ),
+                evidence: Evidence {
+                    event_ids: vec![e.event_id.clone()],
+                    details: [("hour_share_percent".to_string(), json!(round3(share * 100.0)))]
+                        .into_iter()
+                        .collect(),
+                    ..Evidence::default()
+                },
+                window: (secs, secs),
+                time: secs,
+            },
+            OFF_HOURS_CALL,
+        );
+    }
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default()
+}

@@ -1,0 +1,280 @@
+use chrono::{DateTime, Utc};
+use tooltrail_schemas::ToolCallEvent;
+
+use super::*;
+use crate::alert::{DetectorKind, Severity};
+use crate::config::DetectConfig;
+
+const DAY0: i64 = 1_791_158_400; // 2026-10-05T00:00:00Z, a Monday
+
+struct Call<'a> {
+    secs: i64,
+    tenant: &'a str,
+    user: &'a str,
+    tool: &'a str,
+    resource: Option<&'a str>,
+    denied: bool,
+    ip: &'a str,
+}
+
+impl<'a> Call<'a> {
+    fn new(secs: i64, user: &'a str, tool: &'a str) -> Self {
+        Call {
+            secs,
+            tenant: "acme",
+            user,
+            tool,
+            resource: None,
+            denied: false,
+            ip: "10.0.0.1",
+        }
+    }
+
+    fn event(&self, id: usize) -> ToolCallEvent {
+        let time = DateTime::<Utc>::from_timestamp(self.secs, 0).expect("time");
+        let resource = self
+            .resource
+            .map(|r| format!(r#","resource":"{r}""#))
+            .unwrap_or_default();
+        let (decision, status) = if self.denied {
+            ("deny", 403)
+        } else {
+            ("allow", 200)
+        };
+        let line = format!(
+            r#"{{"schema_version":1,"event_id":"e{id}","time":"{}","tenant_id":"{}","user_id":"{}","server":"github","method":"tools/call","tool":"{}","decision":"{decision}","status":{status},"client_id":"cursor","source_ip":"{}"{resource}}}"#,
+            tooltrail_schemas::format_time(&time),
+            self.tenant,
+            self.user,
+            self.tool,
+            self.ip,
+        );
+        tooltrail_schemas::decode(line.as_bytes()).expect("valid test event")
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(DetectConfig::default().validate().expect("defaults"))
+}
+
+fn run(engine: &mut Engine, calls: &[Call]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        engine.observe(&c.event(i), &mut out);
+    }
+    engine.finish(&mut out);
+    out
+}
+
+/// A user's ordinary working weeks: a few calls an hour, 9 to 17, on
+/// weekdays, with `denials_per_day` habitual denials.
+fn history<'a>(user: &'a str, days: i64, denials_per_day: i64) -> Vec<Call<'a>> {
+    let mut calls = Vec::new();
+    for day in 0..days {
+        if day % 7 >= 5 {
+            continue;
+        }
+        for hour in 9..17 {
+            for k in 0..4 {
+                let secs = DAY0 + day * 86_400 + hour * 3600 + k * 600;
+                calls.push(Call::new(
+                    secs,
+                    user,
+                    ["search_issues", "get_issue"][k as usize % 2],
+                ));
+            }
+        }
+        for k in 0..denials_per_day {
+            let mut c = Call::new(
+                DAY0 + day * 86_400 + 10 * 3600 + k * 900 + 7,
+                user,
+                "search_issues",
+            );
+            c.denied = true;
+            calls.push(c);
+        }
+    }
+    calls
+}
+
+/// First emissions only (updates carrying repeat counts share their id).
+fn by(alerts: &[Alert], detector: DetectorKind) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.detector == detector && a.repeats == 0)
+        .collect()
+}
+
+#[test]
+fn a_burst_of_denials_pages_with_numbers_in_plain_language() {
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    for i in 0..30 {
+        let mut c = Call::new(
+            t + i * 8,
+            "alice",
+            ["delete_repo", "admin_x", "merge_pr"][i as usize % 3],
+        );
+        c.denied = true;
+        calls.push(c);
+    }
+    let alerts = run(&mut engine(), &calls);
+    let spikes = by(&alerts, DetectorKind::DenialSpike);
+    assert_eq!(spikes.len(), 1, "{alerts:#?}");
+    let a = spikes[0];
+    assert!(a.severity >= Severity::Medium);
+    assert!(a.evidence.p_value.expect("p") < 1e-6);
+    assert!(
+        a.title.contains("denied calls in 5 min across 3 tools"),
+        "{}",
+        a.title
+    );
+    assert!(a.explanation.contains("the usual is"), "{}", a.explanation);
+    assert!(!a.evidence.event_ids.is_empty() && a.evidence.event_ids.len() <= 20);
+    // Detected within minutes of event time.
+    assert!(a.time.timestamp() - t <= 5 * 60, "{}", a.time);
+}
+
+#[test]
+fn a_habitual_denier_is_not_news_but_the_same_burst_is_for_a_clean_user() {
+    // Five denials in a few minutes, every working day: a misconfigured agent.
+    let mut calls = Vec::new();
+    for day in 0..21 {
+        if day % 7 >= 5 {
+            continue;
+        }
+        for k in 0..6 {
+            let mut c = Call::new(DAY0 + day * 86_400 + 9 * 3600 + k * 30, "bot", "sync");
+            c.denied = true;
+            calls.push(c);
+        }
+        for k in 0..20 {
+            calls.push(Call::new(
+                DAY0 + day * 86_400 + 10 * 3600 + k * 300,
+                "bot",
+                "sync",
+            ));
+        }
+    }
+    let alerts = run(&mut engine(), &calls);
+    let late: Vec<_> = by(&alerts, DetectorKind::DenialSpike)
+        .into_iter()
+        .filter(|a| a.time.timestamp() > DAY0 + 7 * 86_400)
+        .collect();
+    assert!(late.is_empty(), "habitual denials paged: {late:#?}");
+}
+
+#[test]
+fn a_brand_new_user_does_not_page_on_day_one_for_ordinary_work() {
+    // The tenant has weeks of history; carol joins and uses the usual tools
+    // from her own address.
+    let mut calls = history("alice", 21, 0);
+    calls.extend(history("bob", 21, 0));
+    calls.extend(history("dave", 21, 0));
+    calls.extend(history("erin", 21, 0));
+    let t = DAY0 + 21 * 86_400 + 9 * 3600;
+    for i in 0..40 {
+        let mut c = Call::new(
+            t + i * 300,
+            "carol",
+            ["search_issues", "get_issue"][i as usize % 2],
+        );
+        c.ip = "192.0.2.77";
+        calls.push(c);
+    }
+    calls.sort_by_key(|c| c.secs);
+    let alerts = run(&mut engine(), &calls);
+    let carol: Vec<_> = alerts.iter().filter(|a| a.user_id == "carol").collect();
+    assert!(carol.is_empty(), "{carol:#?}");
+}
+
+#[test]
+fn a_resource_of_another_tenant_is_critical_and_immediate() {
+    let mut calls = history("alice", 2, 0);
+    let t = DAY0 + 3 * 86_400;
+    let mut c = Call::new(t, "alice", "read_file");
+    c.resource = Some("gdrive://globex/docs/secret");
+    calls.push(c);
+    let mut out = Vec::new();
+    let mut e = engine();
+    for (i, c) in calls.iter().enumerate() {
+        e.observe(&c.event(i), &mut out);
+    }
+    let cross = by(&out, DetectorKind::CrossTenant);
+    assert_eq!(cross.len(), 1, "fires on the event itself, before finish");
+    assert_eq!(cross[0].severity, Severity::Critical);
+    assert_eq!(cross[0].evidence.new_values, ["globex"]);
+    assert_eq!(cross[0].time.timestamp(), t);
+}
+
+#[test]
+fn repeats_within_the_suppression_window_are_counted_not_paged() {
+    let t = DAY0 + 86_400;
+    let calls: Vec<Call> = (0..5)
+        .map(|i| {
+            let mut c = Call::new(t + i * 60, "alice", "read_file");
+            c.resource = Some("gdrive://globex/docs/secret");
+            c
+        })
+        .collect();
+    let alerts = run(&mut engine(), &calls);
+    let cross: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.detector == DetectorKind::CrossTenant)
+        .collect();
+    // The first alert, then (at the end) its update carrying the count.
+    assert_eq!(cross.len(), 2, "{cross:#?}");
+    assert_eq!(cross[0].alert_id, cross[1].alert_id);
+    assert_eq!((cross[0].repeats, cross[1].repeats), (0, 4));
+}
+
+#[test]
+fn a_replay_gives_the_same_alerts_with_the_same_ids() {
+    let mut calls = history("alice", 21, 1);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    for i in 0..20 {
+        let mut c = Call::new(t + i * 5, "alice", "x");
+        c.denied = true;
+        calls.push(c);
+    }
+    let first = run(&mut engine(), &calls);
+    let second = run(&mut engine(), &calls);
+    assert!(!first.is_empty());
+    assert_eq!(first, second);
+}
+
+#[test]
+fn arrival_order_within_the_lateness_does_not_change_the_alerts() {
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    for i in 0..25 {
+        let mut c = Call::new(t + i * 6, "alice", "x");
+        c.denied = true;
+        calls.push(c);
+    }
+    let in_order = run(&mut engine(), &calls);
+    // Swap neighbours in the burst: each arrives at most 6 s late.
+    let n = calls.len();
+    for i in ((n - 24)..n).step_by(2) {
+        calls.swap(i - 1, i);
+    }
+    let shuffled = run(&mut engine(), &calls);
+    let ids = |v: &[Alert]| v.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&in_order), ids(&shuffled));
+}
+
+#[test]
+fn state_per_user_stays_within_a_few_kib() {
+    let mut e = engine();
+    let calls = history("alice", 28, 1);
+    let mut out = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        e.observe(&c.event(i), &mut out);
+    }
+    assert_eq!(e.users(), 1);
+    assert!(
+        e.user_state_bytes() <= 4096,
+        "{} bytes",
+        e.user_state_bytes()
+    );
+}

@@ -1,0 +1,312 @@
+//! Per-user state: what one (tenant, user) has done, kept small (a few KiB)
+//! and serializable for checkpoints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Alert, DetectorKind};
+use crate::baseline::{HourProfile, Moments};
+use crate::seen::{RotatingBloom, SeenSet};
+
+/// Minutes of per-minute counts kept (windows are at most 10 minutes, and
+/// lateness at most 5).
+pub const RING_MINUTES: usize = 16;
+/// Recent events kept for evidence.
+pub const RECENT_EVENTS: usize = 20;
+
+/// Event flags, for evidence and window counts.
+pub mod flag {
+    pub const DENIED: u8 = 1;
+    pub const MALFORMED: u8 = 2;
+    pub const NEW_RESOURCE: u8 = 4;
+    pub const OFF_HOURS: u8 = 8;
+    pub const RESOURCE: u8 = 16;
+}
+
+/// Counts for one minute of event time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Minute {
+    pub minute: i64,
+    pub total: u16,
+    pub denied: u16,
+    pub malformed: u16,
+    pub resources: u16,
+    pub new_resources: u16,
+    pub off_hours: u16,
+}
+
+/// An event id kept without an allocation when it is a UUID or short.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CompactId {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl CompactId {
+    pub fn new(id: &str) -> Self {
+        match uuid::Uuid::try_parse(id) {
+            // Only the canonical form (36 chars, lower case) renders back as given.
+            Ok(u) if id.len() == 36 && !id.bytes().any(|b| b.is_ascii_uppercase()) => {
+                CompactId::Uuid(u.into_bytes())
+            }
+            _ => CompactId::Text(id.into()),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            CompactId::Uuid(u) => uuid::Uuid::from_bytes(*u).hyphenated().to_string(),
+            CompactId::Text(s) => s.to_string(),
+        }
+    }
+}
+
+/// A recent event, for evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recent {
+    pub secs: i64,
+    pub id: CompactId,
+    /// Hash of the tool (or method) called.
+    pub tool: u32,
+    pub flags: u8,
+}
+
+/// What an alert says, before suppression and ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub detector: DetectorKind,
+    /// The value the alert is about ("" for window detectors); suppression
+    /// and the alert id key on it.
+    pub value: String,
+    pub severity: crate::alert::Severity,
+    pub score: u8,
+    pub title: String,
+    pub explanation: String,
+    pub evidence: crate::alert::Evidence,
+    /// Event-time seconds.
+    pub window: (i64, i64),
+    pub time: i64,
+}
+
+/// A weak signal waiting for corroboration (see `judge::corroborate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub secs: i64,
+    pub detector: DetectorKind,
+    pub value: u64,
+    pub weight: f32,
+    /// The alert it would raise; `None` once raised or for strong alerts,
+    /// which corroborate but are raised on their own.
+    pub finding: Option<Box<Finding>>,
+}
+
+/// An open suppression: the alert that was sent and how often it recurred.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub detector: DetectorKind,
+    pub value: u64,
+    pub until: i64,
+    pub alert: Box<Alert>,
+}
+
+/// Everything known about one user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    pub tenant_id: Box<str>,
+    pub user_id: Box<str>,
+    /// Day (since the Unix epoch) of the first event seen.
+    pub first_day: u32,
+    /// Day baselines were last decayed to.
+    pub decayed_day: u32,
+    pub ring: Vec<Minute>,
+    pub recent: Vec<Recent>,
+    /// Next window end (minute) to judge, if any is pending.
+    pub next_eval: Option<i64>,
+    /// Minutes before this one were part of a window that alerted; they are
+    /// kept out of the baselines (an attack is not the user's habit).
+    pub learn_from: i64,
+    /// Denials per active minute.
+    pub denied: Moments,
+    /// 400s and tool errors per active minute.
+    pub malformed: Moments,
+    /// New resources per active minute.
+    pub new_resources: Moments,
+    /// Calls per active window.
+    pub volume: Moments,
+    pub hours: HourProfile,
+    pub tools: SeenSet,
+    pub servers: SeenSet,
+    pub clients: SeenSet,
+    pub ips: SeenSet,
+    pub resources: RotatingBloom,
+    /// Tools or resources denied recently that the user had never used:
+    /// (hash, time).
+    pub denied_new: Vec<(u64, i64)>,
+    /// Times of recent calls in off hours (within a day).
+    pub off_hours_calls: Vec<i64>,
+
+    /// The smallest hour share among recent off-hours calls, for evidence.
+    pub off_hours_share: f32,
+    /// Weak signals of the last correlation window.
+    pub signals: Vec<Signal>,
+    pub suppressions: Vec<Suppression>,
+}
+
+impl UserState {
+    pub fn new(tenant_id: &str, user_id: &str, day: u32) -> Self {
+        UserState {
+            tenant_id: tenant_id.into(),
+            user_id: user_id.into(),
+            first_day: day,
+            decayed_day: day,
+            ring: vec![Minute::default(); RING_MINUTES],
+            ..UserState::default()
+        }
+    }
+
+    /// Days of history before `day`.
+    pub fn history_days(&self, day: u32) -> u32 {
+        day.saturating_sub(self.first_day)
+    }
+
+    /// The counts of `minute`, or zeros.
+    pub fn minute(&self, minute: i64) -> Minute {
+        let slot = self.ring[minute.rem_euclid(RING_MINUTES as i64) as usize];
+        if slot.minute == minute {
+            slot
+        } else {
+            Minute {
+                minute,
+                ..Minute::default()
+            }
+        }
+    }
+
+    /// The counts of `minute`, for update; `None` if the minute has already
+    /// left the ring (a very late event).
+    pub fn minute_mut(&mut self, minute: i64) -> Option<&mut Minute> {
+        let slot = &mut self.ring[minute.rem_euclid(RING_MINUTES as i64) as usize];
+        if slot.minute == minute {
+            return Some(slot);
+        }
+        if slot.minute > minute {
+            return None;
+        }
+        *slot = Minute {
+            minute,
+            ..Minute::default()
+        };
+        Some(slot)
+    }
+
+    /// Sums the minutes in `[end - len, end)`.
+    pub fn window(&self, end: i64, len: i64) -> (Minute, u32) {
+        let mut sum = Minute {
+            minute: end - len,
+            ..Minute::default()
+        };
+        let mut active = 0;
+        for m in (end - len)..end {
+            let c = self.minute(m);
+            if c.total > 0 {
+                active += 1;
+            }
+            sum.total += c.total;
+            sum.denied += c.denied;
+            sum.malformed += c.malformed;
+            sum.resources += c.resources;
+            sum.new_resources += c.new_resources;
+            sum.off_hours += c.off_hours;
+        }
+        (sum, active)
+    }
+
+    pub fn remember(&mut self, recent: Recent) {
+        if self.recent.len() >= RECENT_EVENTS {
+            // Keep the ring ordered by arrival: drop the oldest.
+            self.recent.remove(0);
+        }
+        self.recent.push(recent);
+    }
+
+    /// Event ids of recent events in `[from, to)` with any of `flags` (all
+    /// if 0), oldest first.
+    pub fn samples(&self, from: i64, to: i64, flags: u8) -> Vec<String> {
+        let mut v: Vec<&Recent> = self
+            .recent
+            .iter()
+            .filter(|r| r.secs >= from && r.secs < to && (flags == 0 || r.flags & flags != 0))
+            .collect();
+        v.sort_by_key(|r| r.secs);
+        v.into_iter()
+            .take(crate::alert::MAX_SAMPLE_EVENTS)
+            .map(|r| r.id.render())
+            .collect()
+    }
+
+    /// Distinct tools among recent events in `[from, to)` with `flags`.
+    pub fn distinct_tools(&self, from: i64, to: i64, flags: u8) -> usize {
+        let mut tools: Vec<u32> = self
+            .recent
+            .iter()
+            .filter(|r| r.secs >= from && r.secs < to && (flags == 0 || r.flags & flags != 0))
+            .map(|r| r.tool)
+            .collect();
+        tools.sort_unstable();
+        tools.dedup();
+        tools.len()
+    }
+
+    /// Approximate bytes held, for the memory benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tenant_id.len()
+            + self.user_id.len()
+            + self.ring.capacity() * std::mem::size_of::<Minute>()
+            + self.recent.capacity() * std::mem::size_of::<Recent>()
+            + self
+                .recent
+                .iter()
+                .map(|r| match &r.id {
+                    CompactId::Text(s) => s.len(),
+                    CompactId::Uuid(_) => 0,
+                })
+                .sum::<usize>()
+            + self.tools.heap_bytes()
+            + self.servers.heap_bytes()
+            + self.clients.heap_bytes()
+            + self.ips.heap_bytes()
+            + self.resources.heap_bytes()
+            + self.denied_new.capacity() * 16
+            + self.off_hours_calls.capacity() * 8
+            + self.signals.len() * (std::mem::size_of::<Signal>() + 1024)
+            + self.suppressions.len() * 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_kept_compactly_and_render_back() {
+        let id = "01a1532f-2ba9-7d47-95a1-eec13dfdfac6";
+        assert!(matches!(CompactId::new(id), CompactId::Uuid(_)));
+        assert_eq!(CompactId::new(id).render(), id);
+        // Upper case is not canonical: kept as text so it renders as given.
+        let upper = id.to_uppercase();
+        assert_eq!(CompactId::new(&upper).render(), upper);
+        assert_eq!(CompactId::new("evt-1").render(), "evt-1");
+    }
+
+    #[test]
+    fn the_ring_forgets_old_minutes_and_refuses_very_late_ones() {
+        let mut u = UserState::new("acme", "alice", 0);
+        u.minute_mut(100).expect("fresh").total = 3;
+        assert_eq!(u.minute(100).total, 3);
+        u.minute_mut(116).expect("newer").total = 1;
+        assert_eq!(u.minute(100).total, 0);
+        assert!(u.minute_mut(100).is_none());
+        let (sum, active) = u.window(117, 5);
+        assert_eq!((sum.total, active), (1, 1));
+    }
+}

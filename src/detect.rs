@@ -1,0 +1,89 @@
+//! `tooltrail detect`: the streaming detector, over a file (`--replay`) or
+//! as a service.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tooltrail_detect::{Alert, DetectConfig, Engine};
+
+use crate::replay::{ReplayStats, replay};
+
+#[derive(clap::Args, Debug)]
+pub struct DetectArgs {
+    /// Run the detector over this NDJSON file in event-time order, offline.
+    #[arg(long, value_name = "FILE", requires = "alerts")]
+    pub replay: PathBuf,
+    /// Where to write the alerts as NDJSON ('-' for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub alerts: PathBuf,
+}
+
+pub fn run(args: DetectArgs, config: &DetectConfig) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (alerts, stats) = replay_alerts(&args.replay, config)?;
+    write_alerts(&args.alerts, &alerts)?;
+    let mut by_detector: std::collections::BTreeMap<&str, usize> = Default::default();
+    for a in &alerts {
+        *by_detector.entry(a.detector.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "{} events ({} invalid skipped), {} alerts in {:.1}s",
+        stats.events,
+        stats.invalid,
+        alerts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (d, n) in by_detector {
+        eprintln!("  {d:<20} {n}");
+    }
+    Ok(())
+}
+
+/// Runs the detector over a file; one alert per id, its repeat count final.
+pub fn replay_alerts(
+    path: &Path,
+    config: &DetectConfig,
+) -> anyhow::Result<(Vec<Alert>, ReplayStats)> {
+    let settings = config
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+    let mut engine = Engine::new(settings);
+    let mut out = Vec::new();
+    let stats = replay(path, |e| engine.observe(e, &mut out))?;
+    engine.finish(&mut out);
+    Ok((merge_repeats(out), stats))
+}
+
+/// Folds later copies of an alert (carrying its repeat count) into the
+/// first, keeping emission order.
+pub fn merge_repeats(alerts: Vec<Alert>) -> Vec<Alert> {
+    let mut position: HashMap<String, usize> = HashMap::new();
+    let mut merged: Vec<Alert> = Vec::new();
+    for alert in alerts {
+        match position.get(&alert.alert_id) {
+            Some(&i) => merged[i].repeats = merged[i].repeats.max(alert.repeats),
+            None => {
+                position.insert(alert.alert_id.clone(), merged.len());
+                merged.push(alert);
+            }
+        }
+    }
+    merged
+}
+
+pub fn write_alerts(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = if path == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(File::create(path).with_context(|| format!("create {}", path.display()))?)
+    };
+    let mut w = BufWriter::new(sink);
+    for a in alerts {
+        writeln!(w, "{}", a.to_json())?;
+    }
+    w.flush()
+        .with_context(|| format!("write {}", path.display()))
+}
