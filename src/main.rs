@@ -4,7 +4,9 @@
 
 mod compact;
 mod config;
+mod demo;
 mod detect;
+mod detector;
 mod eval;
 mod ingest;
 mod logging;
@@ -70,6 +72,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Score the detector and two naive anchors on labelled simulated traffic.
     Eval(eval::EvalArgs),
+    /// Run `up` with simulated traffic and attacks; print alerts as they fire.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,6 +170,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Detect(args) => {
             let config = start(cli.config, &overrides)?;
             Ok(detect::run(args, &config.detect)?)
+        }
+        Command::Demo(args) => {
+            let config = start(cli.config, &overrides)?;
+            block_on(with_shutdown(|token| demo::run(args, config, token)))
         }
         Command::Eval(args) => {
             let config = start(cli.config, &overrides)?;

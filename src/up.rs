@@ -3,7 +3,7 @@
 //! the process consumes the topic instead.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -11,9 +11,15 @@ use tokio_util::sync::CancellationToken;
 use tooltrail_ingest::config::KafkaConfig;
 use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
+use tokio::sync::{broadcast, mpsc};
+use tooltrail_detect::deliver::Delivery;
+use tooltrail_detect::sink::AlertLake;
+use tooltrail_detect::{Alert, Engine};
+use tooltrail_ingest::source::http::EventTap;
 use tooltrail_ingest::source::{http, kafka};
 
 use crate::config::Config;
+use crate::detector::Detector;
 use crate::supervisor::Supervisor;
 
 #[derive(clap::Args, Debug)]
@@ -34,8 +40,18 @@ pub struct UpArgs {
 
 pub async fn run(
     args: UpArgs,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(args, config, shutdown, broadcast::channel(1024).0).await
+}
+
+/// Runs `up`; every alert is also sent to `alerts` (for `tooltrail demo`).
+pub async fn run_with(
+    args: UpArgs,
     mut config: Config,
     shutdown: CancellationToken,
+    alerts: broadcast::Sender<Alert>,
 ) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.http.listen = listen;
@@ -67,8 +83,9 @@ pub async fn run(
             axum::Router::new()
         }
         None => {
+            let tap = start_detection(&config, &args.data_dir, &lake_dir, &mut registry, &supervisor, alerts)?;
             let (handle, committer) =
-                http::build(lake, &config.http, &config.ingest, metrics, None);
+                http::build(lake, &config.http, &config.ingest, metrics, Some(tap));
             let token = supervisor.token();
             supervisor.spawn("http ingest committer", async move {
                 Ok(committer.run(token).await?)
@@ -83,6 +100,43 @@ pub async fn run(
     // Scripts and tests read this line to find the port.
     eprintln!("listening on http://{addr}");
     supervisor.wait().await
+}
+
+/// Starts the detector and alert delivery; returns the tap HTTP ingest
+/// feeds durable events into.
+fn start_detection(
+    config: &Config,
+    data_dir: &Path,
+    lake_dir: &Path,
+    registry: &mut Registry,
+    supervisor: &Supervisor,
+    alerts: broadcast::Sender<Alert>,
+) -> anyhow::Result<EventTap> {
+    let settings = config
+        .detect
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+    let delivery = Delivery::build(
+        config.detect.delivery.clone(),
+        &data_dir.join("outbox"),
+        tooltrail_detect::deliver::metrics::Metrics::register(registry),
+    )
+    .context("starting alert delivery")?;
+    let handle = delivery.handle();
+    let token = supervisor.token();
+    supervisor.spawn("alert delivery", async move { Ok(delivery.run(token).await?) });
+    let detector = Detector {
+        engine: Engine::new(settings),
+        lake: AlertLake::open(lake_dir)
+            .with_context(|| format!("opening {}/alerts", lake_dir.display()))?,
+        delivery: Some(handle),
+        metrics: tooltrail_detect::metrics::Metrics::register(registry),
+        alerts,
+    };
+    let (tap, events) = mpsc::channel(256);
+    let token = supervisor.token();
+    supervisor.spawn("detector", detector.run(events, token));
+    Ok(tap)
 }
 
 pub fn default_kafka() -> KafkaConfig {

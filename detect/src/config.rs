@@ -51,6 +51,9 @@ pub struct DetectConfig {
     pub off_hours: OffHoursConfig,
     pub enumeration: EnumerationConfig,
     pub cross_tenant: CrossTenantConfig,
+    /// Where alerts are sent: `[detect.delivery]` and
+    /// `[[detect.delivery.destinations]]`.
+    pub delivery: crate::deliver::DeliveryConfig,
 }
 
 impl Default for DetectConfig {
@@ -73,6 +76,7 @@ impl Default for DetectConfig {
             off_hours: OffHoursConfig::default(),
             enumeration: EnumerationConfig::default(),
             cross_tenant: CrossTenantConfig::default(),
+            delivery: Default::default(),
         }
     }
 }
@@ -391,6 +395,10 @@ impl DetectConfig {
                 Regex::new("$^").expect("a valid regex")
             }
         };
+        for (path, problem) in self.delivery.validate() {
+            let field = path.strip_prefix("detect.").unwrap_or(&path).to_string();
+            errors.push(ConfigError { field, problem });
+        }
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -6,7 +6,9 @@ pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod eval;
+pub mod metrics;
 pub mod seen;
+pub mod sink;
 
 pub use alert::{Alert, DetectorKind, Evidence, Severity};
 pub use config::{DetectConfig, Settings};

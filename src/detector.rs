@@ -1,0 +1,144 @@
+//! The detector as a running component of `tooltrail up`: takes the events
+//! HTTP ingest has made durable, runs the engine, and hands each alert to
+//! the lake, the delivery outbox, the log and any in-process listeners
+//! (`tooltrail demo`).
+//!
+//! Event time drives the engine. When the stream goes quiet, the watermark
+//! still moves on with the wall clock (the newest event time plus the time
+//! since it arrived), so a burst's last window is judged without waiting for
+//! the next event.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tooltrail_detect::deliver::DeliveryHandle;
+use tooltrail_detect::metrics::{AlertLabels, Metrics};
+use tooltrail_detect::sink::AlertLake;
+use tooltrail_detect::{Alert, Engine};
+use tooltrail_schemas::ToolCallEvent;
+
+/// How often a quiet stream's watermark is moved on.
+const TICK: Duration = Duration::from_secs(2);
+
+pub struct Detector {
+    pub engine: Engine,
+    pub lake: AlertLake,
+    pub delivery: Option<DeliveryHandle>,
+    pub metrics: Metrics,
+    /// Every alert, for in-process listeners.
+    pub alerts: broadcast::Sender<Alert>,
+}
+
+impl Detector {
+    pub async fn run(
+        self,
+        mut events: mpsc::Receiver<Vec<ToolCallEvent>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Detector {
+            mut engine,
+            lake,
+            delivery,
+            metrics,
+            alerts,
+        } = self;
+        let lake = Arc::new(Mutex::new(lake));
+        let mut out = Vec::new();
+        let mut last: Option<(i64, Instant)> = None;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                batch = events.recv() => {
+                    let Some(batch) = batch else { break };
+                    let before = engine.stats();
+                    for event in &batch {
+                        engine.observe(event, &mut out);
+                    }
+                    if let Some(newest) = batch.iter().map(|e| e.time.timestamp()).max() {
+                        last = Some((newest.max(last.map_or(i64::MIN, |l| l.0)), Instant::now()));
+                    }
+                    let after = engine.stats();
+                    metrics.events.inc_by(after.events - before.events);
+                    metrics.late.inc_by(after.late - before.late);
+                    metrics.suppressed.inc_by(after.suppressed - before.suppressed);
+                }
+                _ = tick.tick() => {
+                    if let Some((newest, at)) = last {
+                        engine.advance(newest + at.elapsed().as_secs() as i64, &mut out);
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    // Take what ingest already acknowledged, then judge the
+                    // open windows: nothing durable goes unexamined.
+                    while let Ok(batch) = events.try_recv() {
+                        for event in &batch {
+                            engine.observe(event, &mut out);
+                        }
+                    }
+                    engine.finish(&mut out);
+                    publish(&mut out, &lake, delivery.as_ref(), &metrics, &alerts).await?;
+                    break;
+                }
+            }
+            metrics.users.set(engine.users() as i64);
+            publish(&mut out, &lake, delivery.as_ref(), &metrics, &alerts).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn publish(
+    out: &mut Vec<Alert>,
+    lake: &Arc<Mutex<AlertLake>>,
+    delivery: Option<&DeliveryHandle>,
+    metrics: &Metrics,
+    listeners: &broadcast::Sender<Alert>,
+) -> anyhow::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(out);
+    let lake = Arc::clone(lake);
+    let written = batch.clone();
+    tokio::task::spawn_blocking(move || {
+        lake.lock()
+            .map_err(|_| anyhow::anyhow!("alert lake lock poisoned"))?
+            .write(&written)
+            .context("write alerts to the lake")
+    })
+    .await
+    .context("alert writer task")??;
+    for alert in batch {
+        if alert.repeats == 0 {
+            metrics
+                .alerts
+                .get_or_create(&AlertLabels {
+                    detector: alert.detector.as_str().into(),
+                    severity: alert.severity.as_str().into(),
+                })
+                .inc();
+            tracing::warn!(
+                alert_id = %alert.alert_id,
+                detector = %alert.detector,
+                severity = %alert.severity,
+                tenant = %alert.tenant_id,
+                user = %alert.user_id,
+                "{}",
+                alert.title
+            );
+        }
+        if let Some(delivery) = delivery {
+            // Idempotent by alert id: an update with a repeat count is not
+            // sent again.
+            delivery
+                .enqueue_async(alert.clone())
+                .await
+                .context("enqueue an alert for delivery")?;
+        }
+        let _ = listeners.send(alert);
+    }
+    Ok(())
+}
