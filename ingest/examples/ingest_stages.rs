@@ -10,9 +10,17 @@
 //! ```
 //!
 //! `ZSTD_LEVEL` overrides the level (default 1, as `ingest.zstd_level`).
+//! `ENCODINGS=col=ENCODING,...` overrides column encodings for the timed
+//! writes (e.g. `latency_ms=BYTE_STREAM_SPLIT`), to try one out; the bytes
+//! per column are printed for the events files.
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use ::parquet::basic::Encoding;
+use ::parquet::file::reader::{FileReader, SerializedFileReader};
+use ::parquet::schema::types::ColumnPath;
 use anyhow::Context;
 use chrono::Utc;
 use tooltrail_ingest::batch::{Pending, TimeWindow};
@@ -45,6 +53,13 @@ fn main() -> anyhow::Result<()> {
     let max: usize = arg(args.next(), usize::MAX)?;
     let batch: usize = arg(args.next(), 200_000)?;
     let zstd: i32 = arg(std::env::var("ZSTD_LEVEL").ok(), 1)?;
+    let mut encodings = Vec::new();
+    for pair in std::env::var("ENCODINGS").unwrap_or_default().split(',') {
+        if let Some((column, encoding)) = pair.split_once('=') {
+            encodings.push((ColumnPath::from(column), encoding.parse::<Encoding>()?));
+        }
+    }
+    let mut columns: BTreeMap<String, u64> = BTreeMap::new();
 
     let data = std::fs::read(&path)?;
     let lines: Vec<&[u8]> = data
@@ -91,12 +106,25 @@ fn main() -> anyhow::Result<()> {
             let sorted = parquet::sort_for_lake(&file.batch)?;
             sort += cpu() - t;
             let t = cpu();
-            let props = parquet::writer_properties(&sorted, zstd, Vec::new());
+            let mut props = parquet::writer_properties(&sorted, zstd, Vec::new()).into_builder();
+            for (column, encoding) in &encodings {
+                props = props
+                    .set_column_dictionary_enabled(column.clone(), false)
+                    .set_column_encoding(column.clone(), *encoding);
+            }
+            let props = props.build();
             let out = dir.path().join(format!("scratch-{files}.parquet"));
             let written = parquet::write_file(&out, &sorted, props)?;
             write += cpu() - t;
             if file.table == "events" {
                 bytes += written.bytes;
+                let reader = SerializedFileReader::new(std::fs::File::open(&out)?)?;
+                for group in reader.metadata().row_groups() {
+                    for column in group.columns() {
+                        *columns.entry(column.column_path().string()).or_default() +=
+                            column.compressed_size() as u64;
+                    }
+                }
             }
             files += 1;
         }
@@ -120,5 +148,15 @@ fn main() -> anyhow::Result<()> {
         n as f64 / total.as_secs_f64(),
         bytes as f64 / n as f64
     );
+    let mut columns: Vec<_> = columns.into_iter().collect();
+    columns.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+    let footer = bytes - columns.iter().map(|(_, b)| b).sum::<u64>();
+    println!(
+        "bytes/event by column (footer, page index and bloom filters: {:.2})",
+        footer as f64 / n as f64
+    );
+    for (column, b) in columns.iter().take(12) {
+        println!("  {column:24} {:6.2}", *b as f64 / n as f64);
+    }
     Ok(())
 }

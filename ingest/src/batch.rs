@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use tooltrail_schemas::lake::{EventBatchBuilder, QuarantineBatchBuilder, Source};
+use tooltrail_schemas::lake::{BuilderSizes, EventBatchBuilder, QuarantineBatchBuilder, Source};
 use tooltrail_schemas::{DecodeError, EventView, Problem, ToolCallEvent, decode_view};
 
 use crate::error::Result;
@@ -56,6 +56,8 @@ pub struct Pending {
     keys: Vec<String>,
     stats: PendingStats,
     started: Option<Instant>,
+    /// How big the newest hour of the last transaction grew.
+    last_hour: Option<BuilderSizes>,
 }
 
 /// Counts for metrics and replies.
@@ -82,6 +84,7 @@ impl Pending {
             keys: Vec::new(),
             stats: PendingStats::default(),
             started: None,
+            last_hour: None,
         }
     }
 
@@ -142,10 +145,15 @@ impl Pending {
         self.stats.bytes += raw.len() as u64;
         match decoded {
             Ok(event) => {
-                self.hours
-                    .entry(HourKey::of(event.time))
-                    .or_default()
-                    .append_view(&event, received_at, source);
+                let hour = HourKey::of(event.time);
+                let builder = match self.hours.get_mut(&hour) {
+                    Some(builder) => builder,
+                    None => {
+                        let builder = self.new_hour(hour);
+                        self.hours.entry(hour).or_insert(builder)
+                    }
+                };
+                builder.append_view(&event, received_at, source);
                 self.stats.events += 1;
                 Ok(())
             }
@@ -157,6 +165,21 @@ impl Pending {
                 *self.stats.quarantined.entry(error.reason()).or_default() += 1;
                 Err(error)
             }
+        }
+    }
+
+    /// A builder for an hour not seen yet. Traffic changes little from one
+    /// hour to the next, so an hour after the newest is sized like it (which
+    /// spares growing its buffers row by row); a late hour starts small.
+    fn new_hour(&self, hour: HourKey) -> EventBatchBuilder {
+        let newest = match self.hours.last_key_value() {
+            Some((newest, builder)) if *newest < hour => Some(builder.sizes()),
+            Some(_) => None,
+            None => self.last_hour.clone(),
+        };
+        match newest {
+            Some(sizes) => EventBatchBuilder::with_sizes(&sizes.with_headroom()),
+            None => EventBatchBuilder::new(),
         }
     }
 
@@ -199,6 +222,9 @@ impl Pending {
     /// Turns what was gathered into a transaction, leaving this empty.
     pub fn take(&mut self) -> Result<(Transaction, PendingStats)> {
         let mut files = Vec::new();
+        if let Some((_, newest)) = self.hours.last_key_value() {
+            self.last_hour = Some(newest.sizes());
+        }
         for (hour, mut builder) in std::mem::take(&mut self.hours) {
             files.push(PendingFile::events(hour, builder.finish()?));
         }

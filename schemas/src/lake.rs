@@ -156,33 +156,101 @@ impl Default for EventBatchBuilder {
     }
 }
 
+/// How big a builder grew: its rows and the bytes of each text column. A
+/// builder made [`with_sizes`](EventBatchBuilder::with_sizes) of them holds
+/// that much without growing (and copying) its buffers on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuilderSizes {
+    pub rows: usize,
+    text: [usize; TEXT_COLUMNS],
+}
+
+impl BuilderSizes {
+    /// These sizes plus a quarter, for a batch somewhat bigger than the last.
+    pub fn with_headroom(&self) -> Self {
+        let grow = |n: usize| n + n / 4;
+        BuilderSizes {
+            rows: grow(self.rows),
+            text: self.text.map(grow),
+        }
+    }
+}
+
+/// Lists the builder's text columns once, for sizing them.
+macro_rules! text_columns {
+    ($($name:ident),* $(,)?) => {
+        const TEXT_COLUMNS: usize = [$(stringify!($name)),*].len();
+
+        impl EventBatchBuilder {
+            fn text_columns(&self) -> [&StringBuilder; TEXT_COLUMNS] {
+                [$(&self.$name),*]
+            }
+
+            fn text_columns_mut(&mut self) -> [&mut StringBuilder; TEXT_COLUMNS] {
+                [$(&mut self.$name),*]
+            }
+        }
+    };
+}
+
+text_columns!(
+    event_id,
+    tenant_id,
+    user_id,
+    server,
+    method,
+    decision,
+    tool,
+    resource,
+    arguments,
+    required_scope,
+    policy_id,
+    reason,
+    error_type,
+    client_id,
+    agent_id,
+    session_id,
+    gateway_id,
+    source_ip,
+    user_agent,
+    trace_id,
+    principal_type,
+    extra,
+);
+
 impl EventBatchBuilder {
     pub fn new() -> Self {
+        Self::with_sizes(&BuilderSizes::default())
+    }
+
+    /// A builder with room for `sizes` (see [`sizes`](Self::sizes)).
+    pub fn with_sizes(sizes: &BuilderSizes) -> Self {
         let map_names = MapFieldNames {
             entry: "entries".into(),
             key: "key".into(),
             value: "value".into(),
         };
-        Self {
-            schema_version: Int16Builder::new(),
+        let rows = sizes.rows;
+        let mut builder = Self {
+            schema_version: Int16Builder::with_capacity(rows),
             event_id: StringBuilder::new(),
-            time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
             tenant_id: StringBuilder::new(),
             user_id: StringBuilder::new(),
             server: StringBuilder::new(),
             method: StringBuilder::new(),
             decision: StringBuilder::new(),
-            status: Int16Builder::new(),
+            status: Int16Builder::with_capacity(rows),
             tool: StringBuilder::new(),
             resource: StringBuilder::new(),
             arguments: StringBuilder::new(),
-            scopes: ListBuilder::new(StringBuilder::new()),
+            scopes: ListBuilder::with_capacity(StringBuilder::new(), rows),
             required_scope: StringBuilder::new(),
             policy_id: StringBuilder::new(),
             reason: StringBuilder::new(),
             error_type: StringBuilder::new(),
-            jsonrpc_error_code: Int64Builder::new(),
-            latency_ms: Float64Builder::new(),
+            jsonrpc_error_code: Int64Builder::with_capacity(rows),
+            latency_ms: Float64Builder::with_capacity(rows),
             client_id: StringBuilder::new(),
             agent_id: StringBuilder::new(),
             session_id: StringBuilder::new(),
@@ -191,15 +259,30 @@ impl EventBatchBuilder {
             user_agent: StringBuilder::new(),
             trace_id: StringBuilder::new(),
             principal_type: StringBuilder::new(),
-            attributes: MapBuilder::new(
+            attributes: MapBuilder::with_capacity(
                 Some(map_names),
                 StringBuilder::new(),
                 StringBuilder::new(),
+                rows,
             ),
             extra: StringBuilder::new(),
-            received_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            source: SourceColumns::default(),
+            received_at: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            source: SourceColumns::with_capacity(rows),
             rows: 0,
+        };
+        if rows > 0 {
+            for (column, bytes) in builder.text_columns_mut().into_iter().zip(sizes.text) {
+                *column = StringBuilder::with_capacity(rows, bytes);
+            }
+        }
+        builder
+    }
+
+    /// How big this builder has grown since the last [`finish`](Self::finish).
+    pub fn sizes(&self) -> BuilderSizes {
+        BuilderSizes {
+            rows: self.rows,
+            text: self.text_columns().map(|c| c.values_slice().len()),
         }
     }
 
@@ -378,6 +461,16 @@ struct SourceColumns {
 }
 
 impl SourceColumns {
+    fn with_capacity(rows: usize) -> Self {
+        SourceColumns {
+            kind: StringBuilder::with_capacity(rows, rows * 4),
+            name: StringBuilder::with_capacity(rows, 0),
+            partition: Int32Builder::with_capacity(rows),
+            offset: Int64Builder::with_capacity(rows),
+            request_id: StringBuilder::with_capacity(rows, 0),
+        }
+    }
+
     fn append(&mut self, source: Source<'_>) {
         self.kind.append_value(source.kind());
         match source {
