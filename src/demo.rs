@@ -32,7 +32,11 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-pub async fn run(args: DemoArgs, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: DemoArgs,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => std::env::temp_dir().join(format!(
@@ -40,8 +44,7 @@ pub async fn run(args: DemoArgs, config: Config, shutdown: CancellationToken) ->
             Utc::now().format("%Y%m%dT%H%M%S")
         )),
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let addr = free_local_addr()?;
     let (alerts, mut listen) = broadcast::channel::<Alert>(4096);
     let up_args = UpArgs {
@@ -54,8 +57,14 @@ pub async fn run(args: DemoArgs, config: Config, shutdown: CancellationToken) ->
     wait_healthy(addr).await?;
 
     let lake = data_dir.join("lake");
-    println!("tooltrail is up at http://{addr} (lake: {})", lake.display());
-    println!("simulating {} users over {} days with attacks in the last two...\n", args.users, args.days);
+    println!(
+        "tooltrail is up at http://{addr} (lake: {})",
+        lake.display()
+    );
+    println!(
+        "simulating {} users over {} days with attacks in the last two...\n",
+        args.users, args.days
+    );
     let started = Instant::now();
     let printer = tokio::spawn(async move {
         let mut shown = 0usize;
@@ -87,12 +96,18 @@ pub async fn run(args: DemoArgs, config: Config, shutdown: CancellationToken) ->
         drifts: None,
         kafka: None,
         topic: None,
-        http: Some(format!("http://{addr}/v1/events").parse().context("ingest url")?),
+        http: Some(
+            format!("http://{addr}/v1/events")
+                .parse()
+                .context("ingest url")?,
+        ),
         token: None,
         batch: 2000,
     })
     .await?;
-    println!("\nall simulated traffic sent; tooltrail keeps running at http://{addr} (Ctrl-C to stop)");
+    println!(
+        "\nall simulated traffic sent; tooltrail keeps running at http://{addr} (Ctrl-C to stop)"
+    );
     let result = up.await.context("tooltrail up task")?;
     let shown = printer.await.unwrap_or(0);
     println!("{shown} alerts shown");

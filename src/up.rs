@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
-use tooltrail_ingest::config::KafkaConfig;
-use tooltrail_ingest::lake::Lake;
-use tooltrail_ingest::metrics::Metrics;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tooltrail_detect::deliver::Delivery;
 use tooltrail_detect::sink::AlertLake;
 use tooltrail_detect::{Alert, Engine};
+use tooltrail_ingest::config::KafkaConfig;
+use tooltrail_ingest::lake::Lake;
+use tooltrail_ingest::metrics::Metrics;
 use tooltrail_ingest::source::http::EventTap;
 use tooltrail_ingest::source::{http, kafka};
 
@@ -38,11 +38,7 @@ pub struct UpArgs {
     pub topic: Option<String>,
 }
 
-pub async fn run(
-    args: UpArgs,
-    config: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(args: UpArgs, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     run_with(args, config, shutdown, broadcast::channel(1024).0).await
 }
 
@@ -83,7 +79,14 @@ pub async fn run_with(
             axum::Router::new()
         }
         None => {
-            let tap = start_detection(&config, &args.data_dir, &lake_dir, &mut registry, &supervisor, alerts)?;
+            let tap = start_detection(
+                &config,
+                &args.data_dir,
+                &lake_dir,
+                &mut registry,
+                &supervisor,
+                alerts,
+            )?;
             let (handle, committer) =
                 http::build(lake, &config.http, &config.ingest, metrics, Some(tap));
             let token = supervisor.token();
@@ -124,7 +127,10 @@ fn start_detection(
     .context("starting alert delivery")?;
     let handle = delivery.handle();
     let token = supervisor.token();
-    supervisor.spawn("alert delivery", async move { Ok(delivery.run(token).await?) });
+    supervisor.spawn(
+        "alert delivery",
+        async move { Ok(delivery.run(token).await?) },
+    );
     let detector = Detector {
         engine: Engine::new(settings),
         lake: AlertLake::open(lake_dir)

@@ -133,12 +133,17 @@ impl Predictive {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HourProfile {
     #[serde(with = "serde_hours")]
-    pub counts: [f32; 168],
+    counts: [f32; 168],
+    /// Sum of `counts`, kept up to date.
+    total: f32,
 }
 
 impl Default for HourProfile {
     fn default() -> Self {
-        HourProfile { counts: [0.0; 168] }
+        HourProfile {
+            counts: [0.0; 168],
+            total: 0.0,
+        }
     }
 }
 
@@ -151,16 +156,18 @@ impl HourProfile {
 
     pub fn add(&mut self, hour: usize, count: f64) {
         self.counts[hour] += count as f32;
+        self.total += count as f32;
     }
 
     pub fn scale(&mut self, factor: f64) {
         for c in &mut self.counts {
             *c = (f64::from(*c) * factor) as f32;
         }
+        self.total = self.counts.iter().sum();
     }
 
     pub fn total(&self) -> f64 {
-        self.counts.iter().map(|c| f64::from(*c)).sum()
+        f64::from(self.total)
     }
 
     /// The share of activity expected in `hour`, smoothed: the hour itself

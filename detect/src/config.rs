@@ -306,6 +306,9 @@ pub struct Settings {
     pub enumeration: EnumerationConfig,
     pub denied_window_secs: i64,
     pub tenant_pattern: Regex,
+    /// The pattern is the default `scheme://tenant/...`: parsed without the
+    /// regex engine, on the hot path.
+    pub default_tenant_pattern: bool,
 }
 
 impl Settings {
@@ -434,6 +437,8 @@ impl DetectConfig {
             enumeration: self.enumeration.clone(),
             denied_window_secs: self.enumeration.denied_window.as_secs() as i64,
             tenant_pattern,
+            default_tenant_pattern: self.cross_tenant.pattern
+                == CrossTenantConfig::default().pattern,
         })
     }
 }

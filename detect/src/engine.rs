@@ -15,7 +15,9 @@
 mod judge;
 mod user;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use tooltrail_schemas::{Decision, ToolCallEvent};
 
@@ -83,8 +85,8 @@ impl Engine {
     pub fn new(settings: Settings) -> Self {
         Engine {
             settings,
-            users: HashMap::new(),
-            tenants: HashMap::new(),
+            users: HashMap::default(),
+            tenants: HashMap::default(),
             max_secs: i64::MIN,
             watermark_minute: i64::MIN,
             timers: BTreeMap::new(),
@@ -130,10 +132,14 @@ impl Engine {
         }
         let day = secs.div_euclid(DAY) as u32;
         let key = user_key(&event.tenant_id, &event.user_id);
+        if !self.tenants.contains_key(event.tenant_id.as_str()) {
+            self.tenants
+                .insert(event.tenant_id.as_str().into(), TenantState::default());
+        }
         let tenant = self
             .tenants
-            .entry(event.tenant_id.as_str().into())
-            .or_default();
+            .get_mut(event.tenant_id.as_str())
+            .expect("inserted above");
         let user = self
             .users
             .entry(key)

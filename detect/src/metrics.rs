@@ -30,7 +30,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics::default();
-        registry.register("tooltrail_detect_events", "Events seen by the detector", m.events.clone());
+        registry.register(
+            "tooltrail_detect_events",
+            "Events seen by the detector",
+            m.events.clone(),
+        );
         registry.register(
             "tooltrail_detect_late_events",
             "Events that arrived behind the watermark",
@@ -42,7 +46,11 @@ impl Metrics {
             "Repeats folded into an open alert",
             m.suppressed.clone(),
         );
-        registry.register("tooltrail_detect_users", "Users with detector state", m.users.clone());
+        registry.register(
+            "tooltrail_detect_users",
+            "Users with detector state",
+            m.users.clone(),
+        );
         m
     }
 }

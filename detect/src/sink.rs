@@ -101,8 +101,16 @@ mod tests {
             .write(&[alert("2026-10-20T23:59:00Z"), alert("2026-10-21T00:01:00Z")])
             .expect("write");
         assert_eq!(files.len(), 2);
-        assert!(files[0].to_string_lossy().contains("alerts/dt=2026-10-20/part-"));
-        assert!(files[1].to_string_lossy().contains("alerts/dt=2026-10-21/part-"));
+        assert!(
+            files[0]
+                .to_string_lossy()
+                .contains("alerts/dt=2026-10-20/part-")
+        );
+        assert!(
+            files[1]
+                .to_string_lossy()
+                .contains("alerts/dt=2026-10-21/part-")
+        );
         let text = fs::read_to_string(&files[0]).expect("read");
         let back: Alert = serde_json::from_str(text.trim()).expect("one record");
         assert_eq!(back.time.to_rfc3339(), "2026-10-20T23:59:00+00:00");

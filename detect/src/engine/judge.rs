@@ -81,9 +81,9 @@ impl Context<'_> {
             let h = value_hash(kind::TOOL, tool);
             let window = s.value_window_days;
             let sighting = self.user.tools.touch(h, day, window, window);
-            let peers = note_peer(self.tenant, h, sighting);
             tool_new = sighting != Sighting::Known;
             if tool_new && tenant_settled {
+                let peers = note_peer(self.tenant, h, sighting);
                 let news = settled || peers < s.peer_users;
                 if news && self.is_sensitive(tool, e.required_scope.as_deref()) {
                     self.sensitive(e, tool, peers, secs);
@@ -119,8 +119,14 @@ impl Context<'_> {
             );
         }
         if let Some(ip) = e.source_ip {
-            let ip = ip.to_string();
-            let h = value_hash(kind::IP, &ip);
+            let h = match ip {
+                std::net::IpAddr::V4(v4) => {
+                    xxhash_rust::xxh3::xxh3_64_with_seed(&v4.octets(), u64::from(kind::IP))
+                }
+                std::net::IpAddr::V6(v6) => {
+                    xxhash_rust::xxh3::xxh3_64_with_seed(&v6.octets(), u64::from(kind::IP))
+                }
+            };
             self.first_seen_value(
                 DetectorKind::FirstSeenIp,
                 "address",
@@ -164,11 +170,18 @@ impl Context<'_> {
     /// `cross_tenant`: the resource names another tenant. Sees only resources
     /// whose URI matches the configured pattern.
     fn cross_tenant(&mut self, e: &ToolCallEvent, resource: &str, secs: i64) {
-        let Some(caps) = self.settings.tenant_pattern.captures(resource) else {
-            return;
+        let other = if self.settings.default_tenant_pattern {
+            match uri_tenant(resource) {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            match self.settings.tenant_pattern.captures(resource) {
+                Some(caps) => caps.name("tenant").map_or("", |m| m.as_str()),
+                None => return,
+            }
         };
-        let other = &caps["tenant"];
-        if other == e.tenant_id {
+        if other.is_empty() || other == e.tenant_id {
             return;
         }
         let who = self.who();
@@ -239,7 +252,7 @@ impl Context<'_> {
         &mut self,
         detector: DetectorKind,
         noun: &str,
-        value: &str,
+        value: &dyn std::fmt::Display,
         hash: u64,
         (judge, settled): (bool, bool),
         peers_vouch_for_new_users: bool,
@@ -262,8 +275,11 @@ impl Context<'_> {
             window,
             window.max(self.settings.value_window_days),
         );
+        if sighting == Sighting::Known {
+            return;
+        }
         let peers = note_peer(self.tenant, hash, sighting);
-        if sighting == Sighting::Known || !judge {
+        if !judge {
             return;
         }
         // A newcomer's own address and client are new by nature; their
@@ -274,7 +290,7 @@ impl Context<'_> {
             peers_vouch_for_new_users && peers < self.settings.peer_users
         };
         if news {
-            self.first_seen(detector, noun, value, peers, e, secs);
+            self.first_seen(detector, noun, &value.to_string(), peers, e, secs);
         }
     }
 
@@ -664,6 +680,52 @@ impl Context<'_> {
     }
 }
 
+/// The tenant of a `scheme://tenant/...` URI, exactly as the default
+/// pattern `^[A-Za-z][A-Za-z0-9+.-]*://(?P<tenant>[^/]+)/` captures it.
+fn uri_tenant(uri: &str) -> Option<&str> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')) {
+        return None;
+    }
+    let (tenant, _) = rest.split_once('/')?;
+    (!tenant.is_empty()).then_some(tenant)
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::DetectConfig;
+
+    #[test]
+    fn the_fast_uri_parser_agrees_with_the_default_pattern() {
+        let re = DetectConfig::default()
+            .validate()
+            .expect("defaults")
+            .tenant_pattern;
+        for uri in [
+            "gdrive://acme/docs/x",
+            "k8s://acme/clusters/a",
+            "s3+v2://globex/",
+            "gdrive://acme",
+            "://acme/x",
+            "1http://acme/x",
+            "http:/acme/x",
+            "gdrive:///x",
+            "a.b-c://t/x/y",
+            "x y://t/z",
+            "mailto:alice@acme",
+        ] {
+            let expected = re.captures(uri).map(|c| c["tenant"].to_string());
+            assert_eq!(
+                super::uri_tenant(uri).map(str::to_string),
+                expected,
+                "{uri}"
+            );
+        }
+    }
 }

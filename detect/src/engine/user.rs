@@ -118,7 +118,7 @@ pub struct UserState {
     /// Day baselines were last decayed to.
     pub decayed_day: u32,
     pub ring: Vec<Minute>,
-    pub recent: Vec<Recent>,
+    pub recent: std::collections::VecDeque<Recent>,
     /// Next window end (minute) to judge, if any is pending.
     pub next_eval: Option<i64>,
     /// Minutes before this one were part of a window that alerted; they are
@@ -222,10 +222,9 @@ impl UserState {
 
     pub fn remember(&mut self, recent: Recent) {
         if self.recent.len() >= RECENT_EVENTS {
-            // Keep the ring ordered by arrival: drop the oldest.
-            self.recent.remove(0);
+            self.recent.pop_front();
         }
-        self.recent.push(recent);
+        self.recent.push_back(recent);
     }
 
     /// Event ids of recent events in `[from, to)` with any of `flags` (all

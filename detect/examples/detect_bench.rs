@@ -1,0 +1,74 @@
+//! Detector core throughput and state size, on one thread.
+//!
+//! ```text
+//! cargo run --release -p tooltrail-detect --example detect_bench -- [USERS] [TIMED_EVENTS]
+//! ```
+//!
+//! Simulates USERS users (default 100,000); feeds the first simulated day
+//! through the engine untimed (so every active user has state), then times
+//! `Engine::observe` over the next TIMED_EVENTS events (default 2,000,000),
+//! held in memory so that only the detector is measured. Prints events/s,
+//! users with state, and bytes of state per user. Pin it to one core with
+//! `taskset -c 0` for the one-core figure.
+
+use std::time::Instant;
+
+use tooltrail_detect::{DetectConfig, Engine};
+use tooltrail_sim::{SimConfig, Simulation};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let users: usize = args.next().map_or(100_000, |a| a.parse().expect("USERS"));
+    let timed: usize = args
+        .next()
+        .map_or(2_000_000, |a| a.parse().expect("TIMED_EVENTS"));
+    let settings = DetectConfig::default().validate().expect("defaults");
+    let mut engine = Engine::new(settings);
+    let mut sim = Simulation::new(SimConfig {
+        users,
+        days: 3,
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .expect("simulation");
+    let mut out = Vec::new();
+    let warm_until = tooltrail_sim::default_start() + chrono::Duration::days(1);
+    let started = Instant::now();
+    let mut warm = 0u64;
+    let mut next = None;
+    for event in sim.by_ref() {
+        if event.time >= warm_until {
+            next = Some(event);
+            break;
+        }
+        engine.observe(&event, &mut out);
+        warm += 1;
+    }
+    eprintln!(
+        "warm-up: {warm} events, {} users with state, {:.1}s",
+        engine.users(),
+        started.elapsed().as_secs_f64()
+    );
+    let events: Vec<_> = next
+        .into_iter()
+        .chain(sim.by_ref().take(timed - 1))
+        .collect();
+    let alerts_before = out.len();
+    let started = Instant::now();
+    for event in &events {
+        engine.observe(event, &mut out);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let users = engine.users();
+    let bytes = engine.user_state_bytes();
+    println!(
+        "detector core: {} events in {elapsed:.2}s = {:.0} events/s on one thread; {} alerts",
+        events.len(),
+        events.len() as f64 / elapsed,
+        out.len() - alerts_before
+    );
+    println!(
+        "state: {users} users, {:.0} bytes per user (approximate heap accounting)",
+        bytes as f64 / users.max(1) as f64
+    );
+}
