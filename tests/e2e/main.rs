@@ -6,6 +6,7 @@
 //! Tests never skip silently when the broker is missing: they fail and say how to start it.
 
 mod cli;
+mod detect;
 mod ingest_http;
 mod ingest_kafka;
 mod kafka;

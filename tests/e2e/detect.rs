@@ -1,0 +1,237 @@
+//! Detection end to end: `detect --replay` and `eval` over simulated traffic,
+//! and `tooltrail up` paging a webhook receiver with a signed alert.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+use crate::support::process::{Tooltrail, path_str};
+use crate::support::run_tooltrail;
+
+#[tokio::test]
+async fn a_replay_writes_alerts_for_the_injected_attacks_and_a_rerun_gives_the_same_ids()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (events, labels) = (dir.path().join("e.ndjson"), dir.path().join("l.ndjson"));
+    run_tooltrail(
+        &[
+            "simulate",
+            "--users",
+            "200",
+            "--days",
+            "21",
+            "--seed",
+            "5",
+            "--incident-rate",
+            "10",
+            "--out",
+            path_str(&events)?,
+            "--labels",
+            path_str(&labels)?,
+        ],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let (a1, a2) = (dir.path().join("a1.ndjson"), dir.path().join("a2.ndjson"));
+    for out in [&a1, &a2] {
+        run_tooltrail(
+            &[
+                "detect",
+                "--replay",
+                path_str(&events)?,
+                "--alerts",
+                path_str(out)?,
+            ],
+            Duration::from_secs(120),
+        )
+        .await?;
+    }
+    let first = std::fs::read_to_string(&a1)?;
+    ensure!(
+        first == std::fs::read_to_string(&a2)?,
+        "a rerun changed the alerts"
+    );
+    let alerts: Vec<Value> = first
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("alerts are JSON lines")?;
+    ensure!(!alerts.is_empty(), "no alerts at all");
+    let incidents: Vec<Value> = std::fs::read_to_string(&labels)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    // Every cross-tenant incident is caught: it is unambiguous.
+    for incident in incidents.iter().filter(|i| i["scenario"] == "cross_tenant") {
+        let caught = alerts
+            .iter()
+            .any(|a| a["detector"] == "cross_tenant" && a["user_id"] == incident["user_id"]);
+        ensure!(caught, "cross-tenant incident missed: {incident}");
+    }
+    for a in &alerts {
+        for field in [
+            "alert_id",
+            "time",
+            "tenant_id",
+            "user_id",
+            "detector",
+            "severity",
+            "score",
+            "title",
+            "explanation",
+            "evidence",
+            "window_start",
+            "window_end",
+        ] {
+            ensure!(!a[field].is_null(), "alert lacks {field}: {a}");
+        }
+    }
+
+    let report = run_tooltrail(
+        &[
+            "eval",
+            "--events",
+            path_str(&events)?,
+            "--labels",
+            path_str(&labels)?,
+        ],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let text = String::from_utf8(report.stdout)?;
+    for needle in [
+        "TOTAL",
+        "false/1kud",
+        "ttd_p50",
+        "anchor: fixed threshold",
+        "anchor: new terms",
+        "by scenario",
+    ] {
+        ensure!(
+            text.contains(needle),
+            "eval output lacks `{needle}`:\n{text}"
+        );
+    }
+    Ok(())
+}
+
+#[derive(Clone, Default)]
+struct Received {
+    requests: Arc<Mutex<Vec<(HeaderMap, Bytes, Instant)>>>,
+    arrived: Arc<Notify>,
+}
+
+async fn record(State(r): State<Received>, headers: HeaderMap, body: Bytes) -> &'static str {
+    r.requests
+        .lock()
+        .expect("receiver lock")
+        .push((headers, body, Instant::now()));
+    r.arrived.notify_waiters();
+    "ok"
+}
+
+#[tokio::test]
+async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Result<()> {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(record))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tooltrail.toml");
+    let secret = "a-long-enough-shared-secret";
+    std::fs::write(
+        &config,
+        format!(
+            "[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{secret}\"\nmin_severity = \"high\"\n"
+        ),
+    )?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let up = Tooltrail::start(
+        &[
+            "--config",
+            path_str(&config)?,
+            "up",
+            "--data-dir",
+            path_str(&data)?,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &data,
+        &[],
+    )
+    .await?;
+
+    let now = chrono::Utc::now();
+    let event = json!({
+        "schema_version": 1, "event_id": "x-1", "time": now.to_rfc3339(),
+        "tenant_id": "acme", "user_id": "mallory", "server": "gdrive", "method": "tools/call",
+        "tool": "read_file", "resource": "gdrive://globex/finance/payroll.xlsx",
+        "decision": "allow", "status": 200
+    });
+    let arrived = received.arrived.notified();
+    let sent = Instant::now();
+    let reply = up.post_events(format!("{event}\n"), &[]).await?;
+    ensure!(reply.0 == 200, "{}", reply.1);
+    tokio::time::timeout(Duration::from_secs(20), arrived)
+        .await
+        .context("no webhook within 20 s")?;
+    let (headers, body, at) = received.requests.lock().expect("lock")[0].clone();
+    eprintln!("ingest acknowledgement to webhook: {:?}", at - sent);
+
+    let alert: Value = serde_json::from_slice(&body)?;
+    ensure!(alert["detector"] == "cross_tenant", "{alert}");
+    ensure!(alert["severity"] == "critical", "{alert}");
+    ensure!(alert["evidence"]["event_ids"] == json!(["x-1"]), "{alert}");
+    let header = |name: &str| -> Result<String> {
+        Ok(headers
+            .get(name)
+            .with_context(|| format!("missing {name}"))?
+            .to_str()?
+            .to_string())
+    };
+    ensure!(header("idempotency-key")? == alert["alert_id"].as_str().unwrap_or_default());
+    let timestamp = header("x-tooltrail-timestamp")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())?;
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&body);
+    let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    ensure!(
+        header("x-tooltrail-signature")? == expected,
+        "signature does not verify"
+    );
+
+    // The alert is also in the lake, under alerts/dt=<day>/.
+    let day = now.format("%Y-%m-%d").to_string();
+    let dir = up.lake().join("alerts").join(format!("dt={day}"));
+    let mut found = false;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        found |= text.contains(alert["alert_id"].as_str().unwrap_or("?"));
+    }
+    ensure!(found, "alert not in {}", dir.display());
+    let metrics = up.get_text("/metrics").await?;
+    ensure!(
+        metrics.contains("tooltrail_detect_alerts_total"),
+        "{metrics}"
+    );
+    ensure!(
+        metrics.contains("tooltrail_alert_outbox_pending{destination=\"soc\"}"),
+        "{metrics}"
+    );
+    up.stop().await?;
+    Ok(())
+}
