@@ -52,6 +52,7 @@ pub async fn run(
         listen: Some(addr),
         kafka: None,
         topic: None,
+        warm_from_lake: std::time::Duration::from_secs(28 * 86_400),
     };
     let up = tokio::spawn(up::run_with(up_args, config, shutdown.clone(), alerts));
     wait_healthy(addr).await?;

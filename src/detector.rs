@@ -25,6 +25,8 @@ const TICK: Duration = Duration::from_secs(2);
 
 pub struct Detector {
     pub engine: Engine,
+    /// Alerts to publish first (from warming up on the lake).
+    pub pending: Vec<Alert>,
     pub lake: AlertLake,
     pub delivery: Option<DeliveryHandle>,
     pub metrics: Metrics,
@@ -40,14 +42,17 @@ impl Detector {
     ) -> anyhow::Result<()> {
         let Detector {
             mut engine,
+            pending,
             lake,
             delivery,
             metrics,
             alerts,
         } = self;
         let lake = Arc::new(Mutex::new(lake));
-        let mut out = Vec::new();
-        let mut last: Option<(i64, Instant)> = None;
+        let mut out = pending;
+        publish(&mut out, &lake, delivery.as_ref(), &metrics, &alerts).await?;
+        // After warming, the clock runs on from the newest event replayed.
+        let mut last: Option<(i64, Instant)> = engine.newest_secs().map(|t| (t, Instant::now()));
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {

@@ -16,6 +16,7 @@ mod shutdown;
 mod simulate;
 mod supervisor;
 mod up;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

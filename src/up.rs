@@ -36,6 +36,11 @@ pub struct UpArgs {
     /// The Kafka topic (with --kafka).
     #[arg(long, value_name = "TOPIC", requires = "kafka")]
     pub topic: Option<String>,
+    /// Rebuild the detector's baselines from this much of the lake's history
+    /// before accepting events ("0s" to start cold). This is also how
+    /// detection state survives a restart.
+    #[arg(long, value_name = "DURATION", default_value = "28d", value_parser = humantime::parse_duration)]
+    pub warm_from_lake: std::time::Duration,
 }
 
 pub async fn run(args: UpArgs, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -79,12 +84,30 @@ pub async fn run_with(
             axum::Router::new()
         }
         None => {
+            let since = chrono::Utc::now()
+                - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
+            let settings = config
+                .detect
+                .validate()
+                .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+            let mut engine = Engine::new(settings);
+            let started = std::time::Instant::now();
+            let warmed = crate::warm::warm(&lake, since, &mut engine)
+                .context("warming the detector from the lake")?;
+            tracing::info!(
+                events = warmed.events,
+                files = warmed.files,
+                new_alerts = warmed.new_alerts.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "detector warmed from the lake"
+            );
             let tap = start_detection(
                 &config,
                 &args.data_dir,
                 &lake_dir,
                 &mut registry,
                 &supervisor,
+                (engine, warmed.new_alerts),
                 alerts,
             )?;
             let (handle, committer) =
@@ -113,12 +136,9 @@ fn start_detection(
     lake_dir: &Path,
     registry: &mut Registry,
     supervisor: &Supervisor,
+    (engine, pending): (Engine, Vec<Alert>),
     alerts: broadcast::Sender<Alert>,
 ) -> anyhow::Result<EventTap> {
-    let settings = config
-        .detect
-        .validate()
-        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
     let delivery = Delivery::build(
         config.detect.delivery.clone(),
         &data_dir.join("outbox"),
@@ -132,7 +152,8 @@ fn start_detection(
         async move { Ok(delivery.run(token).await?) },
     );
     let detector = Detector {
-        engine: Engine::new(settings),
+        engine,
+        pending,
         lake: AlertLake::open(lake_dir)
             .with_context(|| format!("opening {}/alerts", lake_dir.display()))?,
         delivery: Some(handle),

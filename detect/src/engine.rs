@@ -112,6 +112,11 @@ impl Engine {
         self.users.values().map(UserState::heap_bytes).sum()
     }
 
+    /// The newest event time seen (Unix seconds).
+    pub fn newest_secs(&self) -> Option<i64> {
+        (self.max_secs != i64::MIN).then_some(self.max_secs)
+    }
+
     /// The watermark: windows ending at or before it have been judged.
     pub fn watermark_secs(&self) -> Option<i64> {
         (self.watermark_minute != i64::MIN).then_some(self.watermark_minute * 60)

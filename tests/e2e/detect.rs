@@ -140,14 +140,7 @@ async fn record(State(r): State<Received>, headers: HeaderMap, body: Bytes) -> &
 
 #[tokio::test]
 async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Result<()> {
-    let received = Received::default();
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(record))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let (hook, received) = receiver().await?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("tooltrail.toml");
     let secret = "a-long-enough-shared-secret";
@@ -233,5 +226,102 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
         "{metrics}"
     );
     up.stop().await?;
+    Ok(())
+}
+
+/// Starts a webhook receiver; returns its URL and what it records.
+async fn receiver() -> Result<(String, Received)> {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(record))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((hook, received))
+}
+
+#[tokio::test]
+async fn a_burst_in_flight_at_kill_9_is_still_alerted_once_after_the_restart() -> Result<()> {
+    let (hook, received) = receiver().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tooltrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detect]\nallowed_lateness = \"5s\"\n[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"a-long-enough-shared-secret\"\n"
+        ),
+    )?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let args = [
+        "--config",
+        path_str(&config)?,
+        "up",
+        "--data-dir",
+        path_str(&data)?,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let up = Tooltrail::start(&args, &data, &[]).await?;
+    // Post early in a minute, so that its window cannot have been judged
+    // (that needs the minute to end, plus the lateness) before the kill.
+    let second = chrono::Utc::now().timestamp().rem_euclid(60);
+    if second > 40 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    let now = chrono::Utc::now();
+    let body: String = (0..40)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({
+                    "schema_version": 1, "event_id": format!("d-{i}"), "time": now.to_rfc3339(),
+                    "tenant_id": "acme", "user_id": "mallory", "server": "github", "method": "tools/call",
+                    "tool": format!("admin_tool_{}", i % 8), "decision": "deny", "status": 403
+                })
+            )
+        })
+        .collect();
+    let reply = up.post_events(body, &[]).await?;
+    ensure!(reply.0 == 200, "{}", reply.1);
+    up.kill_9().await?;
+    ensure!(
+        received.requests.lock().expect("lock").is_empty(),
+        "the window was judged before the kill; the test needs it open"
+    );
+
+    // Restarted, the detector warms from the lake and judges the window.
+    let up = Tooltrail::start(&args, &data, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let spikes = |r: &Received| -> Vec<Value> {
+        r.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(_, body, _)| serde_json::from_slice::<Value>(body).ok())
+            .filter(|a| a["detector"] == "denial_spike")
+            .collect()
+    };
+    while spikes(&received).is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "no denial_spike alert after the restart:\n{}",
+            up.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Another restart replays the same history: no second alert.
+    up.stop().await?;
+    let up = Tooltrail::start(&args, &data, &[]).await?;
+    let (status, _) = up.get("/healthz").await?;
+    ensure!(status == 200);
+    up.stop().await?;
+    let alerts = spikes(&received);
+    ensure!(
+        alerts.len() == 1,
+        "expected exactly one alert, got {alerts:#?}"
+    );
+    ensure!(alerts[0]["user_id"] == "mallory");
     Ok(())
 }
