@@ -1,4 +1,32 @@
-//! Detect: streaming per-user baselines, anomaly detectors and alert delivery.
+//! Detect: streaming per-user baselines, anomaly detectors and alert
+//! delivery for tooltrail.
+//!
+//! - [`Engine`]: the detector core. `observe(event, &mut alerts)` updates the
+//!   event's user and emits [`Alert`]s; windows are judged by event time
+//!   once the watermark passes them. Deterministic, no IO, no clock: the same
+//!   events give the same alerts with the same ids.
+//! - [`alert`]: the alert record, a persisted format.
+//! - [`config`]: `[detect]` settings, validated into [`Settings`].
+//! - [`baseline`] and [`seen`]: the statistics and the first-seen memory
+//!   the engine keeps per user.
+//! - [`eval`]: scoring alerts against labelled incidents, and two naive
+//!   anchor rules.
+//! - [`sink`]: alerts in the lake; [`deliver`]: the outbox and the webhook,
+//!   Slack and Teams senders; [`metrics`]: the detector's Prometheus metrics.
+//!
+//! ```
+//! use tooltrail_detect::{DetectConfig, DetectorKind, Engine};
+//!
+//! let mut engine = Engine::new(DetectConfig::default().validate().unwrap());
+//! let event = tooltrail_schemas::decode(br#"{"schema_version":1,"event_id":"e1",
+//!   "time":"2026-11-22T09:30:00Z","tenant_id":"acme","user_id":"alice",
+//!   "server":"gdrive","method":"tools/call","tool":"read_file",
+//!   "resource":"gdrive://globex/finance/payroll.xlsx","decision":"allow","status":200}"#).unwrap();
+//! let mut alerts = Vec::new();
+//! engine.observe(&event, &mut alerts);
+//! assert_eq!(alerts[0].detector, DetectorKind::CrossTenant);
+//! assert!(alerts[0].explanation.contains("globex"));
+//! ```
 
 pub mod alert;
 pub mod baseline;

@@ -82,8 +82,13 @@ impl Context<'_> {
             let window = s.value_window_days;
             let sighting = self.user.tools.touch(h, day, window, window);
             tool_new = sighting != Sighting::Known;
+            // Peers are counted from the first day, judged once the tenant settles.
+            let peers = if tool_new {
+                note_peer(self.tenant, h, sighting)
+            } else {
+                0
+            };
             if tool_new && tenant_settled {
-                let peers = note_peer(self.tenant, h, sighting);
                 let news = settled || peers < s.peer_users;
                 if news && self.is_sensitive(tool, e.required_scope.as_deref()) {
                     self.sensitive(e, tool, peers, secs);

@@ -278,3 +278,27 @@ fn state_per_user_stays_within_a_few_kib() {
         e.user_state_bytes()
     );
 }
+
+#[test]
+fn colleagues_who_adopted_a_tool_in_the_first_week_vouch_for_it_later() {
+    // Twelve colleagues use `send_email` from day 0, while the tenant is
+    // still too young to judge anyone; bob starts using it in week three.
+    let mut calls = Vec::new();
+    let colleagues: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+    for user in &colleagues {
+        calls.extend(history(user, 21, 0));
+        calls.push(Call::new(DAY0 + 3600 * 10 + 1, user, "send_email"));
+    }
+    calls.extend(history("bob", 21, 0));
+    calls.push(Call::new(
+        DAY0 + 15 * 86_400 + 11 * 3600,
+        "bob",
+        "send_email",
+    ));
+    calls.sort_by_key(|c| c.secs);
+    let alerts = run(&mut engine(), &calls);
+    let bob: Vec<_> = alerts.iter().filter(|a| a.user_id == "bob").collect();
+    // Counted from day one: a sensitive tool most colleagues use is routine
+    // and pages only with corroboration.
+    assert!(bob.is_empty(), "{bob:#?}");
+}
