@@ -273,36 +273,42 @@ mod time_format {
     }
 }
 
+/// An alert for tests across the crate.
+#[cfg(test)]
+pub(crate) fn test_alert() -> Alert {
+    let t = DateTime::parse_from_rfc3339("2026-10-20T09:35:00Z")
+        .expect("valid")
+        .with_timezone(&Utc);
+    Alert {
+        alert_version: ALERT_VERSION,
+        alert_id: alert_id(DetectorKind::DenialSpike, "acme", "alice", "", t),
+        time: t,
+        tenant_id: "acme".into(),
+        user_id: "alice".into(),
+        detector: DetectorKind::DenialSpike,
+        severity: Severity::High,
+        score: 91,
+        title: "alice@acme: 37 denied calls in 5 min".into(),
+        explanation: "her usual is 0.4 per 5 min (p = 3e-12)".into(),
+        evidence: Evidence {
+            observed: Some(37.0),
+            expected: Some(0.4),
+            p_value: Some(3e-12),
+            event_ids: vec!["e1".into(), "e2".into()],
+            ..Evidence::default()
+        },
+        window_start: t,
+        window_end: t + chrono::Duration::minutes(5),
+        repeats: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> Alert {
-        let t = DateTime::parse_from_rfc3339("2026-10-20T09:35:00Z")
-            .expect("valid")
-            .with_timezone(&Utc);
-        Alert {
-            alert_version: ALERT_VERSION,
-            alert_id: alert_id(DetectorKind::DenialSpike, "acme", "alice", "", t),
-            time: t,
-            tenant_id: "acme".into(),
-            user_id: "alice".into(),
-            detector: DetectorKind::DenialSpike,
-            severity: Severity::High,
-            score: 91,
-            title: "alice@acme: 37 denied calls in 5 min".into(),
-            explanation: "her usual is 0.4 per 5 min (p = 3e-12)".into(),
-            evidence: Evidence {
-                observed: Some(37.0),
-                expected: Some(0.4),
-                p_value: Some(3e-12),
-                event_ids: vec!["e1".into()],
-                ..Evidence::default()
-            },
-            window_start: t,
-            window_end: t + chrono::Duration::minutes(5),
-            repeats: 0,
-        }
+        test_alert()
     }
 
     #[test]

@@ -366,32 +366,4 @@ async fn prune(
 }
 
 #[cfg(test)]
-pub(crate) fn test_alert() -> Alert {
-    use crate::alert::{ALERT_VERSION, DetectorKind, Evidence, Severity, alert_id};
-    use chrono::{DateTime, Utc};
-    let t = DateTime::parse_from_rfc3339("2026-10-20T09:35:00Z")
-        .expect("valid")
-        .with_timezone(&Utc);
-    Alert {
-        alert_version: ALERT_VERSION,
-        alert_id: alert_id(DetectorKind::DenialSpike, "acme", "alice", "", t),
-        time: t,
-        tenant_id: "acme".into(),
-        user_id: "alice".into(),
-        detector: DetectorKind::DenialSpike,
-        severity: Severity::High,
-        score: 91,
-        title: "alice@acme: 37 denied calls in 5 min".into(),
-        explanation: "her usual is 0.4 per 5 min (p = 3e-12)".into(),
-        evidence: Evidence {
-            observed: Some(37.0),
-            expected: Some(0.4),
-            p_value: Some(3e-12),
-            event_ids: vec!["e1".into(), "e2".into()],
-            ..Evidence::default()
-        },
-        window_start: t,
-        window_end: t + chrono::Duration::minutes(5),
-        repeats: 0,
-    }
-}
+pub(crate) use crate::alert::test_alert;

@@ -69,27 +69,14 @@ impl AlertLake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{DetectorKind, Evidence, Severity, alert_id};
 
     fn alert(time: &str) -> Alert {
         let t = chrono::DateTime::parse_from_rfc3339(time)
             .expect("time")
             .with_timezone(&chrono::Utc);
         Alert {
-            alert_version: 1,
-            alert_id: alert_id(DetectorKind::CrossTenant, "acme", "alice", "globex", t),
             time: t,
-            tenant_id: "acme".into(),
-            user_id: "alice".into(),
-            detector: DetectorKind::CrossTenant,
-            severity: Severity::Critical,
-            score: 95,
-            title: "t".into(),
-            explanation: "e".into(),
-            evidence: Evidence::default(),
-            window_start: t,
-            window_end: t,
-            repeats: 0,
+            ..crate::alert::test_alert()
         }
     }
 
