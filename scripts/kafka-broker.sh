@@ -157,6 +157,22 @@ cmd_start() {
         die "choose another port with TOOLTRAIL_KAFKA_PORT=<port>"
     fi
 
+    # Tansu has been seen to exit at startup with a storage error once in a
+    # while on a busy machine; a fresh attempt starts fine.
+    local attempt
+    for attempt in 1 2 3; do
+        if launch "$bin"; then
+            return 0
+        fi
+        ((attempt < 3)) && log "retrying the broker start (attempt $((attempt + 1)) of 3)"
+    done
+    die "tansu exited during startup three times"
+}
+
+# One attempt at starting the broker: 0 once it answers, 1 if it exited
+# during startup; dies if it neither answers nor exits in time.
+launch() {
+    local bin="$1" pid
     local data_dir
     data_dir="$(mktemp -d "${TMPDIR:-/tmp}/tooltrail-kafka.XXXXXX")"
     echo "$data_dir" >"$DATA_FILE"
@@ -187,7 +203,8 @@ cmd_start() {
             print_log_tail
             rm -f -- "$PID_FILE" "$PORT_FILE"
             remove_data_dir
-            die "tansu exited during startup"
+            log "tansu exited during startup"
+            return 1
         fi
         sleep 0.5
     done

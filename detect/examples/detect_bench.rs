@@ -54,6 +54,7 @@ fn main() {
         .chain(sim.by_ref().take(timed - 1))
         .collect();
     let alerts_before = out.len();
+    eprintln!("timing {} events", events.len());
     let started = Instant::now();
     for event in &events {
         engine.observe(event, &mut out);

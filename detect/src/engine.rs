@@ -159,7 +159,7 @@ impl Engine {
             out,
         };
         let tenant_settled = day.saturating_sub(tenant_day) >= self.settings.min_history_days;
-        let flags = ctx.immediate(event, secs, day, tenant_settled);
+        let (flags, tool_hash) = ctx.immediate(event, secs, day, tenant_settled);
 
         let user = ctx.user;
         let Some(slot) = user.minute_mut(minute) else {
@@ -176,7 +176,7 @@ impl Engine {
         user.remember(Recent {
             secs,
             id: CompactId::new(&event.event_id),
-            tool: value_hash(kind::TOOL, event.tool.as_deref().unwrap_or(&event.method)) as u32,
+            tool: tool_hash as u32,
             flags,
         });
         // Judge the first window that holds this minute and is still open.

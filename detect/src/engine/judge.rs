@@ -40,7 +40,8 @@ impl Context<'_> {
         format!("{}@{}", self.user.user_id, self.user.tenant_id)
     }
 
-    /// Immediate detectors, and the event's flags for window counts.
+    /// Immediate detectors; returns the event's flags for window counts and
+    /// the hash of its tool (or method).
     ///
     /// Until the tenant itself has `min_history`, first-seen and
     /// sensitive-tool judgments are held back: everything is new on the day
@@ -51,7 +52,7 @@ impl Context<'_> {
         secs: i64,
         day: u32,
         tenant_settled: bool,
-    ) -> u8 {
+    ) -> (u8, u64) {
         let s = self.settings;
         let mut flags = 0;
         let denied = is_denied(e);
@@ -77,8 +78,9 @@ impl Context<'_> {
         }
 
         let mut tool_new = false;
+        let tool_hash = value_hash(kind::TOOL, e.tool.as_deref().unwrap_or(&e.method));
         if let Some(tool) = &e.tool {
-            let h = value_hash(kind::TOOL, tool);
+            let h = tool_hash;
             let window = s.value_window_days;
             let sighting = self.user.tools.touch(h, day, window, window);
             tool_new = sighting != Sighting::Known;
@@ -159,7 +161,7 @@ impl Context<'_> {
                 self.off_hours_event(e, share, secs);
             }
         }
-        flags
+        (flags, tool_hash)
     }
 
     fn is_sensitive(&self, tool: &str, required_scope: Option<&str>) -> bool {
@@ -688,7 +690,8 @@ impl Context<'_> {
 /// The tenant of a `scheme://tenant/...` URI, exactly as the default
 /// pattern `^[A-Za-z][A-Za-z0-9+.-]*://(?P<tenant>[^/]+)/` captures it.
 fn uri_tenant(uri: &str) -> Option<&str> {
-    let (scheme, rest) = uri.split_once("://")?;
+    let colon = uri.find(':')?;
+    let (scheme, rest) = (&uri[..colon], uri[colon + 1..].strip_prefix("//")?);
     let mut chars = scheme.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')) {
