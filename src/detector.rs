@@ -1,5 +1,5 @@
 //! The detector as a running component of `tooltrail up`: takes the events
-//! HTTP ingest has made durable, runs the engine, and hands each alert to
+//! ingest (HTTP or Kafka) has made durable, runs the engine, and hands each alert to
 //! the lake, the delivery outbox, the log and any in-process listeners
 //! (`tooltrail demo`).
 //!

@@ -73,7 +73,7 @@ pub async fn run(
         config.http.listen = listen;
     }
     let supervisor = Supervisor::new(shutdown);
-    let ingest = kafka::build(&kafka_config, &config.ingest, lake, metrics)?;
+    let ingest = kafka::build(&kafka_config, &config.ingest, lake, metrics, None)?;
     let token = supervisor.token();
     supervisor.spawn_blocking("kafka ingest", move || Ok(ingest.run(token)?));
     let (addr, serve) = crate::serve::bind(

@@ -1,6 +1,7 @@
 //! `tooltrail up`: everything in one process. Without Kafka, gateways POST to
 //! `/v1/events` and the lake lives under the data directory; with `--kafka`,
-//! the process consumes the topic instead.
+//! the process consumes the topic instead. Either way the detector, warmed
+//! from the lake first, sees each transaction once it is durable.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,41 +76,41 @@ pub async fn run_with(
     let metrics = Metrics::register(&mut registry);
     let supervisor = Supervisor::new(shutdown.clone());
 
+    let since = chrono::Utc::now()
+        - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
+    let settings = config
+        .detect
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+    let mut engine = Engine::new(settings);
+    let started = std::time::Instant::now();
+    let warmed = crate::warm::warm(&lake, since, &mut engine)
+        .context("warming the detector from the lake")?;
+    tracing::info!(
+        events = warmed.events,
+        files = warmed.files,
+        new_alerts = warmed.new_alerts.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "detector warmed from the lake"
+    );
+    let tap = start_detection(
+        &config,
+        &args.data_dir,
+        &lake_dir,
+        &mut registry,
+        &supervisor,
+        (engine, warmed.new_alerts),
+        alerts,
+    )?;
     let routes = match &config.kafka {
         Some(kafka_config) => {
-            let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics)?;
+            let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics, Some(tap))?;
             let token = supervisor.token();
             supervisor.spawn_blocking("kafka ingest", move || Ok(ingest.run(token)?));
             tracing::info!(brokers = %kafka_config.brokers, topic = %kafka_config.topic, "consuming from kafka");
             axum::Router::new()
         }
         None => {
-            let since = chrono::Utc::now()
-                - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
-            let settings = config
-                .detect
-                .validate()
-                .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
-            let mut engine = Engine::new(settings);
-            let started = std::time::Instant::now();
-            let warmed = crate::warm::warm(&lake, since, &mut engine)
-                .context("warming the detector from the lake")?;
-            tracing::info!(
-                events = warmed.events,
-                files = warmed.files,
-                new_alerts = warmed.new_alerts.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "detector warmed from the lake"
-            );
-            let tap = start_detection(
-                &config,
-                &args.data_dir,
-                &lake_dir,
-                &mut registry,
-                &supervisor,
-                (engine, warmed.new_alerts),
-                alerts,
-            )?;
             let (handle, committer) =
                 http::build(lake, &config.http, &config.ingest, metrics, Some(tap));
             let token = supervisor.token();

@@ -325,3 +325,62 @@ async fn a_burst_in_flight_at_kill_9_is_still_alerted_once_after_the_restart() -
     ensure!(alerts[0]["user_id"] == "mallory");
     Ok(())
 }
+
+#[tokio::test]
+async fn up_with_kafka_detects_on_what_it_ingests() -> Result<()> {
+    use crate::support::{create_topic, kafka_brokers, producer};
+    use rdkafka::producer::FutureRecord;
+
+    let brokers = kafka_brokers();
+    let topic = create_topic(&brokers, "detect", 2).await?;
+    let (hook, received) = receiver().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tooltrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{topic}-group\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[ingest]\nmax_batch_delay = \"200ms\"\n[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"a-long-enough-shared-secret\"\n"
+        ),
+    )?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let up = Tooltrail::start(
+        &[
+            "--config",
+            path_str(&config)?,
+            "up",
+            "--data-dir",
+            path_str(&data)?,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &data,
+        &[],
+    )
+    .await?;
+    let event = json!({
+        "schema_version": 1, "event_id": "k-1", "time": chrono::Utc::now().to_rfc3339(),
+        "tenant_id": "acme", "user_id": "mallory", "server": "gdrive", "method": "tools/call",
+        "tool": "read_file", "resource": "gdrive://globex/finance/payroll.xlsx",
+        "decision": "allow", "status": 200
+    })
+    .to_string();
+    let arrived = received.arrived.notified();
+    producer(&brokers)?
+        .send(
+            FutureRecord::to(&topic).key("acme/mallory").payload(&event),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .context("produce")?;
+    tokio::time::timeout(Duration::from_secs(60), arrived)
+        .await
+        .with_context(|| format!("no webhook within 60 s:\n{}", up.stderr()))?;
+    let body = received.requests.lock().expect("lock")[0].1.clone();
+    let alert: Value = serde_json::from_slice(&body)?;
+    ensure!(alert["detector"] == "cross_tenant", "{alert}");
+    ensure!(alert["evidence"]["event_ids"] == json!(["k-1"]), "{alert}");
+    up.stop().await?;
+    Ok(())
+}

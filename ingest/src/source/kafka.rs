@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::log::PositionRange;
 use crate::metrics::{Metrics, PartitionLabels};
+use crate::source::http::EventTap;
 
 /// State shared between the poll loop and the rebalance callback (both run
 /// on the polling thread; the lock is never contended).
@@ -43,6 +44,10 @@ struct Shared {
     lake: Lake,
     pending: Pending,
     metrics: Metrics,
+    /// Where events go once durable (the detector), and those of the open
+    /// transaction waiting to go.
+    tap: Option<EventTap>,
+    tapped: Vec<tooltrail_schemas::ToolCallEvent>,
     /// A failure inside a callback, surfaced by the poll loop.
     failure: Option<Error>,
 }
@@ -163,9 +168,13 @@ fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then
         lake,
         pending,
         metrics,
+        tap,
+        tapped,
         ..
     } = shared;
-    match pending.commit_to(lake, metrics, "kafka") {
+    let outcome = pending.commit_to(lake, metrics, "kafka");
+    let durable = std::mem::take(tapped);
+    match outcome {
         Ok(None) => Ok(()),
         Ok(Some((entry, stats))) => {
             tracing::debug!(
@@ -174,6 +183,12 @@ fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then
                 "committed to the lake"
             );
             commit_offsets(consumer, &entry.positions, mode);
+            // Only what is durable reaches the detector, as on the HTTP path.
+            if let Some(tap) = tap
+                && !durable.is_empty()
+            {
+                let _ = tap.blocking_send(durable);
+            }
             Ok(())
         }
         Err(Error::Conflict {
@@ -272,6 +287,7 @@ pub fn build(
     ingest: &IngestConfig,
     lake: Lake,
     metrics: Metrics,
+    tap: Option<EventTap>,
 ) -> Result<KafkaIngest> {
     let mut client = ClientConfig::new();
     client
@@ -292,6 +308,8 @@ pub fn build(
         lake,
         pending: Pending::new(ingest.time_window()),
         metrics,
+        tap,
+        tapped: Vec::new(),
         failure: None,
     }));
     let consumer: BaseConsumer<IngestContext> = client
@@ -351,9 +369,18 @@ impl KafkaIngest {
                         partition,
                         offset,
                     };
-                    if let Err(error) = shared.pending.push(payload, Utc::now(), source) {
-                        tracing::warn!(topic, partition, offset, reason = error.reason(), %error, "quarantined invalid event");
-                        self.forward_dead_letter(payload, msg.key(), &error, source);
+                    match shared.pending.push(payload, Utc::now(), source) {
+                        Ok(()) if shared.tap.is_some() => {
+                            // Accepted, so it decodes: an owned copy for the detector.
+                            if let Ok(event) = tooltrail_schemas::decode(payload) {
+                                shared.tapped.push(event);
+                            }
+                        }
+                        Ok(()) => {}
+                        Err(error) => {
+                            tracing::warn!(topic, partition, offset, reason = error.reason(), %error, "quarantined invalid event");
+                            self.forward_dead_letter(payload, msg.key(), &error, source);
+                        }
                     }
                 }
                 Some(Err(KafkaError::MessageConsumption(code))) => {
