@@ -221,7 +221,7 @@ impl Default for OffHoursConfig {
         OffHoursConfig {
             max_share: 0.0005,
             min_history: Duration::from_secs(14 * 86_400),
-            min_count: 40,
+            min_count: 100,
         }
     }
 }
