@@ -124,7 +124,7 @@ pub struct VolumeConfig {
 impl Default for VolumeConfig {
     fn default() -> Self {
         VolumeConfig {
-            min_count: 30,
+            min_count: 60,
             min_ratio: 4.0,
         }
     }
@@ -157,7 +157,7 @@ impl Default for FirstSeenConfig {
             ip_window: Duration::from_secs(30 * 86_400),
             window: Duration::from_secs(90 * 86_400),
             peer_users: 3,
-            min_new_resources: 10,
+            min_new_resources: 20,
         }
     }
 }
