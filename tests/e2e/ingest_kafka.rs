@@ -448,3 +448,92 @@ async fn a_restart_takes_its_positions_from_the_lake_and_brings_kafka_up_to_date
     );
     assert_exactly_once(&expected, &lake).await
 }
+
+#[tokio::test]
+async fn a_poison_record_is_also_forwarded_to_the_dead_letter_topic_with_its_reason() -> Result<()>
+{
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+
+    let brokers = kafka_brokers();
+    let topic = create_topic(&brokers, "dlq-source", 1).await?;
+    let dead_letters = create_topic(&brokers, "dlq", 1).await?;
+    let producer = crate::support::producer(&brokers)?;
+    let valid = valid_event("dlq-ok-1", "user-1").to_string();
+    let poison: &[u8] = b"{\"event_id\": oops";
+    let mut poison_offset = None;
+    for (payload, is_poison) in [(valid.as_bytes(), false), (poison, true)] {
+        let delivery = producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&topic)
+                    .key("acme/mallory")
+                    .payload(payload),
+                BROKER_TIMEOUT,
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("produce")?;
+        if is_poison {
+            poison_offset = Some(delivery.offset);
+        }
+    }
+    let poison_offset = poison_offset.context("the poison record was produced")?;
+
+    // The env of the ingest process: small batches, and the dead-letter topic.
+    let env: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
+        ("TOOLTRAIL__INGEST__MAX_BATCH_DELAY", "200ms"),
+        (
+            "TOOLTRAIL__KAFKA__DEAD_LETTER_TOPIC",
+            Box::leak(dead_letters.clone().into_boxed_str()) as &'static str,
+        ),
+    ]));
+    let ingest = IngestSetup::new(&brokers, &topic)?.with_batches(env);
+    let process = ingest.start().await?;
+
+    let consumer =
+        crate::support::group_consumer(&brokers, &unique_name("dlq-reader"), &dead_letters)?;
+    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .with_context(|| {
+            format!(
+                "nothing on the dead-letter topic within 60 s; ingest logged:\n{}",
+                process.stderr()
+            )
+        })?
+        .context("read the dead-letter topic")?;
+    ensure!(
+        message.payload() == Some(poison),
+        "the raw bytes travel as they came"
+    );
+    ensure!(
+        message.key() == Some(b"acme/mallory".as_slice()),
+        "the key is kept"
+    );
+    let headers = message.headers().context("dead letters carry headers")?;
+    let header = |name: &str| -> Option<String> {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    ensure!(
+        header("tooltrail.reason").as_deref() == Some("not_json"),
+        "{:?}",
+        header("tooltrail.reason")
+    );
+    ensure!(
+        header("tooltrail.source") == Some(format!("{topic}/0/{poison_offset}")),
+        "{:?}",
+        header("tooltrail.source")
+    );
+    ensure!(header("tooltrail.error").is_some_and(|e| !e.is_empty()));
+    // It is in the quarantine too: the dead-letter topic is a copy, not the record of truth.
+    let deadline = Deadline::after(Duration::from_secs(30));
+    while lake_rows(&ingest.lake().join("quarantine"))? < 1 {
+        deadline.remaining("the poison record in the quarantine")?;
+        tokio::time::sleep(POLL).await;
+    }
+    process.stop().await?;
+    Ok(())
+}
