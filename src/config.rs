@@ -199,6 +199,17 @@ impl Config {
     }
 }
 
+/// The detector's validated settings. [`load`] has already checked them, so
+/// an error here means a config built some other way.
+pub fn detect_settings(
+    config: &tooltrail_detect::DetectConfig,
+) -> anyhow::Result<tooltrail_detect::Settings> {
+    config.validate().map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid detect config: {}", list.join("; "))
+    })
+}
+
 /// Where to read the config file from: the `--config` flag, `TOOLTRAIL_CONFIG`,
 /// or `./tooltrail.toml` when it exists.
 pub fn resolve_path(flag: Option<PathBuf>) -> Option<PathBuf> {

@@ -47,9 +47,7 @@ pub fn replay_alerts(
     path: &Path,
     config: &DetectConfig,
 ) -> anyhow::Result<(Vec<Alert>, ReplayStats)> {
-    let settings = config
-        .validate()
-        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+    let settings = crate::config::detect_settings(config)?;
     let mut engine = Engine::new(settings);
     let mut out = Vec::new();
     let stats = replay(path, |e| engine.observe(e, &mut out))?;

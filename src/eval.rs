@@ -27,9 +27,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, config: &DetectConfig) -> anyhow::Result<()> {
     let incidents = read_labels(&args.labels)?;
-    let settings = config
-        .validate()
-        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+    let settings = crate::config::detect_settings(config)?;
     let mut engine = Engine::new(settings);
     let (mut fixed, mut terms) = (FixedThreshold::default(), NewTerms::default());
     let (mut alerts, mut fixed_hits, mut terms_hits) = (Vec::new(), Vec::new(), Vec::new());

@@ -78,10 +78,7 @@ pub async fn run_with(
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
-    let settings = config
-        .detect
-        .validate()
-        .map_err(|errors| anyhow::anyhow!("invalid detect config: {errors:?}"))?;
+    let settings = crate::config::detect_settings(&config.detect)?;
     let mut engine = Engine::new(settings);
     let started = std::time::Instant::now();
     let warmed = crate::warm::warm(&lake, since, &mut engine)

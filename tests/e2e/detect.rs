@@ -141,31 +141,8 @@ async fn record(State(r): State<Received>, headers: HeaderMap, body: Bytes) -> &
 #[tokio::test]
 async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Result<()> {
     let (hook, received) = receiver().await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("tooltrail.toml");
-    let secret = "a-long-enough-shared-secret";
-    std::fs::write(
-        &config,
-        format!(
-            "[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{secret}\"\nmin_severity = \"high\"\n"
-        ),
-    )?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let up = Tooltrail::start(
-        &[
-            "--config",
-            path_str(&config)?,
-            "up",
-            "--data-dir",
-            path_str(&data)?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &data,
-        &[],
-    )
-    .await?;
+    let setup = UpWithWebhook::new(&hook, "", "min_severity = \"high\"\n")?;
+    let up = setup.start().await?;
 
     let now = chrono::Utc::now();
     let event = json!({
@@ -197,7 +174,7 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
     };
     ensure!(header("idempotency-key")? == alert["alert_id"].as_str().unwrap_or_default());
     let timestamp = header("x-tooltrail-timestamp")?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes())?;
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(&body);
@@ -229,6 +206,51 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
     Ok(())
 }
 
+const SECRET: &str = "a-long-enough-shared-secret";
+
+/// `tooltrail up` in a temporary data directory, configured with `before`
+/// (TOML sections) and one webhook destination `soc` to `hook`, with
+/// `destination` as extra keys of it.
+struct UpWithWebhook {
+    dir: tempfile::TempDir,
+}
+
+impl UpWithWebhook {
+    fn new(hook: &str, before: &str, destination: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("tooltrail.toml"),
+            format!(
+                "{before}[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{SECRET}\"\n{destination}"
+            ),
+        )?;
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        Ok(UpWithWebhook { dir })
+    }
+
+    /// Starts (or restarts) `up` on the same data directory.
+    async fn start(&self) -> Result<Tooltrail> {
+        let (config, data) = (
+            self.dir.path().join("tooltrail.toml"),
+            self.dir.path().join("data"),
+        );
+        Tooltrail::start(
+            &[
+                "--config",
+                path_str(&config)?,
+                "up",
+                "--data-dir",
+                path_str(&data)?,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &data,
+            &[],
+        )
+        .await
+    }
+}
+
 /// Starts a webhook receiver; returns its URL and what it records.
 async fn receiver() -> Result<(String, Received)> {
     let received = Received::default();
@@ -244,26 +266,8 @@ async fn receiver() -> Result<(String, Received)> {
 #[tokio::test]
 async fn a_burst_in_flight_at_kill_9_is_still_alerted_once_after_the_restart() -> Result<()> {
     let (hook, received) = receiver().await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("tooltrail.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[detect]\nallowed_lateness = \"5s\"\n[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"a-long-enough-shared-secret\"\n"
-        ),
-    )?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let args = [
-        "--config",
-        path_str(&config)?,
-        "up",
-        "--data-dir",
-        path_str(&data)?,
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let up = Tooltrail::start(&args, &data, &[]).await?;
+    let setup = UpWithWebhook::new(&hook, "[detect]\nallowed_lateness = \"5s\"\n", "")?;
+    let up = setup.start().await?;
     // Post early in a minute, so that its window cannot have been judged
     // (that needs the minute to end, plus the lateness) before the kill.
     let second = chrono::Utc::now().timestamp().rem_euclid(60);
@@ -292,7 +296,7 @@ async fn a_burst_in_flight_at_kill_9_is_still_alerted_once_after_the_restart() -
     );
 
     // Restarted, the detector warms from the lake and judges the window.
-    let up = Tooltrail::start(&args, &data, &[]).await?;
+    let up = setup.start().await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let spikes = |r: &Received| -> Vec<Value> {
         r.requests
@@ -313,7 +317,7 @@ async fn a_burst_in_flight_at_kill_9_is_still_alerted_once_after_the_restart() -
     }
     // Another restart replays the same history: no second alert.
     up.stop().await?;
-    let up = Tooltrail::start(&args, &data, &[]).await?;
+    let up = setup.start().await?;
     let (status, _) = up.get("/healthz").await?;
     ensure!(status == 200);
     up.stop().await?;
@@ -334,30 +338,11 @@ async fn up_with_kafka_detects_on_what_it_ingests() -> Result<()> {
     let brokers = kafka_brokers();
     let topic = create_topic(&brokers, "detect", 2).await?;
     let (hook, received) = receiver().await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("tooltrail.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{topic}-group\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[ingest]\nmax_batch_delay = \"200ms\"\n[[detect.delivery.destinations]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"a-long-enough-shared-secret\"\n"
-        ),
-    )?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let up = Tooltrail::start(
-        &[
-            "--config",
-            path_str(&config)?,
-            "up",
-            "--data-dir",
-            path_str(&data)?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &data,
-        &[],
-    )
-    .await?;
+    let kafka = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{topic}-group\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[ingest]\nmax_batch_delay = \"200ms\"\n"
+    );
+    let setup = UpWithWebhook::new(&hook, &kafka, "")?;
+    let up = setup.start().await?;
     let event = json!({
         "schema_version": 1, "event_id": "k-1", "time": chrono::Utc::now().to_rfc3339(),
         "tenant_id": "acme", "user_id": "mallory", "server": "gdrive", "method": "tools/call",
