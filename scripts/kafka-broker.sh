@@ -157,14 +157,18 @@ cmd_start() {
         die "choose another port with TOOLTRAIL_KAFKA_PORT=<port>"
     fi
 
-    # Tansu has been seen to exit at startup with a storage error once in a
-    # while on a busy machine; a fresh attempt starts fine.
+    # Tansu has been seen to exit at startup with a SQLite I/O error on a busy
+    # machine (twice here, right after a heavy build); a fresh attempt a few
+    # seconds later starts fine.
     local attempt
     for attempt in 1 2 3; do
         if launch "$bin"; then
             return 0
         fi
-        ((attempt < 3)) && log "retrying the broker start (attempt $((attempt + 1)) of 3)"
+        if ((attempt < 3)); then
+            log "retrying the broker start in $((2 * attempt))s (attempt $((attempt + 1)) of 3)"
+            sleep $((2 * attempt))
+        fi
     done
     die "tansu exited during startup three times"
 }
