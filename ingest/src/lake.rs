@@ -38,6 +38,13 @@ pub use self::log::LOG_FORMAT_VERSION;
 /// Staged files older than this, named by no log entry, are debris of a crashed writer.
 const STALE_STAGING: Duration = Duration::from_secs(3600);
 
+/// Where compaction moves the partition directories it replaced.
+const RETIRED: &str = "_tooltrail/retired";
+
+/// How long a retired partition is kept for readers that listed it just
+/// before compaction swapped it: longer than any query runs.
+pub const RETIRED_GRACE: Duration = Duration::from_secs(15 * 60);
+
 /// A lake partition: `dt=YYYY-MM-DD/hour=HH` for events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HourKey {
@@ -137,6 +144,7 @@ impl Lake {
             lake.finish_entries(&entries)?;
         }
         lake.remove_stale_staging(&entries)?;
+        lake.sweep_retired(RETIRED_GRACE)?;
         Ok(lake)
     }
 
@@ -322,12 +330,49 @@ impl Lake {
             exchange(&staged, &dir)?;
         }
         if staged.exists() {
-            fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+            // The old files now sit in the staged directory. A reader may have
+            // opened the partition just before the exchange and still be
+            // listing it, so they are retired, not deleted: moved out of the
+            // tables and swept once they are older than `RETIRED_GRACE`.
+            let retired_dir = self.root.join(RETIRED);
+            fs::create_dir_all(&retired_dir).map_err(|e| Error::io(&retired_dir, e))?;
+            let retired = retired_dir.join(&entry.txn_id);
+            fs::rename(&staged, &retired).map_err(|e| Error::io(&staged, e))?;
+            fs::File::open(&retired)
+                .and_then(|f| f.set_modified(SystemTime::now()))
+                .map_err(|e| Error::io(&retired, e))?;
+            log::sync_dir(&retired_dir)?;
         }
         if let Some(parent) = dir.parent() {
             log::sync_dir(parent)?;
         }
         Ok(())
+    }
+
+    /// Deletes the partitions compaction retired more than `grace` ago.
+    /// Returns how many it deleted.
+    pub fn sweep_retired(&self, grace: Duration) -> Result<usize> {
+        let dir = self.root.join(RETIRED);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let now = SystemTime::now();
+        let mut swept = 0;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+            let age = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age >= grace {
+                fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
     }
 
     pub(crate) fn lock_exclusive(&self) -> Result<LockGuard<'_>> {

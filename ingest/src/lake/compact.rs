@@ -9,7 +9,9 @@
 //! appended (the commit point), and the hidden directory is exchanged with the
 //! partition in one `renameat2(RENAME_EXCHANGE)`. A reader that lists the
 //! partition sees the old files or the new, never both and never neither. The
-//! old files are then deleted. Positions are untouched: exactly-once
+//! old directory is then moved to `_tooltrail/retired/` and deleted after a
+//! grace period, so a reader that opened it just before the exchange can
+//! still list and read it whole. Positions are untouched: exactly-once
 //! bookkeeping does not depend on which files hold the rows.
 
 use std::collections::BTreeMap;
@@ -67,6 +69,7 @@ pub fn compact(
     now: DateTime<Utc>,
 ) -> Result<CompactSummary> {
     lake.refresh()?;
+    lake.sweep_retired(crate::lake::RETIRED_GRACE)?;
     let mut by_hour: BTreeMap<String, Vec<FileRecord>> = BTreeMap::new();
     for file in lake.state().live.values() {
         if file.table != "events" || file.bytes >= options.small_file_bytes {
@@ -351,7 +354,15 @@ mod tests {
         let hidden: Vec<_> = fs::read_dir(dir.path().join("events/dt=2026-11-22"))
             .unwrap()
             .collect();
-        assert_eq!(hidden.len(), 1, "the old files are gone");
+        assert_eq!(hidden.len(), 1, "the old files left the table");
+        assert_eq!(lake.sweep_retired(Duration::ZERO).unwrap(), 1);
+        assert!(
+            fs::read_dir(dir.path().join("_tooltrail/retired"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "retired files are swept after the grace period"
+        );
         // The log replays cleanly, and the lake's record matches the files.
         let reopened = Lake::open(dir.path(), 3).unwrap();
         let live: Vec<&String> = reopened.state().live.keys().collect();
