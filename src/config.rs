@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use tooltrail_detect::DetectConfig;
 use tooltrail_ingest::config::{HttpConfig, IngestConfig, KafkaConfig};
+use tooltrail_query::QueryConfig;
 
 use crate::logging::LogConfig;
 
@@ -33,6 +34,8 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// Detectors, their thresholds and windows.
     pub detect: DetectConfig,
+    /// The SQL endpoint: tokens, limits, the Postgres wire listener.
+    pub query: QueryConfig,
 }
 
 /// The environment variable prefix for overrides: `TOOLTRAIL__LOG__FORMAT=json`.
@@ -191,6 +194,13 @@ impl Config {
         if let Err(errors) = self.detect.validate() {
             issues.extend(errors.into_iter().map(|e| ConfigIssue {
                 path: format!("detect.{}", e.field),
+                problem: e.problem,
+                source: None,
+            }));
+        }
+        if let Err(errors) = self.query.validate() {
+            issues.extend(errors.into_iter().map(|e| ConfigIssue {
+                path: format!("query.{}", e.field),
                 problem: e.problem,
                 source: None,
             }));

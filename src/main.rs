@@ -14,6 +14,7 @@ mod replay;
 mod serve;
 mod shutdown;
 mod simulate;
+mod sql;
 mod supervisor;
 mod up;
 mod warm;
@@ -75,6 +76,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run `up` with simulated traffic and attacks; print alerts as they fire.
     Demo(demo::DemoArgs),
+    /// Run SQL over a lake, as the local operator (read-only, audited).
+    Sql(sql::SqlArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +182,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Eval(args) => {
             let config = start(cli.config, &overrides)?;
             Ok(eval::run(args, &config.detect)?)
+        }
+        Command::Sql(args) => {
+            let config = start(cli.config, &overrides)?;
+            block_on(sql::run(args, &config.query))
         }
         Command::Compact(args) => {
             let config = start(cli.config, &overrides)?;

@@ -117,6 +117,32 @@ pub async fn run_with(
             handle.router()
         }
     };
+    let query = tooltrail_query::Engine::open(
+        &lake_dir,
+        &config.query,
+        &args.data_dir.join("spill"),
+        tooltrail_query::QueryMetrics::register(&mut registry),
+    )
+    .context("starting the SQL engine")?;
+    if config.query.tokens.is_empty() {
+        tracing::warn!(
+            "no [[query.tokens]] configured: POST /v1/sql answers 401 to everyone; `tooltrail sql --lake DIR` works locally"
+        );
+    }
+    if let Some(pg_listen) = &config.query.pg_listen {
+        let listener = tokio::net::TcpListener::bind(pg_listen)
+            .await
+            .with_context(|| format!("cannot listen on {pg_listen} (query.pg_listen)"))?;
+        let pg_addr = listener.local_addr()?;
+        let (engine, token) = (query.clone(), supervisor.token());
+        supervisor.spawn("postgres wire", async move {
+            tooltrail_query::pgwire::serve(listener, engine, token.cancelled_owned()).await;
+            Ok(())
+        });
+        tracing::info!(addr = %pg_addr, "postgres wire protocol listening");
+        eprintln!("postgres wire on {pg_addr}");
+    }
+    let routes = routes.merge(tooltrail_query::http::router(query));
     let (addr, serve) =
         crate::serve::bind(config.http.listen, routes, registry, supervisor.token()).await?;
     supervisor.spawn("http server", serve);

@@ -1,4 +1,26 @@
 //! Query: read-only, tenant-isolated SQL over the lake.
 //!
-//! Built under the query issue; this crate holds only its place in the
-//! workspace until then.
+//! - [`Engine`]: admission (limits), the query audit, planning in a
+//!   per-principal session ([`session`]), streaming under a deadline.
+//! - [`http`]: `POST /v1/sql` and the table endpoints (axum).
+//! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools.
+//! - [`format`]: result encodings (json, ndjson, csv, arrow, parquet, table).
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod format;
+pub mod functions;
+pub mod http;
+pub mod metrics;
+pub mod pgwire;
+pub mod session;
+pub mod tables;
+
+pub use auth::{Principal, Role, Tenants};
+pub use config::QueryConfig;
+pub use engine::{Engine, QueryStream, Transport};
+pub use error::QueryError;
+pub use metrics::QueryMetrics;

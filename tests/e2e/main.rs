@@ -11,4 +11,5 @@ mod ingest_http;
 mod ingest_kafka;
 mod kafka;
 mod lake_readers;
+mod query;
 mod support;

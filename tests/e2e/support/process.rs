@@ -115,7 +115,7 @@ impl Tooltrail {
         self.stderr.lock().unwrap().clone()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

@@ -1,0 +1,144 @@
+//! The SQL endpoint's settings: `[query]` in the configuration file. Every
+//! field has a default; [`QueryConfig::validate`] names each bad field.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+
+/// `[query]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Bearer tokens, stored as SHA-256 hashes: `[[query.tokens]]`.
+    pub tokens: Vec<TokenConfig>,
+    /// A query running longer than this is cancelled.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Queries running at once, over all principals.
+    pub max_concurrent: usize,
+    /// Queries running at once for one principal, so that one abusive token
+    /// cannot take every slot.
+    pub max_concurrent_per_principal: usize,
+    /// Longest SQL text accepted, in bytes.
+    pub max_sql_bytes: usize,
+    /// Rows returned by interactive formats (json, ndjson, csv, table, the
+    /// Postgres wire); arrow and parquet exports are uncapped.
+    pub max_rows: usize,
+    /// The memory all queries share; operators that need more spill to disk.
+    pub memory_limit_bytes: usize,
+    /// How long a directory listing is reused: new files show up in queries
+    /// at most this much later.
+    #[serde(with = "humantime_serde")]
+    pub listing_ttl: Duration,
+    /// Largest string `repeat`, `lpad` and `rpad` may build, in characters.
+    pub max_function_output: usize,
+    /// Postgres wire protocol listener (`host:port`); none by default.
+    pub pg_listen: Option<String>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            tokens: Vec::new(),
+            timeout: Duration::from_secs(60),
+            max_concurrent: 16,
+            max_concurrent_per_principal: 4,
+            max_sql_bytes: 64 * 1024,
+            max_rows: 100_000,
+            memory_limit_bytes: 2 << 30,
+            listing_ttl: Duration::from_secs(2),
+            max_function_output: 1 << 20,
+            pg_listen: None,
+        }
+    }
+}
+
+/// One `[[query.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; recorded in the query audit.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    pub role: Role,
+    /// Tenants whose rows the token sees; `["*"]` for all.
+    pub tenants: Vec<String>,
+}
+
+/// A bad field in `[query]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path below `query`, e.g. `tokens[0].sha256`.
+    pub field: String,
+    pub problem: String,
+}
+
+impl QueryConfig {
+    /// Checks every field, naming each bad one.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut bad = |field: String, problem: &str| {
+            errors.push(ConfigError {
+                field,
+                problem: problem.into(),
+            })
+        };
+        for (name, value) in [
+            ("max_concurrent", self.max_concurrent),
+            (
+                "max_concurrent_per_principal",
+                self.max_concurrent_per_principal,
+            ),
+            ("max_sql_bytes", self.max_sql_bytes),
+            ("max_rows", self.max_rows),
+            ("memory_limit_bytes", self.memory_limit_bytes),
+            ("max_function_output", self.max_function_output),
+        ] {
+            if value == 0 {
+                bad(name.into(), "must be positive");
+            }
+        }
+        if self.timeout.is_zero() {
+            bad("timeout".into(), "must be positive");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            if token.name.is_empty() {
+                bad(format!("tokens[{i}].name"), "must not be empty");
+            } else if !names.insert(&token.name) {
+                bad(format!("tokens[{i}].name"), "is used by another token");
+            }
+            let hex_ok = token.sha256.len() == 64
+                && token
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex_ok {
+                bad(
+                    format!("tokens[{i}].sha256"),
+                    "must be 64 lowercase hex digits (the SHA-256 of the token)",
+                );
+            }
+            if token.tenants.is_empty() {
+                bad(
+                    format!("tokens[{i}].tenants"),
+                    "must list at least one tenant, or \"*\" for all",
+                );
+            }
+            if token.tenants.iter().any(|t| t.is_empty()) {
+                bad(
+                    format!("tokens[{i}].tenants"),
+                    "must not hold an empty name",
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

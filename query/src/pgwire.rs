@@ -1,0 +1,1721 @@
+//! The Postgres wire protocol, so that psql, Grafana, Metabase, DBeaver and
+//! any libpq or JDBC client query the lake with the same tokens, the same
+//! tenant isolation and the same limits as `POST /v1/sql`.
+//!
+//! [`serve`] answers connections on a bound listener until shutdown. Every
+//! statement that reads the lake goes through [`Engine::execute`] (limits, the
+//! query audit, read-only planning in the principal's tenant-filtered session,
+//! the interactive row cap); this module only speaks the protocol.
+//!
+//! Supported:
+//! - Login with a cleartext password that is a query token
+//!   (`PGPASSWORD=$TOKEN psql "host=… user=ana dbname=tooltrail"`). The user
+//!   and database names are informational. A wrong token is a FATAL 28P01.
+//!   There is no TLS: the token crosses the network in clear, so listen on
+//!   localhost or behind a TLS-terminating proxy.
+//! - The simple query protocol, several statements per query string (run one
+//!   after the other, each its own query; the first error skips the rest).
+//! - The extended protocol: Parse, Bind, Describe, Execute (row-limited ones
+//!   suspend the portal), Close, Sync; text and binary result formats.
+//!   Parameters (`$1`, `$2`, …) are substituted into the SQL at Execute as
+//!   quoted literals, cast to the type the client declared, if any: the
+//!   engine never sees a placeholder and the audit records the SQL as run.
+//!   Parameters come in text format, or in binary for bool, integer, float,
+//!   text, date and time types.
+//! - Results stream batch by batch. A failure after some rows ends the result
+//!   with an ErrorResponse, never a silently short one; a result cut by
+//!   `query.max_rows` is followed by a NOTICE. Columns with no Postgres type
+//!   (maps, unions) are sent as text.
+//! - Cancel requests (psql's Ctrl-C) cancel the running query. `COPY … TO
+//!   STDOUT` and `FROM STDIN` are refused as read-only.
+//! - Session chatter that clients send on their own is answered here and never
+//!   reaches the engine, which rightly refuses `SET`: `SET` (and `SHOW`) of the
+//!   client parameters in [`PARAMETERS`], `SET [SESSION CHARACTERISTICS AS]
+//!   TRANSACTION …`, `SHOW transaction isolation level` and a few read-only
+//!   facts, `BEGIN`/`START TRANSACTION`/`COMMIT`/`END`/`ROLLBACK`/`ABORT`
+//!   (reads are not transactional: these only track the status clients
+//!   expect), `DEALLOCATE` (drivers' housekeeping), and `SELECT` of
+//!   `version()`, `current_schema()`, `current_database()`,
+//!   `current_catalog`, `current_user`, `session_user`. Anything else,
+//!   `SET datafusion.…` included, goes to the engine.
+//!
+//! Not supported: TLS, SCRAM and MD5 logins, `COPY`, cursors, savepoints,
+//! `pg_catalog` (the schema browsers of BI tools; `information_schema` and
+//! plain SQL work), time zones other than UTC.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use ::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use ::pgwire::api::portal::{Format, Portal};
+use ::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use ::pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use ::pgwire::api::stmt::QueryParser;
+use ::pgwire::api::store::PortalStore;
+use ::pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, METADATA_DATABASE,
+    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
+};
+use ::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use ::pgwire::messages::data::{DataRow, RowDescription};
+use ::pgwire::messages::extendedquery::Execute;
+use ::pgwire::messages::response::{EmptyQueryResponse, NoticeResponse, ReadyForQuery};
+use ::pgwire::messages::simplequery::Query;
+use ::pgwire::messages::startup::{Authentication, ParameterStatus};
+use ::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use ::pgwire::types::format::FormatOptions;
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::util::display::ArrayFormatter;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, field_into_pg_type};
+use arrow_pg::row_encoder::RowEncoder;
+use async_trait::async_trait;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::auth::Principal;
+use crate::engine::{Engine, QueryStream, Transport};
+use crate::error::QueryError;
+
+/// What `server_version` reports. Clients gate features on the major version.
+pub const SERVER_VERSION: &str = concat!("16.0 (tooltrail ", env!("CARGO_PKG_VERSION"), ")");
+
+/// Answers Postgres clients on `listener` until `shutdown` resolves, then
+/// stops accepting and closes the open connections (a running query is
+/// cancelled, and audited as such).
+pub async fn serve(listener: TcpListener, engine: Engine, shutdown: impl Future<Output = ()>) {
+    let handlers = Arc::new(Handlers::new(engine));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let handlers = Arc::clone(&handlers);
+                    connections.spawn(async move {
+                        if let Err(error) = ::pgwire::tokio::process_socket(socket, None, handlers).await {
+                            tracing::debug!(%peer, %error, "pgwire connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors, usually: wait rather than spin.
+                    tracing::warn!(%error, "pgwire accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// The handlers every connection shares.
+struct Handlers {
+    wire: Arc<Wire>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    fn new(engine: Engine) -> Handlers {
+        let connections = Arc::new(ConnectionManager::new());
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = SERVER_VERSION.to_owned();
+        parameters.is_superuser = false;
+        parameters.default_transaction_read_only = true;
+        Handlers {
+            wire: Arc::new(Wire {
+                parser: Arc::new(Parser {
+                    engine: engine.clone(),
+                }),
+                engine,
+                parameters,
+                pids: RandomPidSecretKeyGenerator::default(),
+                connections: Arc::clone(&connections),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.wire)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.wire)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.wire)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// Login, queries and session chatter for one server.
+struct Wire {
+    engine: Engine,
+    parser: Arc<Parser>,
+    parameters: DefaultServerParameterProvider,
+    pids: RandomPidSecretKeyGenerator,
+    connections: Arc<ConnectionManager>,
+}
+
+/// Set on a connection when a result was cut by the row cap and the client
+/// still has to be told (extended protocol: after the Execute that ended it).
+#[derive(Default)]
+struct Capped(AtomicBool);
+
+#[async_trait]
+impl StartupHandler for Wire {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password)
+                if matches!(
+                    client.state(),
+                    PgWireConnectionState::AuthenticationInProgress
+                ) =>
+            {
+                let password = password.into_password()?;
+                let user = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                let principal = match self.engine.authenticate(&password.password) {
+                    Ok(principal) => principal,
+                    Err(e) => {
+                        tracing::info!(peer = %client.socket_addr(), user, "pgwire login refused");
+                        return Err(error(
+                            "FATAL",
+                            e.sqlstate(),
+                            format!(
+                                "password authentication failed for user \"{user}\": the password must be a tooltrail query token"
+                            ),
+                        ));
+                    }
+                };
+                let (pid, secret) = self.pids.generate(&*client);
+                client.set_pid_and_secret_key(pid, secret.clone());
+                let (handle, guard) = self.connections.register(pid, secret);
+                let extensions = client.session_extensions();
+                extensions.insert(handle);
+                extensions.insert(guard);
+                extensions.insert(principal);
+                finish_authentication(client, &self.parameters).await?;
+            }
+            _ => {
+                return Err(error(
+                    "FATAL",
+                    "08P01",
+                    "unexpected message during login".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Wire {
+    /// Runs each statement of the string in turn, streaming its rows; the
+    /// first error ends the string.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let principal = principal(client)?;
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let statements = split(&query.query, self.engine.config().max_sql_bytes);
+        if statements.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
+        let cancel = cancelled(handle.as_deref().cloned()).await;
+        tokio::pin!(cancel);
+        for statement in &statements {
+            let outcome = tokio::select! {
+                outcome = self.simple_statement(client, &principal, statement) => outcome,
+                () = &mut cancel => Err(error("ERROR", "57014", "canceling statement due to user request".into())),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(e @ PgWireError::IoError(_)) => return Err(e),
+                Err(e) => {
+                    let info = ErrorInfo::from(e);
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await?;
+                    client.set_transaction_status(client.transaction_status().to_error_state());
+                    break;
+                }
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                client.transaction_status(),
+            )))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` above does the work and never comes here.
+        Err(error(
+            "ERROR",
+            "XX000",
+            "the simple query protocol is handled by on_query".into(),
+        ))
+    }
+}
+
+impl Wire {
+    /// One statement of a simple query: its rows or its tag, sent.
+    async fn simple_statement<C>(
+        &self,
+        client: &mut C,
+        principal: &Principal,
+        statement: &Statement<'_>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (batch, tag) = match Chatter::classify(&statement.tokens) {
+            Some(chatter) => match self.answer(client, principal, &chatter).await? {
+                Answer::Tag(tag) => return send_tag(client, tag).await,
+                Answer::Begin(tag) => {
+                    client.set_transaction_status(
+                        client.transaction_status().to_in_transaction_state(),
+                    );
+                    return send_tag(client, tag).await;
+                }
+                Answer::End(tag) => {
+                    client.set_transaction_status(client.transaction_status().to_idle_state());
+                    return send_tag(client, tag).await;
+                }
+                Answer::Rows(batch, tag) => (Some(batch), tag),
+            },
+            None => (None, "SELECT"),
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let capped = Arc::new(Capped::default());
+        let (fields, mut rows) = match batch {
+            Some(batch) => {
+                let encoding = Encoding::new(&batch.schema(), &Format::UnifiedText, Some(options))?;
+                (
+                    Arc::clone(&encoding.fields),
+                    fixed_rows(batch, encoding).boxed(),
+                )
+            }
+            None => {
+                let stream = self
+                    .engine
+                    .execute(principal, statement.sql, Transport::Pgwire, true)
+                    .await
+                    .map_err(query_error)?;
+                let encoding =
+                    Encoding::new(&stream.schema(), &Format::UnifiedText, Some(options))?;
+                let fields = Arc::clone(&encoding.fields);
+                (fields, rows(stream, encoding, Arc::clone(&capped)).boxed())
+            }
+        };
+        client
+            .feed(PgWireBackendMessage::RowDescription(row_description(
+                &fields,
+            )))
+            .await?;
+        let mut sent = 0;
+        while let Some(row) = rows.next().await {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            sent += 1;
+        }
+        if capped.0.load(Ordering::Relaxed) {
+            client.feed(self.capped_notice()).await?;
+        }
+        let tag = match tag {
+            "SELECT" => Tag::new(tag).with_rows(sent),
+            _ => Tag::new(tag),
+        };
+        client
+            .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    fn capped_notice(&self) -> PgWireBackendMessage {
+        let max = self.engine.config().max_rows;
+        let mut info = ErrorInfo::new(
+            "NOTICE".into(),
+            "01000".into(),
+            format!("the result was capped at {max} rows (query.max_rows)"),
+        );
+        info.hint = Some(
+            "add a LIMIT or aggregate; export full results over HTTP with format arrow or parquet"
+                .into(),
+        );
+        PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))
+    }
+
+    /// Does what `chatter` asks, on this connection.
+    async fn answer<C>(
+        &self,
+        client: &mut C,
+        principal: &Principal,
+        chatter: &Chatter,
+    ) -> PgWireResult<Answer>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(match chatter {
+            Chatter::Set { name, value } => {
+                let value = match value {
+                    Some(value) => Some(check_parameter(name, value)?),
+                    None => None,
+                };
+                let metadata = client.metadata_mut();
+                metadata.retain(|k, _| !k.eq_ignore_ascii_case(name));
+                if let Some(value) = &value {
+                    metadata.insert((*name).to_owned(), value.clone());
+                }
+                if let Some(reported) = reported_as(name) {
+                    let value = value.unwrap_or_else(|| parameter_default(name));
+                    client
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            reported.to_owned(),
+                            value,
+                        )))
+                        .await?;
+                }
+                Answer::Tag("SET")
+            }
+            Chatter::SetTransaction => Answer::Tag("SET"),
+            Chatter::Copy => return Err(copy_refused()),
+            Chatter::Deallocate(name) => match name {
+                Some(name) => {
+                    client.portal_store().rm_statement(name);
+                    Answer::Tag("DEALLOCATE")
+                }
+                // pgwire's store cannot list statements: they stay until the
+                // client reuses their names or disconnects.
+                None => Answer::Tag("DEALLOCATE ALL"),
+            },
+            Chatter::Begin(tag) => Answer::Begin(tag),
+            Chatter::End(tag) => Answer::End(tag),
+            Chatter::Show { name, column } => {
+                let value = show(client, name);
+                Answer::Rows(text_batch(&[(column.as_str(), value)]), "SHOW")
+            }
+            Chatter::Functions(functions) => {
+                let database = || {
+                    client
+                        .metadata()
+                        .get(METADATA_DATABASE)
+                        .cloned()
+                        .unwrap_or_else(|| "tooltrail".into())
+                };
+                let columns: Vec<(&str, String)> = functions
+                    .iter()
+                    .map(|(function, column)| {
+                        let value = match function {
+                            Function::Version => format!(
+                                "PostgreSQL {SERVER_VERSION}, Apache DataFusion {}",
+                                datafusion::DATAFUSION_VERSION
+                            ),
+                            Function::CurrentSchema => "public".into(),
+                            Function::CurrentDatabase => database(),
+                            Function::CurrentUser => principal.name.clone(),
+                        };
+                        (column.as_str(), value)
+                    })
+                    .collect();
+                Answer::Rows(text_batch(&columns), "SELECT")
+            }
+        })
+    }
+}
+
+/// What a piece of chatter produced.
+enum Answer {
+    Tag(&'static str),
+    Begin(&'static str),
+    End(&'static str),
+    Rows(RecordBatch, &'static str),
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Wire {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::clone(&self.parser)
+    }
+
+    /// As pgwire's, then the row-cap notice if this Execute ended a capped
+    /// result.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let result = self._on_execute(client, message).await;
+        let capped = client.session_extensions().get::<Capped>();
+        if capped.is_some_and(|c| c.0.swap(false, Ordering::Relaxed)) {
+            client.send(self.capped_notice()).await?;
+        }
+        result
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let principal = principal(client)?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let format = &portal.result_column_format;
+        match &portal.statement.statement {
+            Prepared::Chatter(chatter) => {
+                Ok(match self.answer(client, &principal, chatter).await? {
+                    Answer::Tag(tag) => Response::Execution(Tag::new(tag)),
+                    Answer::Begin(tag) => Response::TransactionStart(Tag::new(tag)),
+                    Answer::End(tag) => Response::TransactionEnd(Tag::new(tag)),
+                    Answer::Rows(batch, tag) => {
+                        let encoding = Encoding::new(&batch.schema(), format, Some(options))?;
+                        let mut response = QueryResponse::new(
+                            Arc::clone(&encoding.fields),
+                            fixed_rows(batch, encoding),
+                        );
+                        response.set_command_tag(tag);
+                        Response::Query(response)
+                    }
+                })
+            }
+            Prepared::Query(query) => {
+                let sql = query.bind(portal)?;
+                let stream = self
+                    .engine
+                    .execute(&principal, &sql, Transport::Pgwire, true)
+                    .await
+                    .map_err(query_error)?;
+                let encoding = Encoding::new(&stream.schema(), format, Some(options))?;
+                let described = Encoding::new(&query.schema, format, None)?;
+                let types = |e: &Encoding| {
+                    e.fields
+                        .iter()
+                        .map(|f| f.datatype().clone())
+                        .collect::<Vec<_>>()
+                };
+                if types(&encoding) != types(&described) {
+                    return Err(error(
+                        "ERROR",
+                        "0A000",
+                        "cached plan must not change result type".into(),
+                    ));
+                }
+                let capped = client
+                    .session_extensions()
+                    .get_or_insert_with(Capped::default);
+                let fields = Arc::clone(&encoding.fields);
+                Ok(Response::Query(QueryResponse::new(
+                    fields,
+                    rows(stream, encoding, capped),
+                )))
+            }
+        }
+    }
+}
+
+/// A statement prepared by Parse.
+#[derive(Debug, Clone)]
+enum Prepared {
+    Chatter(Chatter),
+    Query(PreparedQuery),
+}
+
+/// A query prepared by Parse, described but not run.
+#[derive(Debug, Clone)]
+struct PreparedQuery {
+    sql: String,
+    /// `(byte offset, length, 0-based index)` of each `$n` in `sql`.
+    placeholders: Vec<(usize, usize, usize)>,
+    /// Parameters the statement takes: the highest `$n`.
+    params: usize,
+    /// Types the client declared in Parse, by parameter.
+    types: Vec<Option<Type>>,
+    /// The result's columns, as Describe reports them.
+    schema: SchemaRef,
+}
+
+impl PreparedQuery {
+    /// The SQL with each placeholder replaced by its literal: the bound value
+    /// or, with no portal, a NULL of the same type (to describe it).
+    fn render(&self, values: impl Fn(usize) -> PgWireResult<String>) -> PgWireResult<String> {
+        let mut sql = String::with_capacity(self.sql.len() + 16 * self.placeholders.len());
+        let mut at = 0;
+        for &(offset, len, index) in &self.placeholders {
+            sql.push_str(&self.sql[at..offset]);
+            sql.push_str(&values(index)?);
+            at = offset + len;
+        }
+        sql.push_str(&self.sql[at..]);
+        Ok(sql)
+    }
+
+    fn bind(&self, portal: &Portal<Prepared>) -> PgWireResult<String> {
+        if portal.parameters.len() != self.params {
+            return Err(error(
+                "ERROR",
+                "08P01",
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    portal.parameters.len(),
+                    self.params
+                ),
+            ));
+        }
+        self.render(|i| {
+            let binary = match &portal.parameter_format {
+                Format::UnifiedBinary => true,
+                Format::UnifiedText => false,
+                Format::Individual(codes) => codes.get(i) == Some(&1),
+            };
+            literal(
+                self.types.get(i).cloned().flatten().as_ref(),
+                portal.parameters[i].as_deref(),
+                binary,
+            )
+        })
+    }
+}
+
+/// Prepares statements for the extended protocol: chatter is recognised,
+/// queries are described by the engine (with NULL parameters) for the
+/// principal of the connection.
+struct Parser {
+    engine: Engine,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let principal = principal(client)?;
+        let mut statements = split(sql, self.engine.config().max_sql_bytes);
+        if statements.len() > 1 {
+            return Err(error(
+                "ERROR",
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        if let Some(chatter) = Chatter::classify(&statement.tokens) {
+            if chatter == Chatter::Copy {
+                return Err(copy_refused());
+            }
+            return Ok(Some(Prepared::Chatter(chatter)));
+        }
+        let mut placeholders = Vec::new();
+        for (token, offset) in &statement.tokens {
+            if let Token::Placeholder(p) = token
+                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            {
+                if n == 0 || n > u16::MAX as usize {
+                    return Err(error(
+                        "ERROR",
+                        "42P02",
+                        format!("there is no parameter ${n}"),
+                    ));
+                }
+                placeholders.push((*offset, p.len(), n - 1));
+            }
+        }
+        let params = placeholders.iter().map(|p| p.2 + 1).max().unwrap_or(0);
+        let mut query = PreparedQuery {
+            sql: statement.sql.to_owned(),
+            placeholders,
+            params,
+            types: types.to_vec(),
+            schema: Arc::new(Schema::empty()),
+        };
+        let described =
+            query.render(|i| literal(types.get(i).cloned().flatten().as_ref(), None, false))?;
+        let schema = self
+            .engine
+            .describe(&principal, &described)
+            .await
+            .map_err(query_error)?;
+        query.schema = Arc::clone(&Encoding::wire_schema(&schema).0);
+        Ok(Some(Prepared::Query(query)))
+    }
+
+    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
+        // Undeclared parameters are text: their value becomes a string literal.
+        Ok(match statement {
+            Prepared::Query(query) => vec![Type::TEXT; query.params],
+            Prepared::Chatter(_) => Vec::new(),
+        })
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let format = format.cloned().unwrap_or_default();
+        let schema = match statement {
+            Prepared::Query(query) => Arc::clone(&query.schema),
+            Prepared::Chatter(chatter) => {
+                let fields: Vec<Field> = chatter
+                    .columns()
+                    .into_iter()
+                    .map(|c| Field::new(c, DataType::Utf8, true))
+                    .collect();
+                Arc::new(Schema::new(fields))
+            }
+        };
+        Ok(Encoding::new(&schema, &format, None)?
+            .fields
+            .as_ref()
+            .clone())
+    }
+}
+
+/// The literal SQL for a parameter of type `ty` (`None`: undeclared) holding
+/// `value` (`None`: NULL), cast to the declared type so that the result's
+/// type does not depend on the value.
+fn literal(ty: Option<&Type>, value: Option<&[u8]>, binary: bool) -> PgWireResult<String> {
+    let cast = ty.and_then(sql_type);
+    let Some(bytes) = value else {
+        return Ok(format!("CAST(NULL AS {})", cast.unwrap_or("VARCHAR")));
+    };
+    let text = if binary {
+        binary_parameter(ty, bytes)?
+    } else {
+        std::str::from_utf8(bytes)
+            .map_err(|_| error("ERROR", "22021", "a parameter is not valid UTF-8".into()))?
+            .to_owned()
+    };
+    if text.contains('\0') {
+        return Err(error(
+            "ERROR",
+            "22021",
+            "a parameter holds a NUL byte".into(),
+        ));
+    }
+    // Backslashes are not escapes (standard_conforming_strings is on, and the
+    // engine's dialect agrees): doubling the quotes is the whole of quoting.
+    let quoted = format!("'{}'", text.replace('\'', "''"));
+    Ok(match cast {
+        Some(cast) => format!("CAST({quoted} AS {cast})"),
+        None => quoted,
+    })
+}
+
+/// The SQL type to cast a declared parameter to; none for the text types
+/// (and any other), whose values are string literals.
+fn sql_type(ty: &Type) -> Option<&'static str> {
+    Some(match *ty {
+        Type::BOOL => "BOOLEAN",
+        Type::INT2 => "SMALLINT",
+        Type::INT4 => "INT",
+        Type::INT8 => "BIGINT",
+        Type::FLOAT4 => "REAL",
+        Type::FLOAT8 => "DOUBLE",
+        Type::NUMERIC => "NUMERIC",
+        Type::DATE => "DATE",
+        Type::TIME => "TIME",
+        Type::TIMESTAMP => "TIMESTAMP",
+        Type::TIMESTAMPTZ => "TIMESTAMP WITH TIME ZONE",
+        Type::INTERVAL => "INTERVAL",
+        _ => return None,
+    })
+}
+
+/// A binary-format parameter as text.
+fn binary_parameter(ty: Option<&Type>, bytes: &[u8]) -> PgWireResult<String> {
+    let bad = || {
+        error(
+            "ERROR",
+            "22P03",
+            format!(
+                "invalid binary parameter of type {}",
+                ty.map_or("text", |t| t.name())
+            ),
+        )
+    };
+    fn array<const N: usize>(bytes: &[u8], bad: impl Fn() -> PgWireError) -> PgWireResult<[u8; N]> {
+        bytes.try_into().map_err(|_| bad())
+    }
+    Ok(match ty {
+        Some(&Type::BOOL) => match bytes {
+            [0] => "false".into(),
+            [1] => "true".into(),
+            _ => return Err(bad()),
+        },
+        Some(&Type::INT2) => i16::from_be_bytes(array(bytes, bad)?).to_string(),
+        Some(&Type::INT4) => i32::from_be_bytes(array(bytes, bad)?).to_string(),
+        Some(&Type::INT8) => i64::from_be_bytes(array(bytes, bad)?).to_string(),
+        Some(&Type::FLOAT4) => f32::from_be_bytes(array(bytes, bad)?).to_string(),
+        Some(&Type::FLOAT8) => f64::from_be_bytes(array(bytes, bad)?).to_string(),
+        // Days and microseconds since 2000-01-01, and since midnight.
+        Some(&Type::DATE) => {
+            let days = i32::from_be_bytes(array(bytes, bad)?);
+            postgres_epoch()
+                .date()
+                .checked_add_signed(chrono::TimeDelta::days(days.into()))
+                .ok_or_else(bad)?
+                .to_string()
+        }
+        Some(&Type::TIMESTAMP | &Type::TIMESTAMPTZ) => {
+            let micros = i64::from_be_bytes(array(bytes, bad)?);
+            let time = postgres_epoch()
+                .checked_add_signed(chrono::TimeDelta::microseconds(micros))
+                .ok_or_else(bad)?;
+            let zone = if ty == Some(&Type::TIMESTAMPTZ) {
+                "Z"
+            } else {
+                ""
+            };
+            format!("{}{zone}", time.format("%Y-%m-%dT%H:%M:%S%.6f"))
+        }
+        Some(&Type::TIME) => {
+            let micros = i64::from_be_bytes(array(bytes, bad)?);
+            if !(0..86_400_000_000).contains(&micros) {
+                return Err(bad());
+            }
+            let time = chrono::NaiveTime::MIN + chrono::TimeDelta::microseconds(micros);
+            time.format("%H:%M:%S%.6f").to_string()
+        }
+        None
+        | Some(&Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::UNKNOWN) => {
+            String::from_utf8(bytes.to_vec()).map_err(|_| bad())?
+        }
+        Some(other) => {
+            return Err(error(
+                "ERROR",
+                "0A000",
+                format!(
+                    "binary parameters of type {} are not supported; send it in text format",
+                    other.name()
+                ),
+            ));
+        }
+    })
+}
+
+fn postgres_epoch() -> chrono::NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .expect("a valid date")
+        .and_time(chrono::NaiveTime::MIN)
+}
+
+/// How a result travels: its Postgres fields and the Arrow schema they
+/// describe, where columns arrow-pg cannot encode (maps, unions) are text.
+struct Encoding {
+    fields: Arc<Vec<FieldInfo>>,
+    schema: SchemaRef,
+    as_text: Arc<[bool]>,
+}
+
+impl Encoding {
+    fn new(
+        schema: &Schema,
+        format: &Format,
+        options: Option<Arc<FormatOptions>>,
+    ) -> PgWireResult<Encoding> {
+        let (schema, as_text) = Self::wire_schema(schema);
+        let fields = arrow_schema_to_pg_fields(&schema, format, options)?;
+        Ok(Encoding {
+            fields: Arc::new(fields),
+            schema,
+            as_text,
+        })
+    }
+
+    fn wire_schema(schema: &Schema) -> (SchemaRef, Arc<[bool]>) {
+        let as_text: Arc<[bool]> = schema.fields().iter().map(|f| !encodable(f)).collect();
+        let fields: Vec<FieldRef> = schema
+            .fields()
+            .iter()
+            .zip(as_text.iter())
+            .map(|(f, &text)| {
+                if text {
+                    Arc::new(Field::new(f.name(), DataType::Utf8, true))
+                } else {
+                    Arc::clone(f)
+                }
+            })
+            .collect();
+        (Arc::new(Schema::new(fields)), as_text)
+    }
+
+    /// `batch` as [`Encoding::schema`] has it.
+    fn convert(&self, batch: RecordBatch) -> PgWireResult<RecordBatch> {
+        if !self.as_text.contains(&true) {
+            return Ok(batch);
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.as_text.iter())
+            .map(|(column, &text)| {
+                if !text {
+                    return Ok(Arc::clone(column));
+                }
+                let options = arrow::util::display::FormatOptions::default();
+                let formatter = ArrayFormatter::try_new(column.as_ref(), &options)
+                    .map_err(|e| error("ERROR", "XX000", e.to_string()))?;
+                let strings: StringArray = (0..column.len())
+                    .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                    .collect();
+                Ok(Arc::new(strings) as ArrayRef)
+            })
+            .collect::<PgWireResult<Vec<_>>>()?;
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map_err(|e| error("ERROR", "XX000", e.to_string()))
+    }
+}
+
+/// Whether arrow-pg has a Postgres type and an encoder for `field`.
+fn encodable(field: &FieldRef) -> bool {
+    !matches!(
+        field.data_type(),
+        DataType::Float16 | DataType::ListView(_) | DataType::LargeListView(_)
+    ) && field_into_pg_type(field).is_ok()
+}
+
+/// The rows of a running query, batch by batch. Sets `capped` when the
+/// stream ends cut by the row cap.
+fn rows(
+    stream: QueryStream,
+    encoding: Encoding,
+    capped: Arc<Capped>,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    struct State {
+        stream: QueryStream,
+        encoding: Encoding,
+        batch: Option<RowEncoder>,
+        capped: Arc<Capped>,
+        done: bool,
+    }
+    let state = State {
+        stream,
+        encoding,
+        batch: None,
+        capped,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(row) = s.batch.as_mut().and_then(RowEncoder::next_row) {
+                return Some((row, s));
+            }
+            s.batch = None;
+            if s.done {
+                return None;
+            }
+            let failed = match s.stream.next().await {
+                Some(Ok(batch)) => match s.encoding.convert(batch) {
+                    Ok(batch) => {
+                        s.batch = Some(RowEncoder::new(batch, Arc::clone(&s.encoding.fields)));
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Some(Err(e)) => query_error(e),
+                None => {
+                    s.done = true;
+                    if s.stream.truncated() {
+                        s.capped.0.store(true, Ordering::Relaxed);
+                    }
+                    return None;
+                }
+            };
+            s.done = true;
+            return Some((Err(failed), s));
+        }
+    })
+}
+
+/// The rows of a batch made here (chatter answers).
+fn fixed_rows(
+    batch: RecordBatch,
+    encoding: Encoding,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    let mut rows = RowEncoder::new(batch, encoding.fields);
+    futures::stream::iter(std::iter::from_fn(move || rows.next_row()))
+}
+
+/// One row of text columns.
+fn text_batch(columns: &[(&str, String)]) -> RecordBatch {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, _)| Field::new(*name, DataType::Utf8, true))
+        .collect();
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .map(|(_, value)| Arc::new(StringArray::from(vec![value.as_str()])) as ArrayRef)
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .expect("one text value per text column")
+}
+
+fn row_description(fields: &[FieldInfo]) -> RowDescription {
+    RowDescription::new(fields.iter().map(Into::into).collect())
+}
+
+async fn send_tag<C>(client: &mut C, tag: &str) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    client
+        .feed(PgWireBackendMessage::CommandComplete(Tag::new(tag).into()))
+        .await?;
+    Ok(())
+}
+
+/// The principal the connection logged in as.
+fn principal<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Principal>> {
+    client
+        .session_extensions()
+        .get::<Principal>()
+        .ok_or_else(|| error("FATAL", "28000", "the connection is not logged in".into()))
+}
+
+/// Resolves when the client sends a cancel request for the connection of
+/// `handle`.
+async fn cancelled(handle: Option<Arc<ConnectionHandle>>) -> impl Future<Output = ()> {
+    let receiver = match handle {
+        Some(handle) => Some(handle.start_query().await),
+        None => None,
+    };
+    async move {
+        match receiver {
+            Some(receiver) => {
+                if receiver.await.is_err() {
+                    // Replaced by the next query's: never cancelled.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn error(severity: &str, code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        severity.to_owned(),
+        code.to_owned(),
+        message,
+    )))
+}
+
+fn query_error(e: QueryError) -> PgWireError {
+    error("ERROR", e.sqlstate(), e.to_string())
+}
+
+/// One statement of a query string: its text and its significant tokens with
+/// their byte offsets in it.
+struct Statement<'a> {
+    sql: &'a str,
+    tokens: Vec<(Token, usize)>,
+}
+
+/// Splits a query string at its top-level semicolons, dropping empty
+/// statements. A string the tokenizer rejects, or longer than the engine
+/// accepts, is one opaque statement: the engine reports what is wrong.
+fn split(sql: &str, max_bytes: usize) -> Vec<Statement<'_>> {
+    let opaque = || {
+        vec![Statement {
+            sql: sql.trim(),
+            tokens: Vec::new(),
+        }]
+    };
+    if sql.len() > max_bytes {
+        return opaque();
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
+        return opaque();
+    };
+    let mut cursor = Cursor::new(sql);
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut current: Vec<(Token, usize)> = Vec::new();
+    let mut finish = |start: usize, end: usize, tokens: Vec<(Token, usize)>| {
+        let text = &sql[start..end];
+        let trimmed = text.trim_start();
+        let base = start + (text.len() - trimmed.len());
+        if !tokens.is_empty() {
+            let tokens = tokens.into_iter().map(|(t, at)| (t, at - base)).collect();
+            statements.push(Statement {
+                sql: trimmed.trim_end(),
+                tokens,
+            });
+        }
+    };
+    for token in tokens {
+        let at = cursor.offset(token.span.start);
+        match token.token {
+            Token::Whitespace(_) | Token::EOF => {}
+            Token::SemiColon => {
+                finish(start, at, std::mem::take(&mut current));
+                start = at + 1;
+            }
+            other => current.push((other, at)),
+        }
+    }
+    finish(start, sql.len(), current);
+    statements
+}
+
+/// Byte offsets of tokenizer locations (1-based lines and columns in
+/// characters), visited in order.
+struct Cursor<'a> {
+    sql: &'a str,
+    line: u64,
+    column: u64,
+    offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(sql: &'a str) -> Self {
+        Cursor {
+            sql,
+            line: 1,
+            column: 1,
+            offset: 0,
+        }
+    }
+
+    fn offset(&mut self, to: Location) -> usize {
+        while (self.line, self.column) < (to.line, to.column) {
+            let Some(c) = self.sql[self.offset..].chars().next() else {
+                break;
+            };
+            if c == '\n' {
+                self.line += 1;
+                self.column = 1;
+            } else {
+                self.column += 1;
+            }
+            self.offset += c.len_utf8();
+        }
+        self.offset
+    }
+}
+
+/// Client parameters `SET` may change and `SHOW` reports: name, how it is
+/// reported to the client when it changes, default. The values live in the
+/// connection's metadata, where pgwire's text formats read `DateStyle`,
+/// `IntervalStyle`, `bytea_output` and `extra_float_digits`; the others are
+/// remembered for `SHOW` and otherwise have no effect (`statement_timeout`
+/// included: `query.timeout` applies).
+pub const PARAMETERS: [(&str, Option<&str>, &str); 11] = [
+    ("application_name", Some("application_name"), ""),
+    ("client_encoding", Some("client_encoding"), "UTF8"),
+    ("datestyle", Some("DateStyle"), "ISO, YMD"),
+    ("intervalstyle", Some("IntervalStyle"), "postgres"),
+    ("timezone", Some("TimeZone"), "Etc/UTC"),
+    (
+        "standard_conforming_strings",
+        Some("standard_conforming_strings"),
+        "on",
+    ),
+    ("extra_float_digits", None, "1"),
+    ("bytea_output", None, "hex"),
+    ("search_path", None, "public"),
+    ("client_min_messages", None, "notice"),
+    ("statement_timeout", None, "0"),
+];
+
+/// What `SHOW` answers besides [`PARAMETERS`]: name, value.
+const FACTS: [(&str, &str); 6] = [
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "on"),
+    ("default_transaction_read_only", "on"),
+    ("server_version", SERVER_VERSION),
+    ("server_encoding", "UTF8"),
+    ("integer_datetimes", "on"),
+];
+
+fn reported_as(name: &str) -> Option<&'static str> {
+    PARAMETERS.iter().find(|p| p.0 == name).and_then(|p| p.1)
+}
+
+fn parameter_default(name: &str) -> String {
+    let formats = FormatOptions::default();
+    match name {
+        "datestyle" => formats.date_style,
+        "intervalstyle" => formats.interval_style,
+        "extra_float_digits" => formats.extra_float_digits.to_string(),
+        _ => PARAMETERS
+            .iter()
+            .find(|p| p.0 == name)
+            .map_or("", |p| p.2)
+            .to_owned(),
+    }
+}
+
+/// The value `SHOW name` answers on this connection.
+fn show<C: ClientInfo>(client: &C, name: &str) -> String {
+    if let Some((_, value)) = FACTS.iter().find(|f| f.0 == name) {
+        return (*value).to_owned();
+    }
+    let metadata = client.metadata();
+    metadata
+        .get(name)
+        .or_else(|| {
+            metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .cloned()
+        .unwrap_or_else(|| parameter_default(name))
+}
+
+/// The value to store for `SET name = value`, or why it is refused.
+fn check_parameter(name: &str, value: &str) -> PgWireResult<String> {
+    let refuse = |why: &str| {
+        Err(error(
+            "ERROR",
+            "22023",
+            format!("invalid value for parameter \"{name}\": \"{value}\"; {why}"),
+        ))
+    };
+    let lower = value.to_ascii_lowercase();
+    let one_of = |allowed: &[&str]| allowed.contains(&lower.as_str());
+    match name {
+        "client_encoding" if !one_of(&["utf8", "utf-8", "unicode"]) => {
+            refuse("the server speaks UTF8 only")
+        }
+        "client_encoding" => Ok("UTF8".into()),
+        "timezone" if !one_of(&["utc", "etc/utc", "gmt", "z", "uct", "local", "+00:00", "0"]) => {
+            refuse("timestamps are in UTC: only UTC is supported")
+        }
+        "standard_conforming_strings" if !one_of(&["on", "true", "1"]) => {
+            refuse("standard_conforming_strings is always on")
+        }
+        "extra_float_digits" if !value.parse::<i8>().is_ok_and(|d| (-15..=3).contains(&d)) => {
+            refuse("it must be an integer from -15 to 3")
+        }
+        "bytea_output" if !one_of(&["hex", "escape"]) => refuse("it must be hex or escape"),
+        "intervalstyle"
+            if !one_of(&["postgres", "postgres_verbose", "sql_standard", "iso_8601"]) =>
+        {
+            refuse("it must be postgres, postgres_verbose, sql_standard or iso_8601")
+        }
+        "datestyle"
+            if !lower.split(',').all(|part| {
+                [
+                    "iso",
+                    "sql",
+                    "postgres",
+                    "german",
+                    "dmy",
+                    "mdy",
+                    "ymd",
+                    "euro",
+                    "european",
+                    "us",
+                    "noneuropean",
+                ]
+                .contains(&part.trim())
+            }) =>
+        {
+            refuse("it must be a style (ISO, SQL, Postgres, German) and an order (DMY, MDY, YMD)")
+        }
+        _ => Ok(value.to_owned()),
+    }
+}
+
+/// Session chatter: statements clients send on their own, answered on the
+/// connection rather than by the engine.
+#[derive(Debug, Clone, PartialEq)]
+enum Chatter {
+    /// `SET name = value`; `None` for `DEFAULT`.
+    Set {
+        name: &'static str,
+        value: Option<String>,
+    },
+    /// `SET [SESSION CHARACTERISTICS AS] TRANSACTION …`
+    SetTransaction,
+    /// `BEGIN`, `START TRANSACTION`: the tag.
+    Begin(&'static str),
+    /// `COMMIT`, `END`, `ROLLBACK`, `ABORT`: the tag.
+    End(&'static str),
+    Show {
+        name: &'static str,
+        column: String,
+    },
+    /// `SELECT version(), current_user …`: each function and its column.
+    Functions(Vec<(Function, String)>),
+    /// `COPY … TO STDOUT` or `FROM STDIN`: refused.
+    Copy,
+    /// `DEALLOCATE [PREPARE] name` (`None`: `ALL`), which drivers send to
+    /// drop the statements they prepared.
+    Deallocate(Option<String>),
+}
+
+fn copy_refused() -> PgWireError {
+    error(
+        "ERROR",
+        "42501",
+        "COPY is not supported: this endpoint is read-only; export results over HTTP \
+         (POST /v1/sql with format csv, arrow or parquet)"
+            .into(),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Function {
+    Version,
+    CurrentSchema,
+    CurrentDatabase,
+    CurrentUser,
+}
+
+impl Chatter {
+    /// Recognises chatter from a statement's tokens; `None` for anything
+    /// else, which goes to the engine.
+    fn classify(tokens: &[(Token, usize)]) -> Option<Chatter> {
+        let tokens: Vec<&Token> = tokens.iter().map(|(t, _)| t).collect();
+        let word = |i: usize| keyword(tokens.get(i).copied()?);
+        let only = |from: usize, allowed: &[&str]| {
+            (from..tokens.len()).all(|i| word(i).is_some_and(|w| allowed.contains(&w.as_str())))
+        };
+        match word(0)?.as_str() {
+            "begin" => Some(Chatter::Begin("BEGIN")),
+            "start" if word(1)? == "transaction" => Some(Chatter::Begin("START TRANSACTION")),
+            "commit" | "end" if only(1, &["work", "transaction"]) => Some(Chatter::End("COMMIT")),
+            "rollback" | "abort" if only(1, &["work", "transaction"]) => {
+                Some(Chatter::End("ROLLBACK"))
+            }
+            "set" => Self::set(&tokens[1..]),
+            "show" => {
+                let words: Option<Vec<String>> = (1..tokens.len()).map(word).collect();
+                let name = match words?.join(" ").as_str() {
+                    "transaction isolation level" => "transaction_isolation",
+                    other => PARAMETERS
+                        .iter()
+                        .map(|p| p.0)
+                        .chain(FACTS.iter().map(|f| f.0))
+                        .find(|n| *n == other)?,
+                };
+                Some(Chatter::Show {
+                    name,
+                    column: name.to_owned(),
+                })
+            }
+            "select" => Self::functions(&tokens[1..]),
+            "deallocate" => {
+                let at = 1 + usize::from(word(1).as_deref() == Some("prepare"));
+                match tokens.get(at..) {
+                    Some([Token::Word(w)]) if word(at).as_deref() == Some("all") => {
+                        Some(Chatter::Deallocate(None))
+                    }
+                    Some([Token::Word(w)]) => Some(Chatter::Deallocate(Some(w.value.clone()))),
+                    _ => None,
+                }
+            }
+            // The engine cannot parse these, and would say so obscurely.
+            "copy"
+                if (1..tokens.len())
+                    .any(|i| matches!(word(i).as_deref(), Some("stdin" | "stdout"))) =>
+            {
+                Some(Chatter::Copy)
+            }
+            _ => None,
+        }
+    }
+
+    fn set(tokens: &[&Token]) -> Option<Chatter> {
+        let word = |i: usize| keyword(tokens.get(i).copied()?);
+        let mut i = 0;
+        if word(0).as_deref() == Some("session") && word(1).as_deref() == Some("characteristics") {
+            return (word(2)? == "as" && word(3)? == "transaction")
+                .then_some(Chatter::SetTransaction);
+        }
+        if matches!(word(0).as_deref(), Some("session" | "local")) {
+            i = 1;
+        }
+        let name = match (word(i)?.as_str(), word(i + 1).as_deref()) {
+            ("transaction", _) => return Some(Chatter::SetTransaction),
+            ("time", Some("zone")) => {
+                i += 2;
+                "timezone".to_owned()
+            }
+            (name, _) => {
+                i += 1;
+                if !matches!(tokens.get(i), Some(Token::Eq)) && word(i).as_deref() != Some("to") {
+                    return None;
+                }
+                i += 1;
+                name.to_owned()
+            }
+        };
+        let name = PARAMETERS.iter().find(|p| p.0 == name)?.0;
+        let mut value = String::new();
+        for token in &tokens[i..] {
+            match token {
+                Token::SingleQuotedString(s) => value.push_str(s),
+                Token::Number(n, _) => value.push_str(n),
+                Token::Minus => value.push('-'),
+                Token::Plus => value.push('+'),
+                Token::Comma => value.push_str(", "),
+                Token::Word(w) => value.push_str(&w.value),
+                _ => return None,
+            }
+        }
+        if value.is_empty() {
+            return None;
+        }
+        let reset = tokens.len() == i + 1 && word(i).as_deref() == Some("default");
+        Some(Chatter::Set {
+            name,
+            value: (!reset).then_some(value),
+        })
+    }
+
+    /// `SELECT f() [[AS] alias], …` over the fixed functions, nothing else.
+    fn functions(tokens: &[&Token]) -> Option<Chatter> {
+        let mut functions = Vec::new();
+        let mut i = 0;
+        loop {
+            let name = keyword(tokens.get(i)?)?;
+            i += 1;
+            let parens = matches!(tokens.get(i..i + 2), Some([Token::LParen, Token::RParen]));
+            if parens {
+                i += 2;
+            }
+            let function = match (name.as_str(), parens) {
+                ("version", true) => Function::Version,
+                ("current_schema", _) => Function::CurrentSchema,
+                ("current_database", true) | ("current_catalog", false) => {
+                    Function::CurrentDatabase
+                }
+                ("current_user" | "session_user", false) | ("user", false) => Function::CurrentUser,
+                _ => return None,
+            };
+            let mut column = name;
+            if tokens.get(i).and_then(|t| keyword(t)).as_deref() == Some("as") {
+                i += 1;
+            }
+            if let Some(Token::Word(alias)) = tokens.get(i) {
+                column = alias.value.clone();
+                i += 1;
+            }
+            functions.push((function, column));
+            match tokens.get(i) {
+                None => return Some(Chatter::Functions(functions)),
+                Some(Token::Comma) => i += 1,
+                Some(_) => return None,
+            }
+        }
+    }
+
+    /// The columns this chatter's answer has (none for a tag).
+    fn columns(&self) -> Vec<String> {
+        match self {
+            Chatter::Show { column, .. } => vec![column.clone()],
+            Chatter::Functions(functions) => functions.iter().map(|(_, c)| c.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An unquoted word, lowercased.
+fn keyword(token: &Token) -> Option<String> {
+    match token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statements(sql: &str) -> Vec<&str> {
+        split(sql, 1 << 20).iter().map(|s| s.sql).collect()
+    }
+
+    fn chatter(sql: &str) -> Option<Chatter> {
+        let mut statements = split(sql, 1 << 20);
+        assert_eq!(statements.len(), 1, "{sql}");
+        Chatter::classify(&statements.pop().unwrap().tokens)
+    }
+
+    #[test]
+    fn splits_at_top_level_semicolons_only() {
+        assert_eq!(
+            statements("SELECT 'a;b'; -- c;\n SELECT \"x;\" FROM t /* ; */ ;; SELECT $$;$$ ;"),
+            [
+                "SELECT 'a;b'",
+                "-- c;\n SELECT \"x;\" FROM t /* ; */",
+                "SELECT $$;$$"
+            ]
+        );
+        assert!(statements(" ; -- nothing\n ;").is_empty());
+        assert_eq!(
+            statements("SELECT 'unterminated; x"),
+            ["SELECT 'unterminated; x"]
+        );
+        assert_eq!(
+            split("SELECT 1; SELECT 2", 5).len(),
+            1,
+            "too long: left to the engine"
+        );
+    }
+
+    #[test]
+    fn placeholders_are_found_after_multibyte_text() {
+        let statement = split("SELECT 'é—x', $2, '$1', $1 -- $3", 1 << 20)
+            .pop()
+            .unwrap();
+        let found: Vec<&str> = statement
+            .tokens
+            .iter()
+            .filter(|(t, _)| matches!(t, Token::Placeholder(_)))
+            .map(|(t, at)| &statement.sql[*at..*at + t.to_string().len()])
+            .collect();
+        assert_eq!(found, ["$2", "$1"]);
+    }
+
+    #[test]
+    fn recognises_client_chatter_and_nothing_else() {
+        let set = |name, value: Option<&str>| Chatter::Set {
+            name,
+            value: value.map(Into::into),
+        };
+        assert_eq!(
+            chatter("SET extra_float_digits = 3"),
+            Some(set("extra_float_digits", Some("3")))
+        );
+        assert_eq!(
+            chatter("set Application_Name to 'psql'"),
+            Some(set("application_name", Some("psql")))
+        );
+        assert_eq!(
+            chatter("SET SESSION DateStyle = ISO, MDY"),
+            Some(set("datestyle", Some("ISO, MDY")))
+        );
+        assert_eq!(
+            chatter("SET TIME ZONE 'UTC'"),
+            Some(set("timezone", Some("UTC")))
+        );
+        assert_eq!(
+            chatter("SET search_path TO DEFAULT"),
+            Some(set("search_path", None))
+        );
+        assert_eq!(
+            chatter("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+            Some(Chatter::SetTransaction)
+        );
+        assert_eq!(chatter("begin read only"), Some(Chatter::Begin("BEGIN")));
+        assert_eq!(chatter("COMMIT WORK"), Some(Chatter::End("COMMIT")));
+        assert_eq!(chatter("ABORT"), Some(Chatter::End("ROLLBACK")));
+        assert_eq!(
+            chatter("SHOW TRANSACTION ISOLATION LEVEL"),
+            Some(Chatter::Show {
+                name: "transaction_isolation",
+                column: "transaction_isolation".into()
+            })
+        );
+        assert_eq!(
+            chatter("SELECT current_schema(), session_user AS who"),
+            Some(Chatter::Functions(vec![
+                (Function::CurrentSchema, "current_schema".into()),
+                (Function::CurrentUser, "who".into()),
+            ]))
+        );
+        assert_eq!(chatter("copy events to stdout"), Some(Chatter::Copy));
+        assert_eq!(chatter("DEALLOCATE ALL"), Some(Chatter::Deallocate(None)));
+        assert_eq!(
+            chatter("deallocate prepare _pg3_0"),
+            Some(Chatter::Deallocate(Some("_pg3_0".into())))
+        );
+        assert_eq!(
+            chatter("COPY events FROM STDIN (FORMAT csv)"),
+            Some(Chatter::Copy)
+        );
+        for engine in [
+            "COPY events TO '/tmp/x.csv'",
+            "SET datafusion.execution.batch_size = 1",
+            "SET \"application_name\" = 'x'",
+            "SET work_mem = '1GB'",
+            "SHOW TABLES",
+            "SHOW ALL",
+            "ROLLBACK TO SAVEPOINT a",
+            "SELECT version() FROM events",
+            "SELECT current_database",
+            "SELECT 1",
+            "DROP TABLE events",
+        ] {
+            assert_eq!(chatter(engine), None, "{engine}");
+        }
+    }
+
+    #[test]
+    fn parameters_become_quoted_literals_of_their_declared_type() {
+        let text = |v: &str| literal(None, Some(v.as_bytes()), false).unwrap();
+        assert_eq!(text("it's"), "'it''s'");
+        assert_eq!(text("a\\' OR true --"), "'a\\'' OR true --'");
+        assert_eq!(
+            literal(Some(&Type::INT8), Some(b"42"), false).unwrap(),
+            "CAST('42' AS BIGINT)"
+        );
+        assert_eq!(
+            literal(Some(&Type::INT4), Some(&7i32.to_be_bytes()), true).unwrap(),
+            "CAST('7' AS INT)"
+        );
+        assert_eq!(
+            literal(Some(&Type::BOOL), Some(&[1]), true).unwrap(),
+            "CAST('true' AS BOOLEAN)"
+        );
+        assert_eq!(literal(None, None, false).unwrap(), "CAST(NULL AS VARCHAR)");
+        assert_eq!(
+            literal(Some(&Type::TIMESTAMPTZ), None, false).unwrap(),
+            "CAST(NULL AS TIMESTAMP WITH TIME ZONE)"
+        );
+        assert!(literal(None, Some(b"a\0b"), false).is_err());
+        assert!(literal(Some(&Type::INT8), Some(&[1, 2]), true).is_err());
+        assert!(literal(Some(&Type::NUMERIC), Some(&[0; 8]), true).is_err());
+        let micros = (86_400 * 365 + 3_600) * 1_000_000i64 + 5;
+        assert_eq!(
+            literal(Some(&Type::TIMESTAMPTZ), Some(&micros.to_be_bytes()), true).unwrap(),
+            "CAST('2000-12-31T01:00:00.000005Z' AS TIMESTAMP WITH TIME ZONE)"
+        );
+        assert_eq!(
+            literal(Some(&Type::DATE), Some(&(-1i32).to_be_bytes()), true).unwrap(),
+            "CAST('1999-12-31' AS DATE)"
+        );
+    }
+
+    #[test]
+    fn refuses_parameter_values_the_server_cannot_honour() {
+        assert_eq!(check_parameter("client_encoding", "utf-8").unwrap(), "UTF8");
+        assert!(check_parameter("client_encoding", "LATIN1").is_err());
+        assert!(check_parameter("timezone", "Europe/Paris").is_err());
+        assert!(check_parameter("extra_float_digits", "4").is_err());
+        assert!(check_parameter("datestyle", "ISO, MDY").is_ok());
+        assert!(check_parameter("datestyle", "Klingon").is_err());
+        assert_eq!(
+            check_parameter("application_name", "Metabase").unwrap(),
+            "Metabase"
+        );
+    }
+
+    #[test]
+    fn unencodable_columns_travel_as_text() {
+        let map = DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![
+                        Field::new("key", DataType::Utf8, false),
+                        Field::new("value", DataType::Utf8, true),
+                    ]
+                    .into(),
+                ),
+                false,
+            )),
+            false,
+        );
+        let schema = Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("m", map, true),
+        ]);
+        let encoding = Encoding::new(&schema, &Format::UnifiedText, None).unwrap();
+        let types: Vec<Type> = encoding
+            .fields
+            .iter()
+            .map(|f| f.datatype().clone())
+            .collect();
+        assert_eq!(types, [Type::INT8, Type::TEXT]);
+        assert_eq!(&*encoding.as_text, [false, true]);
+    }
+}

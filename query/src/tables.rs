@@ -1,0 +1,220 @@
+//! The lake's tables as DataFusion sees them: one listing table per lake
+//! directory, hive partitions (`dt`, `hour`) as columns, schemas fixed by the
+//! lake's formats rather than inferred.
+//!
+//! These providers are never registered by name. [`crate::session`] wraps
+//! each in a tenant-filtered view, and that view is all a query can reach.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+
+use crate::auth::Role;
+
+/// A table a query may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Events,
+    Alerts,
+    Quarantine,
+    QueryAudit,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [
+        Table::Events,
+        Table::Alerts,
+        Table::Quarantine,
+        Table::QueryAudit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Alerts => "alerts",
+            Table::Quarantine => "quarantine",
+            Table::QueryAudit => "query_audit",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The least role that may read the table.
+    pub fn min_role(self) -> Role {
+        match self {
+            Table::Events | Table::Alerts => Role::Analyst,
+            Table::Quarantine => Role::Auditor,
+            Table::QueryAudit => Role::Admin,
+        }
+    }
+
+    /// What the table holds, for `GET /v1/tables`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Table::Events => "every accepted tool-call event (Parquet, by dt and hour)",
+            Table::Alerts => {
+                "detector alerts (NDJSON, by dt); the highest repeats per alert_id is current"
+            }
+            Table::Quarantine => "input that failed validation, with its raw bytes and reason",
+            Table::QueryAudit => "every query run against this endpoint: who, what, outcome",
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        self.name()
+    }
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn string_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// The alert record (`detect/src/alert.rs`) as a table. `evidence.details`
+/// has no fixed shape and is left out.
+pub fn alerts_schema() -> SchemaRef {
+    let evidence = DataType::Struct(
+        vec![
+            Field::new("observed", DataType::Float64, true),
+            Field::new("expected", DataType::Float64, true),
+            Field::new("p_value", DataType::Float64, true),
+            Field::new("new_values", string_list(), true),
+            Field::new("event_ids", string_list(), true),
+        ]
+        .into(),
+    );
+    Arc::new(Schema::new(vec![
+        Field::new("alert_version", DataType::Int16, true),
+        Field::new("alert_id", DataType::Utf8, false),
+        Field::new("time", utc_micros(), false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("detector", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new("score", DataType::Int16, true),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("explanation", DataType::Utf8, true),
+        Field::new("evidence", evidence, true),
+        Field::new("window_start", utc_micros(), true),
+        Field::new("window_end", utc_micros(), true),
+        Field::new("repeats", DataType::Int64, true),
+    ]))
+}
+
+/// A `query_audit` record (see [`crate::audit`]).
+pub fn query_audit_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, false),
+        Field::new("phase", DataType::Utf8, false),
+        Field::new("time", utc_micros(), false),
+        Field::new("principal", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("tenants", string_list(), false),
+        Field::new("transport", DataType::Utf8, false),
+        Field::new("sql", DataType::Utf8, false),
+        Field::new("sql_sha256", DataType::Utf8, false),
+        Field::new("outcome", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("bytes", DataType::Int64, true),
+        Field::new("duration_ms", DataType::Float64, true),
+    ]))
+}
+
+/// The providers, built once and shared by every session.
+#[derive(Debug, Clone)]
+pub struct LakeTables {
+    pub events: Arc<ListingTable>,
+    pub alerts: Arc<ListingTable>,
+    pub quarantine: Arc<ListingTable>,
+    pub query_audit: Arc<ListingTable>,
+}
+
+impl LakeTables {
+    /// Providers over the lake at `root`, creating the table directories so
+    /// that an empty lake is an empty table, not an error.
+    pub fn new(root: &Path) -> Result<LakeTables> {
+        for table in Table::ALL {
+            std::fs::create_dir_all(root.join(table.dir()))?;
+        }
+        let hourly = vec![
+            ("dt".to_string(), DataType::Utf8),
+            ("hour".to_string(), DataType::Utf8),
+        ];
+        let daily = vec![("dt".to_string(), DataType::Utf8)];
+        let parquet = || {
+            Arc::new(ParquetFormat::default().with_enable_pruning(true))
+                as Arc<dyn datafusion::datasource::file_format::FileFormat>
+        };
+        let ndjson = || Arc::new(JsonFormat::default()) as _;
+        Ok(LakeTables {
+            events: listing(
+                root,
+                Table::Events,
+                ListingOptions::new(parquet())
+                    .with_file_extension(".parquet")
+                    .with_table_partition_cols(hourly),
+                tooltrail_schemas::lake::events_schema(),
+            )?,
+            alerts: listing(
+                root,
+                Table::Alerts,
+                ListingOptions::new(ndjson())
+                    .with_file_extension(".ndjson")
+                    .with_table_partition_cols(daily.clone()),
+                alerts_schema(),
+            )?,
+            quarantine: listing(
+                root,
+                Table::Quarantine,
+                ListingOptions::new(parquet())
+                    .with_file_extension(".parquet")
+                    .with_table_partition_cols(daily.clone()),
+                tooltrail_schemas::lake::quarantine_schema(),
+            )?,
+            query_audit: listing(
+                root,
+                Table::QueryAudit,
+                ListingOptions::new(ndjson())
+                    .with_file_extension(".ndjson")
+                    .with_table_partition_cols(daily),
+                query_audit_schema(),
+            )?,
+        })
+    }
+
+    pub fn provider(&self, table: Table) -> &Arc<ListingTable> {
+        match table {
+            Table::Events => &self.events,
+            Table::Alerts => &self.alerts,
+            Table::Quarantine => &self.quarantine,
+            Table::QueryAudit => &self.query_audit,
+        }
+    }
+}
+
+fn listing(
+    root: &Path,
+    table: Table,
+    options: ListingOptions,
+    schema: SchemaRef,
+) -> Result<Arc<ListingTable>> {
+    let dir = std::fs::canonicalize(root.join(table.dir()))?;
+    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}

@@ -1,0 +1,151 @@
+//! The example investigations in `queries/` run on a simulated lake written
+//! by ingest, each returning rows, with parameters picked from the lake the
+//! way an analyst would.
+
+mod support;
+
+use std::time::Duration;
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{Datelike, TimeZone, Utc};
+use futures::TryStreamExt;
+use tooltrail_ingest::batch::{Pending, TimeWindow};
+use tooltrail_ingest::lake::Lake;
+use tooltrail_ingest::metrics::Metrics;
+use tooltrail_query::{Engine, Transport};
+use tooltrail_schemas::lake::Source;
+use tooltrail_sim::{SimConfig, Simulation};
+
+async fn rows(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
+    let admin = engine.authenticate("admin-all").unwrap();
+    let batches: Vec<_> = engine
+        .execute(&admin, sql, Transport::Cli, false)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+    let mut out = Vec::new();
+    for batch in &batches {
+        let f: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            out.push(f.iter().map(|f| f.value(row).to_string()).collect());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_example_query_answers_on_a_simulated_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SimConfig {
+        users: 40,
+        days: 8,
+        seed: 5,
+        ..SimConfig::default()
+    };
+    let start = config.start;
+    let mut lake = Lake::open(dir.path(), 1).unwrap();
+    let mut pending = Pending::new(TimeWindow {
+        max_age: Duration::from_secs(10 * 365 * 86400),
+        max_future: Duration::from_secs(365 * 86400),
+    });
+    let mut sample = Vec::new();
+    for (i, event) in Simulation::new(config).unwrap().enumerate() {
+        let raw = serde_json::to_vec(&event).unwrap();
+        if i % 500 == 0 && sample.len() < 3 {
+            sample.push((event.tenant_id.clone(), event.event_id.clone(), event.time));
+        }
+        pending
+            .push(
+                &raw,
+                Utc::now(),
+                Source::File {
+                    path: "sim",
+                    line: i as i64,
+                },
+            )
+            .unwrap();
+    }
+    pending
+        .commit_to(
+            &mut lake,
+            &Metrics::register(&mut Default::default()),
+            "file",
+        )
+        .unwrap();
+    // An alert whose evidence is real events.
+    let (tenant, _, time) = sample[0].clone();
+    let ids: Vec<&str> = sample
+        .iter()
+        .filter(|s| s.0 == tenant)
+        .map(|s| s.1.as_str())
+        .collect();
+    let day = time.format("%Y-%m-%d").to_string();
+    let alerts = dir.path().join(format!("alerts/dt={day}"));
+    std::fs::create_dir_all(&alerts).unwrap();
+    std::fs::write(
+        alerts.join("part-1.ndjson"),
+        format!(
+            "{}\n",
+            serde_json::json!({"alert_version":1,"alert_id":"a1","time":time.to_rfc3339(),"tenant_id":tenant,"user_id":"u","detector":"denial_spike","severity":"high","score":80,"title":"t","explanation":"e","evidence":{"event_ids":ids},"window_start":time.to_rfc3339(),"window_end":time.to_rfc3339(),"repeats":0})
+        ),
+    )
+    .unwrap();
+
+    let engine = support::engine(dir.path(), &support::config());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let busiest = &rows(
+            &engine,
+            &format!("SELECT user_id, session_id, dt, count(*) AS n FROM events WHERE tenant_id = '{tenant}' AND session_id IS NOT NULL AND dt = '{day}' GROUP BY 1, 2, 3 ORDER BY n DESC, 1, 2 LIMIT 1"),
+        )
+        .await[0];
+        let search = &rows(
+            &engine,
+            &format!("SELECT substr(arguments, 3, 5) FROM events WHERE tenant_id = '{tenant}' AND length(arguments) > 10 LIMIT 1"),
+        )
+        .await[0][0];
+        let monday = start.date_naive() + chrono::Days::new(
+            (7 - start.weekday().num_days_from_monday() as u64) % 7,
+        );
+        let week_start = monday.format("%Y-%m-%d").to_string();
+        let week_end = (monday + chrono::Days::new(7)).format("%Y-%m-%d").to_string();
+        let from = Utc.from_utc_datetime(&start.date_naive().and_hms_opt(0, 0, 0).unwrap());
+        let to = from + chrono::Duration::days(8);
+        let params: Vec<(&str, String)> = vec![
+            ("tenant_id", tenant.clone()),
+            ("user_id", busiest[0].clone()),
+            ("session_id", busiest[1].clone()),
+            ("day", day.clone()),
+            ("week_start", week_start),
+            ("week_end", week_end),
+            ("from", from.to_rfc3339()),
+            ("to", to.to_rfc3339()),
+            ("from_day", from.format("%Y-%m-%d").to_string()),
+            ("to_day", to.format("%Y-%m-%d").to_string()),
+            ("search", search.replace('\'', "''")),
+            ("event_id", sample[0].1.clone()),
+        ];
+        let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../queries"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 8, "{files:?}");
+        for file in files {
+            let mut sql = std::fs::read_to_string(&file).unwrap();
+            for (name, value) in &params {
+                sql = sql.replace(&format!("{{{{{name}}}}}"), value);
+            }
+            assert!(!sql.contains("{{"), "{}: unknown placeholder", file.display());
+            let got = rows(&engine, &sql).await;
+            assert!(!got.is_empty(), "{} returned no rows\n{sql}", file.display());
+        }
+    });
+}

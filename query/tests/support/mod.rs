@@ -1,0 +1,135 @@
+//! A small lake written through the real ingest path, and an engine over it
+//! with one token per kind of principal.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use tooltrail_ingest::batch::{Pending, TimeWindow};
+use tooltrail_ingest::lake::Lake;
+use tooltrail_ingest::metrics::Metrics;
+use tooltrail_query::auth::token_hash;
+use tooltrail_query::config::TokenConfig;
+use tooltrail_query::{Engine, QueryConfig, QueryMetrics, Role};
+use tooltrail_schemas::lake::Source;
+
+/// Events per tenant in [`write_lake`].
+pub const ACME: usize = 120;
+pub const GLOBEX: usize = 80;
+pub const INITECH: usize = 40;
+
+/// Writes `n` events of `tenant`, spread over hour 09 of 2026-11-22 (or 10
+/// when `later`), through ingest's own commit path.
+pub fn write_events(lake: &mut Lake, tenant: &str, n: usize, first: usize, hour: u32) {
+    let window = TimeWindow {
+        max_age: Duration::from_secs(10 * 365 * 86400),
+        max_future: Duration::from_secs(3600),
+    };
+    let mut pending = Pending::new(window);
+    let received = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+    for i in first..first + n {
+        let (decision, status) = if i % 10 == 0 {
+            ("deny", 403)
+        } else {
+            ("allow", 200)
+        };
+        let line = format!(
+            r#"{{"schema_version":1,"event_id":"{tenant}-e{i}","time":"2026-11-22T{hour:02}:{:02}:{:02}Z","tenant_id":"{tenant}","user_id":"u{}@{tenant}","server":"github","method":"tools/call","tool":"tool_{}","resource":"github://{tenant}/repo/{}","arguments":{{"query":"needle-{tenant}-{i}","limit":{}}},"decision":"{decision}","status":{status},"session_id":"s-{tenant}-{}","source_ip":"10.0.0.{}"}}"#,
+            i % 60,
+            i % 60,
+            i % 5,
+            i % 7,
+            i % 13,
+            i % 50,
+            i % 4,
+            i % 200,
+        );
+        pending
+            .push(
+                line.as_bytes(),
+                received,
+                Source::File {
+                    path: "test",
+                    line: i as i64,
+                },
+            )
+            .unwrap();
+    }
+    pending
+        .commit_to(lake, &Metrics::register(&mut Default::default()), "file")
+        .unwrap();
+}
+
+/// A lake with three tenants' events, a quarantined record and alerts.
+pub fn write_lake(root: &Path) {
+    let mut lake = Lake::open(root, 1).unwrap();
+    write_events(&mut lake, "acme", ACME, 0, 9);
+    write_events(&mut lake, "globex", GLOBEX, 0, 10);
+    write_events(&mut lake, "initech", INITECH, 0, 9);
+    // One record that fails validation goes to the quarantine.
+    let mut pending = Pending::new(TimeWindow {
+        max_age: Duration::from_secs(10 * 365 * 86400),
+        max_future: Duration::from_secs(3600),
+    });
+    let _ = pending.push(
+        br#"{"tenant_id":"globex","broken":true}"#,
+        Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap(),
+        Source::File {
+            path: "test",
+            line: 1,
+        },
+    );
+    pending
+        .commit_to(
+            &mut lake,
+            &Metrics::register(&mut Default::default()),
+            "file",
+        )
+        .unwrap();
+    let alerts = root.join("alerts/dt=2026-11-22");
+    std::fs::create_dir_all(&alerts).unwrap();
+    let mut text = String::new();
+    for (tenant, n) in [("acme", 2), ("globex", 3)] {
+        for k in 0..n {
+            text.push_str(&format!(
+                r#"{{"alert_version":1,"alert_id":"{tenant}-a{k}","time":"2026-11-22T09:40:00.000000Z","tenant_id":"{tenant}","user_id":"u1@{tenant}","detector":"denial_spike","severity":"high","score":88,"title":"t","explanation":"x","evidence":{{"observed":37.0,"expected":0.4,"p_value":3e-12,"event_ids":["{tenant}-e10","{tenant}-e20"],"details":{{"distinct_tools":9}}}},"window_start":"2026-11-22T09:35:00.000000Z","window_end":"2026-11-22T09:40:00.000000Z","repeats":0}}"#
+            ));
+            text.push('\n');
+        }
+    }
+    std::fs::write(alerts.join("part-1.ndjson"), text).unwrap();
+}
+
+/// Tokens: `analyst-acme`, `analyst-acme-initech`, `auditor-acme`,
+/// `auditor-all`, `admin-all`, `admin-globex`; each token's text is its name.
+pub fn config() -> QueryConfig {
+    let token = |name: &str, role: Role, tenants: &[&str]| TokenConfig {
+        name: name.into(),
+        sha256: token_hash(name),
+        role,
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
+    };
+    QueryConfig {
+        tokens: vec![
+            token("analyst-acme", Role::Analyst, &["acme"]),
+            token("analyst-acme-initech", Role::Analyst, &["acme", "initech"]),
+            token("auditor-acme", Role::Auditor, &["acme"]),
+            token("auditor-all", Role::Auditor, &["*"]),
+            token("admin-all", Role::Admin, &["*"]),
+            token("admin-globex", Role::Admin, &["globex"]),
+        ],
+        ..QueryConfig::default()
+    }
+}
+
+pub fn engine(root: &Path, config: &QueryConfig) -> Engine {
+    Engine::open(
+        root,
+        config,
+        &root.join("_tooltrail/spill"),
+        QueryMetrics::unregistered(),
+    )
+    .unwrap()
+}
