@@ -525,10 +525,3 @@ impl Stream for QueryStream {
         }
     }
 }
-
-impl Engine {
-    /// The tables as shared providers (for tests and the CLI's lake checks).
-    pub fn lake_tables(&self) -> &LakeTables {
-        self.inner.sessions.tables()
-    }
-}
