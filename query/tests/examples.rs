@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Datelike, TimeZone, Utc};
 use futures::TryStreamExt;
-use tooltrail_ingest::batch::{Pending, TimeWindow};
+use tooltrail_ingest::batch::Pending;
 use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
 use tooltrail_query::{Engine, Transport};
@@ -50,10 +48,7 @@ fn every_example_query_answers_on_a_simulated_lake() {
     };
     let start = config.start;
     let mut lake = Lake::open(dir.path(), 1).unwrap();
-    let mut pending = Pending::new(TimeWindow {
-        max_age: Duration::from_secs(10 * 365 * 86400),
-        max_future: Duration::from_secs(365 * 86400),
-    });
+    let mut pending = Pending::new(support::wide_window());
     let mut sample = Vec::new();
     for (i, event) in Simulation::new(config).unwrap().enumerate() {
         let raw = serde_json::to_vec(&event).unwrap();
@@ -86,16 +81,14 @@ fn every_example_query_answers_on_a_simulated_lake() {
         .map(|s| s.1.as_str())
         .collect();
     let day = time.format("%Y-%m-%d").to_string();
-    let alerts = dir.path().join(format!("alerts/dt={day}"));
-    std::fs::create_dir_all(&alerts).unwrap();
-    std::fs::write(
-        alerts.join("part-1.ndjson"),
-        format!(
+    support::write_alerts(
+        dir.path(),
+        &day,
+        &format!(
             "{}\n",
             serde_json::json!({"alert_version":1,"alert_id":"a1","time":time.to_rfc3339(),"tenant_id":tenant,"user_id":"u","detector":"denial_spike","severity":"high","score":80,"title":"t","explanation":"e","evidence":{"event_ids":ids},"window_start":time.to_rfc3339(),"window_end":time.to_rfc3339(),"repeats":0})
         ),
-    )
-    .unwrap();
+    );
 
     let engine = support::engine(dir.path(), &support::config());
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -25,13 +25,7 @@ fn lake() -> Lake {
     Lake { _dir: dir, engine }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::runtime;
 
 async fn query(engine: &Engine, token: &str, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
     let principal = engine.authenticate(token)?;

@@ -6,21 +6,24 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use tooltrail_query::{QueryConfig, QueryError, Transport};
+use tooltrail_query::{Engine, Principal, QueryConfig, QueryError, QueryStream, Transport};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+use support::{lake_with, runtime};
+
+/// Starts an interactive (row-capped) HTTP query that must be admitted.
+async fn start(engine: &Engine, principal: &Principal, sql: &str) -> QueryStream {
+    engine
+        .execute(principal, sql, Transport::Http, true)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn lake_with(config: QueryConfig) -> (tempfile::TempDir, tooltrail_query::Engine) {
-    let dir = tempfile::tempdir().unwrap();
-    support::write_lake(dir.path());
-    let engine = support::engine(dir.path(), &config);
-    (dir, engine)
+/// Runs a query that must be refused; returns why.
+async fn refused(engine: &Engine, principal: &Principal, sql: &str) -> QueryError {
+    match engine.execute(principal, sql, Transport::Http, true).await {
+        Ok(_) => panic!("{sql}: admitted"),
+        Err(e) => e,
+    }
 }
 
 #[test]
@@ -73,39 +76,19 @@ fn concurrency_is_capped_per_principal_and_in_total() {
         let acme = engine.authenticate("analyst-acme").unwrap();
         let admin = engine.authenticate("admin-all").unwrap();
         let sql = "SELECT * FROM events";
-        let a1 = engine
-            .execute(&acme, sql, Transport::Http, true)
-            .await
-            .unwrap();
-        let a2 = engine
-            .execute(&acme, sql, Transport::Http, true)
-            .await
-            .unwrap();
-        let err = engine
-            .execute(&acme, sql, Transport::Http, true)
-            .await
-            .err()
-            .unwrap();
+        let a1 = start(&engine, &acme, sql).await;
+        let a2 = start(&engine, &acme, sql).await;
+        let err = refused(&engine, &acme, sql).await;
         assert_eq!((err.code(), err.http_status()), ("too_many_queries", 429));
         // Another principal still gets a slot ...
-        let b1 = engine
-            .execute(&admin, sql, Transport::Http, true)
-            .await
-            .unwrap();
+        let b1 = start(&engine, &admin, sql).await;
         // ... until the total is reached.
-        let err = engine
-            .execute(&admin, sql, Transport::Http, true)
-            .await
-            .err()
-            .unwrap();
+        let err = refused(&engine, &admin, sql).await;
         assert_eq!(err.http_status(), 429, "{err}");
         // A finished query frees its slot.
         drop(a1);
         let _: Vec<_> = b1.try_collect().await.unwrap();
-        engine
-            .execute(&acme, sql, Transport::Http, true)
-            .await
-            .unwrap();
+        start(&engine, &acme, sql).await;
         drop(a2);
     });
 }
@@ -119,10 +102,7 @@ fn interactive_results_stop_at_the_row_cap_and_say_so() {
     let (_dir, engine) = lake_with(config);
     runtime().block_on(async {
         let acme = engine.authenticate("analyst-acme").unwrap();
-        let mut capped = engine
-            .execute(&acme, "SELECT * FROM events", Transport::Http, true)
-            .await
-            .unwrap();
+        let mut capped = start(&engine, &acme, "SELECT * FROM events").await;
         let mut rows = 0;
         while let Some(batch) = capped.next().await {
             rows += batch.unwrap().num_rows();
@@ -215,10 +195,7 @@ fn every_query_is_audited_with_its_principal_outcome_and_rows() {
     let (_dir, engine) = lake_with(support::config());
     runtime().block_on(async {
         let acme = engine.authenticate("analyst-acme").unwrap();
-        let ok: Vec<_> = engine
-            .execute(&acme, "SELECT event_id FROM events LIMIT 7", Transport::Http, true)
-            .await
-            .unwrap()
+        let ok: Vec<_> = start(&engine, &acme, "SELECT event_id FROM events LIMIT 7").await
             .try_collect()
             .await
             .unwrap();

@@ -234,20 +234,7 @@ impl UpWithWebhook {
             self.dir.path().join("tooltrail.toml"),
             self.dir.path().join("data"),
         );
-        Tooltrail::start(
-            &[
-                "--config",
-                path_str(&config)?,
-                "up",
-                "--data-dir",
-                path_str(&data)?,
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &data,
-            &[],
-        )
-        .await
+        Tooltrail::up_with_config(&config, &data, &[]).await
     }
 }
 

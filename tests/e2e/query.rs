@@ -53,22 +53,7 @@ async fn up(extra: &str) -> Result<(tempfile::TempDir, Tooltrail)> {
     )?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
-    let up = Tooltrail::start(
-        &[
-            "--config",
-            path_str(&config)?,
-            "up",
-            "--data-dir",
-            path_str(&data)?,
-            "--listen",
-            "127.0.0.1:0",
-            "--warm-from-lake",
-            "0s",
-        ],
-        &data,
-        &[],
-    )
-    .await?;
+    let up = Tooltrail::up_with_config(&config, &data, &["--warm-from-lake", "0s"]).await?;
     for (tenant, n) in [("acme", ACME), ("globex", GLOBEX)] {
         let (status, reply) = up.post_events(events(tenant, n), &[]).await?;
         ensure!(status == 200, "ingest: {status} {reply}");

@@ -15,6 +15,31 @@ use tooltrail_query::config::TokenConfig;
 use tooltrail_query::{Engine, QueryConfig, QueryMetrics, Role};
 use tooltrail_schemas::lake::Source;
 
+/// A multi-threaded runtime for tests that drive the async engine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Accepts the fixed, long-past event times the test lakes use.
+pub fn wide_window() -> TimeWindow {
+    TimeWindow {
+        max_age: Duration::from_secs(10 * 365 * 86400),
+        max_future: Duration::from_secs(365 * 86400),
+    }
+}
+
+/// [`write_lake`] in a temporary directory, and an engine over it.
+pub fn lake_with(config: QueryConfig) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    write_lake(dir.path());
+    let engine = engine(dir.path(), &config);
+    (dir, engine)
+}
+
 /// Events per tenant in [`write_lake`].
 pub const ACME: usize = 120;
 pub const GLOBEX: usize = 80;
@@ -23,11 +48,7 @@ pub const INITECH: usize = 40;
 /// Writes `n` events of `tenant`, spread over hour 09 of 2026-11-22 (or 10
 /// when `later`), through ingest's own commit path.
 pub fn write_events(lake: &mut Lake, tenant: &str, n: usize, first: usize, hour: u32) {
-    let window = TimeWindow {
-        max_age: Duration::from_secs(10 * 365 * 86400),
-        max_future: Duration::from_secs(3600),
-    };
-    let mut pending = Pending::new(window);
+    let mut pending = Pending::new(wide_window());
     let received = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
     for i in first..first + n {
         let (decision, status) = if i % 10 == 0 {
@@ -69,10 +90,7 @@ pub fn write_lake(root: &Path) {
     write_events(&mut lake, "globex", GLOBEX, 0, 10);
     write_events(&mut lake, "initech", INITECH, 0, 9);
     // One record that fails validation goes to the quarantine.
-    let mut pending = Pending::new(TimeWindow {
-        max_age: Duration::from_secs(10 * 365 * 86400),
-        max_future: Duration::from_secs(3600),
-    });
+    let mut pending = Pending::new(wide_window());
     let _ = pending.push(
         br#"{"tenant_id":"globex","broken":true}"#,
         Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap(),
@@ -88,8 +106,6 @@ pub fn write_lake(root: &Path) {
             "file",
         )
         .unwrap();
-    let alerts = root.join("alerts/dt=2026-11-22");
-    std::fs::create_dir_all(&alerts).unwrap();
     let mut text = String::new();
     for (tenant, n) in [("acme", 2), ("globex", 3)] {
         for k in 0..n {
@@ -99,7 +115,14 @@ pub fn write_lake(root: &Path) {
             text.push('\n');
         }
     }
-    std::fs::write(alerts.join("part-1.ndjson"), text).unwrap();
+    write_alerts(root, "2026-11-22", &text);
+}
+
+/// Writes alert NDJSON as the detector's sink would, for day `day`.
+pub fn write_alerts(root: &Path, day: &str, ndjson: &str) {
+    let alerts = root.join(format!("alerts/dt={day}"));
+    std::fs::create_dir_all(&alerts).unwrap();
+    std::fs::write(alerts.join("part-1.ndjson"), ndjson).unwrap();
 }
 
 /// Tokens: `analyst-acme`, `analyst-acme-initech`, `auditor-acme`,

@@ -48,6 +48,22 @@ impl Tooltrail {
         .await
     }
 
+    /// Starts `tooltrail --config CONFIG up` on `data_dir`, with `extra` flags
+    /// after `up`'s own.
+    pub async fn up_with_config(config: &Path, data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        let mut args = vec![
+            "--config",
+            path_str(config)?,
+            "up",
+            "--data-dir",
+            path_str(data_dir)?,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args, data_dir, &[]).await
+    }
+
     /// Starts the binary with `args`; waits until it prints the address it listens on.
     pub async fn start(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tooltrail"));
