@@ -14,10 +14,12 @@ use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
 use tooltrail_detect::DetectConfig;
-use tooltrail_ingest::config::{HttpConfig, IngestConfig, KafkaConfig};
+use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig};
+use tooltrail_ingest::retention::RetentionConfig;
 use tooltrail_query::QueryConfig;
 
 use crate::logging::LogConfig;
+use crate::signing::SigningConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -34,8 +36,14 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// Detectors, their thresholds and windows.
     pub detect: DetectConfig,
-    /// The SQL endpoint: tokens, limits, the Postgres wire listener.
+    /// The SQL endpoint: tokens, limits, the Postgres wire listener, exports.
     pub query: QueryConfig,
+    /// The key that signs export manifests and lake digests.
+    pub signing: SigningConfig,
+    /// The lake's signed digest chain.
+    pub digest: DigestConfig,
+    /// How long each table is kept; legal holds.
+    pub retention: RetentionConfig,
 }
 
 /// The environment variable prefix for overrides: `TOOLTRAIL__LOG__FORMAT=json`.
@@ -191,6 +199,20 @@ impl Config {
                 source: None,
             });
         }
+        if self.digest.interval < std::time::Duration::from_secs(1) {
+            issues.push(ConfigIssue {
+                path: "digest.interval".into(),
+                problem: "must be at least 1s".into(),
+                source: None,
+            });
+        }
+        for (path, problem) in self.retention.validate() {
+            issues.push(ConfigIssue {
+                path,
+                problem,
+                source: None,
+            });
+        }
         if let Err(errors) = self.detect.validate() {
             issues.extend(errors.into_iter().map(|e| ConfigIssue {
                 path: format!("detect.{}", e.field),
@@ -262,6 +284,12 @@ mod tests {
         assert_eq!(paths, ["log.colour", "log.format", "nonsense"], "{errors}");
         let format = errors.0.iter().find(|i| i.path == "log.format").unwrap();
         assert!(format.problem.contains("xml"), "{format}");
+    }
+
+    #[test]
+    fn a_zero_digest_interval_is_named() {
+        let errors = load_str("[digest]\ninterval = \"0s\"").unwrap_err();
+        assert_eq!(errors.0[0].path, "digest.interval", "{errors}");
     }
 
     #[test]

@@ -8,11 +8,15 @@ mod demo;
 mod detect;
 mod detector;
 mod eval;
+mod export;
 mod ingest;
+mod lake;
 mod logging;
 mod replay;
+mod retention;
 mod serve;
 mod shutdown;
+mod signing;
 mod simulate;
 mod sql;
 mod supervisor;
@@ -78,6 +82,17 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run SQL over a lake, as the local operator (read-only, audited).
     Sql(sql::SqlArgs),
+    /// Export a tenant's records as signed, verifiable files; `export verify DIR` checks one.
+    Export(export::ExportArgs),
+    /// Write and verify the lake's signed digest chain.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
+    /// Delete what is past retention, keeping what is on legal hold.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
+    /// Create a signing key, or print the public key auditors verify with.
+    #[command(subcommand)]
+    Keys(signing::KeysCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +201,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sql(args) => {
             let config = start(cli.config, &overrides)?;
             block_on(sql::run(args, &config.query))
+        }
+        Command::Export(args) => {
+            let config = start(cli.config, &overrides)?;
+            block_on(export::run(args, config))
+        }
+        Command::Lake(command) => {
+            let config = start(cli.config, &overrides)?;
+            Ok(lake::run(command, &config)?)
+        }
+        Command::Retention(command) => {
+            let config = start(cli.config, &overrides)?;
+            Ok(retention::run(command, &config)?)
+        }
+        Command::Keys(command) => {
+            let config = start(cli.config, &overrides)?;
+            Ok(signing::run(command, &config.signing)?)
         }
         Command::Compact(args) => {
             let config = start(cli.config, &overrides)?;

@@ -72,9 +72,22 @@ pub async fn run_with(
         .unwrap_or_else(|| args.data_dir.join("lake"));
     let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
         .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+    // Signs export manifests and the lake's digests.
+    let signer = crate::signing::load_or_create(&config.signing, &args.data_dir)
+        .context("loading the signing key")?;
+    tracing::info!(key_id = %signer.key_id(), "signing key loaded");
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let supervisor = Supervisor::new(shutdown.clone());
+    crate::lake::spawn_digester(
+        &supervisor,
+        &mut registry,
+        &lake_dir,
+        signer.clone(),
+        config.digest.interval,
+    );
+
+    crate::retention::spawn(&supervisor, &lake_dir, &config);
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
@@ -142,7 +155,24 @@ pub async fn run_with(
         tracing::info!(addr = %pg_addr, "postgres wire protocol listening");
         eprintln!("postgres wire on {pg_addr}");
     }
-    let routes = routes.merge(tooltrail_query::http::router(query));
+    let exports = crate::export::service(
+        &config,
+        &args.data_dir,
+        &lake_dir,
+        &query,
+        signer.clone(),
+        &mut registry,
+    )?;
+    let (sweeper, token) = (exports.clone(), supervisor.token());
+    supervisor.spawn("export sweeper", async move {
+        sweeper.run(token.cancelled_owned()).await;
+        Ok(())
+    });
+    let holds = tooltrail_ingest::retention::HoldStore::open(&lake_dir, &config.retention);
+    let routes = routes.merge(crate::retention::http::router(holds, query.clone()));
+    let routes = routes
+        .merge(tooltrail_query::http::router(query))
+        .merge(tooltrail_query::export::http::router(exports));
     let (addr, serve) =
         crate::serve::bind(config.http.listen, routes, registry, supervisor.token()).await?;
     supervisor.spawn("http server", serve);

@@ -11,6 +11,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::TimeWindow;
 
+/// `[digest]`: the lake's signed digest chain (see `lake::digest`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestConfig {
+    /// How often `up` writes a signed digest of what the lake committed,
+    /// compacted and deleted since the previous one (and one at start), even
+    /// when nothing changed. `tooltrail ingest` writes none: with Kafka
+    /// ingest, run `tooltrail lake digest` from cron at this interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// `[ingest]`: how records become lake files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

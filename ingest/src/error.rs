@@ -49,6 +49,30 @@ pub enum Error {
     WriterGone,
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("{path} is not a tooltrail lake: it has no _tooltrail/log")]
+    NotALake { path: PathBuf },
+    #[error("lake digest {path} is unreadable, so the chain cannot be extended: {message}")]
+    CorruptDigest { path: PathBuf, message: String },
+    #[error("another writer published lake digest {seq} first")]
+    DigestConflict { seq: u64 },
+    #[error("reading parquet file {path}: {source}")]
+    ReadParquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("legal hold store {path} is unreadable: {message}")]
+    CorruptHolds { path: PathBuf, message: String },
+    #[error("invalid legal hold: `{field}` {problem}")]
+    InvalidHold { field: String, problem: String },
+    #[error("no legal hold `{id}` was set through the API")]
+    HoldNotFound { id: String },
+    #[error(
+        "legal hold `{id}` is set in the configuration ([[retention.legal_holds]]); \
+         remove it there"
+    )]
+    HoldInConfig { id: String },
+    #[error("another retention run holds {path}; try again when it has finished")]
+    RetentionBusy { path: PathBuf },
 }
 
 impl Error {
@@ -65,7 +89,9 @@ impl Error {
             Error::Io { .. }
             | Error::Kafka { .. }
             | Error::Conflict { .. }
-            | Error::PartitionChanged { .. } => true,
+            | Error::DigestConflict { .. }
+            | Error::PartitionChanged { .. }
+            | Error::RetentionBusy { .. } => true,
             Error::WriteParquet { .. }
             | Error::Arrow(_)
             | Error::CorruptLog { .. }
@@ -73,7 +99,14 @@ impl Error {
             | Error::AlreadyImported { .. }
             | Error::Serve { .. }
             | Error::WriterGone
-            | Error::Config(_) => false,
+            | Error::Config(_)
+            | Error::NotALake { .. }
+            | Error::CorruptDigest { .. }
+            | Error::ReadParquet { .. }
+            | Error::CorruptHolds { .. }
+            | Error::InvalidHold { .. }
+            | Error::HoldNotFound { .. }
+            | Error::HoldInConfig { .. } => false,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! no entry names once they are old enough not to belong to a live writer.
 
 pub mod compact;
+pub mod digest;
 pub mod log;
 pub mod parquet;
 
@@ -44,6 +45,16 @@ const RETIRED: &str = "_tooltrail/retired";
 /// How long a retired partition is kept for readers that listed it just
 /// before compaction swapped it: longer than any query runs.
 pub const RETIRED_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// Opens (creating it if needed) a file that exists only to be `flock`ed.
+pub(crate) fn open_lock_file(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
 
 /// A lake partition: `dt=YYYY-MM-DD/hour=HH` for events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,12 +137,7 @@ impl Lake {
         }
         let (log, entries) = Log::open(&root.join("_tooltrail").join("log"))?;
         let lock_path = root.join("_tooltrail").join("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+        let lock = open_lock_file(&lock_path)?;
         let lake = Lake {
             root: root.to_owned(),
             log,
@@ -265,7 +271,7 @@ impl Lake {
 
     fn finish_entry(&self, entry: &LogEntry, removed_later: &HashSet<&str>) -> Result<()> {
         if let Some(swap) = &entry.swap {
-            return self.finish_swap(entry, swap);
+            return self.finish_swap(entry, swap, removed_later);
         }
         let mut dirs = BTreeMap::new();
         for file in &entry.added {
@@ -309,18 +315,35 @@ impl Lake {
         Ok(())
     }
 
-    /// Finishes a compaction: exchanges the staged directory with the
-    /// partition (unless that already happened) and deletes the old files.
-    fn finish_swap(&self, entry: &LogEntry, swap: &log::DirSwap) -> Result<()> {
+    /// Finishes a directory swap (compaction, a retention rewrite):
+    /// exchanges the staged directory with the partition (unless that
+    /// already happened) and retires the old files.
+    fn finish_swap(
+        &self,
+        entry: &LogEntry,
+        swap: &log::DirSwap,
+        removed_later: &HashSet<&str>,
+    ) -> Result<()> {
         let dir = self.root.join(&swap.dir);
         let staged = self.root.join(&swap.staged);
-        let done = entry.added.iter().all(|f| self.root.join(&f.path).exists());
+        // Exchanged already when the new files are in place (or a later
+        // entry removed them); a swap that only drops files is exchanged
+        // when none of them is left in the partition.
+        let done = if entry.added.is_empty() {
+            entry.removed.iter().all(|p| !self.root.join(p).exists())
+        } else {
+            entry.added.iter().all(|f| {
+                self.root.join(&f.path).exists() || removed_later.contains(f.path.as_str())
+            })
+        };
+        let mut changed = false;
         if !done {
             if !staged.exists() {
                 let path = entry
                     .added
                     .first()
                     .map(|f| f.path.clone())
+                    .or_else(|| entry.removed.first().cloned())
                     .unwrap_or_default();
                 return Err(Error::MissingFile {
                     seq: entry.seq,
@@ -328,25 +351,35 @@ impl Lake {
                 });
             }
             exchange(&staged, &dir)?;
+            changed = true;
         }
         if staged.exists() {
             // The old files now sit in the staged directory. A reader may have
             // opened the partition just before the exchange and still be
             // listing it, so they are retired, not deleted: moved out of the
             // tables and swept once they are older than `RETIRED_GRACE`.
-            let retired_dir = self.root.join(RETIRED);
-            fs::create_dir_all(&retired_dir).map_err(|e| Error::io(&retired_dir, e))?;
-            let retired = retired_dir.join(&entry.txn_id);
-            fs::rename(&staged, &retired).map_err(|e| Error::io(&staged, e))?;
-            fs::File::open(&retired)
-                .and_then(|f| f.set_modified(SystemTime::now()))
-                .map_err(|e| Error::io(&retired, e))?;
-            log::sync_dir(&retired_dir)?;
+            self.retire(&staged, &entry.txn_id)?;
+            changed = true;
         }
-        if let Some(parent) = dir.parent() {
+        // (A partition retention deleted later may have no directory left.)
+        if changed && let Some(parent) = dir.parent() {
             log::sync_dir(parent)?;
         }
         Ok(())
+    }
+
+    /// Moves the directory `dir` out of the tables to `_tooltrail/retired/<name>`,
+    /// where it is swept once older than [`RETIRED_GRACE`]: readers that
+    /// listed it just before can still read it whole.
+    pub(crate) fn retire(&self, dir: &Path, name: &str) -> Result<()> {
+        let retired_dir = self.root.join(RETIRED);
+        fs::create_dir_all(&retired_dir).map_err(|e| Error::io(&retired_dir, e))?;
+        let retired = retired_dir.join(name);
+        fs::rename(dir, &retired).map_err(|e| Error::io(dir, e))?;
+        fs::File::open(&retired)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(|e| Error::io(&retired, e))?;
+        log::sync_dir(&retired_dir)
     }
 
     /// Deletes the partitions compaction retired more than `grace` ago.
@@ -387,15 +420,31 @@ impl Lake {
         check: impl Fn(&LogState) -> Result<()>,
         finish: bool,
     ) -> Result<LogEntry> {
+        self.commit_exclusive_then(entry, check, |_, _| Ok(()), finish)
+    }
+
+    /// [`commit_exclusive`](Self::commit_exclusive), running `after_append`
+    /// once the entry is committed and before it is finished, still under the
+    /// exclusive lock (retention retires whole partition directories there).
+    /// The entry is finished even when `after_append` fails.
+    pub(crate) fn commit_exclusive_then(
+        &mut self,
+        entry: LogEntry,
+        check: impl Fn(&LogState) -> Result<()>,
+        after_append: impl FnOnce(&Lake, &LogEntry) -> Result<()>,
+        finish: bool,
+    ) -> Result<LogEntry> {
         let lock = self
             .lock
             .try_clone()
             .map_err(|e| Error::io(self.root.join("_tooltrail/lock"), e))?;
         let _guard = LockGuard::exclusive(&lock)?;
         let entry = self.log.append(entry, check)?;
+        let after = after_append(self, &entry);
         if finish {
             self.finish_entries(std::slice::from_ref(&entry))?;
         }
+        after?;
         Ok(entry)
     }
 
@@ -414,7 +463,8 @@ impl Lake {
             .map(|f| staged_path(&self.root.join(&f.path)))
             .collect();
         let now = SystemTime::now();
-        for table in ["events", "quarantine"] {
+        // Alerts: retention stages rewritten alert files the same way.
+        for table in ["events", "quarantine", "alerts"] {
             for path in walk(&self.root.join(table))? {
                 let is_staged = path
                     .file_name()

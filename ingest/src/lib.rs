@@ -8,12 +8,16 @@
 //! - [`batch::Pending`]: decodes records and fills the next transaction: valid
 //!   events by hour partition, rejects into the quarantine with their reason.
 //! - [`source::kafka`], [`source::http`], [`source::file`]: the sources.
+//! - [`lake::digest`]: the signed digest chain over what the lake committed,
+//!   compacted and deleted, and its verifier (`tooltrail lake verify`).
+//! - [`retention`]: retention per table and tenant, legal holds; every deletion
+//!   is a `retention` log entry, so the digest chain records it.
 //! - [`metrics::Metrics`]: Prometheus counters, bounded labels.
 //!
 //! Invariants: Kafka offsets are committed only after the files holding them
 //! are durable; a record that fails validation never stalls a partition; a
 //! file becomes visible to `*.parquet` readers only once its transaction is
-//! committed.
+//! committed; every deletion or replacement of a lake file is a log entry.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tooltrail_ingest::Error> {
@@ -32,6 +36,7 @@ pub mod config;
 mod error;
 pub mod lake;
 pub mod metrics;
+pub mod retention;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -36,6 +36,68 @@ pub struct QueryConfig {
     pub max_function_output: usize,
     /// Postgres wire protocol listener (`host:port`); none by default.
     pub pg_listen: Option<String>,
+    /// Signed compliance exports.
+    pub exports: ExportConfig,
+}
+
+/// `[query.exports]`: signed compliance exports (`POST /v1/exports`,
+/// `tooltrail export`). Finished exports live in `<data-dir>/exports/<id>/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Rows per part file: a part is closed and the next one started after
+    /// this many rows.
+    pub part_max_rows: u64,
+    /// Exports running at once; further exports wait in a queue. Each running
+    /// export also holds one of the query slots (`query.max_concurrent` and
+    /// `query.max_concurrent_per_principal`) while its query runs.
+    pub max_concurrent: usize,
+    /// Exports waiting for a slot; when the queue is full, `POST /v1/exports`
+    /// answers 429. 0: no queue.
+    pub max_queued: usize,
+    /// An export still running after this long is cancelled and fails
+    /// (`query.timeout` does not apply to exports).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a finished or failed export (its files and its status) is
+    /// kept before it is deleted.
+    #[serde(with = "humantime_serde")]
+    pub keep_for: Duration,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            part_max_rows: 1_000_000,
+            max_concurrent: 2,
+            max_queued: 32,
+            timeout: Duration::from_secs(6 * 3600),
+            keep_for: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl ExportConfig {
+    /// Checks every field; `(field below exports, problem)` for each bad one.
+    pub fn validate(&self) -> Vec<(&'static str, &'static str)> {
+        let mut bad = Vec::new();
+        if self.part_max_rows == 0 {
+            bad.push(("part_max_rows", "must be positive"));
+        }
+        if self.max_concurrent == 0 {
+            bad.push(("max_concurrent", "must be positive"));
+        }
+        if self.timeout.is_zero() {
+            bad.push(("timeout", "must be positive"));
+        }
+        if self.keep_for < Duration::from_secs(60) {
+            bad.push((
+                "keep_for",
+                "must be at least 1m, so that a finished export can be downloaded",
+            ));
+        }
+        bad
+    }
 }
 
 impl Default for QueryConfig {
@@ -51,6 +113,7 @@ impl Default for QueryConfig {
             listing_ttl: Duration::from_secs(2),
             max_function_output: 1 << 20,
             pg_listen: None,
+            exports: ExportConfig::default(),
         }
     }
 }
@@ -104,6 +167,9 @@ impl QueryConfig {
         if self.timeout.is_zero() {
             bad("timeout".into(), "must be positive");
         }
+        for (field, problem) in self.exports.validate() {
+            bad(format!("exports.{field}"), problem);
+        }
         let mut names = std::collections::HashSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             if token.name.is_empty() {
@@ -140,5 +206,33 @@ impl QueryConfig {
         } else {
             Err(errors)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_export_settings_are_named_by_their_path() {
+        let mut config = QueryConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        config.exports.part_max_rows = 0;
+        config.exports.max_concurrent = 0;
+        config.exports.keep_for = Duration::from_secs(1);
+        let fields: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "exports.part_max_rows",
+                "exports.max_concurrent",
+                "exports.keep_for"
+            ]
+        );
     }
 }

@@ -19,6 +19,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -41,6 +42,8 @@ pub enum Transport {
     Http,
     Pgwire,
     Cli,
+    /// A signed compliance export ([`crate::export`]).
+    Export,
 }
 
 impl Transport {
@@ -49,6 +52,7 @@ impl Transport {
             Transport::Http => "http",
             Transport::Pgwire => "pgwire",
             Transport::Cli => "cli",
+            Transport::Export => "export",
         }
     }
 }
@@ -180,6 +184,38 @@ impl Engine {
         transport: Transport,
         capped: bool,
     ) -> Result<QueryStream, QueryError> {
+        let row_cap = capped.then_some(self.inner.config.max_rows);
+        self.start(
+            principal,
+            sql,
+            transport,
+            row_cap,
+            self.inner.config.timeout,
+        )
+        .await
+    }
+
+    /// Runs `sql` for an export: like [`Engine::execute`], uncapped, under
+    /// `timeout` rather than `query.timeout`, audited with transport `export`.
+    /// [`QueryStream::physical_plan`] tells which lake files it reads.
+    pub async fn execute_export(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        timeout: std::time::Duration,
+    ) -> Result<QueryStream, QueryError> {
+        self.start(principal, sql, Transport::Export, None, timeout)
+            .await
+    }
+
+    async fn start(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        transport: Transport,
+        row_cap: Option<usize>,
+        timeout: std::time::Duration,
+    ) -> Result<QueryStream, QueryError> {
         let inner = &self.inner;
         self.check_len(sql)
             .inspect_err(|e| inner.metrics.finished(transport, e.outcome()))?;
@@ -187,7 +223,7 @@ impl Engine {
             .admit(principal)
             .inspect_err(|e| inner.metrics.finished(transport, e.outcome()))?;
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + inner.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut finish = Finish {
             audit: Arc::clone(&inner.audit),
             metrics: inner.metrics.clone(),
@@ -219,15 +255,17 @@ impl Engine {
             .map_err(|e| QueryError::Internal(format!("query audit: {e}")))?
             .map_err(|e| QueryError::Internal(format!("query audit is not writable: {e}")))?;
 
-        let timeout = inner.config.timeout;
         let opened = async {
             let ctx = inner.sessions.for_principal(principal)?;
             let plan = plan(&ctx, principal, sql).await?;
             let df = ctx.execute_logical_plan(plan).await?;
-            Ok::<_, QueryError>(df.execute_stream().await?)
+            let task = Arc::new(df.task_ctx());
+            let physical = df.create_physical_plan().await?;
+            let stream = execute_stream(Arc::clone(&physical), task)?;
+            Ok::<_, QueryError>((stream, physical))
         };
-        let stream = match tokio::time::timeout_at(deadline, opened).await {
-            Ok(Ok(stream)) => stream,
+        let (stream, physical) = match tokio::time::timeout_at(deadline, opened).await {
+            Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 finish.end(Err(&e), 0, 0);
                 return Err(e);
@@ -242,9 +280,10 @@ impl Engine {
         Ok(QueryStream {
             schema: stream.schema(),
             inner: Some(stream),
+            physical,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout,
-            row_cap: capped.then_some(inner.config.max_rows),
+            row_cap,
             rows: 0,
             bytes: 0,
             truncated: false,
@@ -440,6 +479,7 @@ impl Drop for Finish {
 pub struct QueryStream {
     schema: SchemaRef,
     inner: Option<SendableRecordBatchStream>,
+    physical: Arc<dyn ExecutionPlan>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: std::time::Duration,
     row_cap: Option<usize>,
@@ -462,6 +502,11 @@ impl QueryStream {
 
     pub fn query_id(&self) -> &str {
         &self.finish.record.query_id
+    }
+
+    /// The physical plan being run (exports list the files it scans).
+    pub fn physical_plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.physical
     }
 
     /// Rows returned so far.

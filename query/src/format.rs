@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `json` | `application/json`: `{"columns":[…],"rows":[{…},…],"row_count":n,"truncated":b}` | the body breaks off (no closing bracket, chunked body aborted) |
 //! | `ndjson` | `application/x-ndjson`: one object per row | a last line `{"error":"<code>","message":"…"}` |
-//! | `csv` | `text/csv` with a header row | the body breaks off |
+//! | `csv` | `text/csv` with a header row; lists, maps and structs as JSON text | the body breaks off |
 //! | `arrow` | `application/vnd.apache.arrow.stream` (IPC stream) | the body breaks off (no end-of-stream marker) |
 //! | `parquet` | `application/vnd.apache.parquet` | the body breaks off (no footer) |
 //!
@@ -15,9 +15,12 @@
 
 use std::str::FromStr;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::error::ArrowError;
+use arrow::json::writer::{EncoderOptions, make_encoder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -150,10 +153,11 @@ impl Encoder {
             Encoder::Ndjson => ndjson(batch),
             Encoder::Csv { header } => {
                 let mut out = Vec::new();
+                let flat = csv_batch(&csv_schema(&batch.schema()), batch)?;
                 arrow::csv::WriterBuilder::new()
                     .with_header(*header)
                     .build(&mut out)
-                    .write(batch)?;
+                    .write(&flat)?;
                 *header = false;
                 Ok(out)
             }
@@ -221,4 +225,89 @@ fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     writer.finish()?;
     drop(writer);
     Ok(out)
+}
+
+/// CSV has no nested values: lists, maps and structs become JSON text.
+pub(crate) fn csv_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.data_type().is_nested() {
+                Field::new(f.name(), DataType::Utf8, true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+pub(crate) fn csv_batch(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, array)| {
+            if field.data_type().is_nested() {
+                json_column(field, array.as_ref())
+            } else {
+                Ok(Arc::clone(array))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+fn json_column(field: &FieldRef, array: &dyn Array) -> Result<ArrayRef, ArrowError> {
+    let options = EncoderOptions::default();
+    let mut encoder = make_encoder(field, array, &options)?;
+    let mut out = StringBuilder::with_capacity(array.len(), array.len() * 16);
+    let mut buf = Vec::new();
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        buf.clear();
+        encoder.encode(i, &mut buf);
+        let text = std::str::from_utf8(&buf)
+            .map_err(|e| ArrowError::JsonError(format!("{}: {e}", field.name())))?;
+        out.append_value(text);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_carries_lists_and_maps_as_json_text() {
+        let mut scopes = arrow::array::ListBuilder::new(StringBuilder::new());
+        scopes.values().append_value("repo:read");
+        scopes.values().append_value("mail");
+        scopes.append(true);
+        scopes.append_null();
+        let batch = RecordBatch::try_from_iter([
+            (
+                "event_id",
+                Arc::new(arrow::array::StringArray::from(vec!["e1", "e2"])) as ArrayRef,
+            ),
+            ("scopes", Arc::new(scopes.finish()) as ArrayRef),
+        ])
+        .unwrap();
+        let mut encoder = Encoder::new(Format::Csv, &batch.schema()).unwrap();
+        let mut out = encoder.begin(&batch.schema());
+        out.extend(encoder.batch(&batch).unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "event_id,scopes\ne1,\"[\"\"repo:read\"\",\"\"mail\"\"]\"\ne2,\n"
+        );
+    }
 }

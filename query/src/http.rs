@@ -47,7 +47,10 @@ impl IntoResponse for QueryError {
     }
 }
 
-fn principal(engine: &Engine, headers: &HeaderMap) -> Result<Principal, QueryError> {
+/// The principal of a request's `Authorization: Bearer <token>`; a missing or
+/// wrong token is [`QueryError::Unauthorized`]. Every authenticated route of
+/// tooltrail (SQL, exports, legal holds) goes through here.
+pub fn principal(engine: &Engine, headers: &HeaderMap) -> Result<Principal, QueryError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

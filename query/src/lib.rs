@@ -5,12 +5,14 @@
 //! - [`http`]: `POST /v1/sql` and the table endpoints (axum).
 //! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools.
 //! - [`format`]: result encodings (json, ndjson, csv, arrow, parquet, table).
+//! - [`export`]: signed compliance exports (`POST /v1/exports`, `tooltrail export`).
 
 pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod functions;
 pub mod http;
@@ -23,4 +25,5 @@ pub use auth::{Principal, Role, Tenants};
 pub use config::QueryConfig;
 pub use engine::{Engine, QueryStream, Transport};
 pub use error::QueryError;
+pub use export::{ExportError, ExportFormat, ExportService};
 pub use metrics::QueryMetrics;

@@ -29,6 +29,7 @@ mod decode;
 mod error;
 mod event;
 pub mod lake;
+pub mod signing;
 mod view;
 
 pub use decode::{MAX_ARGUMENTS_BYTES, MAX_EVENT_BYTES, MAX_ID_BYTES, decode, decode_view};

@@ -7,9 +7,12 @@
 
 mod cli;
 mod detect;
+mod export;
 mod ingest_http;
 mod ingest_kafka;
 mod kafka;
 mod lake_readers;
+mod lake_verify;
 mod query;
+mod retention;
 mod support;

@@ -147,16 +147,8 @@ pub(crate) fn compact_hour(
     options: &CompactOptions,
     stop_before_swap: bool,
 ) -> Result<Option<LogEntry>> {
-    let prefix = format!("{dir}/");
-    let before = live_in(lake.state(), &prefix);
-    let txn_id = uuid::Uuid::now_v7().simple().to_string();
-    let (parent, hour_name) = dir
-        .rsplit_once('/')
-        .expect("an hour partition has a parent");
-    let staged_rel = format!("{parent}/.{hour_name}.compact-{txn_id}");
-    let staged = lake.root().join(&staged_rel);
-    fs::create_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
-    let result = (|| {
+    let merged: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let write = |lake: &Lake, staged: &Path, txn_id: &str| {
         let mut batches = Vec::new();
         for file in files {
             batches.extend(read_all(&lake.root().join(&file.path))?);
@@ -175,7 +167,7 @@ pub(crate) fn compact_hour(
                     "tooltrail.schema_version".into(),
                     SCHEMA_VERSION.to_string(),
                 ),
-                KeyValue::new("tooltrail.txn_id".into(), txn_id.clone()),
+                KeyValue::new("tooltrail.txn_id".into(), txn_id.to_owned()),
                 KeyValue::new("tooltrail.compacted_from".into(), files.len().to_string()),
             ];
             let props = parquet::writer_properties(&part, lake.zstd_level(), metadata);
@@ -193,17 +185,64 @@ pub(crate) fn compact_hour(
             offset += len;
             n += 1;
         }
+        Ok(added)
+    };
+    swap_partition(
+        lake,
+        dir,
+        Operation::Compact,
+        &merged,
+        write,
+        stop_before_swap,
+    )
+}
+
+/// Replaces files of the partition `dir` atomically for readers, the way
+/// compaction does: `write(lake, staged_dir, txn_id)` writes the new files
+/// into a hidden directory beside the partition and returns their records
+/// (paths as they will be, `{dir}/{name}`); every other visible file of the
+/// partition except `replaced` (paths relative to the lake root) is
+/// hard-linked beside them. Then, under the exclusive lock, if the
+/// partition's live files are still what they were, the entry (`operation`,
+/// `removed: replaced`, `swap`) is appended and the two directories are
+/// exchanged; the old one is retired. `None` when the partition changed
+/// meanwhile (nothing is left behind). `stop_before_swap` leaves the
+/// committed entry unfinished (crash tests).
+pub(crate) fn swap_partition(
+    lake: &mut Lake,
+    dir: &str,
+    operation: Operation,
+    replaced: &[String],
+    write: impl FnOnce(&Lake, &Path, &str) -> Result<Vec<FileRecord>>,
+    stop_before_swap: bool,
+) -> Result<Option<LogEntry>> {
+    let prefix = format!("{dir}/");
+    let before = live_in(lake.state(), &prefix);
+    let txn_id = uuid::Uuid::now_v7().simple().to_string();
+    let (parent, name) = dir
+        .rsplit_once('/')
+        .expect("a partition directory has a parent");
+    let tag = match operation {
+        Operation::Compact => "compact",
+        Operation::Retention => "retention",
+        Operation::Ingest => "ingest",
+    };
+    let staged_rel = format!("{parent}/.{name}.{tag}-{txn_id}");
+    let staged = lake.root().join(&staged_rel);
+    fs::create_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+    let result = (|| {
+        let added = write(lake, &staged, &txn_id)?;
         // Everything else in the partition stays: link it into the new directory.
-        let merged_names: Vec<&str> = files
+        let replaced_names: Vec<&str> = replaced
             .iter()
-            .filter_map(|f| f.path.rsplit_once('/').map(|(_, n)| n))
+            .filter_map(|p| p.rsplit_once('/').map(|(_, n)| n))
             .collect();
         let live_dir = lake.root().join(dir);
         for entry in fs::read_dir(&live_dir).map_err(|e| Error::io(&live_dir, e))? {
             let entry = entry.map_err(|e| Error::io(&live_dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || merged_names.contains(&name.as_ref()) {
+            if name.starts_with('.') || replaced_names.contains(&name.as_ref()) {
                 continue;
             }
             fs::hard_link(entry.path(), staged.join(name.as_ref()))
@@ -216,11 +255,11 @@ pub(crate) fn compact_hour(
             seq: 0,
             txn_id: txn_id.clone(),
             committed_at: Utc::now(),
-            operation: Operation::Compact,
+            operation,
             writer: lake.writer_id().to_owned(),
             positions: Vec::new(),
             added,
-            removed: files.iter().map(|f| f.path.clone()).collect(),
+            removed: replaced.to_vec(),
             keys: Vec::new(),
             swap: Some(DirSwap {
                 dir: dir.to_owned(),
@@ -228,8 +267,8 @@ pub(crate) fn compact_hour(
             }),
         };
         let checked = |state: &LogState| {
-            // A file added to or removed from this hour since we looked: the
-            // merged directory would lose it, so the hour waits for next time.
+            // A file added to or removed from this partition since we looked:
+            // the new directory would lose it, so the partition waits.
             if live_in(state, &prefix) != before {
                 return Err(Error::PartitionChanged {
                     dir: dir.to_owned(),
@@ -251,7 +290,8 @@ pub(crate) fn compact_hour(
     result
 }
 
-fn live_in(state: &LogState, prefix: &str) -> Vec<String> {
+/// The live files of the log under `prefix` (a partition directory and `/`).
+pub(crate) fn live_in(state: &LogState, prefix: &str) -> Vec<String> {
     state
         .live
         .range(prefix.to_owned()..)

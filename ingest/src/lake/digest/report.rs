@@ -1,0 +1,196 @@
+//! What `verify` reports: findings (each names a path or a seq), files
+//! pending the next digest, and the chain's head.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tooltrail_schemas::signing::SIGNATURE_SUFFIX;
+
+use super::format::digest_name;
+
+/// Something wrong with the lake or its chain. Each names the path or seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// A file's bytes differ from what the chain recorded.
+    ModifiedFile {
+        path: String,
+        expected_sha256: String,
+        actual_sha256: String,
+        expected_bytes: u64,
+        actual_bytes: u64,
+    },
+    /// A file the chain lists as live is gone, and no log entry removed it.
+    /// `recorded_in_digest` is `None` when only a log entry in a gap lists it.
+    DeletedFile {
+        path: String,
+        recorded_in_digest: Option<u64>,
+    },
+    /// A data file that no digest and no log entry lists.
+    UnlistedFile { path: String },
+    /// A file a digested log entry removed is back in the table.
+    ResurrectedFile {
+        path: String,
+        removed_in_log_seq: u64,
+    },
+    /// A commit-log entry's bytes differ from the hash a digest recorded.
+    LogEntryModified { seq: u64, recorded_in_digest: u64 },
+    /// A commit-log entry is missing (recorded by a digest, or a hole before a later entry).
+    LogEntryMissing { seq: u64 },
+    /// A digest's `previous` does not name the previous digest's exact bytes.
+    BrokenLink {
+        seq: u64,
+        expected_previous_sha256: String,
+        actual: String,
+    },
+    /// A digest without its `.sig`.
+    Unsigned { seq: u64 },
+    /// A signature that does not verify under the key the digest names.
+    BadSignature {
+        seq: u64,
+        key_id: String,
+        reason: String,
+    },
+    /// A digest signed by a key the verifier does not trust.
+    UnknownKey { seq: u64, key_id: String },
+    /// Digest `next_seq` does not follow `after_seq`: a digest is missing, or
+    /// the log ranges do not join up.
+    Gap { after_seq: u64, next_seq: u64 },
+    /// A digest or log entry that does not parse.
+    Malformed { path: String, reason: String },
+    /// The lake has no digests: nothing vouches for it.
+    NoDigests,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::ModifiedFile {
+                path,
+                expected_sha256,
+                actual_sha256,
+                expected_bytes,
+                actual_bytes,
+            } => write!(
+                f,
+                "modified file {path}: sha256 {actual_sha256} ({actual_bytes} bytes), recorded {expected_sha256} ({expected_bytes} bytes)"
+            ),
+            Finding::DeletedFile {
+                path,
+                recorded_in_digest: Some(seq),
+            } => write!(
+                f,
+                "deleted file {path}: listed in digest {seq}, removed by no log entry"
+            ),
+            Finding::DeletedFile { path, .. } => {
+                write!(
+                    f,
+                    "deleted file {path}: listed in the log, removed by no log entry"
+                )
+            }
+            Finding::UnlistedFile { path } => {
+                write!(f, "unlisted file {path}: in no digest and no log entry")
+            }
+            Finding::ResurrectedFile {
+                path,
+                removed_in_log_seq,
+            } => write!(
+                f,
+                "resurrected file {path}: removed by log entry {removed_in_log_seq}, present again"
+            ),
+            Finding::LogEntryModified {
+                seq,
+                recorded_in_digest,
+            } => write!(
+                f,
+                "log entry {seq} modified: its sha256 differs from digest {recorded_in_digest}"
+            ),
+            Finding::LogEntryMissing { seq } => write!(f, "log entry {seq} missing"),
+            Finding::BrokenLink {
+                seq,
+                expected_previous_sha256,
+                actual,
+            } => write!(
+                f,
+                "broken link at digest {seq}: it names previous sha256 {expected_previous_sha256}, digest {} is {actual}",
+                seq.saturating_sub(1)
+            ),
+            Finding::Unsigned { seq } => write!(
+                f,
+                "digest {seq} is unsigned: no {}{SIGNATURE_SUFFIX}",
+                digest_name(*seq)
+            ),
+            Finding::BadSignature {
+                seq,
+                key_id,
+                reason,
+            } => write!(f, "bad signature on digest {seq} (key {key_id}): {reason}"),
+            Finding::UnknownKey { seq, key_id } => {
+                write!(f, "digest {seq} is signed by unknown key {key_id}")
+            }
+            Finding::Gap {
+                after_seq,
+                next_seq,
+            } => {
+                write!(
+                    f,
+                    "gap in the chain: digest {next_seq} follows digest {after_seq}"
+                )
+            }
+            Finding::Malformed { path, reason } => write!(f, "malformed {path}: {reason}"),
+            Finding::NoDigests => write!(f, "no digests: nothing vouches for this lake yet"),
+        }
+    }
+}
+
+/// A file the chain does not vouch for yet, and why that is expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub path: String,
+    pub reason: PendingReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingReason {
+    /// Committed by a log entry after the last digest.
+    CommittedAfterLastDigest,
+    /// Removed by a log entry after the last digest, still present.
+    RemovedAfterLastDigest,
+    /// Committed, but the transaction (or compaction swap) is not finished;
+    /// the next `Lake::open` finishes it.
+    NotYetPublished,
+    /// An alerts file written since the last digest.
+    NewerThanLastDigest,
+    /// A query-audit file whose day was not over at the last digest.
+    DayNotOverAtLastDigest,
+}
+
+/// The newest digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Head {
+    pub seq: u64,
+    /// SHA-256 of its bytes: record it, and a later truncation of the chain shows.
+    pub sha256: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub verified_at: DateTime<Utc>,
+    pub digests: usize,
+    pub head: Option<Head>,
+    pub log_entries_checked: usize,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    pub pending: Vec<Pending>,
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}

@@ -1,0 +1,275 @@
+//! `tooltrail lake`: the lake's signed digest chain. `digest` appends one
+//! (for cron in Kafka deployments; `up` writes them itself every
+//! `digest.interval`), `verify` walks the chain and the lake and names every
+//! modified, deleted or unlisted file and every broken, unsigned or missing
+//! link (see `tooltrail_ingest::lake::digest`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tooltrail_ingest::lake::digest::{self, VerifyReport};
+use tooltrail_schemas::signing::Signer;
+
+use crate::config::Config;
+use crate::supervisor::Supervisor;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LakeCommand {
+    /// Write and sign the next digest now: the commits, compactions and
+    /// deletions since the previous one, and new alerts and query-audit files.
+    Digest {
+        /// The lake directory, overriding `ingest.lake`.
+        #[arg(long, value_name = "DIR")]
+        lake: Option<PathBuf>,
+        /// The Ed25519 private key (PKCS#8 PEM); default `signing.key_file`.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Walk the digest chain and the lake; print every finding. Exits 0 when
+    /// clean, 1 when anything is wrong.
+    Verify {
+        /// The lake directory, overriding `ingest.lake`.
+        #[arg(long, value_name = "DIR")]
+        lake: Option<PathBuf>,
+        /// Check only files whose partition overlaps from this time on (RFC 3339
+        /// or YYYY-MM-DD, UTC). Signatures, links and the log are always checked whole.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Check only files whose partition starts before this time.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
+        /// A trusted public key (SPKI PEM, from `tooltrail keys public`); repeat
+        /// for rotated keys. Default: `signing.key_file`'s and `signing.trusted_public_keys`.
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
+        /// `text`: one line per finding and a summary; `json`: the whole report.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
+    match command {
+        LakeCommand::Digest { lake, key } => {
+            let lake = lake_dir(lake, config)?;
+            let signer = match key {
+                Some(path) => crate::signing::read_private(&path)?,
+                None => crate::signing::load(&config.signing)?
+                    .context("no signing key: pass --key FILE or set signing.key_file")?,
+            };
+            let summary = digest::write_digest(&lake, &signer, Utc::now())
+                .with_context(|| format!("writing a digest of the lake at {}", lake.display()))?;
+            let log = if summary.log_to < summary.log_from {
+                "no new log entries".to_owned()
+            } else {
+                format!("log entries {}..={}", summary.log_from, summary.log_to)
+            };
+            println!(
+                "wrote digest {} ({}): {log}, {} files added, {} removed, {} observed; key {}",
+                summary.seq,
+                summary.path.display(),
+                summary.added,
+                summary.removed,
+                summary.observed,
+                signer.key_id()
+            );
+            Ok(())
+        }
+        LakeCommand::Verify {
+            lake,
+            from,
+            to,
+            public_keys,
+            format,
+        } => {
+            let lake = lake_dir(lake, config)?;
+            let keyring = crate::signing::keyring(&config.signing, &public_keys)?;
+            let range = (from.is_some() || to.is_some()).then(|| {
+                (
+                    from.unwrap_or(DateTime::<Utc>::MIN_UTC),
+                    to.unwrap_or(DateTime::<Utc>::MAX_UTC),
+                )
+            });
+            let report = digest::verify(&lake, &keyring, range, Utc::now())
+                .with_context(|| format!("verifying the lake at {}", lake.display()))?;
+            match format {
+                ReportFormat::Text => print_text(&report),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            if report.is_clean() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "the lake at {} failed verification: {}",
+                    lake.display(),
+                    count(report.findings.len(), "finding")
+                )
+            }
+        }
+    }
+}
+
+fn print_text(report: &VerifyReport) {
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    let head = report.head.as_ref().map_or_else(
+        || "none".to_owned(),
+        |h| match h.created_at {
+            Some(at) => format!(
+                "{} at {} sha256 {}",
+                h.seq,
+                at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                h.sha256
+            ),
+            None => format!("{} sha256 {}", h.seq, h.sha256),
+        },
+    );
+    println!(
+        "{} (head {head}), {}, {} checked ({} bytes), {} pending, {}",
+        count(report.digests, "digest"),
+        count(report.log_entries_checked, "log entry"),
+        count(report.files_checked, "file"),
+        report.bytes_checked,
+        report.pending.len(),
+        count(report.findings.len(), "finding")
+    );
+}
+
+/// `1 finding`, `2 findings`, `0 log entries`.
+fn count(n: usize, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+fn lake_dir(flag: Option<PathBuf>, config: &Config) -> anyhow::Result<PathBuf> {
+    flag.or_else(|| config.ingest.lake.clone())
+        .context("no lake directory: pass --lake DIR or set ingest.lake")
+}
+
+/// `2026-11-22T09:00:00Z` (any offset) or `2026-11-22` (midnight UTC).
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("`{text}` is neither RFC 3339 nor YYYY-MM-DD"))
+}
+
+/// `tooltrail_lake_digest_*`: whether `up`'s digests keep coming.
+#[derive(Clone, Default)]
+struct DigestMetrics {
+    written: Counter,
+    failures: Counter,
+    last_success: Gauge,
+}
+
+impl DigestMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = DigestMetrics::default();
+        let r = registry.sub_registry_with_prefix("tooltrail_lake_digest");
+        r.register("written", "Digests written", m.written.clone());
+        r.register(
+            "failures",
+            "Digest writes that failed (the chain is not advancing)",
+            m.failures.clone(),
+        );
+        r.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last digest written",
+            m.last_success.clone(),
+        );
+        m
+    }
+}
+
+/// Runs `up`'s digester: a digest at start, then every `interval`. A failed
+/// write is logged at ERROR and retried at the next tick; it never stops `up`.
+pub fn spawn_digester(
+    supervisor: &Supervisor,
+    registry: &mut Registry,
+    lake: &Path,
+    signer: Signer,
+    interval: Duration,
+) {
+    let metrics = DigestMetrics::register(registry);
+    let token = supervisor.token();
+    let lake = lake.to_owned();
+    supervisor.spawn("lake digester", async move {
+        // tokio's interval panics on zero.
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                _ = ticks.tick() => {}
+            }
+            let (lake, signer) = (lake.clone(), signer.clone());
+            let written =
+                tokio::task::spawn_blocking(move || digest::write_digest(&lake, &signer, Utc::now()))
+                    .await
+                    .context("the digest writer panicked")?;
+            match written {
+                Ok(summary) => {
+                    metrics.written.inc();
+                    metrics.last_success.set(Utc::now().timestamp());
+                    tracing::info!(
+                        seq = summary.seq,
+                        log_from = summary.log_from,
+                        log_to = summary.log_to,
+                        added = summary.added,
+                        removed = summary.removed,
+                        observed = summary.observed,
+                        "lake digest written"
+                    );
+                }
+                Err(error) => {
+                    metrics.failures.inc();
+                    tracing::error!(%error, "writing the lake digest failed; the tamper evidence is not advancing");
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_or_a_utc_date() {
+        assert_eq!(
+            parse_time("2026-11-22").unwrap(),
+            parse_time("2026-11-22T00:00:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_time("2026-11-22T10:00:00+01:00").unwrap(),
+            parse_time("2026-11-22T09:00:00Z").unwrap()
+        );
+        assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+    }
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(count(1, "finding"), "1 finding");
+        assert_eq!(count(0, "finding"), "0 findings");
+        assert_eq!(count(2, "log entry"), "2 log entries");
+    }
+}
