@@ -732,3 +732,76 @@ fn a_second_run_at_the_same_time_is_refused() {
     let err = retention.apply(&mut lake, &plan, &never).unwrap_err();
     assert!(matches!(err, crate::Error::RetentionBusy { .. }), "{err}");
 }
+
+#[test]
+fn a_lake_after_retention_verifies_clean_in_the_digest_chain_and_a_deletion_by_hand_does_not() {
+    use crate::lake::digest::{Finding, verify, write_digest};
+    use tooltrail_schemas::signing::{Keyring, Signer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut lake = Lake::open(root, 3).unwrap();
+    // Past 365 days: deleted whole. Mixed with a 30-day tenant: rewritten.
+    commit_events(&mut lake, "2025-10-01T09:15:00Z", &[("acme", 2)]);
+    commit_events(
+        &mut lake,
+        "2026-09-01T09:15:00Z",
+        &[("acme", 5), ("globex", 3)],
+    );
+    let young = commit_events(&mut lake, "2026-11-20T09:15:00Z", &[("acme", 4)]);
+    write_ndjson(
+        root,
+        "alerts/dt=2025-10-01/part-1-1.ndjson",
+        &[alert("a1", "acme", "2025-10-01T10:00:00Z")],
+    );
+    write_ndjson(
+        root,
+        "alerts/dt=2026-09-01/part-2-1.ndjson",
+        &[
+            alert("a2", "acme", "2026-09-01T10:00:00Z"),
+            alert("a3", "globex", "2026-09-01T11:00:00Z"),
+        ],
+    );
+    let signer = Signer::from_seed([9; 32]);
+    let keyring = Keyring::new(vec![signer.public_key().clone()]);
+    write_digest(root, &signer, Utc::now()).unwrap();
+
+    let mut config = RetentionConfig::default();
+    config.tenants.insert(
+        "globex".into(),
+        TenantRetention {
+            events: Some(days(30)),
+            alerts: Some(days(30)),
+            ..TenantRetention::default()
+        },
+    );
+    let mut retention = Retention::new(root, &config);
+    let plan = retention.plan(&mut lake, now()).unwrap();
+    let summary = retention.apply(&mut lake, &plan, &never).unwrap();
+    assert_eq!(
+        (summary.deleted.len(), summary.rewritten.len()),
+        (2, 2),
+        "{summary:#?}"
+    );
+    assert_eq!(
+        rows(root, Table::Events),
+        BTreeMap::from([(tenant("acme"), 9)])
+    );
+    write_digest(root, &signer, Utc::now()).unwrap();
+
+    // Legitimate maintenance: nothing to report.
+    let report = verify(root, &keyring, None, Utc::now()).unwrap();
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+
+    // The same lake with a file deleted by hand is caught and named.
+    fs::remove_file(root.join(&young.added[0].path)).unwrap();
+    let report = verify(root, &keyring, None, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            report.findings.as_slice(),
+            [Finding::DeletedFile { path, .. }] if *path == young.added[0].path
+        ),
+        "{:#?}",
+        report.findings
+    );
+}
