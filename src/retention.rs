@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tooltrail_ingest::Error as IngestError;
 use tooltrail_ingest::lake::Lake;
@@ -106,13 +110,14 @@ fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
 /// Starts `up`'s periodic retention: every `retention.interval` (the first
 /// at start), on a blocking thread; a summary at INFO, failures at ERROR.
 /// A failed run does not stop `up`; the next interval tries again.
-pub fn spawn(supervisor: &Supervisor, lake_dir: &Path, config: &Config) {
+pub fn spawn(supervisor: &Supervisor, registry: &mut Registry, lake_dir: &Path, config: &Config) {
     if !config.retention.enabled {
         tracing::info!("retention is disabled (retention.enabled = false)");
         return;
     }
     let token = supervisor.token();
     let task = Periodic {
+        metrics: RetentionMetrics::register(registry),
         lake_dir: lake_dir.to_owned(),
         zstd_level: config.ingest.zstd_level,
         config: config.retention.clone(),
@@ -120,7 +125,71 @@ pub fn spawn(supervisor: &Supervisor, lake_dir: &Path, config: &Config) {
     supervisor.spawn("retention", task.run(token));
 }
 
+/// `tooltrail_retention_*`: what `up`'s retention runs delete, and whether they fail.
+#[derive(Clone, Default)]
+struct RetentionMetrics {
+    runs: Family<OutcomeLabel, Counter>,
+    partitions: Family<TableLabel, Counter>,
+    rows: Family<TableLabel, Counter>,
+    bytes: Family<TableLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+impl RetentionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = RetentionMetrics::default();
+        let r = registry.sub_registry_with_prefix("tooltrail_retention");
+        r.register(
+            "runs",
+            "Retention runs by outcome (ok, partial: some partitions failed, busy, error)",
+            m.runs.clone(),
+        );
+        r.register(
+            "partitions",
+            "Partitions deleted or rewritten by retention",
+            m.partitions.clone(),
+        );
+        r.register("rows_deleted", "Rows deleted by retention", m.rows.clone());
+        r.register(
+            "bytes_deleted",
+            "Bytes of files deleted by retention",
+            m.bytes.clone(),
+        );
+        m
+    }
+
+    fn record(&self, result: &Result<RetentionSummary, IngestError>) {
+        let outcome = match result {
+            Ok(summary) if summary.failed.is_empty() => "ok",
+            Ok(_) => "partial",
+            Err(IngestError::RetentionBusy { .. }) => "busy",
+            Err(_) => "error",
+        };
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
+        if let Ok(summary) = result {
+            for done in summary.deleted.iter().chain(&summary.rewritten) {
+                let table = TableLabel {
+                    table: done.partition.table.name(),
+                };
+                self.partitions.get_or_create(&table).inc();
+                self.rows.get_or_create(&table).inc_by(done.rows);
+                self.bytes.get_or_create(&table).inc_by(done.bytes);
+            }
+        }
+    }
+}
+
 struct Periodic {
+    metrics: RetentionMetrics,
     lake_dir: PathBuf,
     zstd_level: i32,
     config: RetentionConfig,
@@ -156,12 +225,21 @@ impl Periodic {
             match joined {
                 Ok(Ok((kept, result))) => {
                     state = Some(kept);
+                    self.metrics.record(&result);
                     log_run(result);
                 }
                 Ok(Err(error)) => {
+                    self.metrics
+                        .runs
+                        .get_or_create(&OutcomeLabel { outcome: "error" })
+                        .inc();
                     tracing::error!(%error, "retention could not open the lake; trying again at the next interval");
                 }
                 Err(error) => {
+                    self.metrics
+                        .runs
+                        .get_or_create(&OutcomeLabel { outcome: "error" })
+                        .inc();
                     tracing::error!(%error, "retention run panicked; trying again at the next interval");
                 }
             }

@@ -87,7 +87,7 @@ pub async fn run_with(
         config.digest.interval,
     );
 
-    crate::retention::spawn(&supervisor, &lake_dir, &config);
+    crate::retention::spawn(&supervisor, &mut registry, &lake_dir, &config);
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;

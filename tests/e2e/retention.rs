@@ -378,5 +378,17 @@ async fn up_applies_retention_on_its_interval() -> Result<()> {
         logged.remaining("the retention summary in the log")?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Operators see it in the metrics.
+    let metrics = up.get_text("/metrics").await?;
+    for line in [
+        "tooltrail_retention_partitions_total{table=\"events\"} 1",
+        "tooltrail_retention_rows_deleted_total{table=\"events\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("tooltrail_retention_runs_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
     up.stop().await
 }
