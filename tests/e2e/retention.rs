@@ -215,45 +215,26 @@ async fn a_hold_set_through_the_admin_api_keeps_that_tenant_at_the_next_apply() 
     let hold = json!({"tenant": "acme", "reason": "subpoena 42"});
     let post = reqwest::Method::POST;
 
-    let (status, body) = call(
-        &up,
-        post.clone(),
-        "/v1/legal-holds",
-        None,
-        Some(hold.clone()),
-    )
-    .await?;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("unauthorized")),
-        "{body}"
-    );
-    let (status, body) = call(
-        &up,
-        post.clone(),
-        "/v1/legal-holds",
-        Some("tok-analyst"),
-        Some(hold.clone()),
-    )
-    .await?;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("forbidden")),
-        "{body}"
-    );
-    let (status, body) = call(
-        &up,
-        post.clone(),
-        "/v1/legal-holds",
-        Some("tok-admin"),
-        Some(json!({"tenant": "acme", "from": "not a time", "reason": "x"})),
-    )
-    .await?;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_hold")),
-        "{body}"
-    );
+    let bad_time = json!({"tenant": "acme", "from": "not a time", "reason": "x"});
+    for (token, body, status, code) in [
+        (None, &hold, 401, "unauthorized"),
+        (Some("tok-analyst"), &hold, 403, "forbidden"),
+        (Some("tok-admin"), &bad_time, 400, "invalid_hold"),
+    ] {
+        let (got, reply) = call(
+            &up,
+            post.clone(),
+            "/v1/legal-holds",
+            token,
+            Some(body.clone()),
+        )
+        .await?;
+        assert_eq!(
+            (got, reply["error"].as_str()),
+            (status, Some(code)),
+            "{reply}"
+        );
+    }
     let (status, created) =
         call(&up, post, "/v1/legal-holds", Some("tok-admin"), Some(hold)).await?;
     assert_eq!(status, 201, "{created}");

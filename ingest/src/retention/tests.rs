@@ -408,18 +408,8 @@ fn alert(id: &str, tenant: &str, time: &str) -> String {
     )
 }
 
-fn audit(id: &str, time: &str) -> String {
-    format!(
-        r#"{{"query_id":"{id}","phase":"start","time":"{time}","principal":"root","sql":"select 1"}}"#
-    )
-}
-
-#[test]
-fn alerts_and_query_audit_partitions_are_deleted_per_their_own_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let mut lake = Lake::open(root, 3).unwrap();
-    // Alerts: one day past 365 days, one mixed day with a 30-day tenant.
+/// Alerts on a day past 365 days (acme) and on a day acme shares with globex.
+fn write_old_alerts(root: &Path) {
     write_ndjson(
         root,
         "alerts/dt=2025-10-01/part-1-1.ndjson",
@@ -433,6 +423,21 @@ fn alerts_and_query_audit_partitions_are_deleted_per_their_own_retention() {
             alert("a3", "globex", "2026-09-01T11:00:00Z"),
         ],
     );
+}
+
+fn audit(id: &str, time: &str) -> String {
+    format!(
+        r#"{{"query_id":"{id}","phase":"start","time":"{time}","principal":"root","sql":"select 1"}}"#
+    )
+}
+
+#[test]
+fn alerts_and_query_audit_partitions_are_deleted_per_their_own_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut lake = Lake::open(root, 3).unwrap();
+    // Alerts: one day past 365 days, one mixed day with a 30-day tenant.
+    write_old_alerts(root);
     write_ndjson(
         root,
         "alerts/dt=2026-09-01/part-2-2.ndjson",
@@ -749,19 +754,7 @@ fn a_lake_after_retention_verifies_clean_in_the_digest_chain_and_a_deletion_by_h
         &[("acme", 5), ("globex", 3)],
     );
     let young = commit_events(&mut lake, "2026-11-20T09:15:00Z", &[("acme", 4)]);
-    write_ndjson(
-        root,
-        "alerts/dt=2025-10-01/part-1-1.ndjson",
-        &[alert("a1", "acme", "2025-10-01T10:00:00Z")],
-    );
-    write_ndjson(
-        root,
-        "alerts/dt=2026-09-01/part-2-1.ndjson",
-        &[
-            alert("a2", "acme", "2026-09-01T10:00:00Z"),
-            alert("a3", "globex", "2026-09-01T11:00:00Z"),
-        ],
-    );
+    write_old_alerts(root);
     let signer = Signer::from_seed([9; 32]);
     let keyring = Keyring::new(vec![signer.public_key().clone()]);
     write_digest(root, &signer, Utc::now()).unwrap();
