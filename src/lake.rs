@@ -50,7 +50,26 @@ pub enum LakeCommand {
         /// `text`: one line per finding and a summary; `json`: the whole report.
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
+        /// The head an earlier audit recorded, as `SEQ:SHA256` (the summary line
+        /// prints it): that digest must still be there, unchanged. This catches a
+        /// chain cut back since, which the chain alone cannot show.
+        #[arg(long, value_name = "SEQ:SHA256", value_parser = parse_anchor)]
+        expect_head: Option<(u64, String)>,
     },
+}
+
+/// `SEQ:SHA256`, as `lake verify` prints the head.
+fn parse_anchor(text: &str) -> Result<(u64, String), String> {
+    let (seq, sha256) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not SEQ:SHA256"))?;
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("`{seq}` is not a digest seq"))?;
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{sha256}` is not a hex SHA-256"));
+    }
+    Ok((seq, sha256.to_ascii_lowercase()))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +111,7 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             to,
             public_keys,
             format,
+            expect_head,
         } => {
             let lake = lake_dir(lake, config)?;
             let keyring = crate::signing::keyring(&config.signing, &public_keys)?;
@@ -101,8 +121,13 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
                     to.unwrap_or(DateTime::<Utc>::MAX_UTC),
                 )
             });
-            let report = digest::verify(&lake, &keyring, range, Utc::now())
+            let mut report = digest::verify(&lake, &keyring, range, Utc::now())
                 .with_context(|| format!("verifying the lake at {}", lake.display()))?;
+            if let Some((seq, sha256)) = expect_head {
+                report
+                    .findings
+                    .extend(digest::check_anchor(&lake, seq, &sha256)?);
+            }
             match format {
                 ReportFormat::Text => print_text(&report),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -270,6 +295,15 @@ mod tests {
     fn counts_read_as_english() {
         assert_eq!(count(1, "finding"), "1 finding");
         assert_eq!(count(0, "finding"), "0 findings");
+    }
+
+    #[test]
+    fn an_anchor_is_a_seq_and_a_sha256() {
+        let sha = "AB".repeat(32);
+        assert_eq!(parse_anchor(&format!("7:{sha}")), Ok((7, "ab".repeat(32))));
+        assert!(parse_anchor("7").unwrap_err().contains("SEQ:SHA256"));
+        assert!(parse_anchor("x:00").unwrap_err().contains("seq"));
+        assert!(parse_anchor("7:00").unwrap_err().contains("SHA-256"));
         assert_eq!(count(2, "log entry"), "2 log entries");
     }
 }

@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 
 pub use self::format::DIGEST_FORMAT_VERSION;
 pub use self::report::{Finding, Head, Pending, PendingReason, VerifyReport};
-pub use self::verify::verify;
+pub use self::verify::{check_anchor, verify};
 pub use self::write::{DigestSummary, write_digest};
 
 /// Where the digests live, relative to the lake root.

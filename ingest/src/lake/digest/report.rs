@@ -61,6 +61,13 @@ pub enum Finding {
     Malformed { path: String, reason: String },
     /// The lake has no digests: nothing vouches for it.
     NoDigests,
+    /// A digest an earlier audit recorded (`--expect-head SEQ:SHA256`) is gone
+    /// (`actual: None`) or different: the chain was cut back or rewritten.
+    AnchorMismatch {
+        seq: u64,
+        expected_sha256: String,
+        actual: Option<String>,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -140,6 +147,22 @@ impl fmt::Display for Finding {
             }
             Finding::Malformed { path, reason } => write!(f, "malformed {path}: {reason}"),
             Finding::NoDigests => write!(f, "no digests: nothing vouches for this lake yet"),
+            Finding::AnchorMismatch {
+                seq,
+                expected_sha256,
+                actual: None,
+            } => write!(
+                f,
+                "digest {seq} (sha256 {expected_sha256}, recorded at an earlier audit) is missing: the chain was cut back"
+            ),
+            Finding::AnchorMismatch {
+                seq,
+                expected_sha256,
+                actual: Some(actual),
+            } => write!(
+                f,
+                "digest {seq} has sha256 {actual}, an earlier audit recorded {expected_sha256}: the chain was rewritten"
+            ),
         }
     }
 }

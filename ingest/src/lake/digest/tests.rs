@@ -470,3 +470,34 @@ fn a_directory_without_a_log_is_not_a_lake() {
     let err = verify(dir.path(), &keyring(), None, at(23, 0, 0)).unwrap_err();
     assert!(matches!(err, Error::NotALake { .. }), "{err}");
 }
+
+#[test]
+fn a_chain_cut_back_is_caught_by_the_head_an_earlier_audit_recorded() {
+    let dir = digested_lake();
+    let root = dir.path();
+    let head = check(root).head.expect("a head");
+    assert_eq!(check_anchor(root, head.seq, &head.sha256).unwrap(), None);
+    // Cutting the chain back leaves a chain that verifies on its own ...
+    fs::remove_file(digest_path(root, head.seq)).unwrap();
+    let mut sig = digest_path(root, head.seq).into_os_string();
+    sig.push(".sig");
+    fs::remove_file(sig).unwrap();
+    assert!(check(root).head.is_some_and(|h| h.seq == head.seq - 1));
+    // ... but not against the head recorded before.
+    assert_eq!(
+        check_anchor(root, head.seq, &head.sha256).unwrap(),
+        Some(Finding::AnchorMismatch {
+            seq: head.seq,
+            expected_sha256: head.sha256.clone(),
+            actual: None,
+        })
+    );
+    assert!(matches!(
+        check_anchor(root, 1, &head.sha256).unwrap(),
+        Some(Finding::AnchorMismatch {
+            seq: 1,
+            actual: Some(_),
+            ..
+        })
+    ));
+}

@@ -48,6 +48,27 @@ struct Removal {
     pending: bool,
 }
 
+/// Checks a digest an earlier audit recorded (the head `verify` reported
+/// then): it must still exist with the same bytes. With a clean [`verify`],
+/// this proves the chain was not cut back since, which the chain alone
+/// cannot show.
+pub fn check_anchor(lake_root: &Path, seq: u64, sha256: &str) -> Result<Option<Finding>> {
+    let path = lake_root.join(DIGEST_DIR).join(digest_name(seq));
+    let actual = match hash_file(&path) {
+        Ok(hash) => Some(hash.sha256),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let expected = sha256.to_ascii_lowercase();
+    Ok(
+        (actual.as_deref() != Some(expected.as_str())).then_some(Finding::AnchorMismatch {
+            seq,
+            expected_sha256: expected,
+            actual,
+        }),
+    )
+}
+
 /// Walks the chain and the lake at `lake_root`. Signatures, links, gaps and
 /// log entries are checked over the whole chain; files only where their
 /// partition overlaps `range` (`[from, to)`), when given. `now` is recorded
