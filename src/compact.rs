@@ -24,10 +24,7 @@ pub struct CompactArgs {
 }
 
 pub fn run(args: CompactArgs, config: &Config) -> anyhow::Result<()> {
-    let lake_dir = args
-        .lake
-        .or_else(|| config.ingest.lake.clone())
-        .context("no lake directory: pass --lake DIR or set ingest.lake")?;
+    let lake_dir = config.lake_dir(args.lake)?;
     let mut lake = Lake::open(&lake_dir, config.ingest.zstd_level)
         .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
     let options = CompactOptions {

@@ -182,6 +182,12 @@ fn remove_path(tree: &mut Dict, path: &[String]) -> bool {
 }
 
 impl Config {
+    /// The lake a command works on: its `--lake` flag, else `ingest.lake`.
+    pub fn lake_dir(&self, flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        flag.or_else(|| self.ingest.lake.clone())
+            .ok_or_else(|| anyhow::anyhow!("no lake directory: pass --lake DIR or set ingest.lake"))
+    }
+
     /// Checks rules that types alone cannot express.
     fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();

@@ -14,7 +14,7 @@ use tooltrail_query::export::ExportMetrics;
 use tooltrail_query::export::job::{ExportJob, prepare_dir};
 use tooltrail_query::export::service::ServiceSettings;
 use tooltrail_query::export::{ExportRequest, Progress, run_export, verify_dir};
-use tooltrail_query::{Engine, ExportError, ExportFormat, ExportService, Principal, QueryMetrics};
+use tooltrail_query::{Engine, ExportError, ExportFormat, ExportService};
 use tooltrail_schemas::signing::Signer;
 
 use crate::config::Config;
@@ -175,10 +175,7 @@ async fn export(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         )?,
     };
     prepare_dir(&out).map_err(flag_error)?;
-    let spill = lake.join("_tooltrail").join("spill");
-    let engine = Engine::open(&lake, &config.query, &spill, QueryMetrics::unregistered())
-        .with_context(|| format!("opening the lake at {}", lake.display()))?;
-    let principal = Principal::local_operator();
+    let (engine, principal) = crate::sql::local_engine(&lake, &config.query)?;
     let export_id = tooltrail_query::export::new_export_id();
     let progress = Arc::new(Progress::default());
     let show = std::io::stderr().is_terminal();

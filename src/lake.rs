@@ -81,7 +81,7 @@ pub enum ReportFormat {
 pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         LakeCommand::Digest { lake, key } => {
-            let lake = lake_dir(lake, config)?;
+            let lake = config.lake_dir(lake)?;
             let signer = match key {
                 Some(path) => crate::signing::read_private(&path)?,
                 None => crate::signing::load(&config.signing)?
@@ -113,7 +113,7 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             format,
             expect_head,
         } => {
-            let lake = lake_dir(lake, config)?;
+            let lake = config.lake_dir(lake)?;
             let keyring = crate::signing::keyring(&config.signing, &public_keys)?;
             let range = (from.is_some() || to.is_some()).then(|| {
                 (
@@ -179,11 +179,6 @@ fn count(n: usize, noun: &str) -> String {
         (_, Some(stem)) => format!("{n} {stem}ies"),
         _ => format!("{n} {noun}s"),
     }
-}
-
-fn lake_dir(flag: Option<PathBuf>, config: &Config) -> anyhow::Result<PathBuf> {
-    flag.or_else(|| config.ingest.lake.clone())
-        .context("no lake directory: pass --lake DIR or set ingest.lake")
 }
 
 /// `2026-11-22T09:00:00Z` (any offset) or `2026-11-22` (midnight UTC).

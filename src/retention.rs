@@ -69,9 +69,7 @@ pub fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<()> {
 }
 
 fn lake_dir(flag: Option<PathBuf>, config: &Config) -> anyhow::Result<PathBuf> {
-    let dir = flag
-        .or_else(|| config.ingest.lake.clone())
-        .context("no lake directory: pass --lake DIR or set ingest.lake")?;
+    let dir = config.lake_dir(flag)?;
     anyhow::ensure!(
         dir.join("_tooltrail").join("log").is_dir(),
         "{} is not a tooltrail lake (no _tooltrail/log)",

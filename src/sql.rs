@@ -3,7 +3,7 @@
 //! still read-only, limited and recorded in the query audit.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -38,16 +38,23 @@ pub enum OutputFormat {
     Ndjson,
 }
 
+/// The engine over `lake` for commands run by the operator on the machine
+/// (`sql`, `export`): the local operator sees every tenant, and every query is
+/// still audited.
+pub fn local_engine(lake: &Path, config: &QueryConfig) -> anyhow::Result<(Engine, Principal)> {
+    let spill = lake.join("_tooltrail").join("spill");
+    let engine = Engine::open(lake, config, &spill, QueryMetrics::unregistered())
+        .with_context(|| format!("opening the lake at {}", lake.display()))?;
+    Ok((engine, Principal::local_operator()))
+}
+
 pub async fn run(args: SqlArgs, config: &QueryConfig) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.lake.is_dir(),
         "no lake at {} (expected a directory holding events/)",
         args.lake.display()
     );
-    let spill = args.lake.join("_tooltrail").join("spill");
-    let engine = Engine::open(&args.lake, config, &spill, QueryMetrics::unregistered())
-        .with_context(|| format!("opening the lake at {}", args.lake.display()))?;
-    let principal = Principal::local_operator();
+    let (engine, principal) = local_engine(&args.lake, config)?;
     let mut stdout = std::io::stdout().lock();
     for run in 1..=args.repeat {
         let last = run == args.repeat;
