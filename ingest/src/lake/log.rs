@@ -69,7 +69,7 @@ pub struct LogEntry {
     #[serde(default)]
     pub removed: Vec<String>,
     /// Idempotency keys this transaction consumed (HTTP `Idempotency-Key`
-    /// headers, `file:<sha256>` for imports).
+    /// headers, `file:b3:<blake3>:<first>-<last>` for imports).
     #[serde(default)]
     pub keys: Vec<String>,
     /// For a compaction: the partition directory that was atomically

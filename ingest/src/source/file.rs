@@ -1,9 +1,15 @@
 //! Batch import of an NDJSON file, for backfills.
 //!
 //! Exactly once, and resumable: each transaction records the line range it
-//! holds under the idempotency key `file:<sha256 of the file>:<first>-<last>`.
+//! holds under the idempotency key `file:b3:<BLAKE3 of the file>:<first>-<last>`.
 //! Importing the same file again skips every line the lake already holds, so
 //! a rerun after a crash finishes the job without duplicates.
+//!
+//! BLAKE3 rather than SHA-256 because the whole file is hashed before the
+//! first line is imported: at several GB/s on one core it costs a few percent
+//! of an import, where SHA-256 cost a tenth. Lakes written before the switch
+//! hold `file:<sha256>:<first>-<last>` keys; while a lake holds any, the
+//! file's SHA-256 is computed too and those ranges are skipped as well.
 
 use std::fs::File;
 use std::io::Read;
@@ -30,13 +36,33 @@ pub struct ImportSummary {
     pub transactions: u64,
 }
 
-/// Line ranges of this file the lake already holds.
-fn imported_ranges(lake: &Lake, digest: &str) -> Vec<(u64, u64)> {
-    let prefix = format!("file:{digest}:");
+/// The prefix of this file's idempotency keys, `file:b3:<BLAKE3>:`.
+fn key_prefix(path: &Path) -> Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    read_blocks(path, |block| {
+        hasher.update(block);
+    })?;
+    Ok(format!("file:b3:{}:", hasher.finalize().to_hex()))
+}
+
+/// The prefix an import before BLAKE3 used for this file, `file:<SHA-256>:`,
+/// if the lake holds any key of that form (else the file is not hashed twice).
+fn legacy_key_prefix(path: &Path, lake: &Lake) -> Result<Option<String>> {
+    let legacy = |k: &String| k.starts_with("file:") && !k.starts_with("file:b3:");
+    if !lake.state().keys.iter().any(legacy) {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
+    read_blocks(path, |block| hasher.update(block))?;
+    Ok(Some(format!("file:{}:", hex::encode(hasher.finalize()))))
+}
+
+/// Line ranges the lake already holds under keys that start with one of `prefixes`.
+fn imported_ranges(lake: &Lake, prefixes: &[String]) -> Vec<(u64, u64)> {
     lake.state()
         .keys
         .iter()
-        .filter_map(|k| k.strip_prefix(&prefix))
+        .filter_map(|k| prefixes.iter().find_map(|p| k.strip_prefix(p.as_str())))
         .filter_map(|range| {
             let (first, last) = range.split_once('-')?;
             Some((first.parse().ok()?, last.parse().ok()?))
@@ -52,8 +78,10 @@ pub fn import_file(
     metrics: &Metrics,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportSummary> {
-    let digest = sha256_file(path)?;
-    let done = imported_ranges(lake, &digest);
+    let prefix = key_prefix(path)?;
+    let mut prefixes = vec![prefix.clone()];
+    prefixes.extend(legacy_key_prefix(path, lake)?);
+    let done = imported_ranges(lake, &prefixes);
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut lines = Lines::new(file);
@@ -67,7 +95,7 @@ pub fn import_file(
     let mut close_chunk =
         |pending: &mut Pending, chunk: &mut Option<(u64, u64)>, summary: &mut ImportSummary| {
             if let Some((first, last)) = chunk.take() {
-                pending.add_key(format!("file:{digest}:{first}-{last}"));
+                pending.add_key(format!("{prefix}{first}-{last}"));
                 commit(pending, lake, metrics, summary)?;
             }
             Ok::<(), Error>(())
@@ -187,9 +215,9 @@ impl<R: Read> Lines<R> {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// Hands `path` to `f` a block at a time.
+fn read_blocks(path: &Path, mut f: impl FnMut(&[u8])) -> Result<()> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; Lines::<File>::BLOCK];
     loop {
         let n = match file.read(&mut buf) {
@@ -199,14 +227,45 @@ fn sha256_file(path: &Path) -> Result<String> {
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        f(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_import_skips_the_lines_a_lake_holds_under_either_key_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let now = tooltrail_schemas::format_time(&Utc::now());
+        let text: String = (1..=4)
+            .map(|n| {
+                format!(
+                    r#"{{"schema_version":1,"event_id":"e{n}","time":"{now}","tenant_id":"t","user_id":"u","server":"s","method":"m","decision":"allow","status":200}}"#
+                ) + "\n"
+            })
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        let blake3 = blake3::hash(text.as_bytes()).to_hex();
+        let mut lake = Lake::open(&dir.path().join("lake"), 1).unwrap();
+        let metrics = Metrics::register(&mut Default::default());
+        // Lines 1-2 went in before the switch to BLAKE3, line 3 after.
+        let mut pending = Pending::new(IngestConfig::default().time_window());
+        pending.add_key(format!("file:{sha256}:1-2"));
+        pending.add_key(format!("file:b3:{blake3}:3-3"));
+        pending.commit_to(&mut lake, &metrics, "file").unwrap();
+
+        let config = IngestConfig::default();
+        let summary = import_file(&path, &mut lake, &config, &metrics, &mut |_| {}).unwrap();
+        assert_eq!((summary.skipped, summary.events), (3, 1), "{summary:?}");
+        assert!(lake.state().keys.contains(&format!("file:b3:{blake3}:4-4")));
+        let again = import_file(&path, &mut lake, &config, &metrics, &mut |_| {}).unwrap();
+        assert_eq!((again.skipped, again.events), (4, 0), "{again:?}");
+    }
 
     fn split(text: &[u8], block: usize) -> Vec<Vec<u8>> {
         // A reader that hands out at most `block` bytes per read.
