@@ -1,5 +1,7 @@
 //! `tooltrail detect`: the streaming detector, over a file (`--replay`) or
-//! as a service.
+//! as a Kafka consumer-group service (`--kafka`, see [`kafka`]).
+
+pub mod kafka;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,19 +14,23 @@ use tooltrail_detect::{Alert, DetectConfig, Engine};
 use crate::replay::{ReplayStats, replay};
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["replay", "kafka"])))]
 pub struct DetectArgs {
     /// Run the detector over this NDJSON file in event-time order, offline.
     #[arg(long, value_name = "FILE", requires = "alerts")]
-    pub replay: PathBuf,
-    /// Where to write the alerts as NDJSON ('-' for stdout).
-    #[arg(long, value_name = "FILE")]
-    pub alerts: PathBuf,
+    pub replay: Option<PathBuf>,
+    /// Where to write the alerts as NDJSON ('-' for stdout), with --replay.
+    #[arg(long, value_name = "FILE", requires = "replay")]
+    pub alerts: Option<PathBuf>,
+    #[command(flatten)]
+    pub service: kafka::ServiceArgs,
 }
 
-pub fn run(args: DetectArgs, config: &DetectConfig) -> anyhow::Result<()> {
+/// `detect --replay FILE --alerts OUT`.
+pub fn run_replay(replay: &Path, alerts_out: &Path, config: &DetectConfig) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let (alerts, stats) = replay_alerts(&args.replay, config)?;
-    write_alerts(&args.alerts, &alerts)?;
+    let (alerts, stats) = replay_alerts(replay, config)?;
+    write_alerts(alerts_out, &alerts)?;
     let mut by_detector: std::collections::BTreeMap<&str, usize> = Default::default();
     for a in &alerts {
         *by_detector.entry(a.detector.as_str()).or_default() += 1;

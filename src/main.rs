@@ -206,7 +206,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Detect(args) => {
             let config = start(cli.config, &overrides)?;
-            Ok(detect::run(args, &config.detect)?)
+            match (&args.replay, &args.alerts) {
+                (Some(replay), Some(alerts)) => {
+                    Ok(detect::run_replay(replay, alerts, &config.detect)?)
+                }
+                _ => block_on(with_shutdown(|token| {
+                    detect::kafka::run(args.service, config, token)
+                })),
+            }
         }
         Command::Demo(args) => {
             let config = start(cli.config, &overrides)?;

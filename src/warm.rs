@@ -11,7 +11,7 @@
 //! Only the live files of the lake's commit log are read. The cost is one
 //! pass over the window's events at start-up.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -21,6 +21,7 @@ use arrow::datatypes::{Int16Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
+use tooltrail_detect::sink::AlertLake;
 use tooltrail_detect::{Alert, Engine};
 use tooltrail_ingest::lake::Lake;
 use tooltrail_schemas::ToolCallEvent;
@@ -48,7 +49,9 @@ pub fn warm(lake: &Lake, since: DateTime<Utc>, engine: &mut Engine) -> anyhow::R
             .or_default()
             .push(file.path.clone());
     }
-    let known = known_alert_ids(lake.root())?;
+    let known = AlertLake::open(lake.root())
+        .and_then(|alerts| alerts.written())
+        .context("reading the alerts the lake holds")?;
     let mut warmed = Warmed::default();
     let mut out = Vec::new();
     for files in hours.values() {
@@ -66,38 +69,9 @@ pub fn warm(lake: &Lake, since: DateTime<Utc>, engine: &mut Engine) -> anyhow::R
     }
     warmed.new_alerts = out
         .into_iter()
-        .filter(|a| !known.contains(&a.alert_id))
+        .filter(|a| !known.contains_key(&a.alert_id))
         .collect();
     Ok(warmed)
-}
-
-/// Ids of the alerts already in `<lake>/alerts/`.
-fn known_alert_ids(root: &Path) -> anyhow::Result<HashSet<String>> {
-    let mut ids = HashSet::new();
-    let dir = root.join("alerts");
-    let Ok(days) = std::fs::read_dir(&dir) else {
-        return Ok(ids);
-    };
-    for day in days {
-        let day = day?.path();
-        for file in std::fs::read_dir(&day)? {
-            let path = file?.path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("read {}", path.display()))?;
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let alert: Alert = serde_json::from_str(line)
-                    .with_context(|| format!("{}: not an alert record", path.display()))?;
-                ids.insert(alert.alert_id);
-            }
-        }
-    }
-    Ok(ids)
 }
 
 /// The columns the detector reads, by contract name.

@@ -57,7 +57,7 @@ pub struct TenantState {
 }
 
 /// Counters for metrics and reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub events: u64,
     /// Events behind the watermark when they arrived: counted for baselines
@@ -81,7 +81,55 @@ pub struct Engine {
     stats: Stats,
 }
 
+/// Everything an engine holds but its settings (which come from
+/// configuration when it is restored): what a checkpoint stores.
+#[derive(serde::Serialize)]
+pub(crate) struct StateRef<'a> {
+    users: &'a HashMap<u64, UserState>,
+    tenants: &'a HashMap<Box<str>, TenantState>,
+    max_secs: i64,
+    watermark_minute: i64,
+    timers: &'a BTreeMap<i64, Vec<u64>>,
+    stats: Stats,
+}
+
+/// [`StateRef`], read back.
+#[derive(serde::Deserialize)]
+pub(crate) struct State {
+    users: HashMap<u64, UserState>,
+    tenants: HashMap<Box<str>, TenantState>,
+    max_secs: i64,
+    watermark_minute: i64,
+    timers: BTreeMap<i64, Vec<u64>>,
+    stats: Stats,
+}
+
 impl Engine {
+    /// The state to checkpoint, borrowed.
+    pub(crate) fn state(&self) -> StateRef<'_> {
+        StateRef {
+            users: &self.users,
+            tenants: &self.tenants,
+            max_secs: self.max_secs,
+            watermark_minute: self.watermark_minute,
+            timers: &self.timers,
+            stats: self.stats,
+        }
+    }
+
+    /// An engine with checkpointed `state` and the current `settings`.
+    pub(crate) fn restore(settings: Settings, state: State) -> Self {
+        Engine {
+            settings,
+            users: state.users,
+            tenants: state.tenants,
+            max_secs: state.max_secs,
+            watermark_minute: state.watermark_minute,
+            timers: state.timers,
+            stats: state.stats,
+        }
+    }
+
     pub fn new(settings: Settings) -> Self {
         Engine {
             settings,

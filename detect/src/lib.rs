@@ -11,6 +11,8 @@
 //!   the engine keeps per user.
 //! - [`eval`]: scoring alerts against labelled incidents, and two naive
 //!   anchor rules.
+//! - [`checkpoint`]: an engine's state with its source position, per Kafka
+//!   partition, for `tooltrail detect --kafka`.
 //! - [`sink`]: alerts in the lake; [`deliver`]: the outbox and the webhook,
 //!   Slack and Teams senders; [`metrics`]: the detector's Prometheus metrics.
 //!
@@ -30,6 +32,7 @@
 
 pub mod alert;
 pub mod baseline;
+pub mod checkpoint;
 pub mod config;
 pub mod deliver;
 pub mod engine;

@@ -7,6 +7,7 @@
 //! update of the first (see the alert record's docs); readers that want one
 //! row per alert take the highest `repeats` per `alert_id`.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,42 @@ impl AlertLake {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Each alert id the lake holds, with the highest `repeats` written for
+    /// it: what a restarted detector must not write again.
+    pub fn written(&self) -> io::Result<HashMap<String, u32>> {
+        let mut ids = HashMap::new();
+        for day in fs::read_dir(&self.root)? {
+            let day = day?.path();
+            if !day.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&day)? {
+                let path = file?.path();
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                {
+                    continue;
+                }
+                let text = fs::read_to_string(&path)?;
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let alert: Alert = serde_json::from_str(line).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}:{}: not an alert record: {e}", path.display(), n + 1),
+                        )
+                    })?;
+                    let repeats = ids.entry(alert.alert_id).or_insert(alert.repeats);
+                    *repeats = (*repeats).max(alert.repeats);
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Writes `alerts` durably, one file per day they fall on; returns the
@@ -78,6 +115,32 @@ mod tests {
             time: t,
             ..crate::alert::test_alert()
         }
+    }
+
+    #[test]
+    fn the_lake_knows_each_alert_it_holds_and_its_highest_repeat_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut lake = AlertLake::open(dir.path()).expect("open");
+        assert!(lake.written().expect("empty").is_empty());
+        let first = alert("2026-10-20T10:00:00Z");
+        let update = Alert {
+            repeats: 4,
+            ..first.clone()
+        };
+        let other = Alert {
+            alert_id: "other".into(),
+            ..alert("2026-10-21T10:00:00Z")
+        };
+        lake.write(&[first.clone(), other]).expect("write");
+        lake.write(&[update]).expect("write");
+        let written = lake.written().expect("read");
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[&first.alert_id], 4);
+        assert_eq!(written["other"], 0);
+
+        fs::write(lake.root().join("dt=2026-10-21/part-x.ndjson"), "{}\n").expect("write");
+        let err = lake.written().expect_err("a bad line");
+        assert!(err.to_string().contains("part-x.ndjson:1"), "{err}");
     }
 
     #[test]

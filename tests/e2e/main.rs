@@ -7,6 +7,7 @@
 
 mod cli;
 mod detect;
+mod detect_kafka;
 mod export;
 mod ingest_http;
 mod ingest_kafka;

@@ -1,0 +1,244 @@
+//! `tooltrail detect --kafka` as its own consumer-group service, against the real broker: killed
+//! with SIGKILL again and again while it consumes, it ends with the same alerts in the lake as a
+//! run that was never interrupted, each exactly once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::support::process::{Tooltrail, path_str};
+use crate::support::{
+    Deadline, committed_offsets, create_topic, high_watermarks, kafka_brokers, run_tooltrail,
+    unique_name,
+};
+
+const PARTITIONS: i32 = 2;
+const SIMULATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Joining the group (after a killed member's session expires) and reading everything.
+const CATCH_UP: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_millis(100);
+
+/// One detect service's consumer group, data directory and lake.
+struct Service {
+    brokers: String,
+    topic: String,
+    group: String,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Service {
+    fn new(brokers: &str, topic: &str, root: &Path, name: &str) -> Result<Self> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("tooltrail.toml");
+        // A member killed with SIGKILL holds its partitions until its session expires.
+        std::fs::write(
+            &config,
+            "[kafka]\nbrokers = \"\"\ntopic = \"\"\n\n[kafka.properties]\n\
+             \"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        )?;
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            group: unique_name(&format!("detect-{name}")),
+            dir,
+            config,
+        })
+    }
+
+    fn lake(&self) -> PathBuf {
+        self.dir.join("lake")
+    }
+
+    async fn start(&self) -> Result<Tooltrail> {
+        let (lake, data) = (self.lake(), self.dir.join("data"));
+        let args = [
+            "--config",
+            path_str(&self.config)?,
+            "detect",
+            "--kafka",
+            &self.brokers,
+            "--topic",
+            &self.topic,
+            "--group",
+            &self.group,
+            "--lake",
+            path_str(&lake)?,
+            "--data-dir",
+            path_str(&data)?,
+            "--checkpoint-interval",
+            "500ms",
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        Tooltrail::start(&args, &self.dir, &[]).await
+    }
+
+    /// Records the group has checkpointed and committed, in all.
+    async fn committed(&self) -> Result<i64> {
+        let offsets =
+            committed_offsets(&self.brokers, &self.group, &self.topic, PARTITIONS).await?;
+        Ok(offsets.values().map(|o| o.unwrap_or(0)).sum())
+    }
+
+    /// Waits until the group's committed offsets reach the partition ends.
+    async fn wait_caught_up(&self, ends: &BTreeMap<i32, i64>, process: &Tooltrail) -> Result<()> {
+        let total: i64 = ends.values().sum();
+        let deadline = Deadline::after(CATCH_UP);
+        while self.committed().await? < total {
+            deadline
+                .remaining("the detect service to checkpoint every record")
+                .with_context(|| process.stderr())?;
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+}
+
+/// Every alert line in `<lake>/alerts/`.
+fn alert_lines(lake: &Path) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let root = lake.join("alerts");
+    for day in std::fs::read_dir(&root).with_context(|| format!("read {}", root.display()))? {
+        for file in std::fs::read_dir(day?.path())? {
+            let path = file?.path();
+            let text = std::fs::read_to_string(&path)?;
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                out.push(serde_json::from_str(line).with_context(|| path.display().to_string())?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn time(value: &Value, field: &str) -> Result<DateTime<Utc>> {
+    let text = value[field]
+        .as_str()
+        .with_context(|| format!("{field} in {value}"))?;
+    Ok(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))
+}
+
+/// Alert id to its highest repeat count, for alerts whose window ended by `cutoff` (later ones
+/// depend on how long the stream sat idle at the end, which differs between runs).
+fn settled(lines: &[Value], cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for line in lines {
+        if time(line, "window_end")? > cutoff {
+            continue;
+        }
+        let id = line["alert_id"].as_str().context("alert_id")?.to_owned();
+        let repeats = line["repeats"].as_u64().unwrap_or(0);
+        let entry = out.entry(id).or_insert(repeats);
+        *entry = (*entry).max(repeats);
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()> {
+    let brokers = kafka_brokers();
+    let topic = create_topic(&brokers, "detect", PARTITIONS).await?;
+    let root = tempfile::tempdir()?;
+    let events = root.path().join("events.ndjson");
+    let simulate = ["simulate", "--users", "120", "--days", "10", "--seed", "23"];
+    let out = path_str(&events)?;
+    run_tooltrail(&[&simulate[..], &["--out", out]].concat(), SIMULATE_TIMEOUT).await?;
+    run_tooltrail(
+        &[&simulate[..], &["--kafka", &brokers, "--topic", &topic]].concat(),
+        SIMULATE_TIMEOUT,
+    )
+    .await?;
+    let ends = high_watermarks(&brokers, &topic, PARTITIONS).await?;
+    let total: i64 = ends.values().sum();
+    let newest = std::fs::read_to_string(&events)?
+        .lines()
+        .map(|l| -> Result<DateTime<Utc>> { time(&serde_json::from_str(l)?, "time") })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .context("no events simulated")?;
+
+    // The reference: one run, never interrupted.
+    let reference = Service::new(&brokers, &topic, root.path(), "reference")?;
+    let process = reference.start().await?;
+    reference.wait_caught_up(&ends, &process).await?;
+    process.stop().await?;
+
+    // The same stream, with SIGKILLs while it consumes: each lands after the group has
+    // checkpointed some records and before it has all of them.
+    let crashed = Service::new(&brokers, &topic, root.path(), "crashed")?;
+    let mut kills = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    while kills.len() < 4 {
+        let process = crashed.start().await?;
+        let before = crashed.committed().await?;
+        let deadline = Deadline::after(CATCH_UP);
+        let mut now = before;
+        while now <= before && now < total {
+            deadline
+                .remaining("a checkpoint after the restart")
+                .with_context(|| process.stderr())?;
+            tokio::time::sleep(POLL).await;
+            now = crashed.committed().await?;
+        }
+        if now >= total {
+            process.stop().await?;
+            break;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(seed % 700)).await;
+        process.kill_9().await?;
+        kills.push(now);
+    }
+    ensure!(
+        kills.len() >= 3,
+        "the stream ({total} records) was consumed after {} kills: simulate more events",
+        kills.len()
+    );
+    let process = crashed.start().await?;
+    crashed.wait_caught_up(&ends, &process).await?;
+    process.stop().await?;
+
+    let cutoff = newest - chrono::Duration::hours(2);
+    let want = settled(&alert_lines(&reference.lake())?, cutoff)?;
+    let crashed_lines = alert_lines(&crashed.lake())?;
+    let got = settled(&crashed_lines, cutoff)?;
+    ensure!(
+        want.len() >= 5,
+        "the reference raised {} settled alerts: the simulated attacks should raise more",
+        want.len()
+    );
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "after kills at {kills:?} of {total} records: {} alerts missing (e.g. {:?}), {} extra \
+         (e.g. {:?})",
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(got, want, "repeat counts differ");
+    eprintln!(
+        "{total} records, kills at {kills:?}, {} settled alerts, {} alert records in all",
+        want.len(),
+        crashed_lines.len()
+    );
+    // Exactly once: no (alert_id, repeats) record written twice, in all of the crashed lake.
+    let mut seen = BTreeMap::new();
+    for line in &crashed_lines {
+        let key = (line["alert_id"].to_string(), line["repeats"].as_u64());
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "records written twice: {twice:?}");
+    Ok(())
+}
