@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::support::process::{Tooltrail, path_str};
 use crate::support::{
-    Deadline, committed_offsets, create_topic, high_watermarks, kafka_brokers, run_tooltrail,
-    unique_name,
+    Deadline, committed_offsets, create_topic, group_consumer, high_watermarks, kafka_brokers,
+    run_tooltrail, unique_name,
 };
 
 const PARTITIONS: i32 = 2;
@@ -29,6 +29,7 @@ struct Service {
     group: String,
     dir: PathBuf,
     config: PathBuf,
+    alerts_topic: Option<String>,
 }
 
 impl Service {
@@ -48,6 +49,7 @@ impl Service {
             group: unique_name(&format!("detect-{name}")),
             dir,
             config,
+            alerts_topic: None,
         })
     }
 
@@ -57,7 +59,7 @@ impl Service {
 
     async fn start(&self) -> Result<Tooltrail> {
         let (lake, data) = (self.lake(), self.dir.join("data"));
-        let args = [
+        let mut args = vec![
             "--config",
             path_str(&self.config)?,
             "detect",
@@ -76,6 +78,9 @@ impl Service {
             "--listen",
             "127.0.0.1:0",
         ];
+        if let Some(topic) = &self.alerts_topic {
+            args.extend(["--alerts-topic", topic.as_str()]);
+        }
         Tooltrail::start(&args, &self.dir, &[]).await
     }
 
@@ -98,6 +103,26 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Every record of a one-partition topic, as JSON text, after checking its key is the alert id.
+async fn read_topic(brokers: &str, topic: &str) -> Result<Vec<String>> {
+    use rdkafka::Message as _;
+    let end = high_watermarks(brokers, topic, 1).await?[&0];
+    let consumer = group_consumer(brokers, &unique_name("alerts-reader"), topic)?;
+    let mut out = Vec::new();
+    let deadline = Deadline::after(CATCH_UP);
+    while (out.len() as i64) < end {
+        let left = deadline.remaining("reading the alerts topic")?;
+        let message = tokio::time::timeout(left, consumer.recv()).await??;
+        let value: Value = serde_json::from_slice(message.payload().unwrap_or_default())?;
+        ensure!(
+            message.key() == value["alert_id"].as_str().map(str::as_bytes),
+            "record key is not the alert id: {value}"
+        );
+        out.push(value.to_string());
+    }
+    Ok(out)
 }
 
 /// Every alert line in `<lake>/alerts/`.
@@ -163,11 +188,25 @@ async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()>
         .max()
         .context("no events simulated")?;
 
-    // The reference: one run, never interrupted.
-    let reference = Service::new(&brokers, &topic, root.path(), "reference")?;
+    // The reference: one run, never interrupted, also producing its alerts to a topic.
+    let alerts_topic = create_topic(&brokers, "alerts", 1).await?;
+    let mut reference = Service::new(&brokers, &topic, root.path(), "reference")?;
+    reference.alerts_topic = Some(alerts_topic.clone());
     let process = reference.start().await?;
     reference.wait_caught_up(&ends, &process).await?;
     process.stop().await?;
+    // Every alert record the lake got went to the topic too, keyed by its id.
+    let mut in_lake: Vec<String> = alert_lines(&reference.lake())?
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let mut on_topic = read_topic(&brokers, &alerts_topic).await?;
+    in_lake.sort();
+    on_topic.sort();
+    assert_eq!(
+        on_topic, in_lake,
+        "the alerts topic and the lake's alerts differ"
+    );
 
     // The same stream, with SIGKILLs while it consumes: each lands after the group has
     // checkpointed some records and before it has all of them.
