@@ -117,24 +117,7 @@ async fn publish(
     .await
     .context("alert writer task")??;
     for alert in batch {
-        if alert.repeats == 0 {
-            metrics
-                .alerts
-                .get_or_create(&AlertLabels {
-                    detector: alert.detector.as_str().into(),
-                    severity: alert.severity.as_str().into(),
-                })
-                .inc();
-            tracing::warn!(
-                alert_id = %alert.alert_id,
-                detector = %alert.detector,
-                severity = %alert.severity,
-                tenant = %alert.tenant_id,
-                user = %alert.user_id,
-                "{}",
-                alert.title
-            );
-        }
+        announce(&alert, metrics);
         if let Some(delivery) = delivery {
             // Idempotent by alert id: an update with a repeat count is not
             // sent again.
@@ -146,4 +129,50 @@ async fn publish(
         let _ = listeners.send(alert);
     }
     Ok(())
+}
+
+/// Counts a new alert and logs it; an update of one (a repeat count) is neither.
+pub fn announce(alert: &Alert, metrics: &Metrics) {
+    if alert.repeats > 0 {
+        return;
+    }
+    metrics
+        .alerts
+        .get_or_create(&AlertLabels {
+            detector: alert.detector.as_str().into(),
+            severity: alert.severity.as_str().into(),
+        })
+        .inc();
+    tracing::warn!(
+        alert_id = %alert.alert_id,
+        detector = %alert.detector,
+        severity = %alert.severity,
+        tenant = %alert.tenant_id,
+        user = %alert.user_id,
+        "{}",
+        alert.title
+    );
+}
+
+/// Builds alert delivery with its outbox under `data_dir` and runs it under
+/// `supervisor`; returns the handle alerts are enqueued through.
+pub fn start_delivery(
+    config: &tooltrail_detect::deliver::DeliveryConfig,
+    data_dir: &std::path::Path,
+    registry: &mut prometheus_client::registry::Registry,
+    supervisor: &crate::supervisor::Supervisor,
+) -> anyhow::Result<DeliveryHandle> {
+    let delivery = tooltrail_detect::deliver::Delivery::build(
+        config.clone(),
+        &data_dir.join("outbox"),
+        tooltrail_detect::deliver::metrics::Metrics::register(registry),
+    )
+    .context("starting alert delivery")?;
+    let handle = delivery.handle();
+    let token = supervisor.token();
+    supervisor.spawn(
+        "alert delivery",
+        async move { Ok(delivery.run(token).await?) },
+    );
+    Ok(handle)
 }

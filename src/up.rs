@@ -10,7 +10,6 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tooltrail_detect::deliver::Delivery;
 use tooltrail_detect::sink::AlertLake;
 use tooltrail_detect::{Alert, Engine};
 use tooltrail_ingest::config::KafkaConfig;
@@ -193,18 +192,8 @@ fn start_detection(
     (engine, pending): (Engine, Vec<Alert>),
     alerts: broadcast::Sender<Alert>,
 ) -> anyhow::Result<EventTap> {
-    let delivery = Delivery::build(
-        config.detect.delivery.clone(),
-        &data_dir.join("outbox"),
-        tooltrail_detect::deliver::metrics::Metrics::register(registry),
-    )
-    .context("starting alert delivery")?;
-    let handle = delivery.handle();
-    let token = supervisor.token();
-    supervisor.spawn(
-        "alert delivery",
-        async move { Ok(delivery.run(token).await?) },
-    );
+    let handle =
+        crate::detector::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
     let detector = Detector {
         engine,
         pending,

@@ -45,8 +45,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio_util::sync::CancellationToken;
 use tooltrail_detect::checkpoint::Checkpoints;
-use tooltrail_detect::deliver::{Delivery, DeliveryHandle};
-use tooltrail_detect::metrics::{AlertLabels, Metrics};
+use tooltrail_detect::deliver::DeliveryHandle;
+use tooltrail_detect::metrics::Metrics;
 use tooltrail_detect::sink::AlertLake;
 use tooltrail_detect::{Alert, Engine, Settings};
 
@@ -135,24 +135,7 @@ impl Publisher {
         for alert in fresh {
             let known = self.written.entry(alert.alert_id.clone()).or_default();
             *known = (*known).max(alert.repeats);
-            if alert.repeats == 0 {
-                self.metrics
-                    .alerts
-                    .get_or_create(&AlertLabels {
-                        detector: alert.detector.as_str().into(),
-                        severity: alert.severity.as_str().into(),
-                    })
-                    .inc();
-                tracing::warn!(
-                    alert_id = %alert.alert_id,
-                    detector = %alert.detector,
-                    severity = %alert.severity,
-                    tenant = %alert.tenant_id,
-                    user = %alert.user_id,
-                    "{}",
-                    alert.title
-                );
-            }
+            crate::detector::announce(&alert, &self.metrics);
         }
         Ok(())
     }
@@ -344,18 +327,12 @@ pub async fn run(
     let settings = crate::config::detect_settings(&config.detect)?;
     let mut registry = Registry::default();
     let supervisor = Supervisor::new(shutdown.clone());
-    let delivery = Delivery::build(
-        config.detect.delivery.clone(),
-        &args.data_dir.join("outbox"),
-        tooltrail_detect::deliver::metrics::Metrics::register(&mut registry),
-    )
-    .context("starting alert delivery")?;
-    let handle = delivery.handle();
-    let token = supervisor.token();
-    supervisor.spawn(
-        "alert delivery",
-        async move { Ok(delivery.run(token).await?) },
-    );
+    let handle = crate::detector::start_delivery(
+        &config.detect.delivery,
+        &args.data_dir,
+        &mut registry,
+        &supervisor,
+    )?;
     let properties = config
         .kafka
         .as_ref()
