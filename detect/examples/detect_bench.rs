@@ -8,11 +8,14 @@
 //! through the engine untimed (so every active user has state), then times
 //! `Engine::observe` over the next TIMED_EVENTS events (default 2,000,000),
 //! held in memory so that only the detector is measured. Prints events/s,
-//! users with state, and bytes of state per user. Pin it to one core with
+//! users with state, and bytes of state per user; then the cost of one
+//! checkpoint of that state (as `detect --kafka` writes per partition): its
+//! size and the time to write and to read it back. Pin it to one core with
 //! `taskset -c 0` for the one-core figure.
 
 use std::time::Instant;
 
+use tooltrail_detect::checkpoint::Checkpoints;
 use tooltrail_detect::{DetectConfig, Engine};
 use tooltrail_sim::{SimConfig, Simulation};
 
@@ -23,7 +26,7 @@ fn main() {
         .next()
         .map_or(2_000_000, |a| a.parse().expect("TIMED_EVENTS"));
     let settings = DetectConfig::default().validate().expect("defaults");
-    let mut engine = Engine::new(settings);
+    let mut engine = Engine::new(settings.clone());
     let mut sim = Simulation::new(SimConfig {
         users,
         days: 3,
@@ -71,5 +74,25 @@ fn main() {
     println!(
         "state: {users} users, {:.0} bytes per user (approximate heap accounting)",
         bytes as f64 / users.max(1) as f64
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoints = Checkpoints::open(dir.path()).expect("checkpoint dir");
+    let started = Instant::now();
+    let size = checkpoints
+        .save("events", 0, 0, &engine)
+        .expect("write the checkpoint");
+    let saved = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let restored = checkpoints
+        .load("events", 0, &settings)
+        .expect("read the checkpoint")
+        .expect("a checkpoint");
+    let loaded = started.elapsed().as_secs_f64();
+    assert_eq!(restored.engine.users(), users);
+    println!(
+        "checkpoint: {:.1} MB ({:.0} bytes per user), written in {saved:.2}s, read in {loaded:.2}s",
+        size as f64 / 1e6,
+        size as f64 / users.max(1) as f64
     );
 }

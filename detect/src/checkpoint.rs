@@ -2,8 +2,10 @@
 //! and the offset of the next record it has not seen, in one file, so state
 //! and position can never disagree.
 //!
-//! `<dir>/<topic>-<partition>.ckpt` is zstd-compressed JSON:
-//! `{"version":1,"topic":..,"partition":..,"next_offset":..,"engine":{..}}`.
+//! `<dir>/<topic>-<partition>.ckpt` is zstd-compressed MessagePack, a map
+//! with named fields: `{version: 1, topic, partition, next_offset, engine}`
+//! (self-describing like JSON, so fields can be added; several times faster
+//! to write and read than JSON for the engine's nested numbers).
 //! It is written to a hidden temporary file, fsynced, renamed over the old
 //! one and the directory fsynced: after a crash the file is the old
 //! checkpoint or the new one, never a mix. The engine's settings are not
@@ -11,7 +13,7 @@
 //! changed threshold applies from the next start.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +40,7 @@ pub enum CheckpointError {
     Corrupt {
         path: PathBuf,
         #[source]
-        source: serde_json::Error,
+        source: rmp_serde::decode::Error,
     },
     #[error(
         "{path}: checkpoint version {found}, this build reads {VERSION}; move it away to start this partition cold"
@@ -124,19 +126,19 @@ impl Checkpoints {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
         };
-        let json = zstd::decode_all(bytes.as_slice()).map_err(io)?;
+        let body = zstd::decode_all(bytes.as_slice()).map_err(io)?;
         let corrupt = |source| CheckpointError::Corrupt {
             path: path.clone(),
             source,
         };
-        let header: Header = serde_json::from_slice(&json).map_err(corrupt)?;
+        let header: Header = rmp_serde::from_slice(&body).map_err(corrupt)?;
         if header.version != VERSION {
             return Err(CheckpointError::Version {
                 path,
                 found: header.version,
             });
         }
-        let file: FileOwned = serde_json::from_slice(&json).map_err(corrupt)?;
+        let file: FileOwned = rmp_serde::from_slice(&body).map_err(corrupt)?;
         if file.topic != topic || file.partition != partition {
             return Err(CheckpointError::Mismatch {
                 path,
@@ -174,7 +176,8 @@ impl Checkpoints {
             next_offset,
             engine: engine.state(),
         };
-        serde_json::to_writer(&mut encoder, &record).map_err(|e| io(e.into()))?;
+        rmp_serde::encode::write_named(&mut encoder, &record)
+            .map_err(|e| io(io::Error::other(e)))?;
         let mut writer = encoder.finish().map_err(io)?;
         writer.flush().map_err(io)?;
         let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
@@ -185,14 +188,6 @@ impl Checkpoints {
             .and_then(|d| d.sync_all())
             .map_err(io)?;
         Ok(bytes)
-    }
-
-    /// Reads a checkpoint's engine state back, uncompressed, for tests and
-    /// debugging.
-    pub fn read_json(&self, topic: &str, partition: i32) -> io::Result<serde_json::Value> {
-        let file = File::open(self.path(topic, partition))?;
-        let decoder = zstd::Decoder::new(BufReader::new(file))?;
-        Ok(serde_json::from_reader(decoder)?)
     }
 }
 
@@ -276,17 +271,18 @@ mod tests {
             "{err}"
         );
 
-        let write = |json: &str| {
-            let bytes = zstd::encode_all(json.as_bytes(), 1).expect("compress");
+        let write = |value: serde_json::Value| {
+            let body = rmp_serde::to_vec_named(&value).expect("encode");
+            let bytes = zstd::encode_all(body.as_slice(), 1).expect("compress");
             fs::write(checkpoints.path("events", 3), bytes).expect("write");
         };
-        write(r#"{"version":2}"#);
+        write(serde_json::json!({"version": 2}));
         let err = checkpoints.load("events", 3, &settings).err().expect("v2");
         assert!(
             matches!(err, CheckpointError::Version { found: 2, .. }),
             "{err}"
         );
-        write(r#"{"version":1,"topic":"events"}"#);
+        write(serde_json::json!({"version": 1, "topic": "events"}));
         let err = checkpoints
             .load("events", 3, &settings)
             .err()
