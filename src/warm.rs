@@ -10,6 +10,9 @@
 //!
 //! Only the live files of the lake's commit log are read. The cost is one
 //! pass over the window's events at start-up.
+//!
+//! `detect --kafka` warms one Kafka partition at a time: only the events
+//! ingest read from that partition, in offset order.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,7 +20,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Int16Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
@@ -35,8 +38,31 @@ pub struct Warmed {
     pub new_alerts: Vec<Alert>,
 }
 
-/// Replays the lake's events since `since` through `engine`.
+/// Replays the lake's events since `since` through `engine`, hour by hour
+/// in event-time order.
 pub fn warm(lake: &Lake, since: DateTime<Utc>, engine: &mut Engine) -> anyhow::Result<Warmed> {
+    warm_from(lake, since, None, engine)
+}
+
+/// Replays the lake's events since `since` that ingest read from Kafka
+/// partition `partition` of `topic` (their `source_*` columns say so), hour
+/// by hour in offset order: the state a detector consuming that partition
+/// would have built. For `detect --kafka`, on a partition with no checkpoint.
+pub fn warm_partition(
+    lake: &Lake,
+    since: DateTime<Utc>,
+    (topic, partition): (&str, i32),
+    engine: &mut Engine,
+) -> anyhow::Result<Warmed> {
+    warm_from(lake, since, Some((topic, partition)), engine)
+}
+
+fn warm_from(
+    lake: &Lake,
+    since: DateTime<Utc>,
+    only: Option<(&str, i32)>,
+    engine: &mut Engine,
+) -> anyhow::Result<Warmed> {
     let mut hours: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in lake.state().live.values() {
         if file.table != "events" || file.max_time.is_some_and(|t| t < since) {
@@ -57,12 +83,12 @@ pub fn warm(lake: &Lake, since: DateTime<Utc>, engine: &mut Engine) -> anyhow::R
     for files in hours.values() {
         let mut events = Vec::new();
         for path in files {
-            read_events(&lake.root().join(path), since, &mut events)
+            read_events(&lake.root().join(path), since, only, &mut events)
                 .with_context(|| format!("read {path}"))?;
             warmed.files += 1;
         }
-        events.sort_by_key(|e: &ToolCallEvent| e.time_micros());
-        for e in &events {
+        events.sort_by_key(|(order, _)| *order);
+        for (_, e) in &events {
             engine.observe(e, &mut out);
         }
         warmed.events += events.len() as u64;
@@ -92,12 +118,15 @@ const STRING_FIELDS: [&str; 14] = [
     "source_ip",
 ];
 
-/// Reads one lake file's events at or after `since`, rebuilt through the
-/// contract's decoder (so they are exactly what ingest accepted).
+/// Reads one lake file's events at or after `since` (only those from Kafka
+/// partition `only`, if given), rebuilt through the contract's decoder (so
+/// they are exactly what ingest accepted). Each comes with the key to replay
+/// it in: its source offset with `only`, else its time.
 fn read_events(
     path: &Path,
     since: DateTime<Utc>,
-    out: &mut Vec<ToolCallEvent>,
+    only: Option<(&str, i32)>,
+    out: &mut Vec<(i64, ToolCallEvent)>,
 ) -> anyhow::Result<()> {
     let file = File::open(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
@@ -116,6 +145,16 @@ fn read_events(
         let code = column("jsonrpc_error_code")?
             .as_primitive::<Int64Type>()
             .clone();
+        let source = match only {
+            None => None,
+            Some(_) => Some((
+                column("source_name")?.as_string::<i32>().clone(),
+                column("source_partition")?
+                    .as_primitive::<Int32Type>()
+                    .clone(),
+                column("source_offset")?.as_primitive::<Int64Type>().clone(),
+            )),
+        };
         let strings = STRING_FIELDS
             .iter()
             .map(|name| Ok((*name, column(name)?.as_string::<i32>().clone())))
@@ -124,6 +163,19 @@ fn read_events(
             if time.value(row) < since {
                 continue;
             }
+            let order = match (&source, only) {
+                (Some((names, partitions, offsets)), Some((topic, partition))) => {
+                    let from_it = names.is_valid(row)
+                        && names.value(row) == topic
+                        && partitions.is_valid(row)
+                        && partitions.value(row) == partition;
+                    if !from_it {
+                        continue;
+                    }
+                    offsets.value(row)
+                }
+                _ => time.value(row),
+            };
             let mut object = Map::new();
             object.insert("schema_version".into(), Value::from(1));
             let at = DateTime::<Utc>::from_timestamp_micros(time.value(row))
@@ -142,10 +194,11 @@ fn read_events(
                 }
             }
             let line = serde_json::to_vec(&object)?;
-            out.push(
+            out.push((
+                order,
                 tooltrail_schemas::decode(&line)
                     .map_err(|e| anyhow::anyhow!("{}: row {row}: {e}", path.display()))?,
-            );
+            ));
         }
     }
     Ok(())

@@ -11,9 +11,12 @@
 //!   next record it has not seen ([`Checkpoints`]), atomically. Offsets are
 //!   committed to Kafka after that, for lag monitoring; the checkpoint is the
 //!   record of where to resume.
-//! - On assignment, a partition with a checkpoint resumes from it; one
-//!   without starts a fresh engine at the group's committed offset (or the
-//!   earliest).
+//! - On assignment, a partition with a checkpoint resumes from it. One
+//!   without is warmed from the lake (`--warm-from-lake`, default 28 days):
+//!   the events ingest read from that partition replay through a fresh
+//!   engine in offset order, and consumption starts at the lake's next offset
+//!   for it. With nothing in the lake for it, the engine starts cold at the
+//!   group's committed offset (or the earliest).
 //! - Alerts are published as soon as the engine raises them, before the
 //!   checkpoint that covers their events: to the outbox (durable, deduplicated
 //!   by `alert_id`), then the optional Kafka alerts topic (keyed by
@@ -35,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -49,6 +53,7 @@ use tooltrail_detect::deliver::DeliveryHandle;
 use tooltrail_detect::metrics::Metrics;
 use tooltrail_detect::sink::AlertLake;
 use tooltrail_detect::{Alert, Engine, Settings};
+use tooltrail_ingest::lake::Lake;
 
 use crate::config::Config;
 use crate::supervisor::Supervisor;
@@ -81,6 +86,10 @@ pub struct ServiceArgs {
     /// `detect_bench`); a crash re-reads at most this much of the stream.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
+    /// On a partition with no checkpoint, rebuild the engine from this much
+    /// of the lake's history of that partition first ("0s" to start cold).
+    #[arg(long, value_name = "DURATION", default_value = "28d", value_parser = humantime::parse_duration)]
+    pub warm_from_lake: Duration,
     /// Serve /metrics and /healthz on this address.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -151,6 +160,8 @@ struct Shared {
     checkpoints: Checkpoints,
     partitions: BTreeMap<i32, Partition>,
     publisher: Publisher,
+    /// The lake to warm partitions without a checkpoint from, and how far back.
+    warm: Option<(Lake, DateTime<Utc>)>,
     /// A failure inside a callback, surfaced by the poll loop.
     failure: Option<anyhow::Error>,
 }
@@ -276,12 +287,20 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> anyhow::Result<(
                     unsaved: 0,
                 }
             }
-            None => Partition {
-                engine: Engine::new(shared.settings.clone()),
-                next_offset: 0,
-                newest: None,
-                unsaved: 0,
-            },
+            None => {
+                let mut engine = Engine::new(shared.settings.clone());
+                let next_offset = warm(shared, &topic, number, &mut engine)?;
+                if let Some(next) = next_offset {
+                    positions.push((number, next));
+                }
+                Partition {
+                    newest: engine.newest_secs().map(|t| (t, Instant::now())),
+                    engine,
+                    next_offset: next_offset.unwrap_or(0),
+                    // Checkpoint what warming built at the next interval.
+                    unsaved: u64::from(next_offset.is_some()),
+                }
+            }
         };
         shared.partitions.insert(number, partition);
     }
@@ -294,6 +313,37 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> anyhow::Result<(
         "partitions assigned; resuming from their checkpoints"
     );
     Ok(())
+}
+
+/// Warms a partition's fresh engine from the lake; returns the lake's next
+/// offset for the partition, where consumption resumes, if it holds any.
+fn warm(
+    shared: &mut Shared,
+    topic: &str,
+    number: i32,
+    engine: &mut Engine,
+) -> anyhow::Result<Option<i64>> {
+    let Some((lake, since)) = &mut shared.warm else {
+        return Ok(None);
+    };
+    let next = lake.refresh()?.next_offset(topic, number);
+    if next.is_none() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let warmed = crate::warm::warm_partition(lake, *since, (topic, number), engine)
+        .with_context(|| format!("warming {topic}[{number}] from the lake"))?;
+    tracing::info!(
+        partition = number,
+        events = warmed.events,
+        files = warmed.files,
+        next_offset = next,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "no checkpoint; warmed from the lake"
+    );
+    let mut alerts = warmed.new_alerts;
+    shared.publisher.publish(&mut alerts)?;
+    Ok(next)
 }
 
 /// Commits checkpointed positions to Kafka. The checkpoints already hold
@@ -363,6 +413,15 @@ pub async fn run(
         .written()
         .context("reading the alerts the lake holds")?;
     let checkpoints = Checkpoints::open(&args.data_dir.join("detect").join(&args.group))?;
+    let warm = if args.warm_from_lake.is_zero() {
+        None
+    } else {
+        let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
+            .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+        let since = Utc::now()
+            - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
+        Some((lake, since))
+    };
     tracing::info!(
         checkpoints = %checkpoints.dir().display(),
         alerts_known = written.len(),
@@ -382,6 +441,7 @@ pub async fn run(
             metrics: metrics.clone(),
             runtime: tokio::runtime::Handle::current(),
         },
+        warm,
         failure: None,
     }));
 

@@ -30,6 +30,9 @@ struct Service {
     dir: PathBuf,
     config: PathBuf,
     alerts_topic: Option<String>,
+    /// Another lake than `<dir>/lake`, and `--warm-from-lake` for it.
+    lake: Option<PathBuf>,
+    warm_from_lake: &'static str,
 }
 
 impl Service {
@@ -50,11 +53,13 @@ impl Service {
             dir,
             config,
             alerts_topic: None,
+            lake: None,
+            warm_from_lake: "0s",
         })
     }
 
     fn lake(&self) -> PathBuf {
-        self.dir.join("lake")
+        self.lake.clone().unwrap_or_else(|| self.dir.join("lake"))
     }
 
     async fn start(&self) -> Result<Tooltrail> {
@@ -75,6 +80,8 @@ impl Service {
             path_str(&data)?,
             "--checkpoint-interval",
             "500ms",
+            "--warm-from-lake",
+            self.warm_from_lake,
             "--listen",
             "127.0.0.1:0",
         ];
@@ -164,22 +171,25 @@ fn settled(lines: &[Value], cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u6
     Ok(out)
 }
 
-#[tokio::test]
-async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()> {
-    let brokers = kafka_brokers();
-    let topic = create_topic(&brokers, "detect", PARTITIONS).await?;
-    let root = tempfile::tempdir()?;
-    let events = root.path().join("events.ndjson");
-    let simulate = ["simulate", "--users", "120", "--days", "10", "--seed", "23"];
+/// Simulates `users` users for `days` days into a new topic; returns it, its partition ends and
+/// the newest event time.
+async fn simulated_topic(
+    brokers: &str,
+    dir: &Path,
+    users: &str,
+    days: &str,
+) -> Result<(String, BTreeMap<i32, i64>, DateTime<Utc>)> {
+    let topic = create_topic(brokers, "detect", PARTITIONS).await?;
+    let events = dir.join("events.ndjson");
+    let simulate = ["simulate", "--users", users, "--days", days, "--seed", "23"];
     let out = path_str(&events)?;
     run_tooltrail(&[&simulate[..], &["--out", out]].concat(), SIMULATE_TIMEOUT).await?;
     run_tooltrail(
-        &[&simulate[..], &["--kafka", &brokers, "--topic", &topic]].concat(),
+        &[&simulate[..], &["--kafka", brokers, "--topic", &topic]].concat(),
         SIMULATE_TIMEOUT,
     )
     .await?;
-    let ends = high_watermarks(&brokers, &topic, PARTITIONS).await?;
-    let total: i64 = ends.values().sum();
+    let ends = high_watermarks(brokers, &topic, PARTITIONS).await?;
     let newest = std::fs::read_to_string(&events)?
         .lines()
         .map(|l| -> Result<DateTime<Utc>> { time(&serde_json::from_str(l)?, "time") })
@@ -187,6 +197,103 @@ async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()>
         .into_iter()
         .max()
         .context("no events simulated")?;
+    Ok((topic, ends, newest))
+}
+
+#[tokio::test]
+async fn kafka_detect_warms_a_partition_without_a_checkpoint_from_the_lake() -> Result<()> {
+    let brokers = kafka_brokers();
+    let root = tempfile::tempdir()?;
+    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), "60", "8").await?;
+    let total: i64 = ends.values().sum();
+
+    // Ingest puts the whole topic in a lake, with each event's partition and offset.
+    let lake = root.path().join("ingested");
+    let group = unique_name("ingest");
+    let args = [
+        "ingest",
+        "--kafka",
+        &brokers,
+        "--topic",
+        &topic,
+        "--group",
+        &group,
+        "--lake",
+        path_str(&lake)?,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let ingest = Tooltrail::start(&args, root.path(), &[]).await?;
+    let deadline = Deadline::after(CATCH_UP);
+    while committed_offsets(&brokers, &group, &topic, PARTITIONS)
+        .await?
+        .values()
+        .map(|o| o.unwrap_or(0))
+        .sum::<i64>()
+        < total
+    {
+        deadline
+            .remaining("ingest to commit the topic")
+            .with_context(|| ingest.stderr())?;
+        tokio::time::sleep(POLL).await;
+    }
+    ingest.stop().await?;
+
+    // The reference reads the topic; the other, on the ingested lake, finds no checkpoint,
+    // rebuilds each partition from the lake and has nothing left to read.
+    let reference = Service::new(&brokers, &topic, root.path(), "reference")?;
+    let process = reference.start().await?;
+    reference.wait_caught_up(&ends, &process).await?;
+    process.stop().await?;
+    let mut warmed = Service::new(&brokers, &topic, root.path(), "warmed")?;
+    warmed.lake = Some(lake.clone());
+    warmed.warm_from_lake = "3650d";
+    let process = warmed.start().await?;
+    warmed.wait_caught_up(&ends, &process).await?;
+    let metrics = process.get_text("/metrics").await?;
+    let log = process.stderr();
+    process.stop().await?;
+    // Each partition was rebuilt from its own events only: together, every event once.
+    let warmed_events: i64 = log
+        .lines()
+        .filter(|l| l.contains("warmed from the lake"))
+        .map(|l| -> Result<i64> {
+            let (_, rest) = l
+                .split_once(" events=")
+                .context("events= in the log line")?;
+            Ok(rest.split(' ').next().unwrap_or_default().parse()?)
+        })
+        .sum::<Result<i64>>()?;
+    ensure!(
+        warmed_events == total,
+        "warming replayed {warmed_events} events for {total} in the topic:\n{log}"
+    );
+    ensure!(
+        metrics.contains("tooltrail_detect_events_total 0\n"),
+        "the warmed detector read records from kafka that the lake held:\n{metrics}"
+    );
+
+    let cutoff = newest - chrono::Duration::hours(2);
+    let want = settled(&alert_lines(&reference.lake())?, cutoff)?;
+    let got = settled(&alert_lines(&lake)?, cutoff)?;
+    ensure!(
+        want.len() >= 3,
+        "the reference raised {} settled alerts",
+        want.len()
+    );
+    assert_eq!(
+        got, want,
+        "warming from the lake and reading the topic disagree"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()> {
+    let brokers = kafka_brokers();
+    let root = tempfile::tempdir()?;
+    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), "120", "10").await?;
+    let total: i64 = ends.values().sum();
 
     // The reference: one run, never interrupted, also producing its alerts to a topic.
     let alerts_topic = create_topic(&brokers, "alerts", 1).await?;
