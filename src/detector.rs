@@ -106,6 +106,22 @@ async fn publish(
         return Ok(());
     }
     let batch = std::mem::take(out);
+    for alert in &batch {
+        announce(alert, metrics);
+    }
+    // The outbox first, the lake second: after a crash between the two, the
+    // warm-up finds the alert missing from the lake and raises it again, and
+    // the outbox (idempotent by alert id; an update with a repeat count is
+    // not sent again) ignores the copy. The other order would leave an alert
+    // in the lake that was never sent.
+    if let Some(delivery) = delivery {
+        for alert in &batch {
+            delivery
+                .enqueue_async(alert.clone())
+                .await
+                .context("enqueue an alert for delivery")?;
+        }
+    }
     let lake = Arc::clone(lake);
     let written = batch.clone();
     tokio::task::spawn_blocking(move || {
@@ -117,15 +133,6 @@ async fn publish(
     .await
     .context("alert writer task")??;
     for alert in batch {
-        announce(&alert, metrics);
-        if let Some(delivery) = delivery {
-            // Idempotent by alert id: an update with a repeat count is not
-            // sent again.
-            delivery
-                .enqueue_async(alert.clone())
-                .await
-                .context("enqueue an alert for delivery")?;
-        }
         let _ = listeners.send(alert);
     }
     Ok(())

@@ -184,15 +184,23 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
         "signature does not verify"
     );
 
-    // The alert is also in the lake, under alerts/dt=<day>/.
+    // The alert is also in the lake, under alerts/dt=<day>/. It is enqueued for delivery before
+    // it is written there, so the webhook may come first: wait for the lake a little.
     let day = now.format("%Y-%m-%d").to_string();
     let dir = up.lake().join("alerts").join(format!("dt={day}"));
-    let mut found = false;
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
-        let text = std::fs::read_to_string(entry?.path())?;
-        found |= text.contains(alert["alert_id"].as_str().unwrap_or("?"));
+    let deadline = crate::support::Deadline::after(Duration::from_secs(20));
+    loop {
+        let mut found = false;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let text = std::fs::read_to_string(entry?.path())?;
+            found |= text.contains(alert["alert_id"].as_str().unwrap_or("?"));
+        }
+        if found {
+            break;
+        }
+        deadline.remaining(&format!("the alert in {}", dir.display()))?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ensure!(found, "alert not in {}", dir.display());
     let metrics = up.get_text("/metrics").await?;
     ensure!(
         metrics.contains("tooltrail_detect_alerts_total"),
