@@ -16,7 +16,6 @@ Needs: pip install duckdb.
 import argparse
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -69,9 +68,16 @@ def main():
     ingest_env = dict(env, TOOLTRAIL__INGEST__MAX_BATCH_RECORDS=str(args.batch),
                       TOOLTRAIL__LOG__FILTER="warn")
     t0 = time.perf_counter()
-    sh(["taskset", "-c", "0", binary, "ingest", "--file", str(events), "--lake", str(lake)], env=ingest_env)
+    # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would also count the compiler).
+    child = subprocess.Popen(
+        ["taskset", "-c", "0", binary, "ingest", "--file", str(events), "--lake", str(lake)],
+        env=ingest_env)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        sys.exit(f"tooltrail ingest failed with {child.returncode}")
     ours_s = time.perf_counter() - t0
-    ours_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    ours_rss = usage.ru_maxrss / 1024
     ours_bytes = parquet_bytes(lake / "events")
 
     out = work / "duckdb.parquet"
