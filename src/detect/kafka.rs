@@ -106,6 +106,19 @@ struct Partition {
     unsaved: u64,
 }
 
+impl Partition {
+    /// A partition whose engine resumes at `next_offset`. Its clock starts
+    /// from the newest event time the engine has seen, read now.
+    fn new(engine: Engine, next_offset: i64, unsaved: u64) -> Self {
+        Partition {
+            newest: engine.newest_secs().map(|t| (t, Instant::now())),
+            engine,
+            next_offset,
+            unsaved,
+        }
+    }
+}
+
 /// Where alerts go, in order; see the module docs.
 struct Publisher {
     delivery: DeliveryHandle,
@@ -280,12 +293,7 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> anyhow::Result<(
         let partition = match restored {
             Some(restored) => {
                 positions.push((number, restored.next_offset));
-                Partition {
-                    newest: restored.engine.newest_secs().map(|t| (t, Instant::now())),
-                    engine: restored.engine,
-                    next_offset: restored.next_offset,
-                    unsaved: 0,
-                }
+                Partition::new(restored.engine, restored.next_offset, 0)
             }
             None => {
                 let mut engine = Engine::new(shared.settings.clone());
@@ -293,13 +301,9 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> anyhow::Result<(
                 if let Some(next) = next_offset {
                     positions.push((number, next));
                 }
-                Partition {
-                    newest: engine.newest_secs().map(|t| (t, Instant::now())),
-                    engine,
-                    next_offset: next_offset.unwrap_or(0),
-                    // Checkpoint what warming built at the next interval.
-                    unsaved: u64::from(next_offset.is_some()),
-                }
+                // Checkpoint what warming built at the next interval.
+                let unsaved = u64::from(next_offset.is_some());
+                Partition::new(engine, next_offset.unwrap_or(0), unsaved)
             }
         };
         shared.partitions.insert(number, partition);
