@@ -211,9 +211,14 @@ pub struct OffHoursConfig {
     /// History needed before a user's profile is trusted.
     #[serde(with = "humantime_serde")]
     pub min_history: Duration,
-    /// Never alert on fewer off-hours calls within an hour than this,
-    /// however unusual for the user.
-    pub min_count: u32,
+    /// How long a run of off-hours activity is followed.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Never alert on fewer distinct minutes with off-hours calls within
+    /// `window` than this, however unusual for the user. Minutes, not calls:
+    /// a short burst at night (one task done late) is ordinary; someone
+    /// working a stolen session keeps at it.
+    pub min_active_minutes: u32,
 }
 
 impl Default for OffHoursConfig {
@@ -221,7 +226,8 @@ impl Default for OffHoursConfig {
         OffHoursConfig {
             max_share: 0.0005,
             min_history: Duration::from_secs(14 * 86_400),
-            min_count: 100,
+            window: Duration::from_secs(2 * 3600),
+            min_active_minutes: 20,
         }
     }
 }
@@ -300,7 +306,8 @@ pub struct Settings {
     pub sensitive_max_peers: u32,
     pub off_hours_share: f64,
     pub off_hours_history_days: u32,
-    pub off_hours_min: u32,
+    pub off_hours_window_secs: i64,
+    pub off_hours_min_minutes: u32,
     pub corroboration_secs: i64,
     pub corroboration_threshold: f64,
     pub enumeration: EnumerationConfig,
@@ -381,6 +388,12 @@ impl DetectConfig {
         if !(self.off_hours.max_share > 0.0 && self.off_hours.max_share < 1.0 / 168.0) {
             bad("off_hours.max_share", "must be in (0, 1/168)".into());
         }
+        if !(60..=86_400).contains(&self.off_hours.window.as_secs()) {
+            bad(
+                "off_hours.window",
+                "must be between 1 minute and 1 day".into(),
+            );
+        }
         if !(self.enumeration.min_new_share >= 0.0 && self.enumeration.min_new_share <= 1.0) {
             bad("enumeration.min_new_share", "must be in [0, 1]".into());
         }
@@ -431,7 +444,8 @@ impl DetectConfig {
             sensitive_max_peers: self.sensitive_tool.max_peer_users,
             off_hours_share: self.off_hours.max_share,
             off_hours_history_days: days(self.off_hours.min_history),
-            off_hours_min: self.off_hours.min_count,
+            off_hours_window_secs: self.off_hours.window.as_secs() as i64,
+            off_hours_min_minutes: self.off_hours.min_active_minutes,
             corroboration_secs: self.corroboration.window.as_secs() as i64,
             corroboration_threshold: self.corroboration.threshold,
             enumeration: self.enumeration.clone(),

@@ -24,6 +24,9 @@ const DEFAULT_NEW_RESOURCE_RATE: f64 = 0.3;
 const DEFAULT_WINDOW_VOLUME: f64 = 5.0;
 /// Weight with which a call in off hours enters the hour profile.
 const OFF_HOURS_LEARNING: f64 = 0.1;
+/// How far above `off_hours.max_share` an hour may have drifted while a run
+/// of off-hours activity is in progress and still count as off hours.
+const OFF_HOURS_RUN_TOLERANCE: f64 = 4.0;
 /// Profile mass (decayed events) before off-hours trusts it.
 const MIN_PROFILE_EVENTS: f64 = 200.0;
 
@@ -156,7 +159,21 @@ impl Context<'_> {
             && self.user.hours.total() >= MIN_PROFILE_EVENTS
         {
             let share = self.user.hours.share(hour);
-            if share < s.off_hours_share {
+            // The profile learns off-hours calls slowly, but it does learn
+            // them: within a run a light user's night would turn ordinary
+            // after a few minutes. A run in progress keeps counting until
+            // its hours are well above the threshold.
+            let in_run = self
+                .user
+                .off_hours_calls
+                .last()
+                .is_some_and(|t| *t > secs - s.off_hours_window_secs);
+            let limit = if in_run {
+                s.off_hours_share * OFF_HOURS_RUN_TOLERANCE
+            } else {
+                s.off_hours_share
+            };
+            if share < limit {
                 flags |= flag::OFF_HOURS;
                 self.off_hours_event(e, share, secs);
             }

@@ -302,3 +302,50 @@ fn colleagues_who_adopted_a_tool_in_the_first_week_vouch_for_it_later() {
     // and pages only with corroboration.
     assert!(bob.is_empty(), "{bob:#?}");
 }
+
+/// `calls` calls from the user's usual address, spread evenly over
+/// `minutes` minutes from `start`.
+fn run_of<'a>(user: &'a str, start: i64, minutes: i64, calls: i64) -> Vec<Call<'a>> {
+    (0..calls)
+        .map(|k| Call::new(start + k * minutes * 60 / calls, user, "get_issue"))
+        .collect()
+}
+
+#[test]
+fn someone_keeping_at_it_in_the_users_night_raises_off_hours() {
+    let mut e = engine();
+    let mut calls = history("alice", 21, 0);
+    // Day 22 (a Tuesday), 02:00 UTC: 60 calls over 50 minutes, where her
+    // profile has never seen a call.
+    calls.extend(run_of("alice", DAY0 + 22 * 86_400 + 2 * 3600, 50, 60));
+    let alerts = run(&mut e, &calls);
+    let off: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.detector == DetectorKind::OffHours)
+        .collect();
+    // One alert; the rest of the run attaches to it as repeats.
+    assert!(!off.is_empty(), "an off-hours alert, got {alerts:#?}");
+    assert!(
+        off.iter().all(|a| a.alert_id == off[0].alert_id),
+        "{off:#?}"
+    );
+    assert!(off.iter().any(|a| a.repeats > 0), "{off:#?}");
+    let minutes = off[0].evidence.observed.expect("observed");
+    assert!(minutes >= 20.0, "judged on active minutes: {minutes}");
+    assert!(off[0].evidence.p_value.expect("p") < 1e-6);
+    assert!(off[0].title.contains("minutes"), "{}", off[0].title);
+}
+
+#[test]
+fn a_short_burst_at_night_is_not_an_off_hours_alert() {
+    let mut e = engine();
+    let mut calls = history("alice", 21, 0);
+    // 18 calls in 4 minutes at 02:00: a task finished late, not a session
+    // someone keeps working.
+    calls.extend(run_of("alice", DAY0 + 22 * 86_400 + 2 * 3600, 4, 18));
+    let alerts = run(&mut e, &calls);
+    assert!(
+        alerts.iter().all(|a| a.detector != DetectorKind::OffHours),
+        "{alerts:#?}"
+    );
+}

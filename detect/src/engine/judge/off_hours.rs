@@ -6,10 +6,11 @@
 //! [`crate::baseline::HourProfile::share`]); it is trusted once the user has
 //! `off_hours.min_history` of history. A call in an hour holding less than
 //! `off_hours.max_share` of the activity is an off-hours call. One such call
-//! is a weak signal (people do work late); an alert needs `min_count` of them
-//! in one window, or `daily_min_count` within a day. It cannot tell travel
-//! or an on-call week from a stolen session by itself; corroborating signals
-//! (a new address or client) can.
+//! is a weak signal (people do work late, and a task finished at night is a
+//! short burst); an alert needs off-hours calls in `min_active_minutes`
+//! distinct minutes within `off_hours.window`: someone keeping at it. It
+//! cannot tell travel or an on-call week from a stolen session by itself;
+//! corroborating signals (a new address or client) can.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -33,42 +34,50 @@ impl Context<'_> {
         if !self.settings.enabled(DetectorKind::OffHours) {
             return;
         }
+        let window = self.settings.off_hours_window_secs;
         let user = &mut *self.user;
-        user.off_hours_calls.retain(|t| *t > secs - HOUR);
-        user.off_hours_calls.push(secs);
+        user.off_hours_calls.retain(|t| *t > secs - window);
+        // One entry per minute: a run is judged by how long someone keeps at
+        // it, not by how fast their client calls.
+        if !user.off_hours_calls.iter().any(|t| t / 60 == secs / 60) {
+            user.off_hours_calls.push(secs);
+        }
         user.off_hours_share = if user.off_hours_calls.len() == 1 {
             share as f32
         } else {
             user.off_hours_share.min(share as f32)
         };
-        let calls = user.off_hours_calls.len() as u32;
-        let first = user.off_hours_calls[0];
+        let minutes = user.off_hours_calls.len() as u32;
+        let first = user.off_hours_calls.iter().copied().min().unwrap_or(secs);
         let who = self.who();
         let when = at(secs).format("%a %H:%M UTC");
-        // Expected calls in this hour: its share of the user's decayed
-        // activity, per day of history.
+        // Expected active minutes in the window: this hour's share of the
+        // user's decayed activity per day of history, as calls per hour,
+        // over the window's hours (a call is at most one active minute).
         let days = f64::from(self.user.history_days((secs / DAY) as u32).max(1));
-        let expected = (share * self.user.hours.total() / days).max(MIN_EXPECTED);
+        let hours = window as f64 / HOUR as f64;
+        let expected = (share * self.user.hours.total() / days * hours).max(MIN_EXPECTED);
         let pred = Moments::default().predict(
             Prior {
                 mean: expected,
                 weight: 1e6,
-                // Calls within the hour are the burst itself; the count
-                // is judged as Poisson, and `min_count` guards the rest.
+                // Minutes within the window are the run itself; the count
+                // is judged as Poisson, and `min_active_minutes` guards the
+                // rest.
                 dispersion: 1.0,
             },
             1.0,
             1.0,
         );
-        let p = pred.tail(u64::from(calls));
-        if calls >= self.settings.off_hours_min && p < self.settings.p_value {
+        let p = pred.tail(u64::from(minutes));
+        if minutes >= self.settings.off_hours_min_minutes && p < self.settings.p_value {
             let mut ids = self.user.samples(first, secs + 1, flag::OFF_HOURS);
             if !ids.contains(&e.event_id) {
                 ids.push(e.event_id.clone());
             }
             let share = f64::from(self.user.off_hours_share);
             let mut evidence = Evidence {
-                observed: Some(f64::from(calls)),
+                observed: Some(f64::from(minutes)),
                 expected: Some(round3(pred.expected)),
                 p_value: Some(p),
                 event_ids: ids,
@@ -82,9 +91,9 @@ impl Context<'_> {
                 value: String::new(),
                 severity: if p < 1e-12 { Severity::High } else { Severity::Medium },
                 score: 65,
-                title: format!("{who}: {calls} calls within an hour at an hour they are almost never active"),
+                title: format!("{who}: active in {minutes} minutes at hours they are almost never active"),
                 explanation: format!(
-                    "{who} made {calls} calls within an hour in hours of the week where they are almost never active (the latest at {when}, an hour holding {:.3}% of their activity); the usual is {:.2} calls in such an hour (p = {p:.1e})",
+                    "{who} made calls in {minutes} distinct minutes within {hours:.0} h, in hours of the week where they are almost never active (the latest at {when}, an hour holding {:.3}% of their activity); the usual is {:.2} active minutes in such a stretch (p = {p:.1e})",
                     share * 100.0,
                     pred.expected
                 ),
