@@ -192,6 +192,8 @@ impl Default for SensitiveConfig {
                 "transfer_*",
                 "grant_*",
                 "rotate_*",
+                // Sharing a file or folder, the usual way data leaves.
+                "share_*",
             ]
             .map(String::from)
             .to_vec(),

@@ -349,3 +349,26 @@ fn a_short_burst_at_night_is_not_an_off_hours_alert() {
         "{alerts:#?}"
     );
 }
+
+#[test]
+fn a_first_file_share_is_a_sensitive_tool_by_default() {
+    let mut e = engine();
+    let mut calls = history("alice", 21, 0);
+    calls.push(Call::new(
+        DAY0 + 22 * 86_400 + 11 * 3600,
+        "alice",
+        "share_file",
+    ));
+    let alerts = run(&mut e, &calls);
+    let sensitive: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.detector == DetectorKind::SensitiveTool)
+        .collect();
+    assert_eq!(sensitive.len(), 1, "{alerts:#?}");
+    assert_eq!(sensitive[0].severity, Severity::High);
+    assert!(
+        sensitive[0].title.contains("share_file"),
+        "{}",
+        sensitive[0].title
+    );
+}
