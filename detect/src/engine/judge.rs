@@ -163,12 +163,7 @@ impl Context<'_> {
             // them: within a run a light user's night would turn ordinary
             // after a few minutes. A run in progress keeps counting until
             // its hours are well above the threshold.
-            let in_run = self
-                .user
-                .off_hours_calls
-                .last()
-                .is_some_and(|t| *t > secs - s.off_hours_window_secs);
-            let limit = if in_run {
+            let limit = if self.in_off_hours_run(secs) {
                 s.off_hours_share * OFF_HOURS_RUN_TOLERANCE
             } else {
                 s.off_hours_share

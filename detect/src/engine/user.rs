@@ -141,7 +141,8 @@ pub struct UserState {
     /// Tools or resources denied recently that the user had never used:
     /// (hash, time).
     pub denied_new: Vec<(u64, i64)>,
-    /// Times of recent calls in off hours (within a day).
+    /// The current off-hours run: the time of one call per minute with
+    /// off-hours calls, within `off_hours.window`.
     pub off_hours_calls: Vec<i64>,
 
     /// The smallest hour share among recent off-hours calls, for evidence.

@@ -28,6 +28,13 @@ const HOUR: i64 = 3600;
 const MIN_EXPECTED: f64 = 0.05;
 
 impl Context<'_> {
+    /// Whether an off-hours run is in progress at `secs`: an off-hours call
+    /// within `off_hours.window` before it.
+    pub(super) fn in_off_hours_run(&self, secs: i64) -> bool {
+        let since = secs - self.settings.off_hours_window_secs;
+        self.user.off_hours_calls.iter().any(|t| *t > since)
+    }
+
     /// One call in off hours, with the share of the user's activity its hour
     /// holds.
     pub(super) fn off_hours_event(&mut self, e: &ToolCallEvent, share: f64, secs: i64) {
