@@ -33,6 +33,7 @@ use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::functions;
 use crate::metrics::QueryMetrics;
+use crate::pg_catalog::PgCatalog;
 use crate::session::Sessions;
 use crate::tables::{LakeTables, Table};
 
@@ -114,7 +115,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 tokens: TokenStore::new(&config.tokens),
-                sessions: Sessions::new(base, tables),
+                sessions: Sessions::new(base, tables)?,
                 audit: Arc::new(audit),
                 running: Arc::new(Semaphore::new(config.max_concurrent)),
                 per_principal: Mutex::new(HashMap::new()),
@@ -168,7 +169,8 @@ impl Engine {
     ) -> Result<SchemaRef, QueryError> {
         self.check_len(sql)?;
         let ctx = self.inner.sessions.for_principal(principal)?;
-        let plan = tokio::time::timeout(self.inner.config.timeout, plan(&ctx, principal, sql))
+        let pg = Some(self.inner.sessions.pg_catalog());
+        let plan = tokio::time::timeout(self.inner.config.timeout, plan(&ctx, principal, sql, pg))
             .await
             .map_err(|_| QueryError::Timeout(self.inner.config.timeout))??;
         Ok(Arc::new(plan.schema().as_arrow().clone()))
@@ -257,7 +259,8 @@ impl Engine {
 
         let opened = async {
             let ctx = inner.sessions.for_principal(principal)?;
-            let plan = plan(&ctx, principal, sql).await?;
+            let pg = (transport == Transport::Pgwire).then(|| inner.sessions.pg_catalog());
+            let plan = plan(&ctx, principal, sql, pg).await?;
             let df = ctx.execute_logical_plan(plan).await?;
             let task = Arc::new(df.task_ctx());
             let physical = df.create_physical_plan().await?;
@@ -332,15 +335,20 @@ impl Engine {
     }
 }
 
-/// Parses and plans `sql` as a single read-only statement.
+/// Parses and plans `sql` as a single read-only statement. With `pg` (the
+/// Postgres wire), a client's catalog query is rewritten first.
 async fn plan(
     ctx: &SessionContext,
     principal: &Principal,
     sql: &str,
+    pg: Option<&PgCatalog>,
 ) -> Result<LogicalPlan, QueryError> {
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, &dialect)?;
+    let statement = match pg.and_then(|pg| pg.parse_catalog_query(sql)) {
+        Some(statement) => statement,
+        None => state.sql_to_statement(sql, &dialect)?,
+    };
     check_statement(&statement)?;
     let plan = match state.statement_to_plan(statement).await {
         Ok(plan) => plan,

@@ -3,7 +3,8 @@
 //! - [`Engine`]: admission (limits), the query audit, planning in a
 //!   per-principal session ([`session`]), streaming under a deadline.
 //! - [`http`]: `POST /v1/sql` and the table endpoints (axum).
-//! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools.
+//! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools;
+//!   [`pg_catalog`]: the system catalog those clients browse.
 //! - [`format`]: result encodings (json, ndjson, csv, arrow, parquet, table).
 //! - [`export`]: signed compliance exports (`POST /v1/exports`, `tooltrail export`).
 
@@ -17,6 +18,7 @@ pub mod format;
 pub mod functions;
 pub mod http;
 pub mod metrics;
+pub mod pg_catalog;
 pub mod pgwire;
 pub mod session;
 pub mod tables;

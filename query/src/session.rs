@@ -8,6 +8,9 @@
 //! `datafusion.public.events`, not `information_schema`, which lists only the
 //! views. Whatever the query does above the view (OR-tricks, subqueries,
 //! joins, aggregates), it starts from rows the filter let through.
+//!
+//! The session's `pg_catalog` ([`crate::pg_catalog`]) describes the same
+//! tables, and only those.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider,
 };
-use datafusion::datasource::provider_as_source;
+use datafusion::datasource::{TableProvider, provider_as_source};
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
@@ -25,6 +28,7 @@ use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
 use datafusion::prelude::{Expr, SessionContext};
 
 use crate::auth::{Principal, Tenants};
+use crate::pg_catalog::{self, PgCatalog};
 use crate::tables::{LakeTables, Table};
 
 /// Builds sessions: shared configuration, functions, memory pool and table
@@ -33,15 +37,27 @@ use crate::tables::{LakeTables, Table};
 pub struct Sessions {
     base: SessionState,
     tables: LakeTables,
+    pg_catalog: Arc<PgCatalog>,
 }
 
 impl Sessions {
-    pub fn new(base: SessionState, tables: LakeTables) -> Sessions {
-        Sessions { base, tables }
+    /// Sessions like `base` (with the Postgres catalog's functions added)
+    /// over `tables`.
+    pub fn new(base: SessionState, tables: LakeTables) -> Result<Sessions> {
+        let (base, pg_catalog) = PgCatalog::install(base)?;
+        Ok(Sessions {
+            base,
+            tables,
+            pg_catalog: Arc::new(pg_catalog),
+        })
     }
 
     pub fn tables(&self) -> &LakeTables {
         &self.tables
+    }
+
+    pub fn pg_catalog(&self) -> &PgCatalog {
+        &self.pg_catalog
     }
 
     /// Whether `principal` may read `table` at all.
@@ -61,16 +77,19 @@ impl Sessions {
         let schema = Arc::new(MemorySchemaProvider::new());
         let options = self.base.config().options();
         catalog.register_schema(&options.catalog.default_schema, schema)?;
-        catalogs.register_catalog(options.catalog.default_catalog.clone(), catalog);
+        catalogs.register_catalog(options.catalog.default_catalog.clone(), catalog.clone());
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(catalogs)
             .build();
         let ctx = SessionContext::new_with_state(state);
+        let mut readable = Vec::new();
         for table in Table::ALL {
             if !Self::may_read(principal, table) {
                 continue;
             }
-            let source = provider_as_source(self.tables.provider(table).clone());
+            let provider = self.tables.provider(table);
+            readable.push((table, provider.schema()));
+            let source = provider_as_source(provider.clone());
             let mut plan = LogicalPlanBuilder::scan(table.name(), source, None)?;
             if let Some(filter) = tenant_filter(table, &principal.tenants) {
                 plan = plan.filter(filter)?;
@@ -78,6 +97,7 @@ impl Sessions {
             let view = ViewTable::new(plan.build()?, None);
             ctx.register_table(table.name(), Arc::new(view))?;
         }
+        catalog.register_schema(pg_catalog::SCHEMA, self.pg_catalog.schema(&readable)?)?;
         Ok(ctx)
     }
 }

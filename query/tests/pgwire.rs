@@ -599,6 +599,21 @@ public class Check {
                  ResultSet r = s.executeQuery("SELECT current_schema(), session_user")) {
                 check(r.next() && r.getString(2).equals("acme-analyst"), "session_user");
             }
+            // What DBeaver's navigator and Metabase's sync ask first.
+            DatabaseMetaData meta = c.getMetaData();
+            java.util.List<String> tables = new java.util.ArrayList<>();
+            try (ResultSet r = meta.getTables(null, "public", "%", new String[] {"TABLE"})) {
+                while (r.next()) tables.add(r.getString("TABLE_NAME"));
+            }
+            check(tables.equals(java.util.List.of("alerts", "events")), "tables: " + tables);
+            java.util.Map<String, Integer> columns = new java.util.HashMap<>();
+            try (ResultSet r = meta.getColumns(null, "public", "events", "%")) {
+                while (r.next()) columns.put(r.getString("COLUMN_NAME"), r.getInt("DATA_TYPE"));
+            }
+            check(columns.get("tenant_id") == Types.VARCHAR, "tenant_id: " + columns);
+            check(columns.get("status") == Types.SMALLINT, "status: " + columns);
+            check(columns.get("time") == Types.TIMESTAMP, "time: " + columns);
+            check(columns.size() == 37, "columns: " + columns.keySet());
         }
         try {
             DriverManager.getConnection(args[0], "ana", "wrong");
@@ -1041,4 +1056,82 @@ fn field_types(message: &Message) -> Vec<u32> {
             oid
         })
         .collect()
+}
+
+/// psql's `\dt` and `\d` read `pg_catalog`: it lists the tables the token's
+/// role may read, and nothing else, with their columns, and the object ids
+/// it hands out hold from one query to the next (`\d` looks a table's oid up
+/// in one query and its columns by that oid in another).
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_lists_and_describes_only_the_tables_its_token_may_read() {
+    let server = Server::start(1000).await;
+    assert_eq!(
+        server.query(ACME, "\\dt").await,
+        "public|alerts|table|postgres\npublic|events|table|postgres"
+    );
+    let all = server.query(ADMIN, "\\dt").await;
+    for table in ["alerts", "events", "quarantine", "query_audit"] {
+        assert!(all.contains(&format!("public|{table}|table|")), "{all}");
+    }
+    let described = server.query(ACME, "\\d events").await;
+    for column in [
+        "event_id|text||not null|",
+        "time|timestamp with time zone||not null|",
+        "tenant_id|text||not null|",
+        "status|smallint||not null|",
+        "scopes|text[]|||",
+        "latency_ms|double precision|||",
+        "dt|text||not null|",
+    ] {
+        assert!(
+            described.lines().any(|l| l == column),
+            "{column} in\n{described}"
+        );
+    }
+    assert_eq!(server.query(ACME, "\\d events").await, described);
+    // A table beyond the role is not there to describe, by any route.
+    let missing = server.psql(ACME, &["-c", "\\d query_audit"], None).await;
+    assert!(
+        missing.stderr.contains("Did not find any relation"),
+        "{missing:?}"
+    );
+    assert_eq!(
+        server
+            .query(
+                ACME,
+                "SELECT count(*) FROM pg_catalog.pg_class WHERE relname IN ('quarantine', 'query_audit')"
+            )
+            .await,
+        "0"
+    );
+    assert_eq!(
+        server
+            .query(
+                ACME,
+                "SELECT count(*) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c \
+                 ON a.attrelid = c.oid WHERE c.relname = 'query_audit'"
+            )
+            .await,
+        "0"
+    );
+    // Nothing about the rows: the size figures are the same whoever asks
+    // (acme holds 8 events, globex 3, the admin sees 11), so they tell no
+    // tenant's volume.
+    let sizes = "SELECT reltuples, relpages FROM pg_class WHERE relname = 'events'";
+    let acme = server.query(ACME, sizes).await;
+    assert_eq!(server.query(GLOBEX, sizes).await, acme);
+    assert_eq!(server.query(ADMIN, sizes).await, acme);
+    // Catalog queries are rewritten for DataFusion (the rewriter blanks
+    // correlated subqueries in select lists); an investigator's are not.
+    assert_eq!(
+        server
+            .query(
+                ACME,
+                "SELECT e.event_id, (SELECT count(*) FROM events x WHERE x.user_id = e.user_id) \
+                 FROM events e WHERE e.event_id = 'acme-0'"
+            )
+            .await,
+        "acme-0|3"
+    );
+    server.shutdown().await;
 }
