@@ -33,6 +33,7 @@ use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::functions;
 use crate::metrics::QueryMetrics;
+use crate::optimizer;
 use crate::pg_catalog::PgCatalog;
 use crate::session::Sessions;
 use crate::tables::{LakeTables, Table};
@@ -102,11 +103,11 @@ impl Engine {
             options.execution.parquet.reorder_filters = true;
             options.explain.show_statistics = false;
         }
-        let mut base = SessionStateBuilder::new()
+        let builder = SessionStateBuilder::new()
             .with_config(session)
             .with_runtime_env(runtime)
-            .with_default_features()
-            .build();
+            .with_default_features();
+        let mut base = optimizer::install(builder).build();
         functions::restrict(&mut base, config.max_function_output)?;
         let tables = LakeTables::new(lake)?;
         let audit =

@@ -1,7 +1,8 @@
 //! Query: read-only, tenant-isolated SQL over the lake.
 //!
 //! - [`Engine`]: admission (limits), the query audit, planning in a
-//!   per-principal session ([`session`]), streaming under a deadline.
+//!   per-principal session ([`session`]) with our planner rules
+//!   ([`optimizer`]), streaming under a deadline.
 //! - [`http`]: `POST /v1/sql` and the table endpoints (axum).
 //! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools;
 //!   [`pg_catalog`]: the system catalog those clients browse.
@@ -18,6 +19,7 @@ pub mod format;
 pub mod functions;
 pub mod http;
 pub mod metrics;
+pub mod optimizer;
 pub mod pg_catalog;
 pub mod pgwire;
 pub mod session;
