@@ -109,7 +109,8 @@ impl Engine {
             .with_default_features();
         let mut base = optimizer::install(builder).build();
         functions::restrict(&mut base, config.max_function_output)?;
-        let tables = LakeTables::new(lake)?;
+        let statistics = base.runtime_env().cache_manager.get_file_statistic_cache();
+        let tables = LakeTables::new(lake, statistics)?;
         let audit =
             AuditLog::open(lake).map_err(|e| QueryError::Internal(format!("query audit: {e}")))?;
         Ok(Engine {

@@ -15,6 +15,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result;
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
 
 use crate::auth::Role;
 
@@ -144,8 +145,12 @@ pub struct LakeTables {
 
 impl LakeTables {
     /// Providers over the lake at `root`, creating the table directories so
-    /// that an empty lake is an empty table, not an error.
-    pub fn new(root: &Path) -> Result<LakeTables> {
+    /// that an empty lake is an empty table, not an error. `statistics` keeps
+    /// each file's statistics (min/max, row counts) once read: lake files
+    /// never change in place, and without it every query reads them again
+    /// for every file it might scan (a fifth of the CPU of a query over a
+    /// month of hourly files).
+    pub fn new(root: &Path, statistics: Option<Arc<FileStatisticsCache>>) -> Result<LakeTables> {
         for table in Table::ALL {
             std::fs::create_dir_all(root.join(table.dir()))?;
         }
@@ -167,6 +172,7 @@ impl LakeTables {
                     .with_file_extension(".parquet")
                     .with_table_partition_cols(hourly),
                 tooltrail_schemas::lake::events_schema(),
+                &statistics,
             )?,
             alerts: listing(
                 root,
@@ -175,6 +181,7 @@ impl LakeTables {
                     .with_file_extension(".ndjson")
                     .with_table_partition_cols(daily.clone()),
                 alerts_schema(),
+                &statistics,
             )?,
             quarantine: listing(
                 root,
@@ -183,6 +190,7 @@ impl LakeTables {
                     .with_file_extension(".parquet")
                     .with_table_partition_cols(daily.clone()),
                 tooltrail_schemas::lake::quarantine_schema(),
+                &statistics,
             )?,
             query_audit: listing(
                 root,
@@ -191,6 +199,7 @@ impl LakeTables {
                     .with_file_extension(".ndjson")
                     .with_table_partition_cols(daily),
                 query_audit_schema(),
+                &statistics,
             )?,
         })
     }
@@ -210,11 +219,14 @@ fn listing(
     table: Table,
     options: ListingOptions,
     schema: SchemaRef,
+    statistics: &Option<Arc<FileStatisticsCache>>,
 ) -> Result<Arc<ListingTable>> {
     let dir = std::fs::canonicalize(root.join(table.dir()))?;
     let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    Ok(Arc::new(
+        ListingTable::try_new(config)?.with_cache(statistics.clone()),
+    ))
 }
