@@ -108,6 +108,15 @@ impl PgCatalog {
     /// scalar subqueries at one row, which suits a client's introspection
     /// but would quietly change an investigator's answer.
     pub fn parse_catalog_query(&self, sql: &str) -> Option<Statement> {
+        // Every catalog relation, and the schema, is named `pg_…`: most
+        // queries are spared a second parse.
+        let names_pg = sql
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"pg_"));
+        if !names_pg {
+            return None;
+        }
         // Judged on what the client wrote: the rewriter replaces some catalog
         // queries it cannot translate by an empty `SELECT … WHERE false`.
         let written = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
