@@ -7,6 +7,7 @@
 //! <lake>/events/dt=YYYY-MM-DD/hour=HH/part-<txn>-<n>.parquet
 //! <lake>/quarantine/dt=YYYY-MM-DD/part-<txn>-<n>.parquet
 //! <lake>/_tooltrail/log/<seq>.json
+//! <lake>/_tooltrail/checkpoints/<seq>.json
 //! ```
 //!
 //! A transaction: (1) every file is written under a hidden staging name
@@ -15,6 +16,12 @@
 //! are renamed into place and their directories fsynced. Opening the lake
 //! finishes step 3 for any entry a crash interrupted, and removes staged files
 //! no entry names once they are old enough not to belong to a live writer.
+//! Every [`CHECKPOINT_EVERY`] entries a writer saves the log's state as a
+//! checkpoint, so that opening reads only the entries after it.
+//!
+//! Fail points (the `fail` crate, active in this crate's tests) mark the
+//! instants a crash can split a commit: `lake::commit::staged`,
+//! `lake::commit::logged` and `lake::publish::renamed`.
 
 pub mod compact;
 pub mod digest;
@@ -35,6 +42,11 @@ use crate::error::{Error, Result};
 use crate::lake::log::{FileRecord, Log, LogEntry, LogState, Operation, PositionRange};
 
 pub use self::log::LOG_FORMAT_VERSION;
+
+/// Log entries between checkpoints. Opening reads at most this many entries
+/// after the newest checkpoint; a checkpoint costs a re-read of as many
+/// entries and a write of the whole state (a few MB for a large lake).
+pub const CHECKPOINT_EVERY: u64 = 1000;
 
 /// Staged files older than this, named by no log entry, are debris of a crashed writer.
 const STALE_STAGING: Duration = Duration::from_secs(3600);
@@ -120,6 +132,8 @@ pub struct Transaction {
 pub struct Lake {
     root: PathBuf,
     log: Log,
+    /// Entries between checkpoints ([`CHECKPOINT_EVERY`]; tests use fewer).
+    checkpoint_every: u64,
     /// `<lake>/_tooltrail/lock`: writers hold it shared while they commit;
     /// compaction holds it exclusively while it swaps a partition.
     lock: fs::File,
@@ -135,18 +149,29 @@ impl Lake {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
-        let (log, entries) = Log::open(&root.join("_tooltrail").join("log"))?;
+        let (log, mut entries) = Log::open(
+            &root.join("_tooltrail").join("log"),
+            &root.join("_tooltrail").join("checkpoints"),
+        )?;
         let lock_path = root.join("_tooltrail").join("lock");
         let lock = open_lock_file(&lock_path)?;
-        let lake = Lake {
+        let mut lake = Lake {
             root: root.to_owned(),
             log,
+            checkpoint_every: CHECKPOINT_EVERY,
             lock,
             zstd_level,
             writer_id: format!("{}:{}", hostname(), std::process::id()),
         };
         {
-            let _guard = lake.lock_exclusive()?;
+            let lock = lake
+                .lock
+                .try_clone()
+                .map_err(|e| Error::io(&lock_path, e))?;
+            let _guard = LockGuard::exclusive(&lock)?;
+            // A compaction may have removed files of the entries read before
+            // the lock was taken: read it too, so that its removals are known.
+            entries.extend(lake.log.refresh()?);
             lake.finish_entries(&entries)?;
         }
         lake.remove_stale_staging(&entries)?;
@@ -156,6 +181,13 @@ impl Lake {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Writes a checkpoint every `entries` log entries instead of
+    /// [`CHECKPOINT_EVERY`] (tests).
+    pub fn with_checkpoint_every(mut self, entries: u64) -> Lake {
+        self.checkpoint_every = entries.max(1);
+        self
     }
 
     /// What the log says the lake holds, including other writers' entries
@@ -213,6 +245,7 @@ impl Lake {
                 ];
                 let props = parquet::writer_properties(&batch, self.zstd_level, metadata);
                 let written = parquet::write_file(&tmp, &batch, props)?;
+                fail::fail_point!("lake::commit::staged");
                 added.push(FileRecord {
                     path: format!("{}/{}", file.dir, name),
                     table: file.table.to_owned(),
@@ -243,7 +276,9 @@ impl Lake {
         })();
         match result {
             Ok(entry) => {
+                fail::fail_point!("lake::commit::logged");
                 self.finish_entries(std::slice::from_ref(&entry))?;
+                self.checkpoint_if_due();
                 Ok(entry)
             }
             Err(e) => {
@@ -252,6 +287,30 @@ impl Lake {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Saves a checkpoint when [`Self::checkpoint_every`] entries have been
+    /// appended since the last one. The caller holds the lock (shared is
+    /// enough: compaction and retention append only under the exclusive
+    /// lock, so no entry read here can lose a file to one while this runs).
+    /// A failure is only logged: the commit it follows has succeeded, and
+    /// the next commit tries again.
+    fn checkpoint_if_due(&mut self) {
+        if self.log.state().last_seq - self.log.checkpoint_seq() < self.checkpoint_every {
+            return;
+        }
+        let result = (|| {
+            // Entries of other writers were read but not finished here, and a
+            // writer may have crashed before publishing its files: finish
+            // every entry since the last checkpoint, as opening would.
+            self.log.refresh()?;
+            let entries = self.log.entries_since_checkpoint()?;
+            self.finish_entries(&entries)?;
+            self.log.write_checkpoint()
+        })();
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not write a lake log checkpoint; the next commit retries");
         }
     }
 
@@ -281,9 +340,11 @@ impl Lake {
             }
             let tmp = staged_path(&path);
             match fs::rename(&tmp, &path) {
-                Ok(()) => {}
+                Ok(()) => fail::fail_point!("lake::publish::renamed"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if removed_later.contains(file.path.as_str()) {
+                    // Removed by a later entry, or published just now by its
+                    // own writer (while this one finished it for a checkpoint).
+                    if removed_later.contains(file.path.as_str()) || path.exists() {
                         continue;
                     }
                     return Err(Error::MissingFile {
@@ -408,10 +469,6 @@ impl Lake {
         Ok(swept)
     }
 
-    pub(crate) fn lock_exclusive(&self) -> Result<LockGuard<'_>> {
-        LockGuard::exclusive(&self.lock)
-    }
-
     /// Appends a maintenance entry (compaction) under the exclusive lock and,
     /// unless told to stop (crash tests), finishes it before releasing.
     pub(crate) fn commit_exclusive(
@@ -443,6 +500,7 @@ impl Lake {
         let after = after_append(self, &entry);
         if finish {
             self.finish_entries(std::slice::from_ref(&entry))?;
+            self.checkpoint_if_due();
         }
         after?;
         Ok(entry)

@@ -5,6 +5,13 @@
 //! An entry is the commit point of a transaction: it lists the files added and
 //! removed and, for Kafka, the offset range of every partition it covers. The
 //! positions the lake holds are derived from the log, never from Kafka.
+//!
+//! Replaying a long log is slow (a busy HTTP ingest commits many times a
+//! second), so the state it yields is also saved now and then as a checkpoint,
+//! `<lake>/_tooltrail/checkpoints/<seq>.json`: the state after entry `seq`,
+//! written only once every entry up to it is finished. Opening reads the
+//! newest readable checkpoint and the entries after it. Entries are never
+//! deleted: they are the audit trail the digest chain covers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -89,7 +96,7 @@ pub struct DirSwap {
 }
 
 /// What the log says the lake holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogState {
     /// The sequence number of the last entry read.
     pub last_seq: u64,
@@ -125,28 +132,193 @@ impl LogState {
     }
 }
 
+/// Version of the checkpoint format. A checkpoint of another version is
+/// skipped (the log is replayed from an older one, or from the start).
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+/// [`LogState`] as of entry `seq`, as saved in `<seq>.json` under the
+/// checkpoints directory (a persisted format: fields are only added).
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    version: u32,
+    seq: u64,
+    /// The next offset per partition, as `end` of a range starting at 0
+    /// would read: `next` is the first offset not held.
+    positions: Vec<CheckpointPosition>,
+    keys: Vec<String>,
+    live: Vec<FileRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointPosition {
+    topic: String,
+    partition: i32,
+    next: i64,
+}
+
+impl Checkpoint {
+    fn of(state: &LogState) -> Checkpoint {
+        Checkpoint {
+            version: CHECKPOINT_FORMAT_VERSION,
+            seq: state.last_seq,
+            positions: state
+                .positions
+                .iter()
+                .map(|((topic, partition), next)| CheckpointPosition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next: *next,
+                })
+                .collect(),
+            keys: state.keys.iter().cloned().collect(),
+            live: state.live.values().cloned().collect(),
+        }
+    }
+
+    fn into_state(self) -> LogState {
+        LogState {
+            last_seq: self.seq,
+            positions: self
+                .positions
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), p.next))
+                .collect(),
+            keys: self.keys.into_iter().collect(),
+            live: self.live.into_iter().map(|f| (f.path.clone(), f)).collect(),
+        }
+    }
+}
+
 /// The log directory, and the state read from it so far.
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    checkpoints: PathBuf,
     state: LogState,
+    /// The seq of the newest checkpoint known (0: none).
+    checkpoint_seq: u64,
 }
 
 fn entry_name(seq: u64) -> String {
     format!("{seq:020}.json")
 }
 
+/// Checkpoints kept: the newest, and one before it in case the newest is
+/// damaged.
+const CHECKPOINTS_KEPT: usize = 2;
+
 impl Log {
-    /// Opens (creating if needed) the log and reads every entry. Returns the
-    /// entries too, so that the caller can finish any half-done transaction.
-    pub fn open(dir: &Path) -> Result<(Log, Vec<LogEntry>)> {
+    /// Opens (creating if needed) the log: the newest readable checkpoint in
+    /// `checkpoints`, then every entry after it. Returns those entries too,
+    /// so that the caller can finish any half-done transaction.
+    pub fn open(dir: &Path, checkpoints: &Path) -> Result<(Log, Vec<LogEntry>)> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut log = Log {
             dir: dir.to_owned(),
+            checkpoints: checkpoints.to_owned(),
             state: LogState::default(),
+            checkpoint_seq: 0,
         };
+        if let Some(checkpoint) = log.newest_checkpoint()? {
+            log.checkpoint_seq = checkpoint.seq;
+            log.state = checkpoint.into_state();
+        }
         let entries = log.read_new()?;
         Ok((log, entries))
+    }
+
+    /// The checkpoints on disk by seq, newest first.
+    fn list_checkpoints(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let listing = match fs::read_dir(&self.checkpoints) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.checkpoints, e)),
+        };
+        let mut found = Vec::new();
+        for item in listing {
+            let path = item.map_err(|e| Error::io(&self.checkpoints, e))?.path();
+            let seq = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(seq) = seq {
+                found.push((seq, path));
+            }
+        }
+        found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        Ok(found)
+    }
+
+    /// The newest checkpoint that reads. A damaged one is skipped with a
+    /// warning: the entries it summarises are all still in the log.
+    fn newest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        for (seq, path) in self.list_checkpoints()? {
+            let read = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).map_err(|e| e.to_string()))
+                .and_then(|c| match c {
+                    c if c.version != CHECKPOINT_FORMAT_VERSION => {
+                        Err(format!("format version {} is not known", c.version))
+                    }
+                    c if c.seq != seq => {
+                        Err(format!("holds seq {} where {seq} was expected", c.seq))
+                    }
+                    c => Ok(c),
+                });
+            match read {
+                Ok(checkpoint) => return Ok(Some(checkpoint)),
+                Err(message) => tracing::warn!(
+                    path = %path.display(),
+                    %message,
+                    "skipping unreadable lake log checkpoint; replaying the log from an older one"
+                ),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The seq of the newest checkpoint this log knows of (0: none).
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.checkpoint_seq
+    }
+
+    /// Reads the entries after the newest checkpoint up to the last one
+    /// read, again, from disk.
+    pub fn entries_since_checkpoint(&self) -> Result<Vec<LogEntry>> {
+        (self.checkpoint_seq + 1..=self.state.last_seq)
+            .map(|seq| {
+                self.read_entry(seq)?.ok_or_else(|| Error::CorruptLog {
+                    path: self.dir.join(entry_name(seq)),
+                    message: "is missing, though it was read before".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Saves the state as of the last entry read as a checkpoint, and removes
+    /// the older ones beyond [`CHECKPOINTS_KEPT`]. The caller must have
+    /// finished every entry up to it: opening from the checkpoint never
+    /// looks at them again.
+    pub fn write_checkpoint(&mut self) -> Result<()> {
+        let seq = self.state.last_seq;
+        fs::create_dir_all(&self.checkpoints).map_err(|e| Error::io(&self.checkpoints, e))?;
+        let body = serde_json::to_vec(&Checkpoint::of(&self.state)).expect("checkpoints serialize");
+        let path = self.checkpoints.join(entry_name(seq));
+        let tmp = self.checkpoints.join(format!(
+            ".{}.{}.tmp",
+            entry_name(seq),
+            uuid::Uuid::new_v4().simple()
+        ));
+        write_synced(&tmp, &body)?;
+        // Two writers may checkpoint the same seq: the state is the same.
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(&self.checkpoints)?;
+        self.checkpoint_seq = seq;
+        for (_, old) in self.list_checkpoints()?.into_iter().skip(CHECKPOINTS_KEPT) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
     }
 
     pub fn state(&self) -> &LogState {
@@ -164,29 +336,32 @@ impl Log {
 
     fn read_new(&mut self) -> Result<Vec<LogEntry>> {
         let mut out = Vec::new();
-        loop {
-            let seq = self.state.last_seq + 1;
-            let path = self.dir.join(entry_name(seq));
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) => return Err(Error::io(&path, e)),
-            };
-            let entry: LogEntry =
-                serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLog {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            if entry.seq != seq {
-                return Err(Error::CorruptLog {
-                    path,
-                    message: format!("holds seq {} where {seq} was expected", entry.seq),
-                });
-            }
+        while let Some(entry) = self.read_entry(self.state.last_seq + 1)? {
             self.state.apply(&entry);
             out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Entry `seq`, or `None` when it does not exist (yet).
+    fn read_entry(&self, seq: u64) -> Result<Option<LogEntry>> {
+        let path = self.dir.join(entry_name(seq));
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let entry: LogEntry = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLog {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if entry.seq != seq {
+            return Err(Error::CorruptLog {
+                path,
+                message: format!("holds seq {} where {seq} was expected", entry.seq),
+            });
+        }
+        Ok(Some(entry))
     }
 
     /// Appends an entry as the next sequence number. `check` sees the state
@@ -269,12 +444,12 @@ mod tests {
     #[test]
     fn positions_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = Log::open(dir.path()).unwrap();
+        let (mut log, _) = Log::open(dir.path(), &dir.path().join("checkpoints")).unwrap();
         log.append(entry(vec![range(0, 0, 99)]), |_| Ok(()))
             .unwrap();
         log.append(entry(vec![range(0, 100, 149), range(1, 0, 9)]), |_| Ok(()))
             .unwrap();
-        let (reopened, entries) = Log::open(dir.path()).unwrap();
+        let (reopened, entries) = Log::open(dir.path(), &dir.path().join("checkpoints")).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(reopened.state().next_offset("t", 0), Some(150));
         assert_eq!(reopened.state().next_offset("t", 1), Some(10));
@@ -285,8 +460,8 @@ mod tests {
     #[test]
     fn a_writer_that_lost_the_race_sees_the_winners_entry_before_retrying() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut a, _) = Log::open(dir.path()).unwrap();
-        let (mut b, _) = Log::open(dir.path()).unwrap();
+        let (mut a, _) = Log::open(dir.path(), &dir.path().join("checkpoints")).unwrap();
+        let (mut b, _) = Log::open(dir.path(), &dir.path().join("checkpoints")).unwrap();
         a.append(entry(vec![range(0, 0, 99)]), |_| Ok(())).unwrap();
         // b has not read a's entry; its check must see it and refuse.
         let err = b
@@ -317,7 +492,7 @@ mod tests {
     fn a_corrupt_entry_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(entry_name(1)), b"{not json").unwrap();
-        let err = Log::open(dir.path()).unwrap_err();
+        let err = Log::open(dir.path(), &dir.path().join("checkpoints")).unwrap_err();
         assert!(
             err.to_string().contains("00000000000000000001.json"),
             "{err}"

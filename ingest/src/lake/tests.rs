@@ -275,3 +275,128 @@ fn a_zombie_writer_cannot_commit_offsets_another_writer_holds() {
         "the refused batch left no staged file: {staged:?}"
     );
 }
+
+/// Commits `count` one-event transactions, each with the next offset of
+/// partition 0 and an idempotency key.
+fn commit_many(lake: &mut Lake, metrics: &Metrics, first: i64, count: i64) {
+    for offset in first..first + count {
+        let line = event_line(&format!("e{offset}"), "amy", "2026-11-22T09:00:00Z");
+        let mut pending = pending_with(&[line], "t", 0, offset);
+        pending.add_key(format!("http:k{offset}"));
+        pending.commit_to(lake, metrics, "kafka").unwrap();
+    }
+}
+
+fn checkpoints(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root.join("_tooltrail/checkpoints"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_checkpoint_restores_the_state_a_full_replay_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::register(&mut Default::default());
+    let mut lake = Lake::open(dir.path(), 3).unwrap().with_checkpoint_every(3);
+    commit_many(&mut lake, &metrics, 0, 7);
+    let expected = lake.state().clone();
+    assert_eq!(expected.last_seq, 7);
+    // Checkpoints at 3 and 6; none older than the two newest is kept.
+    commit_many(&mut lake, &metrics, 7, 3);
+    let expected_later = lake.state().clone();
+    assert_eq!(
+        checkpoints(dir.path()),
+        vec![format!("{:020}.json", 6), format!("{:020}.json", 9)]
+    );
+
+    // Opening reads the checkpoint and only the entry after it.
+    let (_, after) = Log::open(
+        &dir.path().join("_tooltrail/log"),
+        &dir.path().join("_tooltrail/checkpoints"),
+    )
+    .unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![10]);
+    let reopened = Lake::open(dir.path(), 3).unwrap();
+    assert_eq!(reopened.state(), &expected_later);
+    assert_ne!(reopened.state(), &expected);
+
+    // Without checkpoints the whole log is replayed, to the same state.
+    fs::remove_dir_all(dir.path().join("_tooltrail/checkpoints")).unwrap();
+    let replayed = Lake::open(dir.path(), 3).unwrap();
+    assert_eq!(replayed.state(), &expected_later);
+    assert!(replayed.state().keys.contains("http:k0"));
+    assert_eq!(replayed.state().next_offset("t", 0), Some(10));
+}
+
+#[test]
+fn a_lake_past_the_interval_without_a_checkpoint_gets_one_at_its_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::register(&mut Default::default());
+    let mut lake = Lake::open(dir.path(), 3).unwrap();
+    commit_many(&mut lake, &metrics, 0, 5);
+    assert!(
+        checkpoints(dir.path()).is_empty(),
+        "5 entries < CHECKPOINT_EVERY"
+    );
+    drop(lake);
+    // As a lake written by an older build: the next commit saves the state.
+    let mut reopened = Lake::open(dir.path(), 3).unwrap().with_checkpoint_every(4);
+    commit_many(&mut reopened, &metrics, 5, 1);
+    assert_eq!(checkpoints(dir.path()), vec![format!("{:020}.json", 6)]);
+}
+
+#[test]
+fn a_damaged_checkpoint_is_skipped_for_the_one_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::register(&mut Default::default());
+    let mut lake = Lake::open(dir.path(), 3).unwrap().with_checkpoint_every(2);
+    commit_many(&mut lake, &metrics, 0, 5);
+    let expected = lake.state().clone();
+    fs::write(
+        dir.path()
+            .join(format!("_tooltrail/checkpoints/{:020}.json", 4)),
+        b"{\"version\": 1, \"seq\"",
+    )
+    .unwrap();
+    let (log, after) = Log::open(
+        &dir.path().join("_tooltrail/log"),
+        &dir.path().join("_tooltrail/checkpoints"),
+    )
+    .unwrap();
+    assert_eq!(log.checkpoint_seq(), 2, "the older checkpoint is used");
+    assert_eq!(after.len(), 3);
+    assert_eq!(log.state(), &expected);
+}
+
+#[test]
+fn an_entry_another_writer_left_unpublished_is_finished_before_a_checkpoint_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::register(&mut Default::default());
+    let mut a = Lake::open(dir.path(), 3).unwrap().with_checkpoint_every(2);
+    let mut b = Lake::open(dir.path(), 3).unwrap();
+    commit_many(&mut a, &metrics, 0, 1);
+    // b commits, then "crashes" before publishing: its file stays staged.
+    let line = event_line("b1", "bob", "2026-11-22T10:00:00Z");
+    let (entry, _) = pending_with(&[line], "t", 1, 0)
+        .commit_to(&mut b, &metrics, "kafka")
+        .unwrap()
+        .unwrap();
+    let published = dir.path().join(&entry.added[0].path);
+    fs::rename(&published, staged_path(&published)).unwrap();
+    drop(b);
+    // a's next commit is due a checkpoint covering b's entry.
+    commit_many(&mut a, &metrics, 1, 1);
+    assert_eq!(checkpoints(dir.path()), vec![format!("{:020}.json", 3)]);
+    assert!(
+        published.exists(),
+        "b's file was published before the checkpoint"
+    );
+    let reopened = Lake::open(dir.path(), 3).unwrap();
+    assert!(reopened.state().live.contains_key(&entry.added[0].path));
+    assert_eq!(parquet_files(dir.path(), "events").len(), 3);
+}
