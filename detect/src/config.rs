@@ -145,8 +145,9 @@ pub struct FirstSeenConfig {
     pub window: Duration,
     /// A value this many other users of the tenant use is not news.
     pub peer_users: u32,
-    /// First-seen resources alert only when at least this many new ones
-    /// come in one window (one new document is ordinary work).
+    /// First-seen resources are a signal only when at least this many new
+    /// ones come in one window, improbably many for the user (one new
+    /// document is ordinary work); they page when corroborated.
     pub min_new_resources: u32,
 }
 
@@ -238,7 +239,8 @@ impl Default for OffHoursConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnumerationConfig {
-    /// Distinct resources in one window, most of them new to the user.
+    /// Distinct resources in one window, most of them new to the user and
+    /// improbably many under the user's rate of new resources.
     pub min_distinct: u32,
     /// Share of those resources that must be new to the user.
     pub min_new_share: f64,

@@ -457,53 +457,8 @@ impl Context<'_> {
             (from / crate::baseline::DAY) as u32,
             s.min_history_days,
         );
-        if settled
-            && s.enabled(DetectorKind::FirstSeenResource)
-            && u32::from(sum.new_resources) >= s.min_new_resources
-        {
-            let pred = self.user.new_resources.predict(
-                prior(
-                    &self.tenant.new_resources,
-                    DEFAULT_NEW_RESOURCE_RATE,
-                    s.prior_weight,
-                ),
-                active,
-                1.0,
-            );
-            self.spike(DetectorKind::FirstSeenResource, u64::from(sum.new_resources), pred, (from, to), flag::NEW_RESOURCE, |who, x, w, exp| {
-                (
-                    format!("{who}: {x} resources never used before in {w} min"),
-                    format!("{who} touched {x} resources new to them in {w} min; the usual is {exp:.2} new resources per {w} min"),
-                )
-            });
-        }
-        if settled
-            && s.enabled(DetectorKind::Enumeration)
-            && u32::from(sum.new_resources) >= s.enumeration.min_distinct
-            && f64::from(sum.new_resources)
-                >= s.enumeration.min_new_share * f64::from(sum.resources)
-        {
-            let who = self.who();
-            let (new, all) = (sum.new_resources, sum.resources);
-            let mut evidence = Evidence {
-                observed: Some(f64::from(new)),
-                event_ids: self.user.samples(from, to, flag::NEW_RESOURCE),
-                ..Evidence::default()
-            };
-            evidence.details.insert("resource_calls".into(), json!(all));
-            self.raise(Finding {
-                detector: DetectorKind::Enumeration,
-                value: String::new(),
-                severity: Severity::High,
-                score: 80,
-                title: format!("{who}: {new} distinct new resources in {w} min"),
-                explanation: format!(
-                    "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w} min: a sweep, not ordinary work"
-                ),
-                evidence,
-                window: (from, to),
-                time: to,
-            });
+        if settled {
+            self.sweep(sum.new_resources, sum.resources, active, (from, to));
         }
         if s.enabled(DetectorKind::VolumeSpike) && u32::from(sum.total) >= s.volume.min_count {
             let hour = HourProfile::hour_of_week(from);
@@ -537,6 +492,83 @@ impl Context<'_> {
         }
         let still_active = ((end - w + 1)..=end).any(|m| self.user.minute(m).total > 0);
         still_active.then_some(end + 1)
+    }
+
+    /// New resources in the window, judged once: improbable under the
+    /// user's own rate of new resources (Gamma-Poisson tail), then reported
+    /// as `enumeration` when they are many and most of the window's resource
+    /// calls (a sweep), else as `first_seen_resource`. One burst pages once,
+    /// and a user whose work is touching new resources all day (a support
+    /// desk, a reviewer) has the baseline to match and does not page.
+    fn sweep(&mut self, new: u16, all: u16, active: f64, (from, to): (i64, i64)) {
+        let s = self.settings;
+        let (new, all) = (u32::from(new), u32::from(all));
+        let sweep = s.enabled(DetectorKind::Enumeration)
+            && new >= s.enumeration.min_distinct
+            && f64::from(new) >= s.enumeration.min_new_share * f64::from(all);
+        let single = s.enabled(DetectorKind::FirstSeenResource) && new >= s.min_new_resources;
+        if !sweep && !single {
+            return;
+        }
+        let pred = self.user.new_resources.predict(
+            prior(
+                &self.tenant.new_resources,
+                DEFAULT_NEW_RESOURCE_RATE,
+                s.prior_weight,
+            ),
+            active,
+            1.0,
+        );
+        let w = s.window_minutes;
+        let p = pred.tail(u64::from(new));
+        if p >= s.p_value {
+            return;
+        }
+        let who = self.who();
+        let mut evidence = Evidence {
+            observed: Some(f64::from(new)),
+            expected: Some(round3(pred.expected)),
+            p_value: Some(p),
+            event_ids: self.user.samples(from, to, flag::NEW_RESOURCE),
+            ..Evidence::default()
+        };
+        if !sweep {
+            // Fewer, or mixed with known ones: a busy day as often as not.
+            // Like the other first-seen values, it pages when corroborated.
+            self.signal(
+                Finding {
+                    detector: DetectorKind::FirstSeenResource,
+                    value: String::new(),
+                    severity: Severity::Medium,
+                    score: 55,
+                    title: format!("{who}: {new} resources never used before in {w} min"),
+                    explanation: format!(
+                        "{who} touched {new} resources new to them in {w} min; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
+                        pred.expected
+                    ),
+                    evidence,
+                    window: (from, to),
+                    time: to,
+                },
+                corroborate::NEW_RESOURCES,
+            );
+            return;
+        }
+        evidence.details.insert("resource_calls".into(), json!(all));
+        self.raise(Finding {
+            detector: DetectorKind::Enumeration,
+            value: String::new(),
+            severity: Severity::High,
+            score: 80,
+            title: format!("{who}: {new} distinct new resources in {w} min"),
+            explanation: format!(
+                "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w} min: a sweep, not ordinary work; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
+                pred.expected
+            ),
+            evidence,
+            window: (from, to),
+            time: to,
+        });
     }
 
     /// Folds `minute` into the baselines of the user and their tenant.

@@ -7,6 +7,7 @@ use crate::config::DetectConfig;
 
 const DAY0: i64 = 1_791_158_400; // 2026-10-05T00:00:00Z, a Monday
 
+#[derive(Clone)]
 struct Call<'a> {
     secs: i64,
     tenant: &'a str,
@@ -370,5 +371,131 @@ fn a_first_file_share_is_a_sensitive_tool_by_default() {
         sensitive[0].title.contains("share_file"),
         "{}",
         sensitive[0].title
+    );
+}
+
+/// `names.len()` calls on `get_issue`, one per resource, spread over
+/// `minutes` minutes from `start`.
+fn touching<'a>(user: &'a str, start: i64, minutes: i64, names: &'a [String]) -> Vec<Call<'a>> {
+    let n = names.len() as i64;
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let mut c = Call::new(start + k as i64 * minutes * 60 / n, user, "get_issue");
+            c.resource = Some(name);
+            c
+        })
+        .collect()
+}
+
+fn resources(prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|k| format!("github://acme/{prefix}-{k}"))
+        .collect()
+}
+
+#[test]
+fn a_sweep_of_new_resources_pages_once_as_enumeration_with_its_odds() {
+    let names = resources("sweep", 40);
+    let mut calls = history("alice", 21, 0);
+    calls.extend(touching("alice", DAY0 + 22 * 86_400 + 11 * 3600, 3, &names));
+    let alerts = run(&mut engine(), &calls);
+    let sweeps = by(&alerts, DetectorKind::Enumeration);
+    assert_eq!(sweeps.len(), 1, "{alerts:#?}");
+    assert!(sweeps[0].evidence.p_value.expect("p") < 1e-6);
+    assert!(
+        sweeps[0].explanation.contains("the usual is"),
+        "{}",
+        sweeps[0].explanation
+    );
+    // The same burst is not paged a second time as first_seen_resource.
+    assert!(
+        by(&alerts, DetectorKind::FirstSeenResource).is_empty(),
+        "{alerts:#?}"
+    );
+}
+
+#[test]
+fn someone_whose_work_is_new_resources_every_day_is_not_a_sweep() {
+    // A support desk: every working day, a triage burst of 25 tickets
+    // never opened before, within 4 minutes.
+    let days: Vec<Vec<String>> = (0..28)
+        .map(|d| resources(&format!("ticket-{d}"), 25))
+        .collect();
+    let mut calls = history("sam", 28, 0);
+    for (day, names) in days.iter().enumerate() {
+        let day = day as i64;
+        if day % 7 < 5 {
+            calls.extend(touching(
+                "sam",
+                DAY0 + day * 86_400 + 10 * 3600 + 1800,
+                4,
+                names,
+            ));
+        }
+    }
+    calls.sort_by_key(|c| c.secs);
+    let alerts = run(&mut engine(), &calls);
+    // Once the baseline has a week and more of such days, the burst is news
+    // to nobody.
+    let late: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.time.timestamp() > DAY0 + 14 * 86_400)
+        .filter(|a| {
+            matches!(
+                a.detector,
+                DetectorKind::Enumeration | DetectorKind::FirstSeenResource
+            )
+        })
+        .collect();
+    assert!(late.is_empty(), "habitual bursts paged: {late:#?}");
+}
+
+#[test]
+fn new_resources_among_known_ones_page_only_with_corroboration() {
+    // 25 new resources mixed with 25 known ones: half new, not a sweep.
+    let known = resources("known", 25);
+    let fresh = resources("fresh", 25);
+    let mixed: Vec<String> = known
+        .iter()
+        .zip(&fresh)
+        .flat_map(|(k, f)| [k.clone(), f.clone()])
+        .collect();
+    let mut base = history("alice", 21, 0);
+    base.extend(touching(
+        "alice",
+        DAY0 + 14 * 86_400 + 11 * 3600,
+        60,
+        &known,
+    ));
+    base.sort_by_key(|c| c.secs);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+
+    let mut alone = base.clone();
+    alone.extend(touching("alice", t, 4, &mixed));
+    let alerts = run(&mut engine(), &alone);
+    let late: Vec<_> = alerts.iter().filter(|a| a.time.timestamp() >= t).collect();
+    assert!(late.is_empty(), "a busy hour paged: {late:#?}");
+
+    // The same burst from an address nobody in the tenant uses.
+    let mut away = base;
+    let mut burst = touching("alice", t, 4, &mixed);
+    for c in &mut burst {
+        c.ip = "203.0.113.9";
+    }
+    away.extend(burst);
+    let alerts = run(&mut engine(), &away);
+    let late: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
+        .collect();
+    assert_eq!(late.len(), 1, "{alerts:#?}");
+    let corroborated = late[0].evidence.details["corroborated_by"].to_string();
+    assert!(
+        late[0].detector == DetectorKind::FirstSeenResource
+            || corroborated.contains("resources never used before"),
+        "{:#?}",
+        late[0]
     );
 }

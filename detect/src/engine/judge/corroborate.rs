@@ -21,6 +21,9 @@ use crate::seen::value_hash;
 pub(super) const STRONG: f32 = 3.0;
 /// Weight of the first use of a sensitive tool many colleagues use.
 pub(super) const SENSITIVE_COMMON: f32 = 2.0;
+/// Weight of an improbable burst of resources new to the user that is not
+/// a sweep (see `enumeration`).
+pub(super) const NEW_RESOURCES: f32 = 2.0;
 /// Weight of one call in off hours.
 pub(super) const OFF_HOURS_CALL: f32 = 1.5;
 
