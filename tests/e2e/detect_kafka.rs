@@ -171,17 +171,27 @@ fn settled(lines: &[Value], cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u6
     Ok(out)
 }
 
-/// Simulates `users` users for `days` days into a new topic; returns it, its partition ends and
-/// the newest event time.
+/// Simulates `users` users for `days` days, with `incident_rate` incidents per 100 users per
+/// week of the attack window, into a new topic; returns it, its partition ends and the newest
+/// event time.
 async fn simulated_topic(
     brokers: &str,
     dir: &Path,
-    users: &str,
-    days: &str,
+    (users, days, incident_rate): (&str, &str, &str),
 ) -> Result<(String, BTreeMap<i32, i64>, DateTime<Utc>)> {
     let topic = create_topic(brokers, "detect", PARTITIONS).await?;
     let events = dir.join("events.ndjson");
-    let simulate = ["simulate", "--users", users, "--days", days, "--seed", "23"];
+    let simulate = [
+        "simulate",
+        "--users",
+        users,
+        "--days",
+        days,
+        "--seed",
+        "23",
+        "--incident-rate",
+        incident_rate,
+    ];
     let out = path_str(&events)?;
     run_tooltrail(&[&simulate[..], &["--out", out]].concat(), SIMULATE_TIMEOUT).await?;
     run_tooltrail(
@@ -204,7 +214,8 @@ async fn simulated_topic(
 async fn kafka_detect_warms_a_partition_without_a_checkpoint_from_the_lake() -> Result<()> {
     let brokers = kafka_brokers();
     let root = tempfile::tempdir()?;
-    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), "60", "8").await?;
+    // Incidents at four times the default rate: enough settled alerts to compare.
+    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), ("60", "8", "12")).await?;
     let total: i64 = ends.values().sum();
 
     // Ingest puts the whole topic in a lake, with each event's partition and offset.
@@ -292,7 +303,7 @@ async fn kafka_detect_warms_a_partition_without_a_checkpoint_from_the_lake() -> 
 async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()> {
     let brokers = kafka_brokers();
     let root = tempfile::tempdir()?;
-    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), "120", "10").await?;
+    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), ("120", "10", "3")).await?;
     let total: i64 = ends.values().sum();
 
     // The reference: one run, never interrupted, also producing its alerts to a topic.
