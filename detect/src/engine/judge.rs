@@ -525,50 +525,54 @@ impl Context<'_> {
             return;
         }
         let who = self.who();
-        let mut evidence = Evidence {
+        let evidence = Evidence {
             observed: Some(f64::from(new)),
             expected: Some(round3(pred.expected)),
             p_value: Some(p),
             event_ids: self.user.samples(from, to, flag::NEW_RESOURCE),
             ..Evidence::default()
         };
-        if !sweep {
-            // Fewer, or mixed with known ones: a busy day as often as not.
-            // Like the other first-seen values, it pages when corroborated.
-            self.signal(
-                Finding {
-                    detector: DetectorKind::FirstSeenResource,
-                    value: String::new(),
-                    severity: Severity::Medium,
-                    score: 55,
-                    title: format!("{who}: {new} resources never used before in {w} min"),
-                    explanation: format!(
-                        "{who} touched {new} resources new to them in {w} min; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
-                        pred.expected
-                    ),
-                    evidence,
-                    window: (from, to),
-                    time: to,
-                },
-                corroborate::NEW_RESOURCES,
-            );
-            return;
-        }
-        evidence.details.insert("resource_calls".into(), json!(all));
-        self.raise(Finding {
-            detector: DetectorKind::Enumeration,
+        let finding = |detector, severity, score, title, explanation| Finding {
+            detector,
             value: String::new(),
-            severity: Severity::High,
-            score: 80,
-            title: format!("{who}: {new} distinct new resources in {w} min"),
-            explanation: format!(
-                "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w} min: a sweep, not ordinary work; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
-                pred.expected
-            ),
+            severity,
+            score,
+            title,
+            explanation,
             evidence,
             window: (from, to),
             time: to,
-        });
+        };
+        if sweep {
+            let mut f = finding(
+                DetectorKind::Enumeration,
+                Severity::High,
+                80,
+                format!("{who}: {new} distinct new resources in {w} min"),
+                format!(
+                    "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w} min: a sweep, not ordinary work; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
+                    pred.expected
+                ),
+            );
+            f.evidence
+                .details
+                .insert("resource_calls".into(), json!(all));
+            self.raise(f);
+        } else {
+            // Fewer, or mixed with known ones: a busy day as often as not.
+            // Like the other first-seen values, it pages when corroborated.
+            let f = finding(
+                DetectorKind::FirstSeenResource,
+                Severity::Medium,
+                55,
+                format!("{who}: {new} resources never used before in {w} min"),
+                format!(
+                    "{who} touched {new} resources new to them in {w} min; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
+                    pred.expected
+                ),
+            );
+            self.signal(f, corroborate::NEW_RESOURCES);
+        }
     }
 
     /// Folds `minute` into the baselines of the user and their tenant.
