@@ -117,14 +117,14 @@ impl DetectorKind {
         }
     }
 
-    /// Whether the detector fires on a single event (first-seen, sensitive,
-    /// cross-tenant) rather than on a closed window.
+    /// Whether the detector fires on a single event (first-seen values,
+    /// sensitive, cross-tenant) rather than on a closed window. New
+    /// resources are judged as a burst per window, like `enumeration`.
     pub fn is_immediate(self) -> bool {
         matches!(
             self,
             DetectorKind::FirstSeenTool
                 | DetectorKind::FirstSeenServer
-                | DetectorKind::FirstSeenResource
                 | DetectorKind::FirstSeenClient
                 | DetectorKind::FirstSeenIp
                 | DetectorKind::SensitiveTool
