@@ -119,6 +119,12 @@ pub struct VolumeConfig {
     pub min_count: u32,
     /// ... nor on fewer than this many times the expected count.
     pub min_ratio: f64,
+    /// ... nor on fewer than this many times the user's busiest window
+    /// lately (the most calls in a window on past days that raised no
+    /// alert, decayed with `baseline_half_life`). Traffic made of sessions has a heavier
+    /// tail than the negative binomial: a service account's batch run or a
+    /// person's agent session reaches its usual peak every few days.
+    pub min_peak_ratio: f64,
 }
 
 impl Default for VolumeConfig {
@@ -126,6 +132,7 @@ impl Default for VolumeConfig {
         VolumeConfig {
             min_count: 60,
             min_ratio: 4.0,
+            min_peak_ratio: 3.0,
         }
     }
 }
@@ -363,6 +370,14 @@ impl DetectConfig {
         }
         if !(self.volume_spike.min_ratio.is_finite() && self.volume_spike.min_ratio >= 1.0) {
             bad("volume_spike.min_ratio", "must be at least 1".into());
+        }
+        if !(self.volume_spike.min_peak_ratio.is_finite()
+            && self.volume_spike.min_peak_ratio >= 0.0)
+        {
+            bad(
+                "volume_spike.min_peak_ratio",
+                "must be 0 (off) or more".into(),
+            );
         }
         for (field, d) in [
             (

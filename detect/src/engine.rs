@@ -322,6 +322,10 @@ fn decay_user(user: &mut UserState, tenant: &mut TenantState, day: u32, half_lif
         user.malformed.scale(f);
         user.new_resources.scale(f);
         user.volume.scale(f);
+        let peak = user
+            .volume_peak
+            .max(std::mem::take(&mut user.volume_day_peak));
+        user.volume_peak = (f64::from(peak) * f) as f32;
         user.hours.scale(f);
         user.decayed_day = day;
     }

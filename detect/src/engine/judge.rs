@@ -472,11 +472,16 @@ impl Context<'_> {
                 1.0,
                 factor,
             );
-            if f64::from(sum.total) >= s.volume.min_ratio * pred.expected {
+            // Traffic made of sessions is burstier than any count model's
+            // tail: a volume the user has reached lately is not a spike.
+            let peak = f64::from(self.user.volume_peak);
+            if f64::from(sum.total) >= s.volume.min_ratio * pred.expected
+                && f64::from(sum.total) >= s.volume.min_peak_ratio * peak
+            {
                 self.spike(DetectorKind::VolumeSpike, u64::from(sum.total), pred, (from, to), 0, |who, x, w, exp| {
                     (
                         format!("{who}: {x} calls in {w} min"),
-                        format!("{who} made {x} calls in {w} min; at this hour of the week the usual for an active window is {exp:.1}"),
+                        format!("{who} made {x} calls in {w} min; at this hour of the week the usual for an active window is {exp:.1}, and their busiest {w} min lately held {peak:.0}"),
                     )
                 });
             }
@@ -484,6 +489,12 @@ impl Context<'_> {
 
         if self.out.len() > before {
             self.user.learn_from = end;
+            // A day with an alert teaches no peak: the windows that led up
+            // to it were the attack ramping up.
+            self.user.volume_day_peak = 0.0;
+        } else if end - w >= self.user.learn_from {
+            let total = f32::from(sum.total);
+            self.user.volume_day_peak = self.user.volume_day_peak.max(total);
         }
         self.fold(end - w);
         if end % w == 0 && end - w >= self.user.learn_from && sum.total > 0 {

@@ -499,3 +499,50 @@ fn new_resources_among_known_ones_page_only_with_corroboration() {
         late[0]
     );
 }
+
+/// A bot's working weeks: the usual trickle, plus a batch of 40 calls in
+/// five minutes on two days of the last week.
+fn batch_history(user: &str) -> Vec<Call<'_>> {
+    let mut calls = history(user, 21, 0);
+    for day in [16, 18] {
+        calls.extend(run_of(user, DAY0 + day * 86_400 + 11 * 3600 + 120, 5, 40));
+    }
+    calls.sort_by_key(|c| c.secs);
+    calls
+}
+
+fn volume_alerts(config: DetectConfig, calls: &[Call]) -> Vec<Alert> {
+    let mut e = Engine::new(config.validate().expect("valid"));
+    run(&mut e, calls)
+        .into_iter()
+        .filter(|a| a.detector == DetectorKind::VolumeSpike && a.repeats == 0)
+        .collect()
+}
+
+#[test]
+fn a_burst_the_user_reaches_every_few_days_is_not_a_volume_spike_but_far_beyond_it_is() {
+    // At the start of a five-minute window, so that one window holds it all.
+    let at = DAY0 + 22 * 86_400 + 11 * 3600;
+    // 62 calls in 5 min: far above the mean of an active window (a call or
+    // two), but within reach of the 40 of the user's batches.
+    let mut usual = batch_history("ci-bot");
+    usual.extend(run_of("ci-bot", at, 5, 62));
+    let mut config = DetectConfig::default();
+    config.volume_spike.min_peak_ratio = 0.0;
+    assert!(
+        !volume_alerts(config, &usual).is_empty(),
+        "the count model alone would page on it"
+    );
+    let alerts = volume_alerts(DetectConfig::default(), &usual);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+
+    let mut huge = batch_history("ci-bot");
+    huge.extend(run_of("ci-bot", at, 5, 150));
+    let alerts = volume_alerts(DetectConfig::default(), &huge);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let explanation = &alerts[0].explanation;
+    assert!(
+        explanation.contains("busiest 5 min lately held 3"),
+        "{explanation}"
+    );
+}

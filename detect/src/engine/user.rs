@@ -132,6 +132,14 @@ pub struct UserState {
     pub new_resources: Moments,
     /// Calls per active window.
     pub volume: Moments,
+    /// The most calls in a window on the user's past days, decayed like the
+    /// baselines. Only days that raised no alert count.
+    #[serde(default)]
+    pub volume_peak: f32,
+    /// The most calls in a window so far today, without an alert since;
+    /// it joins `volume_peak` when the day is over.
+    #[serde(default)]
+    pub volume_day_peak: f32,
     pub hours: HourProfile,
     pub tools: SeenSet,
     pub servers: SeenSet,
