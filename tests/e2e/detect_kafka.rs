@@ -132,13 +132,20 @@ async fn read_topic(brokers: &str, topic: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Every alert line in `<lake>/alerts/`.
+/// Every alert line in `<lake>/alerts/`, as a reader sees them: hidden files are a writer's
+/// temporaries (a SIGKILL between writing one and renaming it leaves it behind).
 fn alert_lines(lake: &Path) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let root = lake.join("alerts");
     for day in std::fs::read_dir(&root).with_context(|| format!("read {}", root.display()))? {
         for file in std::fs::read_dir(day?.path())? {
             let path = file?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
             let text = std::fs::read_to_string(&path)?;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 out.push(serde_json::from_str(line).with_context(|| path.display().to_string())?);
