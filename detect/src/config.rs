@@ -251,7 +251,8 @@ pub struct EnumerationConfig {
     pub min_distinct: u32,
     /// Share of those resources that must be new to the user.
     pub min_new_share: f64,
-    /// Distinct tools or resources denied within `denied_window`.
+    /// Distinct new tools or resources refused within `denied_window` (denials
+    /// other than rate limits, 429, and expired or missing credentials, 401).
     pub min_denied_distinct: u32,
     #[serde(with = "humantime_serde")]
     pub denied_window: Duration,

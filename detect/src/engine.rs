@@ -344,6 +344,13 @@ fn is_denied(event: &ToolCallEvent) -> bool {
     event.decision == Decision::Deny || event.status == 403
 }
 
+/// Whether the call was denied for want of access: a denial that is not a
+/// rate limit (429) or an expired or missing credential (401). Only these
+/// say what an identity tried to reach and could not.
+fn is_refused_access(event: &ToolCallEvent) -> bool {
+    is_denied(event) && !matches!(event.status, 401 | 429)
+}
+
 /// A 400 or a tool/JSON-RPC error: what a confused or hijacked agent makes.
 fn is_malformed(event: &ToolCallEvent) -> bool {
     !is_denied(event) && (event.status == 400 || event.error_type.is_some())

@@ -10,7 +10,10 @@ mod corroborate;
 mod off_hours;
 
 use super::user::{Finding, UserState, flag};
-use super::{Stats, TenantState, established, is_denied, is_malformed, kind, note_peer, prior};
+use super::{
+    Stats, TenantState, established, is_denied, is_malformed, is_refused_access, kind, note_peer,
+    prior,
+};
 use crate::alert::{ALERT_VERSION, Alert, DetectorKind, Evidence, Severity, alert_id};
 use crate::baseline::{HourProfile, Predictive};
 use crate::config::Settings;
@@ -61,6 +64,10 @@ impl Context<'_> {
         let denied = is_denied(e);
         if denied {
             flags |= flag::DENIED;
+        }
+        let refused = is_refused_access(e);
+        if refused {
+            flags |= flag::REFUSED;
         }
         if is_malformed(e) {
             flags |= flag::MALFORMED;
@@ -150,7 +157,7 @@ impl Context<'_> {
             );
         }
 
-        if denied && s.enabled(DetectorKind::Enumeration) {
+        if refused && s.enabled(DetectorKind::Enumeration) {
             self.denied_spread(e, tool_new, secs);
         }
 
@@ -357,10 +364,12 @@ impl Context<'_> {
         );
     }
 
-    /// `enumeration` (denied spread): denials on many distinct tools or
-    /// resources the user never used, within `denied_window`. Slow probing
-    /// from a stolen token looks like this; a misconfigured agent hitting
-    /// the same wall does not.
+    /// `enumeration` (denied spread): refusals of access on many distinct
+    /// tools or resources the user never used, within `denied_window`. Slow
+    /// probing from a stolen token looks like this; a misconfigured agent
+    /// hitting the same wall does not, nor does an agent being rate-limited
+    /// (429) or a client with an expired token (401) as it goes about new
+    /// work.
     fn denied_spread(&mut self, e: &ToolCallEvent, tool_new: bool, secs: i64) {
         let target = match (&e.tool, &e.resource) {
             (Some(tool), _) if tool_new => value_hash(kind::TOOL, tool),
@@ -381,7 +390,7 @@ impl Context<'_> {
         let who = self.who();
         let mut evidence = Evidence {
             observed: Some(f64::from(distinct)),
-            event_ids: self.user.samples(first, secs + 1, flag::DENIED),
+            event_ids: with_trigger(self.user.samples(first, secs + 1, flag::REFUSED), e),
             ..Evidence::default()
         };
         evidence
@@ -762,6 +771,16 @@ fn uri_tenant(uri: &str) -> Option<&str> {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Sample event ids ending with the event that completed the evidence (not
+/// among the user's recent calls yet), within the alert's cap.
+pub(super) fn with_trigger(mut ids: Vec<String>, e: &ToolCallEvent) -> Vec<String> {
+    if !ids.contains(&e.event_id) {
+        ids.truncate(crate::alert::MAX_SAMPLE_EVENTS - 1);
+        ids.push(e.event_id.clone());
+    }
+    ids
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ struct Call<'a> {
     tool: &'a str,
     resource: Option<&'a str>,
     denied: bool,
+    /// The status of a denial: 403 unless set (429 for a rate limit).
+    denied_status: Option<u16>,
     ip: &'a str,
 }
 
@@ -27,6 +29,7 @@ impl<'a> Call<'a> {
             tool,
             resource: None,
             denied: false,
+            denied_status: None,
             ip: "10.0.0.1",
         }
     }
@@ -38,7 +41,7 @@ impl<'a> Call<'a> {
             .map(|r| format!(r#","resource":"{r}""#))
             .unwrap_or_default();
         let (decision, status) = if self.denied {
-            ("deny", 403)
+            ("deny", self.denied_status.unwrap_or(403))
         } else {
             ("allow", 200)
         };
@@ -545,4 +548,40 @@ fn a_burst_the_user_reaches_every_few_days_is_not_a_volume_spike_but_far_beyond_
         explanation.contains("busiest 5 min lately held 3"),
         "{explanation}"
     );
+}
+
+/// Denials of `status` on tools the user never used, 20 minutes apart, on the
+/// day after three weeks of ordinary work.
+fn denials_on_new_tools(status: u16, tools: &[String]) -> Vec<Alert> {
+    let mut calls = history("alice", 21, 0);
+    for (k, tool) in tools.iter().enumerate() {
+        let secs = DAY0 + 22 * 86_400 + 9 * 3600 + k as i64 * 1200;
+        let mut c = Call::new(secs, "alice", tool);
+        c.denied = true;
+        c.denied_status = Some(status);
+        calls.push(c);
+    }
+    run(&mut engine(), &calls)
+}
+
+#[test]
+fn refusals_spread_over_new_tools_are_enumeration_but_rate_limits_are_not() {
+    let tools: Vec<String> = (0..6).map(|k| format!("admin_tool_{k}")).collect();
+    let alerts = denials_on_new_tools(403, &tools);
+    let spread = by(&alerts, DetectorKind::Enumeration);
+    assert_eq!(spread.len(), 1, "{alerts:#?}");
+    assert_eq!(spread[0].evidence.observed, Some(5.0));
+    assert_eq!(
+        spread[0].evidence.event_ids.len(),
+        5,
+        "the refused calls as samples"
+    );
+
+    // An agent being throttled as it tries new things was not refused
+    // access; nor was a client whose token expired.
+    for status in [429, 401] {
+        let alerts = denials_on_new_tools(status, &tools);
+        let spread = by(&alerts, DetectorKind::Enumeration);
+        assert!(spread.is_empty(), "{status}: {spread:#?}");
+    }
 }

@@ -20,6 +20,8 @@ pub mod flag {
     pub const NEW_RESOURCE: u8 = 4;
     pub const OFF_HOURS: u8 = 8;
     pub const RESOURCE: u8 = 16;
+    /// Denied for want of access (not rate-limited, not an expired token).
+    pub const REFUSED: u8 = 32;
 }
 
 /// Counts for one minute of event time.

@@ -17,7 +17,7 @@ use serde_json::json;
 use tooltrail_schemas::ToolCallEvent;
 
 use super::corroborate::OFF_HOURS_CALL;
-use super::{Context, Finding, round3};
+use super::{Context, Finding, round3, with_trigger};
 use crate::alert::{DetectorKind, Evidence, Severity};
 use crate::baseline::DAY;
 use crate::baseline::{Moments, Prior};
@@ -78,10 +78,7 @@ impl Context<'_> {
         );
         let p = pred.tail(u64::from(minutes));
         if minutes >= self.settings.off_hours_min_minutes && p < self.settings.p_value {
-            let mut ids = self.user.samples(first, secs + 1, flag::OFF_HOURS);
-            if !ids.contains(&e.event_id) {
-                ids.push(e.event_id.clone());
-            }
+            let ids = with_trigger(self.user.samples(first, secs + 1, flag::OFF_HOURS), e);
             let share = f64::from(self.user.off_hours_share);
             let mut evidence = Evidence {
                 observed: Some(f64::from(minutes)),
