@@ -183,3 +183,25 @@ pub fn start_delivery(
     );
     Ok(handle)
 }
+
+/// A temporary alert file older than this was left by a writer killed
+/// mid-write: a live one renames its file within milliseconds.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// Opens `<lake>/alerts` for a detector to write to, first removing the
+/// temporary files killed writers left there.
+pub fn open_alert_lake(lake_dir: &std::path::Path) -> anyhow::Result<AlertLake> {
+    let lake = AlertLake::open(lake_dir)
+        .with_context(|| format!("opening {}/alerts", lake_dir.display()))?;
+    let removed = lake
+        .remove_stale_temporaries(STALE_TEMPORARY)
+        .with_context(|| format!("sweeping {}", lake.root().display()))?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            dir = %lake.root().display(),
+            "removed temporary alert files left by a killed writer"
+        );
+    }
+    Ok(lake)
+}

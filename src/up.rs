@@ -10,7 +10,6 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tooltrail_detect::sink::AlertLake;
 use tooltrail_detect::{Alert, Engine};
 use tooltrail_ingest::config::KafkaConfig;
 use tooltrail_ingest::lake::Lake;
@@ -197,8 +196,7 @@ fn start_detection(
     let detector = Detector {
         engine,
         pending,
-        lake: AlertLake::open(lake_dir)
-            .with_context(|| format!("opening {}/alerts", lake_dir.display()))?,
+        lake: crate::detector::open_alert_lake(lake_dir)?,
         delivery: Some(handle),
         metrics: tooltrail_detect::metrics::Metrics::register(registry),
         alerts,

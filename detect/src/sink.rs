@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::alert::Alert;
 
@@ -66,6 +67,40 @@ impl AlertLake {
             }
         }
         Ok(ids)
+    }
+
+    /// Removes the temporary files writers killed mid-write left behind
+    /// (`.part-*.tmp` not renamed into place), once they are older than
+    /// `age`: no reader sees them, but each would stay forever. The age keeps
+    /// a live writer's file (another detector on the same lake) safe: a
+    /// write takes milliseconds. Returns how many were removed.
+    pub fn remove_stale_temporaries(&self, age: Duration) -> io::Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for day in fs::read_dir(&self.root)? {
+            let day = day?.path();
+            if !day.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&day)? {
+                let file = file?;
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with(".part-") && name.ends_with(".tmp")) {
+                    continue;
+                }
+                let modified = file.metadata()?.modified()?;
+                if now.duration_since(modified).is_ok_and(|d| d >= age) {
+                    match fs::remove_file(file.path()) {
+                        Ok(()) => removed += 1,
+                        // Another detector swept it first.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Writes `alerts` durably, one file per day they fall on; returns the
@@ -170,5 +205,32 @@ mod tests {
                 assert!(!name.to_string_lossy().starts_with('.'), "{name:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_temporary_file_a_killed_writer_left_is_removed_once_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut lake = AlertLake::open(dir.path()).expect("open");
+        let files = lake.write(&[alert("2026-10-20T10:00:00Z")]).expect("write");
+        let day = files[0].parent().expect("day dir").to_owned();
+        let stale = day.join(".part-1-1.ndjson.tmp");
+        let fresh = day.join(".part-2-1.ndjson.tmp");
+        for path in [&stale, &fresh] {
+            fs::write(path, alert("2026-10-20T10:00:00Z").to_json()).expect("write");
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("age it");
+
+        let removed = lake
+            .remove_stale_temporaries(Duration::from_secs(3600))
+            .expect("sweep");
+        assert_eq!(removed, 1);
+        assert!(!stale.exists(), "the stale temporary is gone");
+        assert!(fresh.exists(), "a live writer's file is left alone");
+        assert!(files[0].exists(), "alerts are untouched");
     }
 }

@@ -411,8 +411,7 @@ pub async fn run(
             Some((producer, alerts_topic.clone()))
         }
     };
-    let alert_lake = AlertLake::open(&lake_dir)
-        .with_context(|| format!("opening {}/alerts", lake_dir.display()))?;
+    let alert_lake = crate::detector::open_alert_lake(&lake_dir)?;
     let written = alert_lake
         .written()
         .context("reading the alerts the lake holds")?;
