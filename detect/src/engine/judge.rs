@@ -498,10 +498,10 @@ impl Context<'_> {
 
         if self.out.len() > before {
             self.user.learn_from = end;
-            // A day with an alert teaches no peak: the windows that led up
-            // to it were the attack ramping up.
-            self.user.volume_day_peak = 0.0;
-        } else if end - w >= self.user.learn_from {
+            // A day with an alert teaches no peak: the windows before it
+            // were the attack ramping up, those after it may be its tail.
+            self.user.volume_day_peak = ALERTED_DAY;
+        } else if end - w >= self.user.learn_from && self.user.volume_day_peak != ALERTED_DAY {
             let total = f32::from(sum.total);
             self.user.volume_day_peak = self.user.volume_day_peak.max(total);
         }
@@ -772,6 +772,9 @@ fn uri_tenant(uri: &str) -> Option<&str> {
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
+
+/// `UserState::volume_day_peak` of a day that raised an alert.
+pub(super) const ALERTED_DAY: f32 = -1.0;
 
 /// Sample event ids ending with the event that completed the evidence (not
 /// among the user's recent calls yet), within the alert's cap.

@@ -585,3 +585,21 @@ fn refusals_spread_over_new_tools_are_enumeration_but_rate_limits_are_not() {
         assert!(spread.is_empty(), "{status}: {spread:#?}");
     }
 }
+
+#[test]
+fn an_attack_day_does_not_raise_the_peak_the_next_spike_is_judged_against() {
+    let day = |d: i64| DAY0 + d * 86_400 + 11 * 3600;
+    let mut calls = batch_history("ci-bot");
+    // Day 22: a spike, and half an hour later a burst of 60 that is no
+    // spike by itself, but would lift the peak if the day counted.
+    calls.extend(run_of("ci-bot", day(22), 5, 150));
+    calls.extend(run_of("ci-bot", day(22) + 1800, 5, 60));
+    // Day 23: the same spike again. (Days 22 and 23 are October 27 and 28.)
+    calls.extend(run_of("ci-bot", day(23), 5, 150));
+    let alerts = volume_alerts(DetectConfig::default(), &calls);
+    let days: Vec<String> = alerts
+        .iter()
+        .map(|a| a.time.format("%d").to_string())
+        .collect();
+    assert_eq!(days, ["27", "28"], "{alerts:#?}");
+}

@@ -138,8 +138,9 @@ pub struct UserState {
     /// baselines. Only days that raised no alert count.
     #[serde(default)]
     pub volume_peak: f32,
-    /// The most calls in a window so far today, without an alert since;
-    /// it joins `volume_peak` when the day is over.
+    /// The most calls in a window so far today, or `judge::ALERTED_DAY`
+    /// once a window today raised an alert; it joins `volume_peak` when the
+    /// day is over.
     #[serde(default)]
     pub volume_day_peak: f32,
     pub hours: HourProfile,
