@@ -121,9 +121,10 @@ pub struct VolumeConfig {
     pub min_ratio: f64,
     /// ... nor on fewer than this many times the user's busiest window
     /// lately (the most calls in a window on past days that raised no
-    /// alert, decayed with `baseline_half_life`). Traffic made of sessions has a heavier
-    /// tail than the negative binomial: a service account's batch run or a
-    /// person's agent session reaches its usual peak every few days.
+    /// alert, decayed with `baseline_half_life`). Traffic made of sessions
+    /// has a heavier tail than the negative binomial: a service account's
+    /// batch run or a person's agent session reaches its usual peak every
+    /// few days. 0 turns the check off.
     pub min_peak_ratio: f64,
 }
 
