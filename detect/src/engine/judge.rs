@@ -682,7 +682,10 @@ impl Context<'_> {
     /// value) is open; then it only counts as a repeat.
     fn raise(&mut self, f: Finding) {
         let (detector, time) = (f.detector, f.time);
-        let weak = f.evidence.details.contains_key("corroborated_by");
+        let weak = f
+            .evidence
+            .details
+            .contains_key(corroborate::CORROBORATED_BY);
         if self.emit(f) && !weak {
             self.strong_signal(detector, time);
         }

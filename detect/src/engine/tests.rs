@@ -603,3 +603,47 @@ fn an_attack_day_does_not_raise_the_peak_the_next_spike_is_judged_against() {
         .collect();
     assert_eq!(days, ["27", "28"], "{alerts:#?}");
 }
+
+#[test]
+fn later_signals_in_the_correlation_window_join_the_alert_that_paged() {
+    // At 03:00, from an address nobody in the tenant uses, alice tries one
+    // tool she never used, then three more within minutes.
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 3 * 3600;
+    for (k, tool) in ["t1", "t2", "t3", "t4"].into_iter().enumerate() {
+        let mut c = Call::new(t + k as i64 * 120, "alice", tool);
+        c.ip = "203.0.113.9";
+        calls.push(c);
+    }
+    // Two hours later, the next such run is news again.
+    let mut c = Call::new(t + 2 * 3600, "alice", "t5");
+    c.ip = "198.51.100.7";
+    calls.push(c);
+    let alerts = run(&mut engine(), &calls);
+
+    let pages: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
+        .collect();
+    assert_eq!(pages.len(), 2, "one page per run: {pages:#?}");
+    let first = pages[0];
+    assert_eq!(first.time.timestamp(), t);
+    assert!(first.evidence.details.contains_key("corroborated_by"));
+    assert_eq!(pages[1].time.timestamp(), t + 2 * 3600);
+
+    // The first alert's update carries the later tools, as repeats.
+    let update = alerts
+        .iter()
+        .filter(|a| a.alert_id == first.alert_id)
+        .max_by_key(|a| a.repeats)
+        .expect("the alert");
+    assert_eq!(update.repeats, 3, "{update:#?}");
+    let joined = update.evidence.details["corroborated_by"].to_string();
+    for tool in ["t2", "t3", "t4"] {
+        assert!(
+            joined.contains(&format!("`{tool}`")),
+            "{tool} missing: {joined}"
+        );
+        assert!(update.evidence.new_values.contains(&tool.to_string()));
+    }
+}

@@ -8,7 +8,8 @@
 //! raised: for the heaviest pending signal, listing the others as evidence.
 //! Alerts raised on their own (spikes, sensitive tools, cross-tenant access)
 //! count as heavy signals too, so a new address right after a denial burst
-//! is reported with it. Later signals in the same window only add repeats.
+//! is reported with it. Later signals within the window of a corroborated
+//! alert join it as repeats: one page per user per window.
 
 use serde_json::json;
 
@@ -16,6 +17,10 @@ use super::{Context, Finding};
 use crate::alert::DetectorKind;
 use crate::engine::user::Signal;
 use crate::seen::value_hash;
+
+/// The evidence detail naming the signals that corroborated an alert; its
+/// presence marks an alert raised by corroboration.
+pub(super) const CORROBORATED_BY: &str = "corroborated_by";
 
 /// Weight of an alert raised on its own, as corroboration.
 pub(super) const STRONG: f32 = 3.0;
@@ -106,6 +111,10 @@ impl Context<'_> {
         if f64::from(total) < self.settings.corroboration_threshold {
             return;
         }
+        if self.join_open_alert(secs) {
+            return;
+        }
+        let signals = &self.user.signals;
         // The heaviest pending weak signal becomes the alert.
         let Some(lead) = signals
             .iter()
@@ -147,7 +156,7 @@ impl Context<'_> {
         finding
             .evidence
             .details
-            .insert("corroborated_by".into(), json!(others));
+            .insert(CORROBORATED_BY.into(), json!(others));
         finding
             .evidence
             .details
@@ -160,5 +169,52 @@ impl Context<'_> {
         );
         finding.time = secs;
         self.raise(finding);
+    }
+
+    /// One page per user per correlation window: once a corroborated alert
+    /// for the user is out, pending weak signals that add up again within
+    /// `corroboration.window` of it join that alert as repeats, naming
+    /// themselves in its `corroborated_by` and `new_values` (the update
+    /// published when its suppression ends carries them). Alerts raised on
+    /// their own are not held back by this.
+    fn join_open_alert(&mut self, secs: i64) -> bool {
+        let since = secs - self.settings.corroboration_secs;
+        let user = &mut *self.user;
+        let Some(open) = user.suppressions.iter_mut().find(|s| {
+            s.until > secs
+                && s.alert.time.timestamp() > since
+                && s.alert.evidence.details.contains_key(CORROBORATED_BY)
+        }) else {
+            return false;
+        };
+        let alert = &mut open.alert;
+        for finding in user.signals.iter_mut().filter_map(|s| s.finding.take()) {
+            alert.repeats += 1;
+            self.stats.suppressed += 1;
+            let what = finding
+                .title
+                .split_once(": ")
+                .map_or(finding.title.as_str(), |(_, t)| t);
+            if let Some(serde_json::Value::Array(list)) =
+                alert.evidence.details.get_mut(CORROBORATED_BY)
+                && !list.iter().any(|v| v.as_str() == Some(what))
+            {
+                list.push(json!(what));
+            }
+            let evidence = &mut alert.evidence;
+            for value in finding.evidence.new_values {
+                if !evidence.new_values.contains(&value) {
+                    evidence.new_values.push(value);
+                }
+            }
+            for id in finding.evidence.event_ids {
+                if evidence.event_ids.len() < crate::alert::MAX_SAMPLE_EVENTS
+                    && !evidence.event_ids.contains(&id)
+                {
+                    evidence.event_ids.push(id);
+                }
+            }
+        }
+        true
     }
 }
