@@ -186,6 +186,18 @@ impl HourProfile {
         let daily: f64 = (0..7).map(|d| at((h % 24) + 24 * d)).sum::<f64>() / 7.0;
         (0.2 * local + 0.8 * daily) / total
     }
+
+    /// [`share`](Self::share) as it would be without `mass` of the counts:
+    /// exact if `mass` was added to `hour` itself, and otherwise smaller
+    /// than the true share (mass added elsewhere weighs less in `hour`).
+    pub fn share_without(&self, hour: usize, mass: f64) -> f64 {
+        let total = self.total();
+        if mass <= 0.0 || total <= mass {
+            return self.share(hour);
+        }
+        let weighted = self.share(hour) * total - (0.2 * 0.5 + 0.8 / 7.0) * mass;
+        (weighted / (total - mass)).max(0.0)
+    }
 }
 
 mod serde_hours {
@@ -305,6 +317,23 @@ mod tests {
         assert!(p.share(10) > 0.01);
         // The same working hour on a Saturday borrows from the weekdays.
         assert!(p.share(5 * 24 + 10) > 0.001);
+    }
+
+    #[test]
+    fn the_share_without_some_counts_is_the_share_before_they_came() {
+        let mut p = HourProfile::default();
+        for day in 0..5 {
+            for h in 9..17 {
+                p.add(day * 24 + h, 10.0);
+            }
+        }
+        let before = p.share(26);
+        p.add(26, 7.0);
+        assert!(p.share(26) > before);
+        assert!((p.share_without(26, 7.0) - before).abs() < 1e-12);
+        // Counts added in another hour: never more than the true share.
+        p.add(27, 3.0);
+        assert!(p.share_without(26, 10.0) <= p.share_without(26, 7.0));
     }
 
     #[test]

@@ -230,6 +230,12 @@ pub struct OffHoursConfig {
     /// a short burst at night (one task done late) is ordinary; someone
     /// working a stolen session keeps at it.
     pub min_active_minutes: u32,
+    /// A run pages on its own once it reaches this many active minutes.
+    /// Below that (from `min_active_minutes`) it is a heavy signal, as strong
+    /// as an alert raised on its own, and pages only with one more signal for
+    /// the user: a new address, client or tool. Set it to
+    /// `min_active_minutes` to page on every such run.
+    pub alone_minutes: u32,
 }
 
 impl Default for OffHoursConfig {
@@ -239,6 +245,7 @@ impl Default for OffHoursConfig {
             min_history: Duration::from_secs(14 * 86_400),
             window: Duration::from_secs(2 * 3600),
             min_active_minutes: 20,
+            alone_minutes: 40,
         }
     }
 }
@@ -321,6 +328,7 @@ pub struct Settings {
     pub off_hours_history_days: u32,
     pub off_hours_window_secs: i64,
     pub off_hours_min_minutes: u32,
+    pub off_hours_alone_minutes: u32,
     pub corroboration_secs: i64,
     pub corroboration_threshold: f64,
     pub enumeration: EnumerationConfig,
@@ -467,6 +475,7 @@ impl DetectConfig {
             off_hours_history_days: days(self.off_hours.min_history),
             off_hours_window_secs: self.off_hours.window.as_secs() as i64,
             off_hours_min_minutes: self.off_hours.min_active_minutes,
+            off_hours_alone_minutes: self.off_hours.alone_minutes,
             corroboration_secs: self.corroboration.window.as_secs() as i64,
             corroboration_threshold: self.corroboration.threshold,
             enumeration: self.enumeration.clone(),

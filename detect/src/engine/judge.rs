@@ -27,9 +27,6 @@ const DEFAULT_NEW_RESOURCE_RATE: f64 = 0.3;
 const DEFAULT_WINDOW_VOLUME: f64 = 5.0;
 /// Weight with which a call in off hours enters the hour profile.
 const OFF_HOURS_LEARNING: f64 = 0.1;
-/// How far above `off_hours.max_share` an hour may have drifted while a run
-/// of off-hours activity is in progress and still count as off hours.
-const OFF_HOURS_RUN_TOLERANCE: f64 = 4.0;
 /// Profile mass (decayed events) before off-hours trusts it.
 const MIN_PROFILE_EVENTS: f64 = 200.0;
 
@@ -165,17 +162,17 @@ impl Context<'_> {
         if self.user.history_days(day) >= s.off_hours_history_days
             && self.user.hours.total() >= MIN_PROFILE_EVENTS
         {
-            let share = self.user.hours.share(hour);
             // The profile learns off-hours calls slowly, but it does learn
             // them: within a run a light user's night would turn ordinary
-            // after a few minutes. A run in progress keeps counting until
-            // its hours are well above the threshold.
-            let limit = if self.in_off_hours_run(secs) {
-                s.off_hours_share * OFF_HOURS_RUN_TOLERANCE
+            // after a few minutes. A run in progress is judged against the
+            // profile without what the run itself taught it.
+            let share = if self.in_off_hours_run(secs) {
+                let mass = f64::from(self.user.off_hours_run_mass);
+                self.user.hours.share_without(hour, mass)
             } else {
-                s.off_hours_share
+                self.user.hours.share(hour)
             };
-            if share < limit {
+            if share < s.off_hours_share {
                 flags |= flag::OFF_HOURS;
                 self.off_hours_event(e, share, secs);
             }
@@ -608,10 +605,16 @@ impl Context<'_> {
         // does not make the night normal within minutes, while a new
         // habit (a night shift) is learned within days.
         let ordinary = f64::from(c.total - c.off_hours);
-        self.user.hours.add(
-            HourProfile::hour_of_week(minute * 60),
-            ordinary + OFF_HOURS_LEARNING * f64::from(c.off_hours),
-        );
+        let learned = OFF_HOURS_LEARNING * f64::from(c.off_hours);
+        self.user
+            .hours
+            .add(HourProfile::hour_of_week(minute * 60), ordinary + learned);
+        // Calls of the run in progress: remembered, so that the run is
+        // judged without them.
+        let run_start = self.user.off_hours_calls.iter().min();
+        if learned > 0.0 && run_start.is_some_and(|start| minute >= start.div_euclid(60)) {
+            self.user.off_hours_run_mass += learned as f32;
+        }
         for (user, tenant, count) in [
             (&mut self.user.denied, &mut self.tenant.denied, c.denied),
             (

@@ -647,3 +647,33 @@ fn later_signals_in_the_correlation_window_join_the_alert_that_paged() {
         assert!(update.evidence.new_values.contains(&tool.to_string()));
     }
 }
+
+#[test]
+fn a_night_session_pages_alone_only_when_long_and_otherwise_with_a_new_address() {
+    let night = DAY0 + 22 * 86_400 + 2 * 3600;
+    let with_run = |minutes: i64, calls: i64, ip: &'static str| {
+        let mut history = history("alice", 21, 0);
+        let mut session = run_of("alice", night, minutes, calls);
+        session[25].ip = ip;
+        history.extend(session);
+        run(&mut engine(), &history)
+    };
+    // 30 active minutes at 02:00 from her usual address: someone may well
+    // finish a task at night; a signal, not a page.
+    let usual = with_run(30, 36, "10.0.0.1");
+    assert!(usual.is_empty(), "{usual:#?}");
+    // The same session with a call from an address nobody in the tenant
+    // uses pages, naming the address.
+    let away = with_run(30, 36, "203.0.113.9");
+    let pages: Vec<_> = away.iter().filter(|a| a.repeats == 0).collect();
+    assert_eq!(pages.len(), 1, "{away:#?}");
+    assert_eq!(pages[0].detector, DetectorKind::OffHours);
+    let corroborated = pages[0].evidence.details["corroborated_by"].to_string();
+    assert!(corroborated.contains("203.0.113.9"), "{corroborated}");
+    // Someone keeping at it past `alone_minutes` pages on their own.
+    let long = with_run(50, 60, "10.0.0.1");
+    let pages: Vec<_> = long.iter().filter(|a| a.repeats == 0).collect();
+    assert_eq!(pages.len(), 1, "{long:#?}");
+    assert!(!pages[0].evidence.details.contains_key("corroborated_by"));
+    assert!(pages[0].evidence.observed.expect("observed") >= 40.0);
+}

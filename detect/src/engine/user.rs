@@ -158,6 +158,11 @@ pub struct UserState {
 
     /// The smallest hour share among recent off-hours calls, for evidence.
     pub off_hours_share: f32,
+    /// What the current off-hours run has taught the hour profile so far
+    /// (its folded calls, at the learning rate): a run is judged against the
+    /// profile without it.
+    #[serde(default)]
+    pub off_hours_run_mass: f32,
     /// Weak signals of the last correlation window.
     pub signals: Vec<Signal>,
     pub suppressions: Vec<Suppression>,

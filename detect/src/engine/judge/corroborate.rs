@@ -91,13 +91,16 @@ impl Context<'_> {
         let horizon = signal.secs - self.settings.corroboration_secs;
         let signals = &mut self.user.signals;
         signals.retain(|s| s.secs > horizon);
-        if signals
-            .iter()
-            .any(|s| s.detector == signal.detector && s.value == signal.value)
+        match signals
+            .iter_mut()
+            .find(|s| s.detector == signal.detector && s.value == signal.value)
         {
-            return;
+            // The same thing seen again; a heavier sighting of it (an
+            // off-hours call, then a whole run) takes its place.
+            Some(known) if signal.weight > known.weight => *known = signal,
+            Some(_) => {}
+            None => signals.push(signal),
         }
-        signals.push(signal);
     }
 
     fn corroborate(&mut self, secs: i64) {

@@ -10,13 +10,15 @@
 //! short burst); an alert needs off-hours calls in `min_active_minutes`
 //! distinct minutes within `off_hours.window`: someone keeping at it. It
 //! cannot tell travel or an on-call week from a stolen session by itself;
-//! corroborating signals (a new address or client) can.
+//! corroborating signals (a new address or client) can. A run shorter than
+//! `off_hours.alone_minutes` is a heavy signal that pages only with one of
+//! them.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tooltrail_schemas::ToolCallEvent;
 
-use super::corroborate::OFF_HOURS_CALL;
+use super::corroborate::{OFF_HOURS_CALL, STRONG};
 use super::{Context, Finding, round3, with_trigger};
 use crate::alert::{DetectorKind, Evidence, Severity};
 use crate::baseline::DAY;
@@ -44,6 +46,10 @@ impl Context<'_> {
         let window = self.settings.off_hours_window_secs;
         let user = &mut *self.user;
         user.off_hours_calls.retain(|t| *t > secs - window);
+        if user.off_hours_calls.is_empty() {
+            // A new run: nothing of it is in the profile yet.
+            user.off_hours_run_mass = 0.0;
+        }
         // One entry per minute: a run is judged by how long someone keeps at
         // it, not by how fast their client calls.
         if !user.off_hours_calls.iter().any(|t| t / 60 == secs / 60) {
@@ -90,12 +96,18 @@ impl Context<'_> {
             evidence
                 .details
                 .insert("hour_share_percent".into(), json!(round3(share * 100.0)));
-            self.raise(Finding {
+            let finding = Finding {
                 detector: DetectorKind::OffHours,
                 value: String::new(),
-                severity: if p < 1e-12 { Severity::High } else { Severity::Medium },
+                severity: if p < 1e-12 {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                },
                 score: 65,
-                title: format!("{who}: active in {minutes} minutes at hours they are almost never active"),
+                title: format!(
+                    "{who}: active in {minutes} minutes at hours they are almost never active"
+                ),
                 explanation: format!(
                     "{who} made calls in {minutes} distinct minutes within {hours:.0} h, in hours of the week where they are almost never active (the latest at {when}, an hour holding {:.3}% of their activity); the usual is {:.2} active minutes in such a stretch (p = {p:.1e})",
                     share * 100.0,
@@ -104,7 +116,12 @@ impl Context<'_> {
                 evidence,
                 window: (first, secs),
                 time: secs,
-            });
+            };
+            if minutes >= self.settings.off_hours_alone_minutes {
+                self.raise(finding);
+            } else {
+                self.signal(finding, STRONG);
+            }
             return;
         }
         self.signal(
