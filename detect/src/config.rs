@@ -30,7 +30,9 @@ pub struct DetectConfig {
     pub suppression: Duration,
     /// History a user needs before first-seen detectors judge them by their
     /// own habits; until then a value is news only if their tenant's other
-    /// users don't use it either.
+    /// users don't use it either. Also how long a tenant is watched before
+    /// anyone in it is judged. A week and a half: one week shows the
+    /// weekdays once, and tools used weekly or less are still turning up.
     #[serde(with = "humantime_serde")]
     pub min_history: Duration,
     /// Half-life of the rate baselines: older behaviour counts for less.
@@ -63,7 +65,7 @@ impl Default for DetectConfig {
             allowed_lateness: Duration::from_secs(60),
             window: Duration::from_secs(300),
             suppression: Duration::from_secs(3600),
-            min_history: Duration::from_secs(7 * 86_400),
+            min_history: Duration::from_secs(10 * 86_400),
             baseline_half_life: Duration::from_secs(14 * 86_400),
             p_value: 1e-6,
             prior_weight_minutes: 60.0,

@@ -310,7 +310,7 @@ async fn kafka_detect_warms_a_partition_without_a_checkpoint_from_the_lake() -> 
 async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()> {
     let brokers = kafka_brokers();
     let root = tempfile::tempdir()?;
-    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), ("120", "10", "3")).await?;
+    let (topic, ends, newest) = simulated_topic(&brokers, root.path(), ("120", "14", "3")).await?;
     let total: i64 = ends.values().sum();
 
     // The reference: one run, never interrupted, also producing its alerts to a topic.
