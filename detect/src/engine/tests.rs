@@ -677,3 +677,34 @@ fn a_night_session_pages_alone_only_when_long_and_otherwise_with_a_new_address()
     assert!(!pages[0].evidence.details.contains_key("corroborated_by"));
     assert!(pages[0].evidence.observed.expect("observed") >= 40.0);
 }
+
+#[test]
+fn a_more_severe_signal_after_a_corroborated_alert_still_pages() {
+    // Twelve colleagues send mail: for alice it is a common sensitive tool,
+    // a signal rather than a page on its own.
+    let mut calls = Vec::new();
+    for i in 0..12 {
+        let user: &'static str = Box::leak(format!("u{i}").into_boxed_str());
+        calls.extend(history(user, 21, 0));
+        calls.push(Call::new(DAY0 + 10 * 3600 + 1, user, "send_email"));
+    }
+    calls.extend(history("alice", 21, 0));
+    // At 03:00, from an address nobody uses, a tool she never used pages
+    // (medium); two minutes later she sends mail for the first time.
+    let t = DAY0 + 22 * 86_400 + 3 * 3600;
+    for (k, tool) in ["t1", "send_email"].into_iter().enumerate() {
+        let mut c = Call::new(t + k as i64 * 120, "alice", tool);
+        c.ip = "203.0.113.9";
+        calls.push(c);
+    }
+    calls.sort_by_key(|c| c.secs);
+    let alerts = run(&mut engine(), &calls);
+    let pages: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.user_id == "alice" && a.repeats == 0)
+        .collect();
+    assert_eq!(pages.len(), 2, "{pages:#?}");
+    assert_eq!(pages[0].severity, Severity::Medium);
+    assert_eq!(pages[1].detector, DetectorKind::SensitiveTool);
+    assert_eq!(pages[1].severity, Severity::High);
+}

@@ -178,15 +178,22 @@ impl Context<'_> {
     /// for the user is out, pending weak signals that add up again within
     /// `corroboration.window` of it join that alert as repeats, naming
     /// themselves in its `corroborated_by` and `new_values` (the update
-    /// published when its suppression ends carries them). Alerts raised on
-    /// their own are not held back by this.
+    /// published when its suppression ends carries them). A signal more
+    /// severe than that alert still pages, and alerts raised on their own
+    /// are not held back by this.
     fn join_open_alert(&mut self, secs: i64) -> bool {
         let since = secs - self.settings.corroboration_secs;
         let user = &mut *self.user;
+        let pending = user
+            .signals
+            .iter()
+            .filter_map(|s| s.finding.as_ref().map(|f| f.severity))
+            .max();
         let Some(open) = user.suppressions.iter_mut().find(|s| {
             s.until > secs
                 && s.alert.time.timestamp() > since
                 && s.alert.evidence.details.contains_key(CORROBORATED_BY)
+                && pending.is_some_and(|p| p <= s.alert.severity)
         }) else {
             return false;
         };
