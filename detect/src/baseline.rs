@@ -305,14 +305,20 @@ mod tests {
         assert_eq!(HourProfile::hour_of_week(monday + 7 * DAY), 0);
     }
 
-    #[test]
-    fn the_profile_is_near_zero_where_nothing_happens() {
+    /// Ten calls an hour, 9 to 17, Monday to Friday.
+    fn office_hours() -> HourProfile {
         let mut p = HourProfile::default();
         for day in 0..5 {
             for h in 9..17 {
                 p.add(day * 24 + h, 10.0);
             }
         }
+        p
+    }
+
+    #[test]
+    fn the_profile_is_near_zero_where_nothing_happens() {
+        let p = office_hours();
         assert!(p.share(3) < 1e-9);
         assert!(p.share(10) > 0.01);
         // The same working hour on a Saturday borrows from the weekdays.
@@ -321,12 +327,7 @@ mod tests {
 
     #[test]
     fn the_share_without_some_counts_is_the_share_before_they_came() {
-        let mut p = HourProfile::default();
-        for day in 0..5 {
-            for h in 9..17 {
-                p.add(day * 24 + h, 10.0);
-            }
-        }
+        let mut p = office_hours();
         let before = p.share(26);
         p.add(26, 7.0);
         assert!(p.share(26) > before);
