@@ -611,8 +611,10 @@ impl Context<'_> {
             .add(HourProfile::hour_of_week(minute * 60), ordinary + learned);
         // Calls of the run in progress: remembered, so that the run is
         // judged without them.
-        let run_start = self.user.off_hours_calls.iter().min();
-        if learned > 0.0 && run_start.is_some_and(|start| minute >= start.div_euclid(60)) {
+        if learned > 0.0
+            && (self.user.off_hours_calls.iter().min())
+                .is_some_and(|start| minute >= start.div_euclid(60))
+        {
             self.user.off_hours_run_mass += learned as f32;
         }
         for (user, tenant, count) in [

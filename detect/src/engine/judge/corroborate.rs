@@ -133,10 +133,7 @@ impl Context<'_> {
             .enumerate()
             .filter(|(i, _)| *i != lead)
             .map(|(_, s)| match &s.finding {
-                Some(f) => f
-                    .title
-                    .split_once(": ")
-                    .map_or(f.title.clone(), |(_, t)| t.to_string()),
+                Some(f) => what_happened(f).to_string(),
                 None => format!("a {} alert", s.detector),
             })
             .collect();
@@ -201,10 +198,7 @@ impl Context<'_> {
         for finding in user.signals.iter_mut().filter_map(|s| s.finding.take()) {
             alert.repeats += 1;
             self.stats.suppressed += 1;
-            let what = finding
-                .title
-                .split_once(": ")
-                .map_or(finding.title.as_str(), |(_, t)| t);
+            let what = what_happened(&finding);
             if let Some(serde_json::Value::Array(list)) =
                 alert.evidence.details.get_mut(CORROBORATED_BY)
                 && !list.iter().any(|v| v.as_str() == Some(what))
@@ -227,4 +221,11 @@ impl Context<'_> {
         }
         true
     }
+}
+
+/// A finding's title without the user it names ("first use of tool `x`").
+fn what_happened(f: &Finding) -> &str {
+    f.title
+        .split_once(": ")
+        .map_or(f.title.as_str(), |(_, t)| t)
 }
