@@ -275,6 +275,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_shows_the_detection_defaults() {
+        // Someone copying the example must get the defaults, not stale values.
+        let text = include_str!("../tooltrail.example.toml");
+        let example = load_str(text).expect("valid");
+        assert_eq!(example.detect, DetectConfig::default());
+    }
+
+    #[test]
     fn reports_every_bad_key_by_path() {
         let errors = load_str(
             r#"
