@@ -138,6 +138,13 @@ pub struct HourProfile {
     total: f32,
 }
 
+impl HourProfile {
+    /// Starts loading `hour`'s count into cache.
+    pub fn prefetch(&self, hour: usize) {
+        crate::prefetch::prefetch(&self.counts[hour.min(167)]);
+    }
+}
+
 impl Default for HourProfile {
     fn default() -> Self {
         HourProfile {

@@ -197,6 +197,11 @@ impl Engine {
             .users
             .entry(key)
             .or_insert_with(|| UserState::new(&event.tenant_id, &event.user_id, day));
+        user.prefetch_for_event(secs);
+        if let Some(resource) = &event.resource {
+            user.resources
+                .prefetch(value_hash(kind::RESOURCE, resource));
+        }
         let tenant_day = *tenant.first_day.get_or_insert(day);
         decay_user(user, tenant, day, self.settings.half_life_days);
         let mut ctx = judge::Context {

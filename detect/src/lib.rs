@@ -38,6 +38,7 @@ pub mod deliver;
 pub mod engine;
 pub mod eval;
 pub mod metrics;
+mod prefetch;
 pub mod seen;
 pub mod sink;
 

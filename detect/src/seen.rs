@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::prefetch::prefetch;
+
 /// A stable hash of a value of a given kind (so `github` the server and
 /// `github` the client differ).
 pub fn value_hash(kind: u8, value: &str) -> u64 {
@@ -62,6 +64,11 @@ impl SeenSet {
         self.entries
             .iter()
             .any(|(h, last)| *h == hash && day.saturating_sub(*last) <= window_days)
+    }
+
+    /// Starts loading the entries into cache.
+    pub fn prefetch(&self) {
+        prefetch(self.entries.as_ptr());
     }
 
     pub fn len(&self) -> usize {
@@ -121,6 +128,14 @@ impl RotatingBloom {
         let seen = probe(&self.current, hash) || probe(&self.previous, hash);
         set(&mut self.current, hash);
         !seen
+    }
+
+    /// Starts loading the bits `hash` will probe into cache.
+    pub fn prefetch(&self, hash: u64) {
+        for b in bits(hash) {
+            prefetch(&self.current[b / 64]);
+            prefetch(&self.previous[b / 64]);
+        }
     }
 
     /// Whether `hash` is (probably) held, without recording it.

@@ -237,6 +237,26 @@ impl UserState {
         (sum, active)
     }
 
+    /// Starts loading what one event at `secs` will touch (its minute's
+    /// slot, the recent-events ring, the sets of known values, its hour of
+    /// the week), so that these cache misses overlap instead of queueing.
+    pub fn prefetch_for_event(&self, secs: i64) {
+        let minute = secs.div_euclid(60);
+        crate::prefetch::prefetch(&self.ring[minute.rem_euclid(RING_MINUTES as i64) as usize]);
+        if let Some(r) = self.recent.front() {
+            crate::prefetch::prefetch(r);
+        }
+        if let Some(r) = self.recent.back() {
+            crate::prefetch::prefetch(r);
+        }
+        self.tools.prefetch();
+        self.servers.prefetch();
+        self.clients.prefetch();
+        self.ips.prefetch();
+        self.hours
+            .prefetch(crate::baseline::HourProfile::hour_of_week(secs));
+    }
+
     pub fn remember(&mut self, recent: Recent) {
         if self.recent.len() >= RECENT_EVENTS {
             self.recent.pop_front();
