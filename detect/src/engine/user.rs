@@ -261,6 +261,9 @@ impl UserState {
         if self.recent.len() >= RECENT_EVENTS {
             self.recent.pop_front();
         }
+        // Exactly the ring's size: growing by doubling would leave room for
+        // 32, a third of a user's state unused.
+        self.recent.reserve_exact(RECENT_EVENTS - self.recent.len());
         self.recent.push_back(recent);
     }
 
