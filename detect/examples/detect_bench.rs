@@ -65,6 +65,7 @@ fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let users = engine.users();
     let bytes = engine.user_state_bytes();
+    let table = engine.user_table_bytes();
     println!(
         "detector core: {} events in {elapsed:.2}s = {:.0} events/s on one thread; {} alerts",
         events.len(),
@@ -72,8 +73,9 @@ fn main() {
         out.len() - alerts_before
     );
     println!(
-        "state: {users} users, {:.0} bytes per user (approximate heap accounting)",
-        bytes as f64 / users.max(1) as f64
+        "state: {users} users, {:.0} bytes per user (approximate heap accounting), {:.0} with the user table",
+        bytes as f64 / users.max(1) as f64,
+        (bytes + table) as f64 / users.max(1) as f64
     );
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -70,7 +70,10 @@ pub struct Stats {
 /// The detector over one stream (a Kafka partition, a file, the HTTP path).
 pub struct Engine {
     settings: Settings,
-    users: HashMap<u64, UserState>,
+    /// Boxed: right after the table grows, more than half its slots are
+    /// empty, and a slot holding the state itself (over a kilobyte) would
+    /// make each empty one that big.
+    users: HashMap<u64, Box<UserState>>,
     tenants: HashMap<Box<str>, TenantState>,
     /// Newest event time seen (Unix seconds).
     max_secs: i64,
@@ -85,7 +88,7 @@ pub struct Engine {
 /// configuration when it is restored): what a checkpoint stores.
 #[derive(serde::Serialize)]
 pub(crate) struct StateRef<'a> {
-    users: &'a HashMap<u64, UserState>,
+    users: &'a HashMap<u64, Box<UserState>>,
     tenants: &'a HashMap<Box<str>, TenantState>,
     max_secs: i64,
     watermark_minute: i64,
@@ -96,7 +99,7 @@ pub(crate) struct StateRef<'a> {
 /// [`StateRef`], read back.
 #[derive(serde::Deserialize)]
 pub(crate) struct State {
-    users: HashMap<u64, UserState>,
+    users: HashMap<u64, Box<UserState>>,
     tenants: HashMap<Box<str>, TenantState>,
     max_secs: i64,
     watermark_minute: i64,
@@ -157,7 +160,14 @@ impl Engine {
 
     /// Approximate bytes of per-user state.
     pub fn user_state_bytes(&self) -> usize {
-        self.users.values().map(UserState::heap_bytes).sum()
+        self.users.values().map(|user| user.heap_bytes()).sum()
+    }
+
+    /// Bytes of the user table itself, beyond [`Engine::user_state_bytes`]:
+    /// a key and a pointer per slot, empty ones included, and control bytes.
+    pub fn user_table_bytes(&self) -> usize {
+        let slots = (self.users.capacity() * 8 / 7).next_power_of_two();
+        slots * (std::mem::size_of::<(u64, Box<UserState>)>() + 1)
     }
 
     /// The newest event time seen (Unix seconds).
@@ -196,7 +206,7 @@ impl Engine {
         let user = self
             .users
             .entry(key)
-            .or_insert_with(|| UserState::new(&event.tenant_id, &event.user_id, day));
+            .or_insert_with(|| Box::new(UserState::new(&event.tenant_id, &event.user_id, day)));
         user.prefetch_for_event(secs);
         if let Some(resource) = &event.resource {
             user.resources
