@@ -111,6 +111,9 @@ pub struct Report {
     pub total: Score,
     /// By detection source (detector or anchor name).
     pub by_source: BTreeMap<String, Score>,
+    /// By intensity ("normal", "low_and_slow"): the hard variants are
+    /// reported apart from the rest.
+    pub by_intensity: BTreeMap<String, Score>,
     /// By "scenario/intensity".
     pub by_scenario: BTreeMap<String, Score>,
     /// Incidents no detection matched: "scenario/intensity user@tenant start".
@@ -173,6 +176,10 @@ pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -
         let earliest = first_by_source[i].values().min();
         for s in [
             &mut report.total,
+            report
+                .by_intensity
+                .entry(inc.intensity.clone())
+                .or_default(),
             report.by_scenario.entry(group.clone()).or_default(),
         ] {
             s.incidents += 1;
@@ -248,6 +255,17 @@ impl Report {
             row(&mut out, name, s, false);
         }
         row(&mut out, "TOTAL", &self.total, true);
+        let _ = writeln!(out, "  by intensity:");
+        for (name, s) in &self.by_intensity {
+            let _ = writeln!(
+                out,
+                "    {:<30} {:>3}/{:<3} recall {:.3}",
+                name,
+                s.detected,
+                s.incidents,
+                s.recall()
+            );
+        }
         let _ = writeln!(out, "  by scenario ({} user-days):", self.user_days);
         for (name, s) in &self.by_scenario {
             let (p50, p90) = s
@@ -294,7 +312,11 @@ mod tests {
     fn incident(user: &str, start: &str, end: &str, ids: &[&str]) -> Incident {
         Incident {
             scenario: "probing".into(),
-            intensity: "normal".into(),
+            intensity: if user == "carol" {
+                "low_and_slow".into()
+            } else {
+                "normal".into()
+            },
             tenant_id: "acme".into(),
             user_id: user.into(),
             start: t(start),
@@ -353,6 +375,11 @@ mod tests {
         assert!((r.total.false_per_1000_user_days(2000) - 1.0).abs() < 1e-9);
         assert_eq!(r.missed.len(), 1);
         assert!(r.missed[0].contains("carol@acme"), "{:?}", r.missed);
+        // carol's incident is the low-and-slow one: reported apart.
+        let slow = &r.by_intensity["low_and_slow"];
+        let normal = &r.by_intensity["normal"];
+        assert_eq!((slow.detected, slow.incidents), (0, 1));
+        assert_eq!((normal.detected, normal.incidents), (2, 2));
         // alice: 3 h; bob: 20 min.
         let mut ttd = r.total.ttd.clone();
         ttd.sort_unstable();

@@ -113,6 +113,7 @@ async fn a_replay_writes_alerts_for_the_injected_attacks_and_a_rerun_gives_the_s
         "ttd_p50",
         "anchor: fixed threshold",
         "anchor: new terms",
+        "by intensity",
         "by scenario",
     ] {
         ensure!(
