@@ -138,13 +138,6 @@ pub struct HourProfile {
     total: f32,
 }
 
-impl HourProfile {
-    /// Starts loading `hour`'s count into cache.
-    pub fn prefetch(&self, hour: usize) {
-        crate::prefetch::prefetch(&self.counts[hour.min(167)]);
-    }
-}
-
 impl Default for HourProfile {
     fn default() -> Self {
         HourProfile {
@@ -175,6 +168,11 @@ impl HourProfile {
 
     pub fn total(&self) -> f64 {
         f64::from(self.total)
+    }
+
+    /// Starts loading `hour`'s count into cache.
+    pub fn prefetch(&self, hour: usize) {
+        crate::prefetch::prefetch(&self.counts[hour.min(167)]);
     }
 
     /// The share of activity expected in `hour`, smoothed: the hour itself
