@@ -312,11 +312,7 @@ mod tests {
     fn incident(user: &str, start: &str, end: &str, ids: &[&str]) -> Incident {
         Incident {
             scenario: "probing".into(),
-            intensity: if user == "carol" {
-                "low_and_slow".into()
-            } else {
-                "normal".into()
-            },
+            intensity: "normal".into(),
             tenant_id: "acme".into(),
             user_id: user.into(),
             start: t(start),
@@ -337,7 +333,7 @@ mod tests {
 
     #[test]
     fn detections_match_by_event_or_by_time_and_the_rest_are_false() {
-        let incidents = vec![
+        let mut incidents = vec![
             incident(
                 "alice",
                 "2026-10-20T10:00:00Z",
@@ -357,6 +353,7 @@ mod tests {
                 &["c1"],
             ),
         ];
+        incidents[2].intensity = "low_and_slow".into();
         let detections = vec![
             // By event id, even though late.
             det("denial_spike", "alice", "2026-10-20T13:00:00Z", &["a2"]),
