@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::support::process::{Tooltrail, path_str};
 use crate::support::{
-    Deadline, committed_offsets, create_topic, group_consumer, high_watermarks, kafka_brokers,
-    run_tooltrail, unique_name,
+    Deadline, committed_offsets, create_topic, group_consumer, group_session_properties,
+    high_watermarks, kafka_brokers, run_tooltrail, unique_name, wait_out_killed_member_session,
 };
 
 const PARTITIONS: i32 = 2;
@@ -43,8 +43,10 @@ impl Service {
         // A member killed with SIGKILL holds its partitions until its session expires.
         std::fs::write(
             &config,
-            "[kafka]\nbrokers = \"\"\ntopic = \"\"\n\n[kafka.properties]\n\
-             \"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            format!(
+                "[kafka]\nbrokers = \"\"\ntopic = \"\"\n\n[kafka.properties]\n{}",
+                group_session_properties()
+            ),
         )?;
         Ok(Self {
             brokers: brokers.to_owned(),
@@ -359,6 +361,7 @@ async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()>
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(seed % 700)).await;
         process.kill_9().await?;
+        wait_out_killed_member_session().await;
         kills.push(now);
     }
     ensure!(

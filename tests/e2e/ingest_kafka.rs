@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::support::lake::lake_rows;
 use crate::support::{
     BROKER_TIMEOUT, Deadline, committed_offsets, create_topic, high_watermarks, kafka_brokers,
-    unique_name,
+    unique_name, wait_out_killed_member_session,
 };
 
 mod harness;
@@ -86,6 +86,7 @@ async fn kafka_ingest_is_exactly_once_across_repeated_kill_9() -> Result<()> {
         let log = process.stderr();
         process.kill_9().await?;
         committing.with_context(|| format!("kill round {round}; the instance logged:\n{log}"))?;
+        wait_out_killed_member_session().await;
         // New staged files left behind show a kill that landed inside a transaction (before its
         // log entry; after it, the next instance publishes them).
         let staged = staged_files(&lake)?;

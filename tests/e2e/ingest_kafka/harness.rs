@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use crate::support::lake::{lake_rows, parquet_files, read_event_ids};
 use crate::support::process::{Tooltrail, path_str};
-use crate::support::{Deadline, committed_offsets, run_tooltrail, unique_name};
+use crate::support::{
+    Deadline, committed_offsets, group_session_properties, run_tooltrail, unique_name,
+};
 
 /// A debug build of the simulator producing a few hundred thousand events on a busy machine.
 pub(super) const SIMULATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -86,8 +88,8 @@ impl IngestSetup {
         std::fs::write(
             &config,
             format!(
-                "[kafka]\nbrokers = {brokers:?}\ntopic = {topic:?}\n\n[kafka.properties]\n\
-                 \"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n"
+                "[kafka]\nbrokers = {brokers:?}\ntopic = {topic:?}\n\n[kafka.properties]\n{}",
+                group_session_properties()
             ),
         )?;
         Ok(Self {
