@@ -44,10 +44,11 @@ pub fn group_session_properties() -> String {
 /// Real Kafka copes with a restart inside the session as well: the group rebalances again once
 /// the dead member expires. Tansu 0.6.0 does not always. Seen in CI: a restarted instance was
 /// assigned no partitions beside the dead member (`partitions assigned ... partitions=[]`) and was
-/// never offered any in the next 90 s. Its source shows how: when a heartbeat drops an expired
-/// member (`Wrapper::missed_heartbeat`, Formed -> Forming), the Forming state's own heartbeat then
-/// finds nobody left to drop and answers "no error" rather than "rebalance in progress", so the
-/// live member is never told to rejoin. Joining after the session has run out takes that path
+/// never offered any in the next 90 s. Its source shows a way there: the group-level
+/// `Wrapper::missed_heartbeat`, run before each SyncGroup and after each heartbeat, drops an
+/// expired member and turns the group Formed -> Forming, with no leader and the same generation;
+/// the Forming state's heartbeat then finds nobody left to drop and answers "no error" rather
+/// than "rebalance in progress", so the live member is never told to rejoin. Joining after the session has run out takes that path
 /// away; what the kill tests check, exactly once across SIGKILLs, does not depend on how soon the
 /// next instance starts.
 pub async fn wait_out_killed_member_session() {
