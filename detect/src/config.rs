@@ -246,7 +246,7 @@ impl Default for OffHoursConfig {
             max_share: 0.0005,
             min_history: Duration::from_secs(14 * 86_400),
             window: Duration::from_secs(2 * 3600),
-            min_active_minutes: 20,
+            min_active_minutes: 15,
             alone_minutes: 40,
         }
     }

@@ -27,8 +27,12 @@ const DEFAULT_NEW_RESOURCE_RATE: f64 = 0.3;
 const DEFAULT_WINDOW_VOLUME: f64 = 5.0;
 /// Weight with which a call in off hours enters the hour profile.
 const OFF_HOURS_LEARNING: f64 = 0.1;
-/// Profile mass (decayed events) before off-hours trusts it.
-const MIN_PROFILE_EVENTS: f64 = 200.0;
+/// Profile mass (decayed events) before off-hours trusts it. Low, because a
+/// light user's profile is untrusted and learns a night run at full weight:
+/// at 200, a user with a dozen calls a day (about 150 of mass) was never
+/// judged, and their first stolen night taught the profile it was normal.
+/// Hours with a single call in the profile are already above `max_share`.
+const MIN_PROFILE_EVENTS: f64 = 100.0;
 
 pub(super) struct Context<'a> {
     pub settings: &'a Settings,

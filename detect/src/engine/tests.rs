@@ -708,3 +708,59 @@ fn a_more_severe_signal_after_a_corroborated_alert_still_pages() {
     assert_eq!(pages[1].detector, DetectorKind::SensitiveTool);
     assert_eq!(pages[1].severity, Severity::High);
 }
+
+#[test]
+fn a_new_address_as_a_night_run_began_corroborates_it_more_than_an_hour_later() {
+    let night = DAY0 + 22 * 86_400 + 2 * 3600;
+    let with_first_ip = |ip: &'static str| {
+        let mut calls = history("alice", 21, 0);
+        // 20 calls five minutes apart: the run reaches `min_active_minutes`
+        // 70 minutes after its first call, the only one from `ip`.
+        let mut session = run_of("alice", night, 100, 20);
+        session[0].ip = ip;
+        calls.extend(session);
+        run(&mut engine(), &calls)
+    };
+    let usual = with_first_ip("10.0.0.1");
+    assert!(usual.is_empty(), "{usual:#?}");
+    let away = with_first_ip("203.0.113.9");
+    let pages: Vec<_> = away.iter().filter(|a| a.repeats == 0).collect();
+    assert_eq!(pages.len(), 1, "{away:#?}");
+    assert_eq!(pages[0].detector, DetectorKind::OffHours);
+    assert!(pages[0].time.timestamp() - night >= 3600, "{:#?}", pages[0]);
+    let corroborated = pages[0].evidence.details["corroborated_by"].to_string();
+    assert!(corroborated.contains("203.0.113.9"), "{corroborated}");
+}
+
+#[test]
+fn signals_after_an_alert_raised_on_its_own_join_it_instead_of_paging_again() {
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    for i in 0..30 {
+        let mut c = Call::new(t + i * 8, "alice", "search_issues");
+        c.denied = true;
+        calls.push(c);
+    }
+    // Five minutes later: a tool she never used, from an address nobody in
+    // the tenant uses. With the burst, those add up.
+    let mut c = Call::new(t + 600, "alice", "t1");
+    c.ip = "203.0.113.9";
+    calls.push(c);
+    let alerts = run(&mut engine(), &calls);
+    let pages: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
+        .collect();
+    assert_eq!(pages.len(), 1, "one page for the episode: {alerts:#?}");
+    assert_eq!(pages[0].detector, DetectorKind::DenialSpike);
+    let update = alerts
+        .iter()
+        .filter(|a| a.alert_id == pages[0].alert_id)
+        .max_by_key(|a| a.repeats)
+        .expect("the alert");
+    let joined = update.evidence.details["corroborated_by"].to_string();
+    assert!(
+        joined.contains("203.0.113.9") || joined.contains("`t1`"),
+        "{update:#?}"
+    );
+}

@@ -7,9 +7,13 @@
 //! user within the correlation window reach the threshold, one alert is
 //! raised: for the heaviest pending signal, listing the others as evidence.
 //! Alerts raised on their own (spikes, sensitive tools, cross-tenant access)
-//! count as heavy signals too, so a new address right after a denial burst
-//! is reported with it. Later signals within the window of a corroborated
-//! alert join it as repeats: one page per user per window.
+//! count as heavy signals too. Signals that add up within the window of an
+//! alert the user already has, corroborated or raised on its own, join it as
+//! repeats: one page per user per window, so a new address right after a
+//! denial burst is reported with that burst rather than paged again. A
+//! signal about a stretch of activity (an off-hours run) counts from the
+//! stretch's start: a new address as the night began corroborates the run
+//! that reaches its length an hour later.
 
 use serde_json::json;
 
@@ -18,8 +22,8 @@ use crate::alert::DetectorKind;
 use crate::engine::user::Signal;
 use crate::seen::value_hash;
 
-/// The evidence detail naming the signals that corroborated an alert; its
-/// presence marks an alert raised by corroboration.
+/// The evidence detail naming the signals that corroborated an alert; on a
+/// finding, its presence marks one raised by corroboration.
 pub(super) const CORROBORATED_BY: &str = "corroborated_by";
 
 /// Weight of an alert raised on its own, as corroboration.
@@ -62,33 +66,50 @@ impl Context<'_> {
     /// Records a weak signal and raises an alert if the user's signals now
     /// add up.
     pub(super) fn signal(&mut self, finding: Finding, weight: f32) {
+        let since = finding.window.0;
+        self.episode_signal(finding, weight, since);
+    }
+
+    /// [`signal`](Self::signal) for part of an episode that began at
+    /// `since` (an off-hours run): signals within the correlation window of
+    /// its start still count, however long it has gone on.
+    pub(super) fn episode_signal(&mut self, finding: Finding, weight: f32, since: i64) {
         let value = value_hash(0, &finding.value);
         let detector = finding.detector;
         let secs = finding.time;
-        self.push_signal(Signal {
-            secs,
-            detector,
-            value,
-            weight,
-            finding: Some(Box::new(finding)),
-        });
+        let since = since.min(secs);
+        self.push_signal(
+            Signal {
+                secs,
+                detector,
+                value,
+                weight,
+                finding: Some(Box::new(finding)),
+            },
+            since,
+        );
         self.corroborate(secs);
     }
 
     /// An alert raised on its own also corroborates weak signals.
     pub(super) fn strong_signal(&mut self, detector: DetectorKind, secs: i64) {
-        self.push_signal(Signal {
+        self.push_signal(
+            Signal {
+                secs,
+                detector,
+                value: 0,
+                weight: STRONG,
+                finding: None,
+            },
             secs,
-            detector,
-            value: 0,
-            weight: STRONG,
-            finding: None,
-        });
+        );
         self.corroborate(secs);
     }
 
-    fn push_signal(&mut self, signal: Signal) {
-        let horizon = signal.secs - self.settings.corroboration_secs;
+    /// Adds `signal`, whose episode began at `since`, dropping signals older
+    /// than the correlation window before that.
+    fn push_signal(&mut self, signal: Signal, since: i64) {
+        let horizon = since - self.settings.corroboration_secs;
         let signals = &mut self.user.signals;
         signals.retain(|s| s.secs > horizon);
         match signals
@@ -171,13 +192,13 @@ impl Context<'_> {
         self.raise(finding);
     }
 
-    /// One page per user per correlation window: once a corroborated alert
-    /// for the user is out, pending weak signals that add up again within
-    /// `corroboration.window` of it join that alert as repeats, naming
-    /// themselves in its `corroborated_by` and `new_values` (the update
-    /// published when its suppression ends carries them). A signal more
-    /// severe than that alert still pages, and alerts raised on their own
-    /// are not held back by this.
+    /// One page per user per correlation window: once an alert for the user
+    /// is out (corroborated or raised on its own), pending weak signals that
+    /// add up within `corroboration.window` of it join that alert as
+    /// repeats, naming themselves in its `corroborated_by` and `new_values`
+    /// (the update published when its suppression ends carries them). A
+    /// signal more severe than that alert still pages, and alerts raised on
+    /// their own are not held back by this.
     fn join_open_alert(&mut self, secs: i64) -> bool {
         let since = secs - self.settings.corroboration_secs;
         let user = &mut *self.user;
@@ -189,7 +210,6 @@ impl Context<'_> {
         let Some(open) = user.suppressions.iter_mut().find(|s| {
             s.until > secs
                 && s.alert.time.timestamp() > since
-                && s.alert.evidence.details.contains_key(CORROBORATED_BY)
                 && pending.is_some_and(|p| p <= s.alert.severity)
         }) else {
             return false;
@@ -199,8 +219,11 @@ impl Context<'_> {
             alert.repeats += 1;
             self.stats.suppressed += 1;
             let what = what_happened(&finding);
-            if let Some(serde_json::Value::Array(list)) =
-                alert.evidence.details.get_mut(CORROBORATED_BY)
+            if let serde_json::Value::Array(list) = alert
+                .evidence
+                .details
+                .entry(CORROBORATED_BY)
+                .or_insert_with(|| json!([]))
                 && !list.iter().any(|v| v.as_str() == Some(what))
             {
                 list.push(json!(what));

@@ -120,11 +120,11 @@ impl Context<'_> {
             if minutes >= self.settings.off_hours_alone_minutes {
                 self.raise(finding);
             } else {
-                self.signal(finding, STRONG);
+                self.episode_signal(finding, STRONG, first);
             }
             return;
         }
-        self.signal(
+        self.episode_signal(
             Finding {
                 detector: DetectorKind::OffHours,
                 value: String::new(),
@@ -146,6 +146,7 @@ impl Context<'_> {
                 time: secs,
             },
             OFF_HOURS_CALL,
+            first,
         );
     }
 }
