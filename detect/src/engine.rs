@@ -208,9 +208,12 @@ impl Engine {
             .entry(key)
             .or_insert_with(|| Box::new(UserState::new(&event.tenant_id, &event.user_id, day)));
         user.prefetch_for_event(secs);
-        if let Some(resource) = &event.resource {
-            user.resources
-                .prefetch(value_hash(kind::RESOURCE, resource));
+        let resource_hash = event
+            .resource
+            .as_deref()
+            .map(|r| value_hash(kind::RESOURCE, r));
+        if let Some(h) = resource_hash {
+            user.resources.prefetch(h);
         }
         let tenant_day = *tenant.first_day.get_or_insert(day);
         decay_user(user, tenant, day, self.settings.half_life_days);
@@ -222,7 +225,7 @@ impl Engine {
             out,
         };
         let tenant_settled = day.saturating_sub(tenant_day) >= self.settings.min_history_days;
-        let (flags, tool_hash) = ctx.immediate(event, secs, day, tenant_settled);
+        let (flags, tool_hash) = ctx.immediate(event, resource_hash, secs, day, tenant_settled);
 
         let user = ctx.user;
         let Some(slot) = user.minute_mut(minute) else {
