@@ -109,19 +109,52 @@ fn by(alerts: &[Alert], detector: DetectorKind) -> Vec<&Alert> {
         .collect()
 }
 
+/// `n` denied calls by `user`, `every` seconds apart from `start`, cycling
+/// through `tools`.
+fn denied_burst<'a>(
+    user: &'a str,
+    start: i64,
+    n: i64,
+    every: i64,
+    tools: &[&'a str],
+) -> Vec<Call<'a>> {
+    (0..n)
+        .map(|i| {
+            let mut c = Call::new(start + i * every, user, tools[i as usize % tools.len()]);
+            c.denied = true;
+            c
+        })
+        .collect()
+}
+
+/// Pages (first emissions) at or after `t`.
+fn pages_since(alerts: &[Alert], t: i64) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
+        .collect()
+}
+
+/// The last emission of alert `id`: its update with the most repeats.
+fn latest<'a>(alerts: &'a [Alert], id: &str) -> &'a Alert {
+    alerts
+        .iter()
+        .filter(|a| a.alert_id == id)
+        .max_by_key(|a| a.repeats)
+        .expect("the alert")
+}
+
 #[test]
 fn a_burst_of_denials_pages_with_numbers_in_plain_language() {
     let mut calls = history("alice", 21, 0);
     let t = DAY0 + 22 * 86_400 + 11 * 3600;
-    for i in 0..30 {
-        let mut c = Call::new(
-            t + i * 8,
-            "alice",
-            ["delete_repo", "admin_x", "merge_pr"][i as usize % 3],
-        );
-        c.denied = true;
-        calls.push(c);
-    }
+    calls.extend(denied_burst(
+        "alice",
+        t,
+        30,
+        8,
+        &["delete_repo", "admin_x", "merge_pr"],
+    ));
     let alerts = run(&mut engine(), &calls);
     let spikes = by(&alerts, DetectorKind::DenialSpike);
     assert_eq!(spikes.len(), 1, "{alerts:#?}");
@@ -236,11 +269,7 @@ fn repeats_within_the_suppression_window_are_counted_not_paged() {
 fn a_replay_gives_the_same_alerts_with_the_same_ids() {
     let mut calls = history("alice", 21, 1);
     let t = DAY0 + 22 * 86_400 + 11 * 3600;
-    for i in 0..20 {
-        let mut c = Call::new(t + i * 5, "alice", "x");
-        c.denied = true;
-        calls.push(c);
-    }
+    calls.extend(denied_burst("alice", t, 20, 5, &["x"]));
     let first = run(&mut engine(), &calls);
     let second = run(&mut engine(), &calls);
     assert!(!first.is_empty());
@@ -251,11 +280,7 @@ fn a_replay_gives_the_same_alerts_with_the_same_ids() {
 fn arrival_order_within_the_lateness_does_not_change_the_alerts() {
     let mut calls = history("alice", 21, 0);
     let t = DAY0 + 22 * 86_400 + 11 * 3600;
-    for i in 0..25 {
-        let mut c = Call::new(t + i * 6, "alice", "x");
-        c.denied = true;
-        calls.push(c);
-    }
+    calls.extend(denied_burst("alice", t, 25, 6, &["x"]));
     let in_order = run(&mut engine(), &calls);
     // Swap neighbours in the burst: each arrives at most 6 s late.
     let n = calls.len();
@@ -489,10 +514,7 @@ fn new_resources_among_known_ones_page_only_with_corroboration() {
     }
     away.extend(burst);
     let alerts = run(&mut engine(), &away);
-    let late: Vec<_> = alerts
-        .iter()
-        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
-        .collect();
+    let late = pages_since(&alerts, t);
     assert_eq!(late.len(), 1, "{alerts:#?}");
     let corroborated = late[0].evidence.details["corroborated_by"].to_string();
     assert!(
@@ -621,10 +643,7 @@ fn later_signals_in_the_correlation_window_join_the_alert_that_paged() {
     calls.push(c);
     let alerts = run(&mut engine(), &calls);
 
-    let pages: Vec<_> = alerts
-        .iter()
-        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
-        .collect();
+    let pages = pages_since(&alerts, t);
     assert_eq!(pages.len(), 2, "one page per run: {pages:#?}");
     let first = pages[0];
     assert_eq!(first.time.timestamp(), t);
@@ -632,11 +651,7 @@ fn later_signals_in_the_correlation_window_join_the_alert_that_paged() {
     assert_eq!(pages[1].time.timestamp(), t + 2 * 3600);
 
     // The first alert's update carries the later tools, as repeats.
-    let update = alerts
-        .iter()
-        .filter(|a| a.alert_id == first.alert_id)
-        .max_by_key(|a| a.repeats)
-        .expect("the alert");
+    let update = latest(&alerts, &first.alert_id);
     assert_eq!(update.repeats, 3, "{update:#?}");
     let joined = update.evidence.details["corroborated_by"].to_string();
     for tool in ["t2", "t3", "t4"] {
@@ -736,28 +751,17 @@ fn a_new_address_as_a_night_run_began_corroborates_it_more_than_an_hour_later() 
 fn signals_after_an_alert_raised_on_its_own_join_it_instead_of_paging_again() {
     let mut calls = history("alice", 21, 0);
     let t = DAY0 + 22 * 86_400 + 11 * 3600;
-    for i in 0..30 {
-        let mut c = Call::new(t + i * 8, "alice", "search_issues");
-        c.denied = true;
-        calls.push(c);
-    }
+    calls.extend(denied_burst("alice", t, 30, 8, &["search_issues"]));
     // Five minutes later: a tool she never used, from an address nobody in
     // the tenant uses. With the burst, those add up.
     let mut c = Call::new(t + 600, "alice", "t1");
     c.ip = "203.0.113.9";
     calls.push(c);
     let alerts = run(&mut engine(), &calls);
-    let pages: Vec<_> = alerts
-        .iter()
-        .filter(|a| a.time.timestamp() >= t && a.repeats == 0)
-        .collect();
+    let pages = pages_since(&alerts, t);
     assert_eq!(pages.len(), 1, "one page for the episode: {alerts:#?}");
     assert_eq!(pages[0].detector, DetectorKind::DenialSpike);
-    let update = alerts
-        .iter()
-        .filter(|a| a.alert_id == pages[0].alert_id)
-        .max_by_key(|a| a.repeats)
-        .expect("the alert");
+    let update = latest(&alerts, &pages[0].alert_id);
     let joined = update.evidence.details["corroborated_by"].to_string();
     assert!(
         joined.contains("203.0.113.9") || joined.contains("`t1`"),
