@@ -768,3 +768,34 @@ fn signals_after_an_alert_raised_on_its_own_join_it_instead_of_paging_again() {
         "{update:#?}"
     );
 }
+
+#[test]
+fn a_seventeen_minute_night_session_from_a_new_address_pages() {
+    // 17 calls a minute apart at 02:00, the first from an address nobody in
+    // the tenant uses: past `min_active_minutes`, so the run and the address
+    // together page.
+    let mut calls = history("alice", 21, 0);
+    let mut session = run_of("alice", DAY0 + 22 * 86_400 + 2 * 3600, 17, 17);
+    session[0].ip = "203.0.113.9";
+    calls.extend(session);
+    let alerts = run(&mut engine(), &calls);
+    let pages: Vec<_> = alerts.iter().filter(|a| a.repeats == 0).collect();
+    assert_eq!(pages.len(), 1, "{alerts:#?}");
+    assert_eq!(pages[0].detector, DetectorKind::OffHours);
+}
+
+#[test]
+fn a_light_users_long_night_is_judged() {
+    // Three calls an hour, 9 to 15, on weekdays for three weeks: 270
+    // calls, a profile of well under 200 once decayed.
+    let mut calls: Vec<Call> = history("alice", 21, 0)
+        .into_iter()
+        .filter(|c| c.secs % 3600 < 1800 && c.secs % 86_400 < 15 * 3600)
+        .collect();
+    // Day 22, 02:00: 60 calls over 50 minutes.
+    calls.extend(run_of("alice", DAY0 + 22 * 86_400 + 2 * 3600, 50, 60));
+    let alerts = run(&mut engine(), &calls);
+    let off = by(&alerts, DetectorKind::OffHours);
+    assert_eq!(off.len(), 1, "{alerts:#?}");
+    assert!(off[0].evidence.observed.expect("observed") >= 40.0);
+}
