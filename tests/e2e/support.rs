@@ -48,9 +48,9 @@ pub fn group_session_properties() -> String {
 /// `Wrapper::missed_heartbeat`, run before each SyncGroup and after each heartbeat, drops an
 /// expired member and turns the group Formed -> Forming, with no leader and the same generation;
 /// the Forming state's heartbeat then finds nobody left to drop and answers "no error" rather
-/// than "rebalance in progress", so the live member is never told to rejoin. Joining after the session has run out takes that path
-/// away; what the kill tests check, exactly once across SIGKILLs, does not depend on how soon the
-/// next instance starts.
+/// than "rebalance in progress", so the live member is never told to rejoin. Joining after the
+/// session has run out takes that path away; what the kill tests check, exactly once across
+/// SIGKILLs, does not depend on how soon the next instance starts.
 pub async fn wait_out_killed_member_session() {
     tokio::time::sleep(GROUP_SESSION_TIMEOUT + Duration::from_millis(500)).await;
 }
