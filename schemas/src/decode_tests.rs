@@ -409,3 +409,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hex_case_agrees_with_the_byte_by_byte_definition_for_every_byte() {
+    for b in 0..=255u8 {
+        let text = format!("0a{}F", char::from(b));
+        // The `F` at the end makes every all-hex text mixed.
+        let expected = b.is_ascii_hexdigit().then_some(HexCase::Mixed);
+        // Only ASCII bytes make a one-byte char; the others are not hex either.
+        if b.is_ascii() {
+            assert_eq!(hex_case(&text), expected, "byte {b:#04x}");
+            let lower = format!("0a{}f", char::from(b));
+            let expected_lower = match b {
+                b'0'..=b'9' | b'a'..=b'f' => Some(HexCase::Lower),
+                b'A'..=b'F' => Some(HexCase::Mixed),
+                _ => None,
+            };
+            assert_eq!(hex_case(&lower), expected_lower, "byte {b:#04x}");
+        }
+    }
+    assert_eq!(hex_case("é"), None);
+    assert_eq!(hex_case(""), Some(HexCase::Lower));
+}
+
+#[test]
+fn an_upper_case_trace_id_is_stored_in_lower_case_and_a_short_one_is_refused() {
+    let e = decode_value(&with("trace_id", json!("4BF92F3577B34DA6A3CE929D0E0E4736"))).unwrap();
+    assert_eq!(
+        e.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let e = decode_value(&with("trace_id", json!("4bf92f3577b34da6a3ce929d0e0e4736"))).unwrap();
+    assert_eq!(
+        e.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    for bad in [
+        "4bf92f3577b34da6a3ce929d0e0e473",
+        "4bf92f3577b34da6a3ce929d0e0e473g",
+        "4bf92f3577b34da6a3ce929d0e0e4736a",
+    ] {
+        assert_field_error(&with("trace_id", json!(bad)), "trace_id", "bad_value");
+    }
+}
