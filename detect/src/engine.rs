@@ -290,7 +290,12 @@ impl Engine {
                 break;
             }
             let keys = entry.remove();
-            for key in keys {
+            for (i, &key) in keys.iter().enumerate() {
+                // Users due together are scattered over memory: start loading
+                // a later one's state while this one is judged.
+                if let Some(ahead) = keys.get(i + PREFETCH_AHEAD).and_then(|k| self.users.get(k)) {
+                    ahead.prefetch_for_window(end, self.settings.window_minutes);
+                }
                 let Some(user) = self.users.get_mut(&key) else {
                     continue;
                 };
@@ -317,6 +322,9 @@ impl Engine {
         }
     }
 }
+
+/// How many users ahead `advance_to` prefetches the state of.
+const PREFETCH_AHEAD: usize = 4;
 
 fn user_key(tenant: &str, user: &str) -> u64 {
     let h = value_hash(kind::TENANT, tenant);

@@ -237,6 +237,15 @@ impl UserState {
         (sum, active)
     }
 
+    /// Starts loading what judging the window of `len` minutes up to `end`
+    /// will read: this state's own fields and the window's minute slots.
+    pub fn prefetch_for_window(&self, end: i64, len: i64) {
+        crate::prefetch::prefetch(self);
+        for m in (end - len)..end {
+            crate::prefetch::prefetch(&self.ring[m.rem_euclid(RING_MINUTES as i64) as usize]);
+        }
+    }
+
     /// Starts loading what one event at `secs` will touch (its minute's
     /// slot, the recent-events ring, the sets of known values, its hour of
     /// the week), so that these cache misses overlap instead of queueing.
