@@ -7,7 +7,7 @@ Usage: scripts/bench_ingest.py [--users 1000] [--days 14] [--file EVENTS.ndjson]
 - generates simulated events with `tooltrail simulate` unless --file is given;
 - times `tooltrail ingest --file` pinned to one core (taskset -c 0): decode, validate,
   Arrow, sort, encode, write, fsync, commit;
-- times DuckDB (`SET threads=1`) doing
+- times DuckDB (`SET threads=1`, and this process pinned to the same core) doing
   COPY (SELECT * FROM read_json(...)) TO ... (FORMAT parquet, COMPRESSION zstd);
 - prints events/s and bytes/event for both, and the ratios the ingest issue targets
   (>= 2x DuckDB's events/s, bytes/event <= DuckDB's).
@@ -81,6 +81,9 @@ def main():
     ours_bytes = parquet_bytes(lake / "events")
 
     out = work / "duckdb.parquet"
+    # The same one core as ours: threads=1 alone would leave DuckDB's own
+    # background threads free to use the other cores.
+    os.sched_setaffinity(0, {0})
     con = duckdb.connect()
     con.execute("SET threads = 1")
     t0 = time.perf_counter()
@@ -94,7 +97,7 @@ def main():
     ours_rate, duck_rate = n / ours_s, n / duck_s
     print(f"tooltrail ingest (1 core): {ours_s:7.2f} s  {ours_rate:10.0f} events/s  "
           f"{ours_bytes / n:6.1f} bytes/event  peak RSS {ours_rss:.0f} MiB")
-    print(f"duckdb COPY (threads=1):   {duck_s:7.2f} s  {duck_rate:10.0f} events/s  "
+    print(f"duckdb COPY (1 core):      {duck_s:7.2f} s  {duck_rate:10.0f} events/s  "
           f"{duck_bytes / n:6.1f} bytes/event")
     print(f"ratio events/s (ours/duckdb): {ours_rate / duck_rate:.2f}  (target >= 2.0)")
     print(f"ratio bytes/event (ours/duckdb): {ours_bytes / duck_bytes:.2f}  (target <= 1.0)")
