@@ -452,3 +452,66 @@ fn an_upper_case_trace_id_is_stored_in_lower_case_and_a_short_one_is_refused() {
         assert_field_error(&with("trace_id", json!(bad)), "trace_id", "bad_value");
     }
 }
+
+/// `parse_time` through chrono alone, as it was before the fast path.
+fn chrono_time(text: &str) -> Option<DateTime<chrono::Utc>> {
+    let parsed = DateTime::parse_from_rfc3339(text).ok()?;
+    DateTime::from_timestamp_micros(parsed.timestamp_micros())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The fast path for `...Z` times gives chrono's answer whenever it
+    /// answers, and leaves everything chrono refuses to chrono.
+    #[test]
+    fn the_utc_fast_path_agrees_with_chrono(
+        year in 0u32..=10_000,
+        month in 0u32..=13,
+        day in 0u32..=32,
+        hour in 0u32..=25,
+        minute in 0u32..=61,
+        second in 0u32..=61,
+        fraction in proptest::option::of("[0-9]{0,11}"),
+        end in prop_oneof![Just("Z"), Just("z"), Just("+00:00"), Just("")],
+    ) {
+        let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+        let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}{end}");
+        if let Some(fast) = utc_time(text.as_bytes()) {
+            prop_assert_eq!(Some(fast), chrono_time(&text), "{}", text);
+        }
+        prop_assert_eq!(parse_time(&text).ok(), chrono_time(&text), "{}", text);
+    }
+}
+
+#[test]
+fn the_utc_fast_path_takes_the_usual_forms_and_leaves_the_rest() {
+    for text in [
+        "2026-10-05T00:00:02.514282Z",
+        "2026-10-05T00:00:02Z",
+        "2024-02-29T23:59:59.999999999Z",
+        "0001-01-01T00:00:00.1Z",
+    ] {
+        assert_eq!(utc_time(text.as_bytes()), chrono_time(text), "{text}");
+        assert!(utc_time(text.as_bytes()).is_some(), "{text}");
+    }
+    for text in [
+        "2026-10-05T00:00:02.514282+01:00",
+        "2026-12-31T23:59:60Z",
+        "2025-02-29T00:00:00Z",
+        "2026-10-05 00:00:02Z",
+        "2026-10-05T00:00:02.Z",
+        "2026-10-05T00:00:02.1234567890Z",
+        "+2026-10-05T00:00:02Z",
+    ] {
+        assert_eq!(utc_time(text.as_bytes()), None, "{text}");
+    }
+    // Edges the random years rarely reach: the fast path may take them, but
+    // only with chrono's answer.
+    for text in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+        if let Some(fast) = utc_time(text.as_bytes()) {
+            assert_eq!(Some(fast), chrono_time(text), "{text}");
+        }
+        assert_eq!(parse_time(text).ok(), chrono_time(text), "{text}");
+    }
+}
