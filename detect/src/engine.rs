@@ -208,11 +208,11 @@ impl Engine {
             .entry(key)
             .or_insert_with(|| Box::new(UserState::new(&event.tenant_id, &event.user_id, day)));
         user.prefetch_for_event(secs);
-        let resource_hash = event
+        let resource = event
             .resource
             .as_deref()
-            .map(|r| value_hash(kind::RESOURCE, r));
-        if let Some(h) = resource_hash {
+            .map(|r| (r, value_hash(kind::RESOURCE, r)));
+        if let Some((_, h)) = resource {
             user.resources.prefetch(h);
         }
         let tenant_day = *tenant.first_day.get_or_insert(day);
@@ -225,7 +225,7 @@ impl Engine {
             out,
         };
         let tenant_settled = day.saturating_sub(tenant_day) >= self.settings.min_history_days;
-        let (flags, tool_hash) = ctx.immediate(event, resource_hash, secs, day, tenant_settled);
+        let (flags, tool_hash) = ctx.immediate(event, resource, secs, day, tenant_settled);
 
         let user = ctx.user;
         let Some(slot) = user.minute_mut(minute) else {

@@ -238,24 +238,21 @@ fn utc_time(text: &[u8]) -> Option<DateTime<Utc>> {
         [main @ .., b'Z'] if main.len() >= 19 => main.split_at(19),
         _ => return None,
     };
-    let number = |range: std::ops::Range<usize>| {
-        main[range].iter().try_fold(0u32, |n, &c| {
+    let digits = |text: &[u8]| {
+        text.iter().try_fold(0u32, |n, &c| {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
         })
     };
+    let number = |range: std::ops::Range<usize>| digits(&main[range]);
     let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
     if separators.iter().any(|&(i, c)| main[i] != c) {
         return None;
     }
     let micros = match fraction {
         [] => 0,
-        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
-            let mut value = 0u32;
-            for &c in digits {
-                value = value * 10 + u32::from(c.is_ascii_digit().then(|| c - b'0')?);
-            }
+        [b'.', tail @ ..] if (1..=9).contains(&tail.len()) => {
             // Scaled to nanoseconds, then truncated as chrono's path is.
-            value * 10u32.pow(9 - digits.len() as u32) / 1000
+            digits(tail)? * 10u32.pow(9 - tail.len() as u32) / 1000
         }
         _ => return None,
     };

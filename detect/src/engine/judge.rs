@@ -48,8 +48,8 @@ impl Context<'_> {
     }
 
     /// Immediate detectors; returns the event's flags for window counts and
-    /// the hash of its tool (or method). `resource_hash` is the hash of the
-    /// event's resource, if it has one (the caller has it for the prefetch).
+    /// the hash of its tool (or method). `resource` is the event's resource
+    /// with its hash (the caller has hashed it for the prefetch).
     ///
     /// Until the tenant itself has `min_history`, first-seen and
     /// sensitive-tool judgments are held back: everything is new on the day
@@ -57,7 +57,7 @@ impl Context<'_> {
     pub fn immediate(
         &mut self,
         e: &ToolCallEvent,
-        resource_hash: Option<u64>,
+        resource: Option<(&str, u64)>,
         secs: i64,
         day: u32,
         tenant_settled: bool,
@@ -79,7 +79,7 @@ impl Context<'_> {
         // Values are recorded either way; judged only once the tenant has history.
         let judge = tenant_settled;
 
-        if let (Some(resource), Some(h)) = (&e.resource, resource_hash) {
+        if let Some((resource, h)) = resource {
             flags |= flag::RESOURCE;
             if s.enabled(DetectorKind::CrossTenant) {
                 self.cross_tenant(e, resource, secs);
