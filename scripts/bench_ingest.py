@@ -24,8 +24,8 @@ import time
 import duckdb
 
 
-def sh(args, env=None):
-    subprocess.run(args, check=True, env=env)
+def sh(args, env=None, cwd=None):
+    subprocess.run(args, check=True, env=env, cwd=cwd)
 
 
 def parquet_bytes(root):
@@ -45,7 +45,7 @@ def main():
     repo = pathlib.Path(__file__).resolve().parent.parent
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/tooltrail/target"))
     env = dict(os.environ, CARGO_TARGET_DIR=target)
-    sh(["cargo", "build", "--release", "--quiet", "--bin", "tooltrail"], env=env)
+    sh(["cargo", "build", "--release", "--quiet", "--bin", "tooltrail"], env=env, cwd=repo)
     binary = os.path.join(target, "release", "tooltrail")
 
     work = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="tooltrail-bench-"))
