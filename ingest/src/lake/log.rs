@@ -13,15 +13,27 @@
 //! newest readable checkpoint and the entries after it. Entries are never
 //! deleted: they are the audit trail the digest chain covers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// Keys that expire: HTTP `Idempotency-Key`s (`http:<key>`). A gateway retries
+/// a request within minutes or hours, never months, and a busy one sends a key
+/// with every request: kept forever, they would grow the state (and every
+/// checkpoint) without bound. Import keys (`file:`) are few and stay.
+pub const EXPIRING_KEY_PREFIX: &str = "http:";
+
+/// How long an expiring key is honoured after the commit that consumed it,
+/// measured in the log's own commit times (so every writer of a lake, and
+/// every replay, agrees on which keys are live). A retry within it is
+/// answered as a duplicate; after it, the same key is new again.
+pub const EXPIRING_KEY_TTL: TimeDelta = TimeDelta::hours(24);
 
 /// Version of the log entry format. Entries are a persisted format: fields are
 /// only added, with defaults.
@@ -102,9 +114,15 @@ pub struct LogState {
     pub last_seq: u64,
     /// Next offset to read, per (topic, partition).
     pub positions: BTreeMap<(String, i32), i64>,
+    /// Idempotency keys the lake holds: every import key, and the HTTP keys
+    /// committed within [`EXPIRING_KEY_TTL`] of the latest entry.
     pub keys: BTreeSet<String>,
     /// Every file the lake holds now, by path.
     pub live: BTreeMap<String, FileRecord>,
+    /// The expiring keys in `keys`, in commit order, with their commit time.
+    /// `None`: read from a checkpoint written before keys expired; such a key
+    /// takes the time of the next entry applied.
+    expiring: VecDeque<(Option<DateTime<Utc>>, String)>,
 }
 
 impl LogState {
@@ -117,12 +135,36 @@ impl LogState {
                 .or_insert(0);
             *next = (*next).max(p.end + 1);
         }
-        self.keys.extend(entry.keys.iter().cloned());
+        for key in &entry.keys {
+            if self.keys.insert(key.clone()) && key.starts_with(EXPIRING_KEY_PREFIX) {
+                self.expiring
+                    .push_back((Some(entry.committed_at), key.clone()));
+            }
+        }
+        self.expire(entry.committed_at);
         for removed in &entry.removed {
             self.live.remove(removed);
         }
         for added in &entry.added {
             self.live.insert(added.path.clone(), added.clone());
+        }
+    }
+
+    /// Drops the expiring keys committed more than [`EXPIRING_KEY_TTL`]
+    /// before `now`, the commit time of the entry just applied.
+    fn expire(&mut self, now: DateTime<Utc>) {
+        for (at, _) in self.expiring.iter_mut().take_while(|(at, _)| at.is_none()) {
+            *at = Some(now);
+        }
+        let cutoff = now - EXPIRING_KEY_TTL;
+        while self
+            .expiring
+            .front()
+            .is_some_and(|(at, _)| at.is_some_and(|at| at < cutoff))
+        {
+            if let Some((_, key)) = self.expiring.pop_front() {
+                self.keys.remove(&key);
+            }
         }
     }
 
@@ -147,6 +189,17 @@ struct Checkpoint {
     positions: Vec<CheckpointPosition>,
     keys: Vec<String>,
     live: Vec<FileRecord>,
+    /// The expiring keys in `keys` by the time of the commit that consumed
+    /// them, oldest first (a group commit consumes many at once). Absent
+    /// from checkpoints written before keys expired.
+    #[serde(default)]
+    key_times: Vec<KeysAt>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeysAt {
+    committed_at: DateTime<Utc>,
+    keys: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,6 +225,20 @@ impl Checkpoint {
                 .collect(),
             keys: state.keys.iter().cloned().collect(),
             live: state.live.values().cloned().collect(),
+            key_times: state
+                .expiring
+                .iter()
+                .filter_map(|(at, key)| Some(((*at)?, key)))
+                .fold(Vec::<KeysAt>::new(), |mut groups, (at, key)| {
+                    match groups.last_mut() {
+                        Some(last) if last.committed_at == at => last.keys.push(key.clone()),
+                        _ => groups.push(KeysAt {
+                            committed_at: at,
+                            keys: vec![key.clone()],
+                        }),
+                    }
+                    groups
+                }),
         }
     }
 
@@ -183,8 +250,31 @@ impl Checkpoint {
                 .into_iter()
                 .map(|p| ((p.topic, p.partition), p.next))
                 .collect(),
-            keys: self.keys.into_iter().collect(),
             live: self.live.into_iter().map(|f| (f.path.clone(), f)).collect(),
+            expiring: {
+                // Expiring keys without a time (an older checkpoint) first:
+                // they are given the next entry's time.
+                let timed: HashSet<&str> = self
+                    .key_times
+                    .iter()
+                    .flat_map(|group| group.keys.iter().map(String::as_str))
+                    .collect();
+                let untimed = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.starts_with(EXPIRING_KEY_PREFIX) && !timed.contains(k.as_str()))
+                    .map(|k| (None, k.clone()));
+                let keys: HashSet<&str> = self.keys.iter().map(String::as_str).collect();
+                let timed = self.key_times.iter().flat_map(|group| {
+                    group
+                        .keys
+                        .iter()
+                        .filter(|k| keys.contains(k.as_str()))
+                        .map(|k| (Some(group.committed_at), k.clone()))
+                });
+                untimed.chain(timed).collect()
+            },
+            keys: self.keys.into_iter().collect(),
         }
     }
 }
@@ -297,7 +387,7 @@ impl Log {
     }
 
     /// Saves the state as of the last entry read as a checkpoint, and removes
-    /// the older ones beyond [`CHECKPOINTS_KEPT`]. The caller must have
+    /// the older ones beyond `CHECKPOINTS_KEPT`. The caller must have
     /// finished every entry up to it: opening from the checkpoint never
     /// looks at them again.
     pub fn write_checkpoint(&mut self) -> Result<()> {
@@ -486,6 +576,117 @@ mod tests {
             .unwrap()
             .seq;
         assert_eq!(seq, 2);
+    }
+
+    /// An entry committed at `at` (hours after a fixed start) consuming `keys`.
+    fn keyed(at_hours: f64, keys: &[&str]) -> LogEntry {
+        let start = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        LogEntry {
+            committed_at: start + TimeDelta::seconds((at_hours * 3600.0) as i64),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            ..entry(vec![])
+        }
+    }
+
+    fn live_keys(state: &LogState) -> Vec<&str> {
+        state.keys.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn an_http_key_is_honoured_for_a_day_then_expires_and_import_keys_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let (mut log, _) = Log::open(dir.path(), &checkpoints).unwrap();
+        log.append(keyed(0.0, &["http:a", "file:b3:f:1-9"]), |_| Ok(()))
+            .unwrap();
+        log.append(keyed(23.0, &["http:b"]), |_| Ok(())).unwrap();
+        log.append(keyed(24.0, &[]), |_| Ok(())).unwrap();
+        assert_eq!(
+            live_keys(log.state()),
+            ["file:b3:f:1-9", "http:a", "http:b"]
+        );
+        // A day and a second after its commit, by the log's own clock.
+        log.append(keyed(24.0 + 1.0 / 3600.0, &[]), |_| Ok(()))
+            .unwrap();
+        assert_eq!(live_keys(log.state()), ["file:b3:f:1-9", "http:b"]);
+        // The same key is new again.
+        log.append(keyed(25.0, &["http:a"]), |_| Ok(())).unwrap();
+        assert_eq!(
+            live_keys(log.state()),
+            ["file:b3:f:1-9", "http:a", "http:b"]
+        );
+        log.append(keyed(47.5, &[]), |_| Ok(())).unwrap();
+        assert_eq!(live_keys(log.state()), ["file:b3:f:1-9", "http:a"]);
+
+        // A replay of the log agrees, whenever it runs.
+        let (replayed, _) = Log::open(dir.path(), &checkpoints).unwrap();
+        assert_eq!(replayed.state(), log.state());
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_when_each_http_key_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let (mut log, _) = Log::open(dir.path(), &checkpoints).unwrap();
+        log.append(keyed(0.0, &["http:a"]), |_| Ok(())).unwrap();
+        log.append(keyed(12.0, &["http:b", "http:c"]), |_| Ok(()))
+            .unwrap();
+        log.write_checkpoint().unwrap();
+        // One group per commit time, oldest first.
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(checkpoints.join(entry_name(2))).unwrap()).unwrap();
+        let groups: Vec<(&str, Vec<&str>)> = json["key_times"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let keys = g["keys"].as_array().unwrap();
+                (
+                    g["committed_at"].as_str().unwrap(),
+                    keys.iter().map(|k| k.as_str().unwrap()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("2026-11-22T00:00:00Z", vec!["http:a"]),
+                ("2026-11-22T12:00:00Z", vec!["http:b", "http:c"])
+            ]
+        );
+
+        let (mut reopened, after) = Log::open(dir.path(), &checkpoints).unwrap();
+        assert!(after.is_empty(), "the checkpoint covers every entry");
+        assert_eq!(reopened.state(), log.state());
+        reopened.append(keyed(30.0, &[]), |_| Ok(())).unwrap();
+        assert_eq!(live_keys(reopened.state()), ["http:b", "http:c"]);
+    }
+
+    #[test]
+    fn http_keys_of_an_older_checkpoint_expire_a_day_after_the_next_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let (mut log, _) = Log::open(dir.path(), &checkpoints).unwrap();
+        log.append(keyed(0.0, &["http:old", "file:b3:f:1-9"]), |_| Ok(()))
+            .unwrap();
+        log.write_checkpoint().unwrap();
+        // As an earlier build wrote it: keys, and no commit times.
+        let path = checkpoints.join(entry_name(1));
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("key_times").unwrap();
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+
+        let (mut reopened, _) = Log::open(dir.path(), &checkpoints).unwrap();
+        assert_eq!(live_keys(reopened.state()), ["file:b3:f:1-9", "http:old"]);
+        // Its commit time is unknown: it counts from the next entry's.
+        reopened.append(keyed(100.0, &[]), |_| Ok(())).unwrap();
+        reopened.append(keyed(123.0, &[]), |_| Ok(())).unwrap();
+        assert_eq!(live_keys(reopened.state()), ["file:b3:f:1-9", "http:old"]);
+        reopened.append(keyed(124.5, &[]), |_| Ok(())).unwrap();
+        assert_eq!(live_keys(reopened.state()), ["file:b3:f:1-9"]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! into one transaction (group commit), then answers them all.
 //!
 //! An `Idempotency-Key` header makes a retry safe: a key the lake already holds
-//! is answered without writing anything again.
+//! is answered without writing anything again. The lake holds such keys for
+//! [`crate::lake::log::EXPIRING_KEY_TTL`] after their commit.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};

@@ -199,7 +199,7 @@ pub struct Head {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-/// What [`verify`] found.
+/// What [`verify`](super::verify::verify) found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     pub verified_at: DateTime<Utc>,
