@@ -38,6 +38,13 @@ pub struct DetectConfig {
     /// Half-life of the rate baselines: older behaviour counts for less.
     #[serde(with = "humantime_serde")]
     pub baseline_half_life: Duration,
+    /// A user with no events for this long is forgotten: their state is
+    /// dropped (from memory and from checkpoints), and if they come back
+    /// they start over as a new user, judged against their peers. By then
+    /// every first-seen memory of theirs has run out and their baselines
+    /// have decayed to almost nothing. At least `first_seen.window`.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
     /// A spike alerts when the chance of so many events under the user's
     /// baseline is below this.
     pub p_value: f64,
@@ -67,6 +74,7 @@ impl Default for DetectConfig {
             suppression: Duration::from_secs(3600),
             min_history: Duration::from_secs(10 * 86_400),
             baseline_half_life: Duration::from_secs(14 * 86_400),
+            forget_after: Duration::from_secs(90 * 86_400),
             p_value: 1e-6,
             prior_weight_minutes: 60.0,
             corroboration: CorroborationConfig::default(),
@@ -313,6 +321,7 @@ pub struct Settings {
     pub suppression_secs: i64,
     pub min_history_days: u32,
     pub half_life_days: f64,
+    pub forget_after_days: u32,
     pub p_value: f64,
     pub prior_weight: f64,
     pub denial_min: u32,
@@ -376,6 +385,15 @@ impl DetectConfig {
         }
         if !(self.p_value > 0.0 && self.p_value < 0.5) {
             bad("p_value", format!("{} is not in (0, 0.5)", self.p_value));
+        }
+        if self.forget_after < self.first_seen.window {
+            bad(
+                "forget_after",
+                format!(
+                    "must be at least first_seen.window ({} days): a user's first-seen memory must not be dropped before it runs out",
+                    self.first_seen.window.as_secs() / 86_400
+                ),
+            );
         }
         if !(self.prior_weight_minutes.is_finite() && self.prior_weight_minutes > 0.0) {
             bad("prior_weight_minutes", "must be positive".into());
@@ -460,6 +478,7 @@ impl DetectConfig {
             suppression_secs: self.suppression.as_secs() as i64,
             min_history_days: days(self.min_history),
             half_life_days: self.baseline_half_life.as_secs_f64() / 86_400.0,
+            forget_after_days: days(self.forget_after),
             p_value: self.p_value,
             prior_weight: self.prior_weight_minutes,
             denial_min: self.denial_spike.min_count,
@@ -514,6 +533,7 @@ mod tests {
         let config = DetectConfig {
             allowed_lateness: Duration::from_secs(600),
             p_value: 2.0,
+            forget_after: Duration::from_secs(30 * 86_400),
             sensitive_tool: SensitiveConfig {
                 tools: vec!["ok_*".into(), "bad[".into()],
                 scope_keywords: vec![],
@@ -531,11 +551,19 @@ mod tests {
             [
                 "allowed_lateness",
                 "p_value",
+                "forget_after",
                 "sensitive_tool.tools[1]",
                 "cross_tenant.pattern"
             ]
         );
-        assert!(errors[3].to_string().contains("no `tenant` group"));
+        assert!(
+            errors[2]
+                .to_string()
+                .contains("first_seen.window (90 days)"),
+            "{}",
+            errors[2]
+        );
+        assert!(errors[4].to_string().contains("no `tenant` group"));
     }
 
     #[test]

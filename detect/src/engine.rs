@@ -65,6 +65,9 @@ pub struct Stats {
     pub late: u64,
     pub alerts: u64,
     pub suppressed: u64,
+    /// Users dropped after `forget_after` without events.
+    #[serde(default)]
+    pub forgotten: u64,
 }
 
 /// The detector over one stream (a Kafka partition, a file, the HTTP path).
@@ -82,6 +85,8 @@ pub struct Engine {
     /// Window end minute to the users to judge then.
     timers: BTreeMap<i64, Vec<u64>>,
     stats: Stats,
+    /// The watermark's day when idle users were last looked for.
+    swept_day: u32,
 }
 
 /// Everything an engine holds but its settings (which come from
@@ -130,6 +135,7 @@ impl Engine {
             watermark_minute: state.watermark_minute,
             timers: state.timers,
             stats: state.stats,
+            swept_day: 0,
         }
     }
 
@@ -142,6 +148,7 @@ impl Engine {
             watermark_minute: i64::MIN,
             timers: BTreeMap::new(),
             stats: Stats::default(),
+            swept_day: 0,
         }
     }
 
@@ -319,6 +326,41 @@ impl Engine {
                     self.timers.entry(next).or_default().push(key);
                 }
             }
+        }
+        let day = watermark_minute.saturating_mul(60).div_euclid(DAY).max(0) as u32;
+        if day > self.swept_day {
+            self.swept_day = day;
+            self.forget_idle(day, out);
+        }
+    }
+
+    /// Drops the users with no events for `forget_after` (their baselines are
+    /// decayed to the day of their latest event) and no window pending,
+    /// publishing the repeat counts of alerts they still hold open. Once a
+    /// day of event time; the same users whenever it runs that day, so a
+    /// restored engine forgets what the one before it would have.
+    fn forget_idle(&mut self, day: u32, out: &mut Vec<Alert>) {
+        let Some(cutoff) = day.checked_sub(self.settings.forget_after_days) else {
+            return;
+        };
+        let mut idle: Vec<u64> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.decayed_day < cutoff && u.next_eval.is_none())
+            .map(|(&key, _)| key)
+            .collect();
+        idle.sort_unstable();
+        for key in idle {
+            let Some(user) = self.users.remove(&key) else {
+                continue;
+            };
+            out.extend(
+                user.suppressions
+                    .into_iter()
+                    .filter(|open| open.alert.repeats > 0)
+                    .map(|open| *open.alert),
+            );
+            self.stats.forgotten += 1;
         }
     }
 }

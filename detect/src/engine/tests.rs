@@ -799,3 +799,49 @@ fn a_light_users_long_night_is_judged() {
     assert_eq!(off.len(), 1, "{alerts:#?}");
     assert!(off[0].evidence.observed.expect("observed") >= 40.0);
 }
+
+#[test]
+fn a_user_idle_past_forget_after_is_forgotten_and_starts_over_when_back() {
+    let mut engine = engine();
+    let forget = i64::from(engine.settings().forget_after_days);
+    let mut calls = history("amy", 14, 0);
+    calls.extend(history("cleo", 14, 0));
+    // Bob keeps the stream, and so the watermark, moving, one call a day;
+    // Cleo comes back just before she would be forgotten.
+    let last_day = 13 + forget + 2;
+    for day in 14..=last_day {
+        calls.push(Call::new(
+            DAY0 + day * 86_400 + 12 * 3600,
+            "bob",
+            "search_issues",
+        ));
+    }
+    calls.push(Call::new(
+        DAY0 + (11 + forget) * 86_400 + 12 * 3600,
+        "cleo",
+        "get_issue",
+    ));
+    calls.sort_by_key(|c| c.secs);
+    let mut out = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        engine.observe(&c.event(i), &mut out);
+    }
+    let known = |engine: &Engine, user: &str| engine.users.contains_key(&user_key("acme", user));
+    assert!(
+        !known(&engine, "amy"),
+        "idle since day 11 (a Friday), past {forget} days"
+    );
+    assert!(known(&engine, "cleo") && known(&engine, "bob"));
+    assert_eq!(engine.stats().forgotten, 1);
+    assert_eq!(engine.users(), 2);
+
+    // Back after all that time, Amy starts over: a new user, history from today.
+    let back = DAY0 + (last_day + 1) * 86_400 + 10 * 3600;
+    engine.observe(
+        &Call::new(back, "amy", "search_issues").event(calls.len()),
+        &mut out,
+    );
+    let amy = &engine.users[&user_key("acme", "amy")];
+    assert_eq!(amy.first_day, (back / 86_400) as u32);
+    assert_eq!(amy.history_days(amy.first_day), 0);
+}
