@@ -162,6 +162,42 @@ async fn acknowledged_events_survive_kill_9_exactly_once_and_retries_are_idempot
 }
 
 #[tokio::test]
+async fn an_unusable_idempotency_key_is_refused_naming_the_header_and_nothing_is_written()
+-> Result<()> {
+    let up = Tooltrail::up(&[]).await?;
+    let body = ndjson(&[event("i1", "amy")]);
+    let long = "k".repeat(256);
+    for (key, problem) in [
+        (long.as_str(), "256 bytes long; at most 255"),
+        ("clé-é", "printable ASCII"),
+        ("  ", "empty"),
+    ] {
+        let reply = up
+            .post_events(body.clone(), &[("idempotency-key", key)])
+            .await?;
+        assert_eq!(reply.0, 400, "{key:?}: {}", reply.1);
+        assert_eq!(reply.1["error"], "invalid_idempotency_key");
+        let message = reply.1["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("Idempotency-Key") && message.contains(problem),
+            "{message}"
+        );
+    }
+    assert!(read_event_ids(&up.lake())?.is_empty());
+    // The longest key allowed is taken, and a retry with it is a duplicate.
+    let longest = "k".repeat(255);
+    for duplicate in [false, true] {
+        let reply = up
+            .post_events(body.clone(), &[("idempotency-key", &longest)])
+            .await?;
+        assert_eq!(reply.0, 200, "{}", reply.1);
+        assert_eq!(reply.1["duplicate"].as_bool().unwrap_or(false), duplicate);
+    }
+    assert_eq!(read_event_ids(&up.lake())?, ["i1"]);
+    up.stop().await
+}
+
+#[tokio::test]
 async fn metrics_and_health_report_what_happened() -> Result<()> {
     let up = Tooltrail::up(&[]).await?;
     let body = format!("{}[1,2]\n", ndjson(&[event("m1", "amy")]));

@@ -150,6 +150,33 @@ struct Reply {
     duplicate: bool,
 }
 
+/// Longest `Idempotency-Key` taken, in bytes (as Stripe's): the key is held
+/// in the lake's state for a day and written into its log.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// The request's `Idempotency-Key`, as the lake's key (`http:<key>`). A key
+/// that cannot be used is refused rather than ignored: ignoring it would turn
+/// the client's retry into a duplicate.
+fn idempotency_key(headers: &HeaderMap) -> std::result::Result<Option<String>, String> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| "the Idempotency-Key header must be printable ASCII".to_string())?
+        .trim();
+    if key.is_empty() {
+        return Err("the Idempotency-Key header is empty".into());
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(format!(
+            "the Idempotency-Key header is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
+            key.len()
+        ));
+    }
+    Ok(Some(format!("http:{key}")))
+}
+
 /// A JSON error body: `{"error": "<code>", "message": "..."}`.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = serde_json::json!({"error": code, "message": message.into()});
@@ -164,6 +191,12 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
             "a valid bearer token is required",
         );
     }
+    let idempotency_key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(message) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_idempotency_key", message);
+        }
+    };
     let body = match axum::body::to_bytes(body, ingest.max_body_bytes).await {
         Ok(body) => body,
         Err(_) => {
@@ -225,10 +258,6 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
         .collect();
     let accepted = records.len() - rejected.len();
     let request_id = uuid::Uuid::now_v7().simple().to_string();
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(|k| format!("http:{k}"));
     let (reply, answer) = oneshot::channel();
     let submission = Submission {
         request_id: request_id.clone(),
