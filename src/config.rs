@@ -205,6 +205,13 @@ impl Config {
                 source: None,
             });
         }
+        for (path, problem) in self.http.validate() {
+            issues.push(ConfigIssue {
+                path,
+                problem,
+                source: None,
+            });
+        }
         if self.digest.interval < std::time::Duration::from_secs(1) {
             issues.push(ConfigIssue {
                 path: "digest.interval".into(),

@@ -92,6 +92,22 @@ impl IngestConfig {
     }
 }
 
+impl HttpConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut issues = Vec::new();
+        if self.max_inflight_bytes < self.max_body_bytes {
+            issues.push((
+                "http.max_inflight_bytes".into(),
+                format!(
+                    "must be at least http.max_body_bytes ({}), or the largest request could never be taken",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        issues
+    }
+}
+
 /// A secret from configuration; never printed.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -111,6 +127,16 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted by `POST /v1/events`; larger gets 413.
     pub max_body_bytes: usize,
+    /// Request bodies `POST /v1/events` holds at once (being read, decoded
+    /// or waiting for their commit), counted by `Content-Length`, or as
+    /// `max_body_bytes` when a request does not say. A request that would go
+    /// over waits up to 5 s for room, then gets 503 `overloaded` with
+    /// `Retry-After: 1`: many clients at once cannot run ingest out of
+    /// memory. Decoded, batched and handed to the detector, a body takes
+    /// about nine times its size: 64 MiB kept `tooltrail up` under 750 MiB
+    /// with 48 clients sending 16 MiB bodies at once. At least
+    /// `max_body_bytes`.
+    pub max_inflight_bytes: usize,
     /// Bearer tokens gateways may present to `POST /v1/events`. Empty: no token needed.
     pub ingest_tokens: Vec<Secret>,
     /// How long the group commit waits for more requests to share one flush.
@@ -123,6 +149,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 16 << 20,
+            max_inflight_bytes: 64 << 20,
             ingest_tokens: Vec::new(),
             group_commit_delay: Duration::from_millis(5),
         }
@@ -150,4 +177,27 @@ pub struct KafkaConfig {
 
 fn default_group() -> String {
     "tooltrail-ingest".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_for_bodies_in_flight_must_hold_the_largest_body() {
+        assert!(HttpConfig::default().validate().is_empty());
+        let tight = HttpConfig {
+            max_body_bytes: 2 << 20,
+            max_inflight_bytes: 1 << 20,
+            ..HttpConfig::default()
+        };
+        let issues = tight.validate();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].0, "http.max_inflight_bytes");
+        assert!(
+            issues[0].1.contains("max_body_bytes (2097152)"),
+            "{}",
+            issues[0].1
+        );
+    }
 }

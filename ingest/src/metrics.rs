@@ -42,6 +42,10 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub conflicts: Counter,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Bytes of request bodies `POST /v1/events` holds now (`http.max_inflight_bytes`).
+    pub http_inflight_bytes: Gauge,
+    /// Requests answered 503 because too many bodies were in flight.
+    pub http_overloaded: Counter,
 }
 
 impl Metrics {
@@ -55,6 +59,8 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             conflicts: Counter::default(),
             consumer_lag: Family::default(),
+            http_inflight_bytes: Gauge::default(),
+            http_overloaded: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("tooltrail_ingest");
         r.register(
@@ -87,6 +93,16 @@ impl Metrics {
             "consumer_lag",
             "Records between the committed position and the partition's end",
             m.consumer_lag.clone(),
+        );
+        r.register(
+            "http_inflight_bytes",
+            "Bytes of request bodies POST /v1/events holds now",
+            m.http_inflight_bytes.clone(),
+        );
+        r.register(
+            "http_overloaded",
+            "Requests answered 503 because too many request bodies were in flight",
+            m.http_overloaded.clone(),
         );
         m
     }

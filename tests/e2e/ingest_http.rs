@@ -198,6 +198,87 @@ async fn an_unusable_idempotency_key_is_refused_naming_the_header_and_nothing_is
 }
 
 #[tokio::test]
+async fn requests_past_the_inflight_limit_get_503_to_retry_and_nothing_is_lost() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Tooltrail::up(&[
+        ("TOOLTRAIL__HTTP__MAX_BODY_BYTES", "65536"),
+        ("TOOLTRAIL__HTTP__MAX_INFLIGHT_BYTES", "65536"),
+    ])
+    .await?;
+    // A slow client announces a body of 63 KiB (of the 64 allowed in flight),
+    // sends half of it, and holds.
+    let mut slow = Vec::new();
+    while ndjson(&slow).len() <= 62 * 1024 {
+        slow.push(event(&format!("slow{}", slow.len()), "amy"));
+    }
+    let slow_body = ndjson(&slow);
+    assert!(slow_body.len() <= 63 * 1024);
+    let mut conn = tokio::net::TcpStream::connect(up.addr()).await?;
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        up.addr(),
+        slow_body.len()
+    );
+    conn.write_all(head.as_bytes()).await?;
+    let (first, rest) = slow_body.as_bytes().split_at(slow_body.len() / 2);
+    conn.write_all(first).await?;
+    let held = format!("tooltrail_ingest_http_inflight_bytes {}", slow_body.len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !up.get_text("/metrics").await?.contains(&held) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the slow request never took its room"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Another client's 2-3 KiB cannot fit: after waiting, it is told to retry.
+    let fast: Vec<Value> = (0..8).map(|i| event(&format!("fast{i}"), "bob")).collect();
+    let client = reqwest::Client::new();
+    let post = || {
+        client
+            .post(up.url("/v1/events"))
+            .header("content-type", "application/x-ndjson")
+            .header("idempotency-key", "fast-1")
+            .body(ndjson(&fast))
+            .send()
+    };
+    let refused = post().await?;
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let reply: Value = refused.json().await?;
+    assert_eq!(reply["error"], "overloaded");
+    assert!(
+        up.get_text("/metrics")
+            .await?
+            .contains("tooltrail_ingest_http_overloaded_total 1")
+    );
+
+    // The slow body completes and is taken; the retry now fits.
+    conn.write_all(rest).await?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let retried = post().await?;
+    assert_eq!(retried.status().as_u16(), 200);
+    let mut ids = read_event_ids(&up.lake())?;
+    ids.sort();
+    let mut sent: Vec<String> = slow
+        .iter()
+        .chain(&fast)
+        .map(|e| e["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    sent.sort();
+    assert_eq!(ids, sent);
+    assert!(
+        up.get_text("/metrics")
+            .await?
+            .contains("tooltrail_ingest_http_inflight_bytes 0")
+    );
+    up.stop().await
+}
+
+#[tokio::test]
 async fn metrics_and_health_report_what_happened() -> Result<()> {
     let up = Tooltrail::up(&[]).await?;
     let body = format!("{}[1,2]\n", ndjson(&[event("m1", "amy")]));

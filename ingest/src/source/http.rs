@@ -20,10 +20,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tooltrail_schemas::lake::Source;
 use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
@@ -56,6 +57,9 @@ struct Committed {
 pub struct HttpIngest {
     submit: mpsc::Sender<Submission>,
     max_body_bytes: usize,
+    /// Room for request bodies in flight, in KiB (`http.max_inflight_bytes`).
+    inflight: Arc<Semaphore>,
+    metrics: Metrics,
     token_hashes: Arc<Vec<[u8; 32]>>,
     window: crate::batch::TimeWindow,
 }
@@ -82,6 +86,10 @@ pub fn build(
     let handle = HttpIngest {
         submit,
         max_body_bytes: http.max_body_bytes,
+        inflight: Arc::new(Semaphore::new(
+            kib(http.max_inflight_bytes.max(http.max_body_bytes)) as usize,
+        )),
+        metrics: metrics.clone(),
         token_hashes: Arc::new(
             http.ingest_tokens
                 .iter()
@@ -99,6 +107,54 @@ pub fn build(
         tap,
     };
     (handle, committer)
+}
+
+/// How long a request waits for room among the bodies in flight before it
+/// gets 503.
+const OVERLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request's room among the bodies in flight, shown in
+/// `tooltrail_ingest_http_inflight_bytes` while it is held.
+struct Room {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    gauge: Gauge,
+}
+
+impl Room {
+    fn new(permit: OwnedSemaphorePermit, bytes: usize, gauge: Gauge) -> Room {
+        let bytes = bytes as i64;
+        gauge.inc_by(bytes);
+        Room {
+            _permit: permit,
+            bytes,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
+}
+
+/// Reads and drops up to `limit` bytes of `body`, holding none of it.
+async fn drain(body: Body, limit: usize) {
+    use futures::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut read = 0;
+    while read <= limit {
+        match data.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+/// Bytes as whole KiB, rounded up: the unit of `HttpIngest::inflight`.
+fn kib(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -197,6 +253,39 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
             return error_response(StatusCode::BAD_REQUEST, "invalid_idempotency_key", message);
         }
     };
+    // Room for the body before reading it: by its announced length, or the
+    // most it may be. A longer announced body gets 413 from the read below.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(ingest.max_body_bytes)
+        .min(ingest.max_body_bytes);
+    let Ok(Ok(permit)) = tokio::time::timeout(
+        OVERLOAD_WAIT,
+        Arc::clone(&ingest.inflight).acquire_many_owned(kib(announced).max(1)),
+    )
+    .await
+    else {
+        ingest.metrics.http_overloaded.inc();
+        // Read the body and let it go, so that the client sees the answer
+        // rather than a connection closed while it was still sending.
+        drain(body, ingest.max_body_bytes).await;
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many request bodies in flight (http.max_inflight_bytes); retry in a moment, with the same Idempotency-Key",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let _room = Room::new(
+        permit,
+        announced,
+        ingest.metrics.http_inflight_bytes.clone(),
+    );
     let body = match axum::body::to_bytes(body, ingest.max_body_bytes).await {
         Ok(body) => body,
         Err(_) => {

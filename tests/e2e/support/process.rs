@@ -131,6 +131,11 @@ impl Tooltrail {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Where it listens, for clients that speak HTTP by hand.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
