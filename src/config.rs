@@ -198,14 +198,12 @@ impl Config {
                 source: None,
             });
         }
-        for (path, problem) in self.ingest.validate() {
-            issues.push(ConfigIssue {
-                path,
-                problem,
-                source: None,
-            });
-        }
-        for (path, problem) in self.http.validate() {
+        for (path, problem) in self
+            .ingest
+            .validate()
+            .into_iter()
+            .chain(self.http.validate())
+        {
             issues.push(ConfigIssue {
                 path,
                 problem,

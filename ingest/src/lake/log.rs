@@ -251,32 +251,36 @@ impl Checkpoint {
                 .map(|p| ((p.topic, p.partition), p.next))
                 .collect(),
             live: self.live.into_iter().map(|f| (f.path.clone(), f)).collect(),
-            expiring: {
-                // Expiring keys without a time (an older checkpoint) first:
-                // they are given the next entry's time.
-                let timed: HashSet<&str> = self
-                    .key_times
-                    .iter()
-                    .flat_map(|group| group.keys.iter().map(String::as_str))
-                    .collect();
-                let untimed = self
-                    .keys
-                    .iter()
-                    .filter(|k| k.starts_with(EXPIRING_KEY_PREFIX) && !timed.contains(k.as_str()))
-                    .map(|k| (None, k.clone()));
-                let keys: HashSet<&str> = self.keys.iter().map(String::as_str).collect();
-                let timed = self.key_times.iter().flat_map(|group| {
-                    group
-                        .keys
-                        .iter()
-                        .filter(|k| keys.contains(k.as_str()))
-                        .map(|k| (Some(group.committed_at), k.clone()))
-                });
-                untimed.chain(timed).collect()
-            },
+            expiring: expiring_keys(&self.keys, &self.key_times),
             keys: self.keys.into_iter().collect(),
         }
     }
+}
+
+/// The expiring keys among a checkpoint's `keys`, oldest commit first. Those
+/// `key_times` does not list (a checkpoint from before keys expired) come
+/// first, without a time: they take the next entry's.
+fn expiring_keys(
+    keys: &[String],
+    key_times: &[KeysAt],
+) -> VecDeque<(Option<DateTime<Utc>>, String)> {
+    let timed: HashSet<&str> = key_times
+        .iter()
+        .flat_map(|group| group.keys.iter().map(String::as_str))
+        .collect();
+    let untimed = keys
+        .iter()
+        .filter(|k| k.starts_with(EXPIRING_KEY_PREFIX) && !timed.contains(k.as_str()))
+        .map(|k| (None, k.clone()));
+    let held: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let timed = key_times.iter().flat_map(|group| {
+        group
+            .keys
+            .iter()
+            .filter(|k| held.contains(k.as_str()))
+            .map(|k| (Some(group.committed_at), k.clone()))
+    });
+    untimed.chain(timed).collect()
 }
 
 /// The log directory, and the state read from it so far.
