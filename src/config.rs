@@ -203,6 +203,7 @@ impl Config {
             .validate()
             .into_iter()
             .chain(self.http.validate())
+            .chain(self.kafka.iter().flat_map(|k| k.validate()))
         {
             issues.push(ConfigIssue {
                 path,
@@ -303,6 +304,86 @@ mod tests {
         assert_eq!(paths, ["log.colour", "log.format", "nonsense"], "{errors}");
         let format = errors.0.iter().find(|i| i.path == "log.format").unwrap();
         assert!(format.problem.contains("xml"), "{format}");
+    }
+
+    #[test]
+    fn the_example_ingest_token_and_kafka_blocks_parse_when_uncommented() {
+        let text = include_str!("../tooltrail.example.toml");
+        let mut uncommented = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            // The commented blocks under `[http]` and `[kafka]`.
+            if line.starts_with("# [[http.ingest_tokens]]") || line.starts_with("# [kafka]") {
+                inside = true;
+            } else if !line.starts_with("# ") {
+                inside = false;
+            }
+            let is_toml = |rest: &str| {
+                rest.starts_with(['[', '"'])
+                    || rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    })
+            };
+            match line.strip_prefix("# ") {
+                Some(rest) if inside && is_toml(rest) => uncommented.push_str(rest),
+                _ => uncommented.push_str(line),
+            }
+            uncommented.push('\n');
+        }
+        let config = load_str(&uncommented).expect("the uncommented example is valid");
+        assert_eq!(config.http.ingest_tokens[0].name, "gateway-acme");
+        let kafka = config.kafka.expect("the kafka block");
+        assert_eq!(kafka.tenants, Some(vec!["acme".into(), "globex".into()]));
+        assert!(
+            kafka
+                .properties
+                .expose()
+                .any(|(k, v)| k == "sasl.password" && v == "...")
+        );
+    }
+
+    #[test]
+    fn config_show_masks_every_credential() {
+        let config = load_str(
+            r#"
+            [kafka]
+            brokers = "b:9092"
+            topic = "t"
+            [kafka.properties]
+            "sasl.password" = "canary-1"
+            "sasl.jaas.config" = "canary-2"
+            [[detect.delivery.destinations]]
+            name = "siem"
+            kind = "webhook"
+            url = "https://siem.example.com/canary-3?canary-4"
+            secret = "canary-5-long-enough"
+            [[detect.delivery.destinations]]
+            name = "slack"
+            kind = "slack"
+            url = "https://hooks.slack.com/services/canary-6"
+            "#,
+        )
+        .expect("valid");
+        let shown = toml::to_string_pretty(&config).expect("serializes");
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(
+            shown.contains("https://hooks.slack.com/<redacted>"),
+            "{shown}"
+        );
+        assert!(!format!("{config:?}").contains("canary"));
+    }
+
+    #[test]
+    fn the_old_ingest_token_list_is_named_with_the_new_form() {
+        let errors = load_str("[http]\ningest_tokens = [\"s3cret\"]").unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            errors.0[0].path.starts_with("http.ingest_tokens"),
+            "{errors}"
+        );
+        assert!(text.contains("[[http.ingest_tokens]]"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]

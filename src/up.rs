@@ -213,6 +213,7 @@ pub fn default_kafka() -> KafkaConfig {
         topic: String::new(),
         group_id: "tooltrail-ingest".into(),
         dead_letter_topic: None,
+        tenants: None,
         properties: Default::default(),
     }
 }

@@ -232,8 +232,8 @@ fn destination(name: &str, kind: DestinationKind, url: String) -> DestinationCon
     DestinationConfig {
         name: name.into(),
         kind,
-        url,
-        secret: (kind == DestinationKind::Webhook).then(|| Secret(SECRET.into())),
+        url: tooltrail_schemas::SecretUrl::new(url),
+        secret: (kind == DestinationKind::Webhook).then(|| Secret::new(SECRET)),
         console_url: None,
         min_severity: Severity::Medium,
         tenants: Vec::new(),

@@ -114,9 +114,23 @@ impl Pending {
         received_at: DateTime<Utc>,
         source: Source<'_>,
     ) -> Result<(), DecodeError> {
+        self.push_checked(raw, received_at, source, |_| Ok(()))
+    }
+
+    /// [`Pending::push`], with `check` run on each decoded event first: a
+    /// record it refuses goes to the quarantine with the refusal as reason
+    /// (e.g. a tenant its source may not write).
+    pub fn push_checked(
+        &mut self,
+        raw: &[u8],
+        received_at: DateTime<Utc>,
+        source: Source<'_>,
+        check: impl FnOnce(&EventView<'_>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         // The view borrows from `raw`: nothing is copied until the builder.
-        let decoded =
-            decode_view(raw).and_then(|e| self.window.check(e.time, received_at).map(|()| e));
+        let decoded = decode_view(raw)
+            .and_then(|e| check(&e).map(|()| e))
+            .and_then(|e| self.window.check(e.time, received_at).map(|()| e));
         self.file(raw, decoded, received_at, source)
     }
 

@@ -11,6 +11,9 @@ use prometheus_client::registry::Registry;
 use crate::batch::PendingStats;
 use crate::lake::log::LogEntry;
 
+/// The quarantine reason of an event its credential may not write.
+const TENANT_NOT_ALLOWED: &str = "tenant_not_allowed";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
@@ -46,6 +49,9 @@ pub struct Metrics {
     pub http_inflight_bytes: Gauge,
     /// Requests answered 503 because too many bodies were in flight.
     pub http_overloaded: Counter,
+    /// Events quarantined because their credential (an ingest token,
+    /// `kafka.tenants`) may not write their tenant, by source kind.
+    pub tenant_not_allowed: Family<SourceLabels, Counter>,
 }
 
 impl Metrics {
@@ -61,6 +67,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             http_inflight_bytes: Gauge::default(),
             http_overloaded: Counter::default(),
+            tenant_not_allowed: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("tooltrail_ingest");
         r.register(
@@ -104,6 +111,11 @@ impl Metrics {
             "Requests answered 503 because too many request bodies were in flight",
             m.http_overloaded.clone(),
         );
+        r.register(
+            "tenant_not_allowed",
+            "Events quarantined because their ingest token or kafka.tenants may not write their tenant",
+            m.tenant_not_allowed.clone(),
+        );
         m
     }
 
@@ -114,6 +126,9 @@ impl Metrics {
         };
         self.events.get_or_create(&source).inc_by(stats.events);
         self.bytes.get_or_create(&source).inc_by(stats.bytes);
+        if let Some(n) = stats.quarantined.get(TENANT_NOT_ALLOWED) {
+            self.tenant_not_allowed.get_or_create(&source).inc_by(*n);
+        }
         for (reason, n) in &stats.quarantined {
             self.quarantined
                 .get_or_create(&ReasonLabels {

@@ -14,6 +14,11 @@ pub enum DecodeError {
     NotObject { found: &'static str },
     #[error("field `{field}`: {problem}")]
     Field { field: String, problem: Problem },
+    /// A valid event for a tenant its credential may not write (an ingest
+    /// token's `tenants`, or `kafka.tenants`). `credential` names the token
+    /// or the allow-list, never its secret.
+    #[error("field `tenant_id`: tenant `{tenant}` may not be written by {credential}")]
+    TenantNotAllowed { tenant: String, credential: String },
 }
 
 /// What is wrong with one field.
@@ -59,6 +64,7 @@ impl DecodeError {
             DecodeError::NotUtf8 { .. } => "not_utf8",
             DecodeError::NotJson { .. } => "not_json",
             DecodeError::NotObject { .. } => "not_object",
+            DecodeError::TenantNotAllowed { .. } => "tenant_not_allowed",
             DecodeError::Field { problem, .. } => match problem {
                 Problem::Missing | Problem::MissingWhen(_) => "missing_field",
                 Problem::Duplicate => "duplicate_field",
@@ -77,6 +83,7 @@ impl DecodeError {
     pub fn field_name(&self) -> Option<&str> {
         match self {
             DecodeError::Field { field, .. } => Some(field),
+            DecodeError::TenantNotAllowed { .. } => Some("tenant_id"),
             _ => None,
         }
     }

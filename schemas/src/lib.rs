@@ -8,6 +8,8 @@
 //!   the field and what is wrong with it. Never panics.
 //! - [`lake::events_schema`] and [`lake::EventBatchBuilder`]: the lake's Arrow
 //!   schema and the builder ingest feeds.
+//! - [`Secret`], [`SecretUrl`], [`SecretMap`]: credentials from configuration,
+//!   masked wherever they are printed or serialized.
 //! - `schemas/tool-call-event.v1.json`: the JSON Schema for gateway authors,
 //!   kept in step with the decoder by tests.
 //!
@@ -29,6 +31,7 @@ mod decode;
 mod error;
 mod event;
 pub mod lake;
+mod secret;
 pub mod signing;
 mod view;
 
@@ -38,6 +41,7 @@ pub use event::{
     Decision, FIELDS, FieldSpec, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent, WireType,
     format_time, kafka_key,
 };
+pub use secret::{REDACTED, Secret, SecretMap, SecretUrl};
 pub use view::{EventView, Extra, Ip, StrList, StrMap};
 
 /// The JSON Schema for contract v1, as shipped to gateway authors.

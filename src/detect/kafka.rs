@@ -394,6 +394,13 @@ pub async fn run(
         .as_ref()
         .map(|k| k.properties.clone())
         .unwrap_or_default();
+    // `kafka.tenants`: ingest quarantines other tenants' records, so the
+    // detector must not learn from them either.
+    let tenants: Option<std::collections::HashSet<String>> = config
+        .kafka
+        .as_ref()
+        .and_then(|k| k.tenants.as_ref())
+        .map(|t| t.iter().cloned().collect());
     let producer = match &args.alerts_topic {
         None => None,
         Some(alerts_topic) => {
@@ -402,7 +409,7 @@ pub async fn run(
                 .set("bootstrap.servers", &brokers)
                 .set("enable.idempotence", "true")
                 .set("acks", "all");
-            for (k, v) in &properties {
+            for (k, v) in properties.expose() {
                 client.set(k, v);
             }
             let producer: FutureProducer = client
@@ -457,7 +464,7 @@ pub async fn run(
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range");
-    for (k, v) in &properties {
+    for (k, v) in properties.expose() {
         client.set(k, v);
     }
     let consumer: BaseConsumer<DetectContext> = client
@@ -479,7 +486,14 @@ pub async fn run(
     let token = supervisor.token();
     let interval = args.checkpoint_interval;
     supervisor.spawn_blocking("kafka detect", move || {
-        poll(&consumer, &shared, &metrics, interval, &token)
+        poll(
+            &consumer,
+            &shared,
+            &metrics,
+            interval,
+            tenants.as_ref(),
+            &token,
+        )
     });
     supervisor.wait().await
 }
@@ -491,6 +505,7 @@ fn poll(
     shared: &Mutex<Shared>,
     metrics: &Metrics,
     interval: Duration,
+    tenants: Option<&std::collections::HashSet<String>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
@@ -516,6 +531,14 @@ fn poll(
                 partition.next_offset = message.offset() + 1;
                 partition.unsaved += 1;
                 match tooltrail_schemas::decode(message.payload().unwrap_or_default()) {
+                    // Outside `kafka.tenants`: ingest quarantines it.
+                    Ok(event) if tenants.is_some_and(|t| !t.contains(&event.tenant_id)) => {
+                        tracing::debug!(
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            "skipping a record of a tenant outside kafka.tenants"
+                        );
+                    }
                     Ok(event) => {
                         let before = partition.engine.stats();
                         partition.engine.observe(&event, &mut out);

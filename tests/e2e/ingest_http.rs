@@ -88,9 +88,39 @@ async fn an_oversized_body_gets_413_with_a_json_error() -> Result<()> {
     up.stop().await
 }
 
+fn sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn event_of(id: &str, tenant: &str) -> Value {
+    let mut e = event(id, "amy");
+    e["tenant_id"] = json!(tenant);
+    e
+}
+
+/// `up` with two ingest tokens: `gw-acme` (`tok-acme`) may write acme, `gw-all` (`tok-all`)
+/// any tenant.
+async fn up_with_ingest_tokens(dir: &std::path::Path) -> Result<Tooltrail> {
+    let config = dir.join("tooltrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[http.ingest_tokens]]\nname = \"gw-acme\"\nsha256 = \"{}\"\ntenants = [\"acme\"]\n\
+             [[http.ingest_tokens]]\nname = \"gw-all\"\nsha256 = \"{}\"\ntenants = [\"*\"]\n",
+            sha256("tok-acme"),
+            sha256("tok-all")
+        ),
+    )?;
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    Tooltrail::up_with_config(&config, &data, &[]).await
+}
+
 #[tokio::test]
 async fn a_configured_ingest_token_is_required() -> Result<()> {
-    let up = Tooltrail::up(&[("TOOLTRAIL__HTTP__INGEST_TOKENS", "[s3cret]")]).await?;
+    let dir = tempfile::tempdir()?;
+    let up = up_with_ingest_tokens(dir.path()).await?;
     let body = ndjson(&[event("t1", "amy")]);
     let denied = up.post_events(body.clone(), &[]).await?;
     assert_eq!(
@@ -101,11 +131,149 @@ async fn a_configured_ingest_token_is_required() -> Result<()> {
         .post_events(body.clone(), &[("authorization", "Bearer nope")])
         .await?;
     assert_eq!(wrong.0, 401);
+    // The hash itself is not a token.
+    let hash = format!("Bearer {}", sha256("tok-acme"));
+    let by_hash = up
+        .post_events(body.clone(), &[("authorization", &hash)])
+        .await?;
+    assert_eq!(by_hash.0, 401);
     let ok = up
-        .post_events(body, &[("authorization", "Bearer s3cret")])
+        .post_events(body, &[("authorization", "Bearer tok-acme")])
         .await?;
     assert_eq!(ok.0, 200, "{}", ok.1);
     up.stop().await
+}
+
+#[tokio::test]
+async fn a_token_writes_only_its_tenants_and_the_rest_is_quarantined_with_its_name() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let up = up_with_ingest_tokens(dir.path()).await?;
+    let body = ndjson(&[
+        event_of("a1", "acme"),
+        event_of("b1", "globex"),
+        event_of("a2", "acme"),
+        event_of("b2", "globex"),
+    ]);
+    let reply = up
+        .post_events(body, &[("authorization", "Bearer tok-acme")])
+        .await?;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(reply.1["accepted"], 2, "{}", reply.1);
+    let rejected = reply.1["rejected"].as_array().context("rejected list")?;
+    let summary: Vec<(u64, &str, Option<&str>)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap_or(u64::MAX),
+                r["reason"].as_str().unwrap_or_default(),
+                r["field"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "tenant_not_allowed", Some("tenant_id")),
+            (3, "tenant_not_allowed", Some("tenant_id"))
+        ]
+    );
+    let message = rejected[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("globex") && message.contains("gw-acme"),
+        "{message}"
+    );
+
+    // acme's events landed; globex's are evidence in the quarantine, naming the token.
+    let mut ids = read_event_ids(&up.lake())?;
+    ids.sort();
+    assert_eq!(ids, ["a1", "a2"]);
+    let quarantine = quarantine_rows(&up.lake())?;
+    assert_eq!(quarantine.len(), 2, "{quarantine:?}");
+    for (reason, error, raw) in &quarantine {
+        assert_eq!(reason, "tenant_not_allowed");
+        assert!(error.contains("gw-acme"), "{error}");
+        assert!(raw.contains("\"globex\""), "{raw}");
+    }
+    let metrics = up.get_text("/metrics").await?;
+    assert!(
+        metrics.contains(r#"tooltrail_ingest_tenant_not_allowed_total{source="http"} 2"#),
+        "{metrics}"
+    );
+
+    // A `*` token writes any tenant.
+    let reply = up
+        .post_events(
+            ndjson(&[event_of("b3", "globex"), event_of("c1", "initech")]),
+            &[("authorization", "Bearer tok-all")],
+        )
+        .await?;
+    assert_eq!(
+        (reply.0, reply.1["accepted"].clone()),
+        (200, json!(2)),
+        "{}",
+        reply.1
+    );
+    assert!(reply.1["rejected"].as_array().is_some_and(Vec::is_empty));
+    up.stop().await
+}
+
+/// `(reason, error, raw)` of every quarantined record.
+fn quarantine_rows(lake: &std::path::Path) -> Result<Vec<(String, String, String)>> {
+    use arrow::array::AsArray;
+    let mut rows = Vec::new();
+    for file in crate::support::lake::parquet_files(&lake.join("quarantine"))? {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file)?,
+        )?
+        .build()?;
+        for batch in reader {
+            let batch = batch?;
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .with_context(|| format!("quarantine lacks {name}"))
+            };
+            let (reason, error, raw) = (column("reason")?, column("error")?, column("raw")?);
+            let (reason, error, raw) = (
+                reason.as_string::<i32>(),
+                error.as_string::<i32>(),
+                raw.as_binary::<i32>(),
+            );
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    reason.value(i).to_owned(),
+                    error.value(i).to_owned(),
+                    String::from_utf8_lossy(raw.value(i)).into_owned(),
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[tokio::test]
+async fn the_old_plain_token_list_fails_config_check_showing_the_new_form() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("old.toml");
+    std::fs::write(&config, "[http]\ningest_tokens = [\"s3cret-old-token\"]\n")?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tooltrail"))
+        .args([
+            "config",
+            "check",
+            crate::support::process::path_str(&config)?,
+        ])
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http.ingest_tokens"), "{err}");
+    assert!(err.contains("[[http.ingest_tokens]]"), "{err}");
+    assert!(err.contains("sha256") && err.contains("tenants"), "{err}");
+    assert!(
+        !err.contains("s3cret-old-token"),
+        "the token is echoed:\n{err}"
+    );
+    Ok(())
 }
 
 #[tokio::test]

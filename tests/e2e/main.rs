@@ -16,4 +16,5 @@ mod lake_readers;
 mod lake_verify;
 mod query;
 mod retention;
+mod secrets;
 mod support;

@@ -2,10 +2,10 @@
 //! comments are the user documentation of the section.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use tooltrail_schemas::{Secret, SecretUrl};
 
 use crate::alert::{Alert, DetectorKind, Severity};
 
@@ -90,7 +90,8 @@ impl DestinationKind {
 }
 
 /// `[[detect.delivery.destinations]]`: one place alerts go, and which alerts.
-#[derive(Clone, PartialEq, Deserialize, Serialize)]
+/// Its URL and secret are masked wherever it is printed or serialized.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// Unique name: lowercase letters, digits, `-` and `_`, at most 64. It names
@@ -99,11 +100,13 @@ pub struct DestinationConfig {
     pub name: String,
     /// `webhook`, `slack` or `teams`.
     pub kind: DestinationKind,
-    /// Where to POST (`http` or `https`). Slack and Teams URLs embed a token:
-    /// treat them as secrets (they are never logged).
-    pub url: String,
+    /// Where to POST (`http` or `https`). Its path and query are treated as
+    /// a credential (Slack and Teams URLs embed a token): they are shown as
+    /// `<redacted>`, and errors and logs name the destination by `name` and
+    /// host only.
+    pub url: SecretUrl,
     /// Webhooks only, required: the HMAC-SHA256 key signing each request (at
-    /// least 16 characters).
+    /// least 16 characters). Shown as `<redacted>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
     /// Slack and Teams only: base URL of the console; messages then link to
@@ -140,45 +143,6 @@ impl DestinationConfig {
         alert.severity >= self.min_severity
             && (self.tenants.is_empty() || self.tenants.contains(&alert.tenant_id))
             && (self.detectors.is_empty() || self.detectors.contains(&alert.detector))
-    }
-}
-
-impl fmt::Debug for DestinationConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DestinationConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("url", &redact_url(&self.url))
-            .field("secret", &self.secret)
-            .field("console_url", &self.console_url)
-            .field("min_severity", &self.min_severity)
-            .field("tenants", &self.tenants)
-            .field("detectors", &self.detectors)
-            .field("max_per_minute", &self.max_per_minute)
-            .finish()
-    }
-}
-
-/// The scheme and host of `url`, the rest masked: Slack and Teams URLs carry
-/// their token in the path.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => match u.port() {
-            Some(port) => format!("{}://{}:{port}/***", u.scheme(), u.host_str().unwrap_or("")),
-            None => format!("{}://{}/***", u.scheme(), u.host_str().unwrap_or("")),
-        },
-        Err(_) => "***".into(),
-    }
-}
-
-/// A secret from configuration; never printed.
-#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
     }
 }
 
@@ -227,7 +191,7 @@ impl DeliveryConfig {
                     format!("`{}` names another destination too", d.name),
                 );
             }
-            if let Err(problem) = check_url(&d.url) {
+            if let Err(problem) = check_url(d.url.expose()) {
                 // Never echo the URL: it may hold a token.
                 issue(at("url"), problem);
             }
@@ -235,7 +199,7 @@ impl DeliveryConfig {
                 (DestinationKind::Webhook, None) => {
                     issue(at("secret"), "is required for webhook destinations".into());
                 }
-                (DestinationKind::Webhook, Some(s)) if s.0.len() < MIN_SECRET_LEN => {
+                (DestinationKind::Webhook, Some(s)) if s.expose().len() < MIN_SECRET_LEN => {
                     issue(
                         at("secret"),
                         format!("must be at least {MIN_SECRET_LEN} characters"),
@@ -301,8 +265,8 @@ mod tests {
         DestinationConfig {
             name: name.into(),
             kind: DestinationKind::Webhook,
-            url: "https://siem.example.com/hooks/tooltrail".into(),
-            secret: Some(Secret("0123456789abcdef0123".into())),
+            url: SecretUrl::new("https://siem.example.com/hooks/tooltrail"),
+            secret: Some(Secret::new("0123456789abcdef0123")),
             console_url: None,
             min_severity: Severity::Medium,
             tenants: Vec::new(),
@@ -376,9 +340,9 @@ mod tests {
         bad_name.max_per_minute = 0;
         let mut no_secret = webhook("no-secret");
         no_secret.secret = None;
-        no_secret.url = "ftp://x.example.com".into();
+        no_secret.url = SecretUrl::new("ftp://x.example.com");
         let mut short_secret = webhook("short");
-        short_secret.secret = Some(Secret("short".into()));
+        short_secret.secret = Some(Secret::new("short"));
         short_secret.console_url = Some("https://console.example.com".into());
         let mut slack = webhook("slack");
         slack.kind = DestinationKind::Slack;
@@ -417,12 +381,38 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_masks_secrets_and_url_tokens() {
+    fn debug_output_and_serialization_mask_secrets_and_url_tokens() {
         let mut d = webhook("siem");
-        d.url = "https://hooks.slack.com/services/T0/B0/TOKEN".into();
-        let shown = format!("{d:?}");
-        assert!(!shown.contains("0123456789abcdef"), "{shown}");
-        assert!(!shown.contains("TOKEN"), "{shown}");
-        assert!(shown.contains("https://hooks.slack.com/***"), "{shown}");
+        d.url = SecretUrl::new("https://hooks.slack.com/services/T0/B0/TOKEN?q=QUERY");
+        let config = DeliveryConfig {
+            destinations: vec![d],
+            ..DeliveryConfig::default()
+        };
+        for shown in [
+            format!("{config:?}"),
+            toml::to_string(&config).expect("serializes"),
+            serde_json::to_string(&config).expect("serializes"),
+        ] {
+            assert!(!shown.contains("0123456789abcdef"), "{shown}");
+            assert!(!shown.contains("TOKEN"), "{shown}");
+            assert!(!shown.contains("QUERY"), "{shown}");
+            assert!(
+                shown.contains("https://hooks.slack.com/<redacted>"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_never_echoes_a_url() {
+        let mut d = webhook("siem");
+        d.url = SecretUrl::new("gopher://canary-host/canary-path");
+        let config = DeliveryConfig {
+            destinations: vec![d],
+            ..DeliveryConfig::default()
+        };
+        let issues = config.validate();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(!issues[0].1.contains("canary"), "{issues:?}");
     }
 }

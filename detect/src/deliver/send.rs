@@ -41,7 +41,7 @@ pub fn request(
             let secret = destination
                 .secret
                 .as_ref()
-                .map(|s| s.0.as_bytes())
+                .map(|s| s.expose().as_bytes())
                 .unwrap_or_default();
             let headers = vec![
                 (TIMESTAMP_HEADER, timestamp.to_string()),
@@ -69,7 +69,7 @@ pub async fn attempt(
 ) -> Attempt {
     let (body, headers) = request(destination, alert, Utc::now().timestamp());
     let mut req = client
-        .post(&destination.url)
+        .post(destination.url.expose())
         .header(CONTENT_TYPE, "application/json")
         .body(body);
     for (name, value) in headers {
@@ -158,7 +158,7 @@ fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::config::Secret;
+    use crate::deliver::config::{Secret, SecretUrl};
     use crate::deliver::test_alert;
     use crate::deliver::webhook::verify;
 
@@ -206,8 +206,8 @@ mod tests {
         let destination = DestinationConfig {
             name: "siem".into(),
             kind: DestinationKind::Webhook,
-            url: "https://siem.example.com/hook".into(),
-            secret: Some(Secret("0123456789abcdef".into())),
+            url: SecretUrl::new("https://siem.example.com/hook"),
+            secret: Some(Secret::new("0123456789abcdef")),
             console_url: None,
             min_severity: crate::alert::Severity::Low,
             tenants: Vec::new(),

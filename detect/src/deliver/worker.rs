@@ -85,7 +85,7 @@ impl Worker {
         let outbox = Arc::clone(&self.outbox);
         let scan = self.blocking(move || outbox.scan(&name)).await?;
         for (path, reason) in scan.quarantined {
-            error!(destination = %self.destination.name, path = %path.display(), reason, "unreadable outbox entry moved to dead letters");
+            error!(destination = %self.destination.name, host = %self.destination.url.host(), path = %path.display(), reason, "unreadable outbox entry moved to dead letters");
             self.pending.dec();
             self.metrics.count(&self.destination.name, Outcome::Failed);
         }
@@ -110,7 +110,7 @@ impl Worker {
                 }
             };
             if let Some(at) = limiter.next_slot(Instant::now()) {
-                debug!(destination = %self.destination.name, wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "rate limit reached; alerts wait in the outbox");
+                debug!(destination = %self.destination.name, host = %self.destination.url.host(), wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "rate limit reached; alerts wait in the outbox");
                 queue.push(entry, attempts);
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
@@ -176,7 +176,7 @@ impl Worker {
                         ),
                     };
                     failures = failures.saturating_add(1);
-                    warn!(destination = %self.destination.name, alert_id = %entry.alert.alert_id, attempts, delay_ms = delay.as_millis() as u64, reason, "alert delivery failed; will retry");
+                    warn!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, delay_ms = delay.as_millis() as u64, reason, "alert delivery failed; will retry");
                     self.metrics.count(&self.destination.name, Outcome::Retry);
                     self.event(&entry, Outcome::Retry, Some(reason));
                     queue.push(entry, attempts);
@@ -202,7 +202,7 @@ impl Worker {
             .count(&self.destination.name, Outcome::Delivered);
         self.metrics
             .observe_latency(&self.destination.name, latency.as_secs_f64());
-        info!(destination = %self.destination.name, alert_id = %entry.alert.alert_id, attempts, latency_ms = latency.as_millis() as u64, "alert delivered");
+        info!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, latency_ms = latency.as_millis() as u64, "alert delivered");
         self.event(&entry, Outcome::Delivered, None);
         Ok(())
     }
@@ -215,7 +215,7 @@ impl Worker {
             .await?;
         self.pending.dec();
         self.metrics.count(&self.destination.name, Outcome::Failed);
-        error!(destination = %self.destination.name, alert_id = %entry.alert.alert_id, attempts, path = %path.display(), reason, "alert delivery failed for good; moved to dead letters");
+        error!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, path = %path.display(), reason, "alert delivery failed for good; moved to dead letters");
         self.event(&entry, Outcome::Failed, Some(reason));
         Ok(())
     }

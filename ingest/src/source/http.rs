@@ -9,6 +9,7 @@
 //! is answered without writing anything again. The lake holds such keys for
 //! [`crate::lake::log::EXPIRING_KEY_TTL`] after their commit.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,7 +24,7 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tooltrail_schemas::lake::Source;
@@ -60,8 +61,32 @@ pub struct HttpIngest {
     /// Room for request bodies in flight, in KiB (`http.max_inflight_bytes`).
     inflight: Arc<Semaphore>,
     metrics: Metrics,
-    token_hashes: Arc<Vec<[u8; 32]>>,
+    /// `http.ingest_tokens`, by the SHA-256 of the token. Empty: open.
+    tokens: Arc<Vec<([u8; 32], Arc<Grant>)>>,
     window: crate::batch::TimeWindow,
+}
+
+/// What one ingest token may write.
+#[derive(Debug)]
+struct Grant {
+    /// The token's `name`, for the quarantine and logs.
+    name: String,
+    /// `None`: every tenant (`["*"]`).
+    tenants: Option<HashSet<String>>,
+}
+
+impl Grant {
+    fn allows(&self, tenant: &str) -> bool {
+        self.tenants.as_ref().is_none_or(|t| t.contains(tenant))
+    }
+}
+
+/// Who sent a request.
+enum Caller {
+    /// No token is configured: anyone may write any tenant.
+    Anyone,
+    /// The holder of this token.
+    Token(Arc<Grant>),
 }
 
 /// The committer: owns the lake for HTTP ingest.
@@ -90,10 +115,22 @@ pub fn build(
             kib(http.max_inflight_bytes.max(http.max_body_bytes)) as usize,
         )),
         metrics: metrics.clone(),
-        token_hashes: Arc::new(
+        tokens: Arc::new(
             http.ingest_tokens
                 .iter()
-                .map(|t| sha256(t.0.as_bytes()))
+                .map(|t| {
+                    let mut hash = [0u8; 32];
+                    // Validated as 64 lowercase hex digits when loaded; a
+                    // token built otherwise matches nothing.
+                    let _ = hex::decode_to_slice(&t.sha256, &mut hash);
+                    let tenants = (!t.tenants.iter().any(|t| t == "*"))
+                        .then(|| t.tenants.iter().cloned().collect());
+                    let grant = Grant {
+                        name: t.name.clone(),
+                        tenants,
+                    };
+                    (hash, Arc::new(grant))
+                })
                 .collect(),
         ),
         window: ingest.time_window(),
@@ -169,22 +206,26 @@ impl HttpIngest {
             .with_state(self)
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        if self.token_hashes.is_empty() {
-            return true;
+    /// Who presented the request's bearer token; `None` when a token is
+    /// required and none valid was given.
+    fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
+        if self.tokens.is_empty() {
+            return Some(Caller::Anyone);
         }
-        let Some(token) = headers
+        let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
+            .and_then(|v| v.strip_prefix("Bearer "))?;
         let presented = sha256(token.as_bytes());
-        // Compare against every token, in constant time, without stopping early.
-        self.token_hashes.iter().fold(false, |found, hash| {
-            found | bool::from(hash.ct_eq(&presented))
-        })
+        // Compare against every token's hash, in constant time, without
+        // stopping early or branching on a match: `found` is 1 + the index.
+        let mut found = 0u32;
+        for (i, (hash, _)) in self.tokens.iter().enumerate() {
+            let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            found = u32::conditional_select(&found, &index, hash.ct_eq(&presented));
+        }
+        let (_, grant) = self.tokens.get((found as usize).checked_sub(1)?)?;
+        Some(Caller::Token(Arc::clone(grant)))
     }
 }
 
@@ -240,13 +281,17 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 }
 
 async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body: Body) -> Response {
-    if !ingest.authorized(&headers) {
+    let Some(caller) = ingest.caller(&headers) else {
         return error_response(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid bearer token is required",
         );
-    }
+    };
+    let grant = match caller {
+        Caller::Anyone => None,
+        Caller::Token(grant) => Some(grant),
+    };
     let idempotency_key = match idempotency_key(&headers) {
         Ok(key) => key,
         Err(message) => {
@@ -306,6 +351,7 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
     let received_at = Utc::now();
     let window = ingest.window;
     let decode_body = body.clone();
+    let token = grant.clone();
     let decoded = tokio::task::spawn_blocking(move || {
         let ranges = if is_json_array {
             split_array(&decode_body)
@@ -317,6 +363,10 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
                 .into_iter()
                 .map(|r| {
                     let result = decode(&decode_body[r.clone()])
+                        .and_then(|e| match &token {
+                            Some(grant) => allowed(grant, e),
+                            None => Ok(e),
+                        })
                         .and_then(|e| window.check(e.time, received_at).map(|()| e));
                     (r, result)
                 })
@@ -346,6 +396,19 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
         })
         .collect();
     let accepted = records.len() - rejected.len();
+    if let Some(grant) = &grant {
+        let refused = rejected
+            .iter()
+            .filter(|r| r.reason == TENANT_NOT_ALLOWED)
+            .count();
+        if refused > 0 {
+            tracing::warn!(
+                token = %grant.name,
+                refused,
+                "ingest token sent events of tenants it may not write; quarantined"
+            );
+        }
+    }
     let request_id = uuid::Uuid::now_v7().simple().to_string();
     let (reply, answer) = oneshot::channel();
     let submission = Submission {
@@ -383,6 +446,20 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
             "ingest is shutting down",
         ),
     }
+}
+
+/// The reason code of an event its token may not write.
+const TENANT_NOT_ALLOWED: &str = "tenant_not_allowed";
+
+/// `event`, if `grant` may write its tenant.
+fn allowed(grant: &Grant, event: ToolCallEvent) -> Result<ToolCallEvent, DecodeError> {
+    if grant.allows(&event.tenant_id) {
+        return Ok(event);
+    }
+    Err(DecodeError::TenantNotAllowed {
+        tenant: event.tenant_id,
+        credential: format!("ingest token `{}`", grant.name),
+    })
 }
 
 /// Line ranges of an NDJSON body, blank lines skipped.
@@ -526,6 +603,91 @@ impl Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_of(tenant: &str) -> ToolCallEvent {
+        let line = format!(
+            r#"{{"schema_version":1,"event_id":"e1","time":"2026-11-22T09:30:00Z","tenant_id":"{tenant}","user_id":"u","server":"s","method":"tools/call","tool":"t","decision":"allow","status":200}}"#
+        );
+        decode(line.as_bytes()).expect("a valid event")
+    }
+
+    #[test]
+    fn a_token_writes_its_tenants_only_and_a_star_token_writes_any() {
+        let acme = Grant {
+            name: "gw-acme".into(),
+            tenants: Some(["acme".to_string()].into()),
+        };
+        assert!(allowed(&acme, event_of("acme")).is_ok());
+        let refused = allowed(&acme, event_of("globex")).unwrap_err();
+        assert_eq!(refused.reason(), TENANT_NOT_ALLOWED);
+        assert_eq!(refused.field_name(), Some("tenant_id"));
+        let message = refused.to_string();
+        assert!(
+            message.contains("globex") && message.contains("gw-acme"),
+            "{message}"
+        );
+        let any = Grant {
+            name: "gw-all".into(),
+            tenants: None,
+        };
+        assert!(allowed(&any, event_of("globex")).is_ok());
+    }
+
+    fn ingest_with(tokens: &[(&str, &str, &[&str])]) -> HttpIngest {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let http = HttpConfig {
+            ingest_tokens: tokens
+                .iter()
+                .map(|(name, token, tenants)| crate::config::IngestToken {
+                    name: (*name).into(),
+                    sha256: hex::encode(sha256(token.as_bytes())),
+                    tenants: tenants.iter().map(|t| (*t).to_string()).collect(),
+                })
+                .collect(),
+            ..HttpConfig::default()
+        };
+        let lake = Lake::open(dir.path(), 1).expect("lake");
+        let mut registry = prometheus_client::registry::Registry::default();
+        build(
+            lake,
+            &http,
+            &IngestConfig::default(),
+            Metrics::register(&mut registry),
+            None,
+        )
+        .0
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn a_presented_token_is_matched_to_its_own_grant() {
+        let ingest = ingest_with(&[
+            ("gw-acme", "tok-acme", &["acme"]),
+            ("gw-globex", "tok-globex", &["globex"]),
+        ]);
+        let name = |headers: &HeaderMap| match ingest.caller(headers) {
+            Some(Caller::Token(grant)) => Some(grant.name.clone()),
+            Some(Caller::Anyone) => Some("anyone".into()),
+            None => None,
+        };
+        assert_eq!(name(&bearer("tok-acme")).as_deref(), Some("gw-acme"));
+        assert_eq!(name(&bearer("tok-globex")).as_deref(), Some("gw-globex"));
+        assert_eq!(name(&bearer("tok-other")), None);
+        assert_eq!(name(&HeaderMap::new()), None);
+        let open = ingest_with(&[]);
+        assert!(matches!(
+            open.caller(&HeaderMap::new()),
+            Some(Caller::Anyone)
+        ));
+    }
 
     #[test]
     fn splits_ndjson_lines_skipping_blanks_and_carriage_returns() {

@@ -13,7 +13,7 @@
 //!   after a rebalance) is refused by the log and dropped, and the consumer is
 //!   repositioned at the lake's offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Timestamp};
 use tokio_util::sync::CancellationToken;
+use tooltrail_schemas::DecodeError;
 use tooltrail_schemas::lake::Source;
 
 use crate::batch::Pending;
@@ -279,6 +280,23 @@ pub struct KafkaIngest {
     shared: Arc<Mutex<Shared>>,
     dead_letter: Option<(FutureProducer, String)>,
     config: IngestConfig,
+    /// `kafka.tenants`: `None` lets every tenant through.
+    tenants: Option<HashSet<String>>,
+}
+
+/// Checks an event's tenant against `kafka.tenants` (`None`: every tenant).
+fn check_tenant(
+    allowed: Option<&HashSet<String>>,
+    tenant: &str,
+    topic: &str,
+) -> Result<(), DecodeError> {
+    match allowed {
+        Some(tenants) if !tenants.contains(tenant) => Err(DecodeError::TenantNotAllowed {
+            tenant: tenant.to_owned(),
+            credential: format!("topic `{topic}` (kafka.tenants)"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Connects to the brokers and subscribes; fails fast on bad configuration.
@@ -301,7 +319,7 @@ pub fn build(
         .set("statistics.interval.ms", "5000")
         .set("fetch.max.bytes", "52428800")
         .set("queued.max.messages.kbytes", "262144");
-    for (k, v) in &kafka.properties {
+    for (k, v) in kafka.properties.expose() {
         client.set(k, v);
     }
     let shared = Arc::new(Mutex::new(Shared {
@@ -344,6 +362,7 @@ pub fn build(
         shared,
         dead_letter,
         config: ingest.clone(),
+        tenants: kafka.tenants.as_ref().map(|t| t.iter().cloned().collect()),
     })
 }
 
@@ -369,7 +388,13 @@ impl KafkaIngest {
                         partition,
                         offset,
                     };
-                    match shared.pending.push(payload, Utc::now(), source) {
+                    let allowed = self.tenants.as_ref();
+                    let checked = shared
+                        .pending
+                        .push_checked(payload, Utc::now(), source, |e| {
+                            check_tenant(allowed, &e.tenant_id, topic)
+                        });
+                    match checked {
                         Ok(()) if shared.tap.is_some() => {
                             // Accepted, so it decodes: an owned copy for the detector.
                             if let Ok(event) = tooltrail_schemas::decode(payload) {
@@ -458,4 +483,68 @@ pub fn lake_positions(lake: &Lake, topic: &str) -> BTreeMap<i32, i64> {
         .filter(|((t, _), _)| t == topic)
         .map(|((_, p), next)| (*p, *next))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::TimeWindow;
+
+    fn record(tenant: &str) -> Vec<u8> {
+        let time = tooltrail_schemas::format_time(&Utc::now());
+        format!(
+            r#"{{"schema_version":1,"event_id":"e-{tenant}","time":"{time}","tenant_id":"{tenant}","user_id":"u","server":"s","method":"tools/call","tool":"t","decision":"allow","status":200}}"#
+        )
+        .into_bytes()
+    }
+
+    fn file(pending: &mut Pending, allowed: Option<&HashSet<String>>, tenant: &str, offset: i64) {
+        let source = Source::Kafka {
+            topic: "events",
+            partition: 0,
+            offset,
+        };
+        let _ = pending.push_checked(&record(tenant), Utc::now(), source, |e| {
+            check_tenant(allowed, &e.tenant_id, "events")
+        });
+    }
+
+    fn pending() -> Pending {
+        Pending::new(TimeWindow {
+            max_age: Duration::from_secs(3600),
+            max_future: Duration::from_secs(3600),
+        })
+    }
+
+    #[test]
+    fn records_of_tenants_outside_the_allow_list_are_quarantined_and_the_rest_land() {
+        let allowed: HashSet<String> = ["acme".to_string()].into();
+        let mut pending = pending();
+        file(&mut pending, Some(&allowed), "acme", 0);
+        file(&mut pending, Some(&allowed), "globex", 1);
+        file(&mut pending, Some(&allowed), "acme", 2);
+        let (_, stats) = pending.take().expect("a transaction");
+        assert_eq!(stats.events, 2);
+        assert_eq!(stats.quarantined.get("tenant_not_allowed"), Some(&1));
+
+        let refused = check_tenant(Some(&allowed), "globex", "events").unwrap_err();
+        assert_eq!(refused.reason(), "tenant_not_allowed");
+        let message = refused.to_string();
+        assert!(
+            message.contains("globex")
+                && message.contains("events")
+                && message.contains("kafka.tenants"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn without_an_allow_list_every_tenant_lands() {
+        let mut pending = pending();
+        file(&mut pending, None, "acme", 0);
+        file(&mut pending, None, "globex", 1);
+        let (_, stats) = pending.take().expect("a transaction");
+        assert_eq!(stats.events, 2);
+        assert!(stats.quarantined.is_empty());
+    }
 }
