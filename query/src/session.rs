@@ -1,35 +1,41 @@
 //! Tenant isolation, in one place.
 //!
 //! Every query runs in a session built for its principal. The session's
-//! catalog holds only views: for each table the principal's role may read,
-//! a view named after the table that filters the lake's provider to the
-//! principal's tenants. The unfiltered providers are never registered under
-//! any name, so no SQL can name them: not `events`, not a qualified
-//! `datafusion.public.events`, not `information_schema`, which lists only the
-//! views. Whatever the query does above the view (OR-tricks, subqueries,
-//! joins, aggregates), it starts from rows the filter let through.
+//! catalog holds, for each table the principal's role may read, a
+//! [`ScopedTable`] named after the table: the lake's provider with the
+//! principal's tenant filter applied inside its scan, below a barrier that
+//! no predicate of the query is moved across (see [`scoped`]). The
+//! unfiltered providers are never registered under any name, so no SQL can
+//! name them: not `events`, not a qualified `datafusion.public.events`, not
+//! `information_schema`, which lists only these tables. Whatever the query
+//! does above the scan (OR-tricks, subqueries, joins, aggregates, failing
+//! casts), its expressions see only rows the filter let through, so neither
+//! its results nor its error messages can carry another tenant's values.
 //!
 //! The session's `pg_catalog` ([`crate::pg_catalog`]) describes the same
 //! tables, and only those.
 
+pub mod scoped;
+
 use std::sync::Arc;
 
-use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider,
 };
-use datafusion::datasource::{TableProvider, provider_as_source};
+use datafusion::datasource::TableProvider;
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::functions_nested::expr_fn::{array_has_all, make_array};
-use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::{Expr, SessionContext};
 
 use crate::auth::{Principal, Tenants};
 use crate::pg_catalog::{self, PgCatalog};
 use crate::tables::{LakeTables, Table};
+
+pub use scoped::ScopedTable;
 
 /// Builds sessions: shared configuration, functions, memory pool and table
 /// providers; a fresh catalog per principal.
@@ -89,16 +95,24 @@ impl Sessions {
             }
             let provider = self.tables.provider(table);
             readable.push((table, provider.schema()));
-            let source = provider_as_source(provider.clone());
-            let mut plan = LogicalPlanBuilder::scan(table.name(), source, None)?;
-            if let Some(filter) = tenant_filter(table, &principal.tenants) {
-                plan = plan.filter(filter)?;
-            }
-            let view = ViewTable::new(plan.build()?, None);
-            ctx.register_table(table.name(), Arc::new(view))?;
+            let scoped = ScopedTable::new(
+                provider.clone(),
+                tenant_filter(table, &principal.tenants),
+                tenant_columns(table).to_vec(),
+            );
+            ctx.register_table(table.name(), Arc::new(scoped))?;
         }
         catalog.register_schema(pg_catalog::SCHEMA, self.pg_catalog.schema(&readable)?)?;
         Ok(ctx)
+    }
+}
+
+/// The columns [`tenant_filter`] reads.
+fn tenant_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Events | Table::Alerts => &["tenant_id"],
+        Table::QueryAudit => &["tenants"],
+        Table::Quarantine => &[],
     }
 }
 
