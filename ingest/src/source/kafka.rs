@@ -347,13 +347,18 @@ pub fn build(
     let dead_letter = match &kafka.dead_letter_topic {
         None => None,
         Some(topic) => {
-            let producer: FutureProducer = ClientConfig::new()
-                .set("bootstrap.servers", &kafka.brokers)
-                .create()
-                .map_err(|e| Error::Kafka {
-                    context: "creating the dead-letter producer".into(),
-                    source: e,
-                })?;
+            let mut client = ClientConfig::new();
+            client.set("bootstrap.servers", &kafka.brokers);
+            // The same credentials as the consumer: a broker that requires
+            // SASL or mTLS requires it of the dead-letter producer too.
+            // (librdkafka ignores the consumer-only properties, with a warning.)
+            for (k, v) in kafka.properties.expose() {
+                client.set(k, v);
+            }
+            let producer: FutureProducer = client.create().map_err(|e| Error::Kafka {
+                context: "creating the dead-letter producer".into(),
+                source: e,
+            })?;
             Some((producer, topic.clone()))
         }
     };
