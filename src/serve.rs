@@ -43,6 +43,8 @@ pub async fn bind(
             .with_state(shared),
     );
     let serve = async move {
+        // The peer address is the login back-off's key (query::auth::peer).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -16,6 +17,7 @@ use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
 use tooltrail_ingest::source::http::EventTap;
 use tooltrail_ingest::source::{http, kafka};
+use tooltrail_query::auth::backoff::{LoginLimiter, LoginMetrics};
 
 use crate::config::Config;
 use crate::detector::Detector;
@@ -140,17 +142,29 @@ pub async fn run_with(
             "no [[query.tokens]] configured: POST /v1/sql answers 401 to everyone; `tooltrail sql --lake DIR` works locally"
         );
     }
-    if let Some(pg_listen) = &config.query.pg_listen {
+    // One back-off on failed logins for the Postgres wire and the HTTP API.
+    let logins = Arc::new(LoginLimiter::new(
+        &config.query.login_backoff,
+        LoginMetrics::register(&mut registry),
+    ));
+    if let Some(pg_listen) = &config.query.pgwire.listen {
+        let server = tooltrail_query::pgwire::Server::build(
+            &config.query.pgwire,
+            query.clone(),
+            Arc::clone(&logins),
+            tooltrail_query::pgwire::WireMetrics::register(&mut registry),
+        )?;
         let listener = tokio::net::TcpListener::bind(pg_listen)
             .await
-            .with_context(|| format!("cannot listen on {pg_listen} (query.pg_listen)"))?;
+            .with_context(|| format!("cannot listen on {pg_listen} (query.pgwire.listen)"))?;
         let pg_addr = listener.local_addr()?;
-        let (engine, token) = (query.clone(), supervisor.token());
+        let tls = server.tls();
+        let token = supervisor.token();
         supervisor.spawn("postgres wire", async move {
-            tooltrail_query::pgwire::serve(listener, engine, token.cancelled_owned()).await;
+            server.serve(listener, token.cancelled_owned()).await;
             Ok(())
         });
-        tracing::info!(addr = %pg_addr, "postgres wire protocol listening");
+        tracing::info!(addr = %pg_addr, tls, "postgres wire protocol listening");
         eprintln!("postgres wire on {pg_addr}");
     }
     let exports = crate::export::service(
@@ -167,10 +181,11 @@ pub async fn run_with(
         Ok(())
     });
     let holds = tooltrail_ingest::retention::HoldStore::open(&lake_dir, &config.retention);
-    let routes = routes.merge(crate::retention::http::router(holds, query.clone()));
-    let routes = routes
+    // Every route that authenticates with a query token answers to the back-off.
+    let authenticated = crate::retention::http::router(holds, query.clone())
         .merge(tooltrail_query::http::router(query))
         .merge(tooltrail_query::export::http::router(exports));
+    let routes = routes.merge(tooltrail_query::auth::peer::guard(authenticated, logins));
     let (addr, serve) =
         crate::serve::bind(config.http.listen, routes, registry, supervisor.token()).await?;
     supervisor.spawn("http server", serve);

@@ -1,5 +1,12 @@
 //! Who is asking: bearer tokens from `[query]`, kept only as SHA-256 hashes
 //! and compared in constant time, mapped to a role and a set of tenants.
+//!
+//! [`backoff`]: failed logins per source address, and the refusals that
+//! follow, on the Postgres wire and the HTTP API; [`peer`]: the HTTP layer that
+//! tells [`crate::http::principal`] who is calling.
+
+pub mod backoff;
+pub mod peer;
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -1,6 +1,7 @@
 //! The SQL endpoint's settings: `[query]` in the configuration file. Every
 //! field has a default; [`QueryConfig::validate`] names each bad field.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,15 @@ pub struct QueryConfig {
     pub listing_ttl: Duration,
     /// Largest string `repeat`, `lpad` and `rpad` may build, in characters.
     pub max_function_output: usize,
-    /// Postgres wire protocol listener (`host:port`); none by default.
+    /// Moved to `[query.pgwire] listen`; setting it here is an error that
+    /// says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pg_listen: Option<String>,
+    /// The Postgres wire protocol listener: `[query.pgwire]`.
+    pub pgwire: PgWireConfig,
+    /// Back-off on failed logins, per source address, on the Postgres wire and
+    /// the HTTP API: `[query.login_backoff]`.
+    pub login_backoff: LoginBackoffConfig,
     /// Signed compliance exports.
     pub exports: ExportConfig,
 }
@@ -113,8 +121,130 @@ impl Default for QueryConfig {
             listing_ttl: Duration::from_secs(2),
             max_function_output: 1 << 20,
             pg_listen: None,
+            pgwire: PgWireConfig::default(),
+            login_backoff: LoginBackoffConfig::default(),
             exports: ExportConfig::default(),
         }
+    }
+}
+
+/// `[query.pgwire]`: the Postgres wire protocol listener, for psql, Grafana,
+/// Metabase and DBeaver (the password is a query token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgWireConfig {
+    /// Address to listen on (`host:port`); none by default (no listener).
+    pub listen: Option<String>,
+    /// The server's certificate chain (PEM), leaf first. With `tls_key`, the
+    /// listener accepts TLS (`sslmode=require`); without both, it refuses
+    /// TLS and tokens cross the network in clear.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Refuse logins that did not negotiate TLS (FATAL 28000). Needs
+    /// `tls_cert` and `tls_key`.
+    pub require_tls: bool,
+    /// Connections open at once; one more is refused with FATAL 53300
+    /// (too_many_connections) and closed.
+    pub max_connections: usize,
+    /// A connection that sends no message for this long is closed with
+    /// FATAL 57P05 (idle_session_timeout). A running query is not idle.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for PgWireConfig {
+    fn default() -> Self {
+        PgWireConfig {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl PgWireConfig {
+    /// Checks every field; `(field below pgwire, problem)` for each bad one.
+    pub fn validate(&self) -> Vec<(&'static str, &'static str)> {
+        let mut bad = Vec::new();
+        if self.max_connections == 0 {
+            bad.push(("max_connections", "must be positive"));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            bad.push(("idle_timeout", "must be at least 1s"));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => bad.push(("tls_key", "must be set with tls_cert")),
+            (None, Some(_)) => bad.push(("tls_cert", "must be set with tls_key")),
+            (None, None) if self.require_tls => bad.push((
+                "require_tls",
+                "needs tls_cert and tls_key: without them no client can connect",
+            )),
+            _ => {}
+        }
+        bad
+    }
+}
+
+/// `[query.login_backoff]`: after `max_failures` failed logins from one
+/// source address (an IPv4 address, or an IPv6 /64), each with less than
+/// `window` since the one before, further logins from it are refused for
+/// `initial` (Postgres wire: FATAL 28000; HTTP: 429 `too_many_failed_logins`
+/// with `Retry-After`), then for twice as long after each further failure,
+/// up to `max`. A successful login, or `window` without a failure once the
+/// refusal has passed, forgets the address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginBackoffConfig {
+    /// Failed logins from one address before it is refused. 0 turns the
+    /// back-off off.
+    pub max_failures: u32,
+    /// Failures further apart than this start the count again.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// The first refusal's length.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// The longest refusal.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Addresses remembered at once; beyond, the one whose last failure is
+    /// oldest is forgotten, so that a spray of addresses cannot grow memory.
+    pub max_addresses: usize,
+}
+
+impl Default for LoginBackoffConfig {
+    fn default() -> Self {
+        LoginBackoffConfig {
+            max_failures: 5,
+            window: Duration::from_secs(15 * 60),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(5 * 60),
+            max_addresses: 10_000,
+        }
+    }
+}
+
+impl LoginBackoffConfig {
+    /// Checks every field; `(field below login_backoff, problem)` for each bad one.
+    pub fn validate(&self) -> Vec<(&'static str, &'static str)> {
+        let mut bad = Vec::new();
+        if self.window.is_zero() {
+            bad.push(("window", "must be positive"));
+        }
+        if self.initial.is_zero() {
+            bad.push(("initial", "must be positive"));
+        }
+        if self.max < self.initial {
+            bad.push(("max", "must be at least initial"));
+        }
+        if self.max_addresses == 0 {
+            bad.push(("max_addresses", "must be positive"));
+        }
+        bad
     }
 }
 
@@ -169,6 +299,18 @@ impl QueryConfig {
         }
         for (field, problem) in self.exports.validate() {
             bad(format!("exports.{field}"), problem);
+        }
+        if self.pg_listen.is_some() {
+            bad(
+                "pg_listen".into(),
+                "has moved: write `[query.pgwire]` with `listen = \"host:port\"`",
+            );
+        }
+        for (field, problem) in self.pgwire.validate() {
+            bad(format!("pgwire.{field}"), problem);
+        }
+        for (field, problem) in self.login_backoff.validate() {
+            bad(format!("login_backoff.{field}"), problem);
         }
         let mut names = std::collections::HashSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
@@ -234,5 +376,47 @@ mod tests {
                 "exports.keep_for"
             ]
         );
+    }
+
+    #[test]
+    fn the_old_pg_listen_key_names_its_new_home() {
+        let config = QueryConfig {
+            pg_listen: Some("127.0.0.1:5433".into()),
+            ..QueryConfig::default()
+        };
+        let errors = config.validate().unwrap_err();
+        assert_eq!(errors[0].field, "pg_listen");
+        assert!(errors[0].problem.contains("[query.pgwire]"), "{errors:?}");
+    }
+
+    #[test]
+    fn bad_pgwire_and_backoff_settings_are_named_by_their_path() {
+        let mut config = QueryConfig::default();
+        config.pgwire.require_tls = true;
+        config.pgwire.max_connections = 0;
+        config.login_backoff.max = Duration::from_millis(10);
+        let fields: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "pgwire.max_connections",
+                "pgwire.require_tls",
+                "login_backoff.max"
+            ]
+        );
+        config = QueryConfig::default();
+        config.pgwire.tls_cert = Some("cert.pem".into());
+        let fields: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["pgwire.tls_key"]);
     }
 }

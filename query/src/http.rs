@@ -50,14 +50,30 @@ impl IntoResponse for QueryError {
 /// The principal of a request's `Authorization: Bearer <token>`; a missing or
 /// wrong token is [`QueryError::Unauthorized`]. Every authenticated route of
 /// tooltrail (SQL, exports, legal holds) goes through here.
+///
+/// Behind [`crate::auth::peer::guard`], each presented token counts for or
+/// against the caller's address in the login back-off, and an address that is
+/// backing off has no token checked (the guard answers it 429 first; a
+/// request already past the guard when the refusal started gets 401).
 pub fn principal(engine: &Engine, headers: &HeaderMap) -> Result<Principal, QueryError> {
+    let peer = crate::auth::peer::current();
+    if peer.as_ref().is_some_and(|p| p.refused()) {
+        engine.metrics().auth_failures.inc();
+        return Err(QueryError::Unauthorized);
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match token {
-        Some(token) if !token.is_empty() => engine.authenticate(token),
+        Some(token) if !token.is_empty() => {
+            let principal = engine.authenticate(token);
+            if let Some(peer) = &peer {
+                peer.record(principal.is_ok());
+            }
+            principal
+        }
         _ => {
             engine.metrics().auth_failures.inc();
             Err(QueryError::Unauthorized)

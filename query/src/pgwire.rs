@@ -11,8 +11,15 @@
 //! - Login with a cleartext password that is a query token
 //!   (`PGPASSWORD=$TOKEN psql "host=… user=ana dbname=tooltrail"`). The user
 //!   and database names are informational. A wrong token is a FATAL 28P01.
-//!   There is no TLS: the token crosses the network in clear, so listen on
-//!   localhost or behind a TLS-terminating proxy.
+//! - TLS (rustls) with `query.pgwire.tls_cert` and `tls_key`:
+//!   `sslmode=require`, and libpq 17's `sslnegotiation=direct` (ALPN
+//!   `postgresql`). With `require_tls`, a login without TLS is a FATAL 28000.
+//!   Without TLS the token crosses the network in clear.
+//! - Hardening (`pgwire/server.rs`): at most `max_connections` at once (one
+//!   more is a FATAL 53300 and closed); a connection idle for `idle_timeout`
+//!   is closed with a FATAL 57P05; an address with repeated failed logins is
+//!   refused for a while, a back-off shared with the HTTP API
+//!   ([`LoginLimiter`]).
 //! - The simple query protocol, several statements per query string (run one
 //!   after the other, each its own query; the first error skips the rest).
 //! - The extended protocol: Parse, Bind, Describe, Execute (row-limited ones
@@ -39,12 +46,13 @@
 //!   `current_catalog`, `current_user`, `session_user`. Anything else,
 //!   `SET datafusion.…` included, goes to the engine.
 //!
-//! Not supported: TLS, SCRAM and MD5 logins, `COPY`, cursors, savepoints,
+//! Not supported: client certificates, SCRAM and MD5 logins, `COPY`, cursors, savepoints,
 //! `pg_catalog` (the schema browsers of BI tools; `information_schema` and
 //! plain SQL work), time zones other than UTC.
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -82,16 +90,20 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::auth::Principal;
+use crate::auth::backoff::LoginLimiter;
+use crate::config::PgWireConfig;
 use crate::engine::{Engine, QueryStream, Transport};
 use crate::error::QueryError;
 
 mod chatter;
 mod encoding;
 mod params;
+mod server;
 mod statement;
+
+pub use self::server::{ReasonLabel, WireError, WireMetrics, tls_acceptor};
 
 use self::chatter::*;
 use self::encoding::*;
@@ -101,36 +113,56 @@ use self::statement::*;
 /// What `server_version` reports. Clients gate features on the major version.
 pub const SERVER_VERSION: &str = concat!("16.0 (tooltrail ", env!("CARGO_PKG_VERSION"), ")");
 
-/// Answers Postgres clients on `listener` until `shutdown` resolves, then
-/// stops accepting and closes the open connections (a running query is
-/// cancelled, and audited as such).
-pub async fn serve(listener: TcpListener, engine: Engine, shutdown: impl Future<Output = ()>) {
-    let handlers = Arc::new(Handlers::new(engine));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    let handlers = Arc::clone(&handlers);
-                    connections.spawn(async move {
-                        if let Err(error) = ::pgwire::tokio::process_socket(socket, None, handlers).await {
-                            tracing::debug!(%peer, %error, "pgwire connection ended with an error");
-                        }
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors, usually: wait rather than spin.
-                    tracing::warn!(%error, "pgwire accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+/// A Postgres wire server: the engine, and `[query.pgwire]`'s TLS, limits
+/// and idle timeout. [`Server::build`] loads the certificate (failing fast);
+/// [`Server::serve`] answers connections.
+pub struct Server {
+    shared: Arc<server::Shared>,
+}
+
+impl Server {
+    /// `logins` is the process's back-off on failed logins, shared with the
+    /// HTTP API.
+    pub fn build(
+        config: &PgWireConfig,
+        engine: Engine,
+        logins: Arc<LoginLimiter>,
+        metrics: WireMetrics,
+    ) -> Result<Server, WireError> {
+        let handlers = Handlers::new(engine, config.require_tls, logins, metrics.clone());
+        let shared = server::Shared::new(config, handlers, metrics)?;
+        Ok(Server {
+            shared: Arc::new(shared),
+        })
     }
-    connections.shutdown().await;
+
+    /// Whether the server accepts TLS (`sslmode=require`).
+    pub fn tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Answers Postgres clients on `listener` until `shutdown` resolves, then
+    /// stops accepting and closes the open connections (a running query is
+    /// cancelled, and audited as such).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        server::accept(self.shared, listener, shutdown).await;
+    }
+}
+
+/// [`Server::serve`] with the default `[query.pgwire]` (no TLS) and a back-off
+/// of its own.
+pub async fn serve(listener: TcpListener, engine: Engine, shutdown: impl Future<Output = ()>) {
+    let server = Server::build(
+        &PgWireConfig::default(),
+        engine,
+        Arc::new(LoginLimiter::unregistered()),
+        WireMetrics::default(),
+    );
+    match server {
+        Ok(server) => server.serve(listener, shutdown).await,
+        // Unreachable: the default loads no file.
+        Err(error) => tracing::error!(%error, "pgwire server not started"),
+    }
 }
 
 /// The handlers every connection shares.
@@ -140,7 +172,12 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(engine: Engine) -> Handlers {
+    fn new(
+        engine: Engine,
+        require_tls: bool,
+        logins: Arc<LoginLimiter>,
+        metrics: WireMetrics,
+    ) -> Handlers {
         let connections = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = SERVER_VERSION.to_owned();
@@ -155,6 +192,9 @@ impl Handlers {
                 parameters,
                 pids: RandomPidSecretKeyGenerator::default(),
                 connections: Arc::clone(&connections),
+                require_tls,
+                logins,
+                metrics,
             }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
@@ -186,6 +226,10 @@ struct Wire {
     parameters: DefaultServerParameterProvider,
     pids: RandomPidSecretKeyGenerator,
     connections: Arc<ConnectionManager>,
+    /// Refuse logins that did not negotiate TLS.
+    require_tls: bool,
+    logins: Arc<LoginLimiter>,
+    metrics: WireMetrics,
 }
 
 /// Set on a connection when a result was cut by the row cap and the client
@@ -207,6 +251,16 @@ impl StartupHandler for Wire {
     {
         match message {
             PgWireFrontendMessage::Startup(startup) => {
+                if self.require_tls && !client.is_secure() {
+                    self.metrics.refuse("tls_required");
+                    tracing::info!(peer = %client.socket_addr(), "pgwire login refused: no TLS");
+                    return Err(error(
+                        "FATAL",
+                        "28000",
+                        "this server requires TLS (query.pgwire.require_tls): connect with sslmode=require".into(),
+                    ));
+                }
+                self.backing_off(client.socket_addr())?;
                 protocol_negotiation(client, &startup).await?;
                 save_startup_parameters_to_metadata(client, &startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
@@ -228,10 +282,18 @@ impl StartupHandler for Wire {
                     .get(METADATA_USER)
                     .cloned()
                     .unwrap_or_default();
+                let peer = client.socket_addr();
+                // Again: other connections from the address may have failed
+                // since this one started.
+                self.backing_off(peer)?;
                 let principal = match self.engine.authenticate(&password.password) {
-                    Ok(principal) => principal,
+                    Ok(principal) => {
+                        self.logins.success(peer.ip());
+                        principal
+                    }
                     Err(e) => {
-                        tracing::info!(peer = %client.socket_addr(), user, "pgwire login refused");
+                        self.logins.failure(peer.ip(), "pgwire");
+                        tracing::info!(%peer, user, "pgwire login refused");
                         return Err(error(
                             "FATAL",
                             e.sqlstate(),
@@ -260,6 +322,32 @@ impl StartupHandler for Wire {
         }
         Ok(())
     }
+}
+
+impl Wire {
+    /// FATAL 28000 if `peer`'s address is backing off after failed logins.
+    fn backing_off(&self, peer: SocketAddr) -> PgWireResult<()> {
+        match self.logins.check(peer.ip(), "pgwire") {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                tracing::info!(%peer, "pgwire login refused: backing off after failed logins");
+                Err(error(
+                    "FATAL",
+                    "28000",
+                    format!(
+                        "too many failed logins from this address: try again in {}",
+                        retry_after(refused.retry_after)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// A wait as people read it, rounded up to the millisecond (`1s 500ms`).
+fn retry_after(wait: Duration) -> String {
+    let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 #[async_trait]

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -24,10 +25,15 @@ use tokio::task::JoinHandle;
 use tooltrail_ingest::batch::{Pending, TimeWindow};
 use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
+use tooltrail_query::auth::backoff::LoginLimiter;
 use tooltrail_query::auth::token_hash;
 use tooltrail_query::config::TokenConfig;
+use tooltrail_query::pgwire::{self, WireMetrics};
 use tooltrail_query::{Engine, QueryConfig, QueryMetrics, Role};
 use tooltrail_schemas::lake::Source;
+
+#[path = "pgwire/hardening.rs"]
+mod hardening;
 
 const ACME: &str = "tok-acme";
 const GLOBEX: &str = "tok-globex";
@@ -77,10 +83,44 @@ fn write_lake(root: &Path) {
         .expect("commit fixture");
 }
 
+/// Three tokens: acme's analyst, globex's analyst, and an admin.
+fn fixture_config() -> QueryConfig {
+    let token = |name: &str, secret: &str, role, tenants: &[&str]| TokenConfig {
+        name: name.into(),
+        sha256: token_hash(secret),
+        role,
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
+    };
+    QueryConfig {
+        tokens: vec![
+            token("acme-analyst", ACME, Role::Analyst, &["acme"]),
+            token("globex-analyst", GLOBEX, Role::Analyst, &["globex"]),
+            token("root", ADMIN, Role::Admin, &["*"]),
+        ],
+        listing_ttl: Duration::from_millis(1),
+        ..Default::default()
+    }
+}
+
+/// The engine over the fixture lake, written under `dir`.
+fn fixture_engine(dir: &Path, config: &QueryConfig) -> Engine {
+    let lake = dir.join("lake");
+    write_lake(&lake);
+    config.validate().expect("valid config");
+    Engine::open(
+        &lake,
+        config,
+        &dir.join("spill"),
+        QueryMetrics::unregistered(),
+    )
+    .expect("open engine")
+}
+
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    metrics: WireMetrics,
     _dir: tempfile::TempDir,
 }
 
@@ -90,53 +130,68 @@ impl Server {
     }
 
     async fn start_with(configure: impl FnOnce(&mut QueryConfig)) -> Server {
+        Server::start_inner(false, configure).await
+    }
+
+    /// With TLS: a self-signed certificate for `localhost` and 127.0.0.1,
+    /// made now.
+    async fn start_tls(configure: impl FnOnce(&mut QueryConfig)) -> Server {
+        Server::start_inner(true, configure).await
+    }
+
+    async fn start_inner(tls: bool, configure: impl FnOnce(&mut QueryConfig)) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().join("lake");
-        write_lake(&lake);
-        let token = |name: &str, secret: &str, role, tenants: &[&str]| TokenConfig {
-            name: name.into(),
-            sha256: token_hash(secret),
-            role,
-            tenants: tenants.iter().map(|t| t.to_string()).collect(),
-        };
-        let mut config = QueryConfig {
-            tokens: vec![
-                token("acme-analyst", ACME, Role::Analyst, &["acme"]),
-                token("globex-analyst", GLOBEX, Role::Analyst, &["globex"]),
-                token("root", ADMIN, Role::Admin, &["*"]),
-            ],
-            listing_ttl: Duration::from_millis(1),
-            ..Default::default()
-        };
+        let mut config = fixture_config();
+        if tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let made =
+                rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                    .unwrap();
+            std::fs::write(&cert, made.cert.pem()).unwrap();
+            std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+            config.pgwire.tls_cert = Some(cert);
+            config.pgwire.tls_key = Some(key);
+        }
         configure(&mut config);
-        config.validate().expect("valid config");
-        let engine = Engine::open(
-            &lake,
-            &config,
-            &dir.path().join("spill"),
-            QueryMetrics::unregistered(),
-        )
-        .expect("open engine");
+        let engine = fixture_engine(dir.path(), &config);
+        let metrics = WireMetrics::default();
+        let logins = LoginLimiter::new(&config.login_backoff, Default::default());
+        let server =
+            pgwire::Server::build(&config.pgwire, engine, Arc::new(logins), metrics.clone())
+                .expect("the certificate loads");
+        assert_eq!(server.tls(), tls);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(tooltrail_query::pgwire::serve(listener, engine, async {
+        let task = tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
         Server {
             addr,
             stop: Some(stop),
             task,
+            metrics,
             _dir: dir,
         }
     }
 
     /// Runs psql with `args` (and `stdin`), logging in with `token`.
     async fn psql(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Psql {
+        self.psql_ssl("disable", token, args, stdin).await
+    }
+
+    /// [`Server::psql`] with `sslmode`.
+    async fn psql_ssl(
+        &self,
+        sslmode: &str,
+        token: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Psql {
         let mut command = tokio::process::Command::new("psql");
         command
             .arg(format!(
-                "host={} port={} user=ana dbname=tooltrail sslmode=disable connect_timeout=10",
+                "host={} port={} user=ana dbname=tooltrail sslmode={sslmode} connect_timeout=10",
                 self.addr.ip(),
                 self.addr.port()
             ))
@@ -862,6 +917,11 @@ impl Raw {
             pid_and_key: [0; 8],
         };
         let request = raw.recv().await;
+        if request.tag == b'E' {
+            // Refused before the password: too many connections, no TLS, or
+            // backing off.
+            return (raw, vec![request]);
+        }
         assert_eq!(
             (request.tag, &request.body[..]),
             (b'R', &3i32.to_be_bytes()[..]),

@@ -386,7 +386,7 @@ async fn the_sql_command_runs_the_same_engine_on_a_lake() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_connects_to_up_with_a_token_and_sees_its_tenant_only() -> Result<()> {
-    let (_dir, up) = up("pg_listen = \"127.0.0.1:0\"").await?;
+    let (_dir, up) = up("pgwire.listen = \"127.0.0.1:0\"").await?;
     let addr = up
         .stderr()
         .lines()
