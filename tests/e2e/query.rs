@@ -422,3 +422,54 @@ async fn psql_connects_to_up_with_a_token_and_sees_its_tenant_only() -> Result<(
     assert!(String::from_utf8_lossy(&out.stderr).contains("authentication"));
     up.stop().await
 }
+
+/// Expressions that fail on another tenant's rows (and would name the value
+/// in the error, or tell by failing that the row exists) answer over HTTP
+/// and psql as if those rows did not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_expressions_never_see_another_tenants_rows_over_http_or_psql() -> Result<()> {
+    let (_dir, up) = up("pgwire.listen = \"127.0.0.1:0\"").await?;
+    let addr = up
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("postgres wire on ").map(str::to_owned))
+        .context("up prints the postgres wire address")?;
+    let (host, port) = addr.rsplit_once(':').context("host:port")?;
+    let guard = "tenant_id <> 'acme'";
+    let predicates = [
+        format!("CAST(CASE WHEN {guard} THEN event_id ELSE '0' END AS BIGINT) = 0"),
+        format!("1 / (CASE WHEN {guard} THEN 0 ELSE 1 END) = 1"),
+        format!("regexp_like('x', CASE WHEN {guard} THEN '(' || event_id ELSE 'x' END)"),
+        format!("make_array(1, 2)[CASE WHEN {guard} THEN CAST(event_id AS BIGINT) ELSE 1 END] = 1"),
+        format!(
+            "CAST(json_get_str(CASE WHEN {guard} THEN arguments ELSE '{{\"q\":\"1\"}}' END, 'q') AS BIGINT) = 1"
+        ),
+    ];
+    for predicate in &predicates {
+        let query = format!("SELECT count(*) AS n FROM events WHERE {predicate}");
+        let response = sql(&up, Some("tok-acme"), json!({ "sql": query }), None).await?;
+        let status = response.status().as_u16();
+        let reply: Value = response.json().await?;
+        assert_eq!(status, 200, "{query}: {reply}");
+        assert_eq!(reply["rows"], json!([{"n": ACME}]), "{query}");
+
+        let out = std::process::Command::new("psql")
+            .env("PGPASSWORD", "tok-acme")
+            .args([
+                &format!("host={host} port={port} user=ana dbname=tooltrail sslmode=disable"),
+                "-At",
+                "-c",
+                &query,
+            ])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{query}: {stderr}");
+        assert!(!stderr.contains("globex"), "{query}: {stderr}");
+        assert_eq!(
+            String::from_utf8(out.stdout)?.trim(),
+            ACME.to_string(),
+            "{query}"
+        );
+    }
+    up.stop().await
+}
