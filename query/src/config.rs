@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 
+/// The most `max_expr_depth` may allow; the query threads' stacks are sized
+/// for it.
+pub const MAX_EXPR_DEPTH: usize = 10_000;
+
 /// `[query]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,8 +37,22 @@ pub struct QueryConfig {
     /// at most this much later.
     #[serde(with = "humantime_serde")]
     pub listing_ttl: Duration,
-    /// Largest string `repeat`, `lpad` and `rpad` may build, in characters.
+    /// Largest value one function call or operator may build: characters for
+    /// `repeat`, `lpad`, `rpad`, `concat`, `concat_ws` and `||`, elements for
+    /// `array_repeat`. A query building more fails with 400.
     pub max_function_output: usize,
+    /// Deepest nesting of expressions a query may have (`a + a + …` is as
+    /// deep as it has terms; so are chains of `OR`, `AND`, `||` and nested
+    /// `CASE`). Deeper queries are refused with 400 `query_too_complex`
+    /// before they are planned. At most 10000.
+    pub max_expr_depth: usize,
+    /// Iterations a recursive CTE (`WITH RECURSIVE`) may run before the query
+    /// fails with 400.
+    pub max_recursion_depth: usize,
+    /// Threads that parse, plan and run queries and exports, apart from the
+    /// threads of ingest and the HTTP listener, and at a lower priority
+    /// (Linux). Default: half the cores, at least one.
+    pub threads: Option<usize>,
     /// Moved to `[query.pgwire] listen`; setting it here is an error that
     /// says so.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +138,9 @@ impl Default for QueryConfig {
             memory_limit_bytes: 2 << 30,
             listing_ttl: Duration::from_secs(2),
             max_function_output: 1 << 20,
+            max_expr_depth: 1000,
+            max_recursion_depth: 1000,
+            threads: None,
             pg_listen: None,
             pgwire: PgWireConfig::default(),
             login_backoff: LoginBackoffConfig::default(),
@@ -289,6 +310,9 @@ impl QueryConfig {
             ("max_rows", self.max_rows),
             ("memory_limit_bytes", self.memory_limit_bytes),
             ("max_function_output", self.max_function_output),
+            ("max_expr_depth", self.max_expr_depth),
+            ("max_recursion_depth", self.max_recursion_depth),
+            ("threads", self.threads.unwrap_or(1)),
         ] {
             if value == 0 {
                 bad(name.into(), "must be positive");
@@ -296,6 +320,12 @@ impl QueryConfig {
         }
         if self.timeout.is_zero() {
             bad("timeout".into(), "must be positive");
+        }
+        if self.max_expr_depth > MAX_EXPR_DEPTH {
+            bad(
+                "max_expr_depth".into(),
+                "must be at most 10000: deeper expressions do not fit the query threads' stacks",
+            );
         }
         for (field, problem) in self.exports.validate() {
             bad(format!("exports.{field}"), problem);

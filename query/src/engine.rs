@@ -1,6 +1,22 @@
 //! The engine every transport shares (HTTP, Postgres wire, the CLI): admits a
-//! query under the limits, audits it, plans it read-only in the principal's
-//! session and streams its batches under a deadline.
+//! query under the limits, audits it, checks it ([`inspect`]), plans it
+//! read-only in the principal's session and streams its batches under a
+//! deadline.
+//!
+//! Parsing, planning and execution run on the engine's own runtime
+//! ([`runtime`]), in one task per query that hands batches back over a small
+//! bounded channel. The deadline is kept on the caller's runtime, so a busy
+//! query runtime cannot delay a timeout; when the deadline passes or the
+//! caller drops the stream, the task is aborted, which drops DataFusion's
+//! stream and with it the tasks DataFusion spawned for the query.
+
+mod inspect;
+mod recursion;
+mod runtime;
+mod slices;
+
+pub use inspect::TOKEN_FACTOR;
+pub use runtime::STACK_BYTES;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +28,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
@@ -21,20 +38,19 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use futures::Stream;
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::AbortHandle;
 
 use crate::audit::{AuditLog, AuditRecord};
-use crate::auth::{Principal, TokenStore};
+use crate::auth::{Principal, Role, TokenStore};
 use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::functions;
 use crate::metrics::QueryMetrics;
 use crate::optimizer;
-use crate::pg_catalog::PgCatalog;
 use crate::session::Sessions;
 use crate::tables::{LakeTables, Table};
 
@@ -68,7 +84,8 @@ pub struct Engine {
 struct Inner {
     config: QueryConfig,
     tokens: TokenStore,
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
+    runtime: runtime::QueryRuntime,
     audit: Arc<AuditLog>,
     running: Arc<Semaphore>,
     per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -106,18 +123,24 @@ impl Engine {
         let builder = SessionStateBuilder::new()
             .with_config(session)
             .with_runtime_env(runtime)
-            .with_default_features();
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(recursion::LimitRecursion {
+                max: config.max_recursion_depth,
+            }))
+            .with_physical_optimizer_rule(Arc::new(slices::TimeSlices));
         let mut base = optimizer::install(builder).build();
         functions::restrict(&mut base, config.max_function_output)?;
         let statistics = base.runtime_env().cache_manager.get_file_statistic_cache();
         let tables = LakeTables::new(lake, statistics)?;
         let audit =
             AuditLog::open(lake).map_err(|e| QueryError::Internal(format!("query audit: {e}")))?;
+        let threads = config.threads.unwrap_or_else(runtime::default_threads);
         Ok(Engine {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 tokens: TokenStore::new(&config.tokens),
-                sessions: Sessions::new(base, tables)?,
+                sessions: Arc::new(Sessions::new(base, tables)?),
+                runtime: runtime::QueryRuntime::new(threads)?,
                 audit: Arc::new(audit),
                 running: Arc::new(Semaphore::new(config.max_concurrent)),
                 per_principal: Mutex::new(HashMap::new()),
@@ -170,12 +193,18 @@ impl Engine {
         sql: &str,
     ) -> Result<SchemaRef, QueryError> {
         self.check_len(sql)?;
-        let ctx = self.inner.sessions.for_principal(principal)?;
-        let pg = Some(self.inner.sessions.pg_catalog());
-        let plan = tokio::time::timeout(self.inner.config.timeout, plan(&ctx, principal, sql, pg))
-            .await
-            .map_err(|_| QueryError::Timeout(self.inner.config.timeout))??;
-        Ok(Arc::new(plan.schema().as_arrow().clone()))
+        let job = self.job(principal, sql, true);
+        let task = self.inner.runtime.handle().spawn(async move {
+            let ctx = job.session()?;
+            let plan = job.plan(&ctx).await?;
+            Ok::<_, QueryError>(Arc::new(plan.schema().as_arrow().clone()) as SchemaRef)
+        });
+        let _abort = AbortOnDrop(task.abort_handle());
+        match tokio::time::timeout(self.inner.config.timeout, task).await {
+            Ok(Ok(schema)) => schema,
+            Ok(Err(e)) => Err(task_failed(e)),
+            Err(_) => Err(QueryError::Timeout(self.inner.config.timeout)),
+        }
     }
 
     /// Runs `sql` for `principal`. The start of the query is in the audit
@@ -221,57 +250,33 @@ impl Engine {
         timeout: std::time::Duration,
     ) -> Result<QueryStream, QueryError> {
         let inner = &self.inner;
-        self.check_len(sql)
-            .inspect_err(|e| inner.metrics.finished(transport, e.outcome()))?;
-        let permits = self
-            .admit(principal)
-            .inspect_err(|e| inner.metrics.finished(transport, e.outcome()))?;
-        let started = Instant::now();
+        let admitted = self.check_len(sql).and_then(|()| self.admit(principal));
+        // Durable before any result leaves: no unaudited query, and a
+        // refused one is recorded with why.
+        let mut finish = self.audit_start(principal, sql, transport).await?;
+        let permits = match admitted {
+            Ok(permits) => permits,
+            Err(e) => {
+                finish.end(Err(&e), 0, 0);
+                return Err(e);
+            }
+        };
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut finish = Finish {
-            audit: Arc::clone(&inner.audit),
-            metrics: inner.metrics.clone(),
-            record: AuditRecord {
-                query_id: uuid::Uuid::now_v7().to_string(),
-                phase: "start",
-                time: Utc::now(),
-                principal: principal.name.clone(),
-                role: principal.role.to_string(),
-                tenants: principal.tenants.names(),
-                transport: transport.name(),
-                sql: sql.to_owned(),
-                sql_sha256: hex::encode(Sha256::digest(sql.as_bytes())),
-                outcome: None,
-                error: None,
-                rows: None,
-                bytes: None,
-                duration_ms: None,
-            },
-            started,
-            transport,
-            done: false,
-        };
-        // Durable before any result leaves: no unaudited query.
-        let audit = Arc::clone(&inner.audit);
-        let start = finish.record.clone();
-        tokio::task::spawn_blocking(move || audit.append(&start))
-            .await
-            .map_err(|e| QueryError::Internal(format!("query audit: {e}")))?
-            .map_err(|e| QueryError::Internal(format!("query audit is not writable: {e}")))?;
-
-        let opened = async {
-            let ctx = inner.sessions.for_principal(principal)?;
-            let pg = (transport == Transport::Pgwire).then(|| inner.sessions.pg_catalog());
-            let plan = plan(&ctx, principal, sql, pg).await?;
-            let df = ctx.execute_logical_plan(plan).await?;
-            let task = Arc::new(df.task_ctx());
-            let physical = df.create_physical_plan().await?;
-            let stream = execute_stream(Arc::clone(&physical), task)?;
-            Ok::<_, QueryError>((stream, physical))
-        };
-        let (stream, physical) = match tokio::time::timeout_at(deadline, opened).await {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => {
+        let job = self.job(principal, sql, transport == Transport::Pgwire);
+        let (opened_tx, opened) = oneshot::channel();
+        let (batches_tx, batches) = mpsc::channel(2);
+        let task = inner.runtime.handle().spawn(job.run(opened_tx, batches_tx));
+        let task = AbortOnDrop(task.abort_handle());
+        let (schema, physical) = match tokio::time::timeout_at(deadline, opened).await {
+            Ok(Ok(Ok(opened))) => opened,
+            Ok(Ok(Err(e))) => {
+                finish.end(Err(&e), 0, 0);
+                return Err(e);
+            }
+            Ok(Err(_)) => {
+                let e = QueryError::Internal(
+                    "the query's task ended without an answer (see the log)".into(),
+                );
                 finish.end(Err(&e), 0, 0);
                 return Err(e);
             }
@@ -283,8 +288,9 @@ impl Engine {
         };
         inner.metrics.running.inc();
         Ok(QueryStream {
-            schema: stream.schema(),
-            inner: Some(stream),
+            schema,
+            batches: Some(batches),
+            task,
             physical,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout,
@@ -295,6 +301,72 @@ impl Engine {
             finish,
             _permits: permits,
         })
+    }
+
+    /// Records a query refused before it reached [`Engine::execute`] (the
+    /// HTTP body was over the size limit): start and end, with `error`.
+    /// `sql` is what was read of it.
+    pub async fn audit_refused(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        transport: Transport,
+        error: &QueryError,
+    ) -> Result<(), QueryError> {
+        let mut finish = self.audit_start(principal, sql, transport).await?;
+        finish.end(Err(error), 0, 0);
+        Ok(())
+    }
+
+    /// Writes the start record of a query and returns what writes its end.
+    async fn audit_start(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        transport: Transport,
+    ) -> Result<Finish, QueryError> {
+        let inner = &self.inner;
+        let finish = Finish {
+            audit: Arc::clone(&inner.audit),
+            metrics: inner.metrics.clone(),
+            record: AuditRecord {
+                query_id: uuid::Uuid::now_v7().to_string(),
+                phase: "start",
+                time: Utc::now(),
+                principal: principal.name.clone(),
+                role: principal.role.to_string(),
+                tenants: principal.tenants.names(),
+                transport: transport.name(),
+                sql: audit_text(sql, inner.config.max_sql_bytes),
+                sql_sha256: hex::encode(Sha256::digest(sql.as_bytes())),
+                outcome: None,
+                error: None,
+                rows: None,
+                bytes: None,
+                duration_ms: None,
+            },
+            started: Instant::now(),
+            transport,
+            done: false,
+        };
+        let audit = Arc::clone(&inner.audit);
+        let start = finish.record.clone();
+        tokio::task::spawn_blocking(move || audit.append(&start))
+            .await
+            .map_err(|e| QueryError::Internal(format!("query audit: {e}")))?
+            .map_err(|e| QueryError::Internal(format!("query audit is not writable: {e}")))?;
+        Ok(finish)
+    }
+
+    /// What the query runtime needs to plan `sql` for `principal`.
+    fn job(&self, principal: &Principal, sql: &str, pgwire: bool) -> Job {
+        Job {
+            sessions: Arc::clone(&self.inner.sessions),
+            principal: principal.clone(),
+            sql: sql.to_owned(),
+            pgwire,
+            max_depth: self.inner.config.max_expr_depth,
+        }
     }
 
     fn check_len(&self, sql: &str) -> Result<(), QueryError> {
@@ -337,60 +409,134 @@ impl Engine {
     }
 }
 
-/// Parses and plans `sql` as a single read-only statement. With `pg` (the
-/// Postgres wire), a client's catalog query is rewritten first.
-async fn plan(
-    ctx: &SessionContext,
-    principal: &Principal,
-    sql: &str,
-    pg: Option<&PgCatalog>,
-) -> Result<LogicalPlan, QueryError> {
-    let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let statement = match pg.and_then(|pg| pg.parse_catalog_query(sql)) {
-        Some(statement) => statement,
-        None => state.sql_to_statement(sql, &dialect)?,
-    };
-    check_statement(&statement)?;
-    let plan = match state.statement_to_plan(statement).await {
-        Ok(plan) => plan,
-        Err(e) => return Err(explain_missing_table(e.into(), principal)),
-    };
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-        .verify_plan(&plan)
-        .map_err(|e| QueryError::ReadOnly(e.strip_backtrace()))?;
-    Ok(plan)
+/// A query's SQL and principal, planned and run on the query runtime.
+struct Job {
+    sessions: Arc<Sessions>,
+    principal: Principal,
+    sql: String,
+    pgwire: bool,
+    max_depth: usize,
 }
 
-/// Only queries (and `EXPLAIN` of one, without `ANALYZE` or `VERBOSE`, whose
-/// row counts would describe rows the principal may not see).
-fn check_statement(statement: &DfStatement) -> Result<(), QueryError> {
-    let read_only = || {
-        QueryError::ReadOnly(
-            "only SELECT, WITH, VALUES, SHOW and EXPLAIN queries are allowed: this endpoint is read-only".into(),
-        )
-    };
-    match statement {
-        DfStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::Query(_)
-            | SqlStatement::ShowTables { .. }
-            | SqlStatement::ShowColumns { .. } => Ok(()),
-            _ => Err(read_only()),
-        },
-        DfStatement::Explain(explain) => {
-            if explain.options.analyze || explain.options.verbose {
-                return Err(QueryError::ReadOnly(
-                    "EXPLAIN ANALYZE and EXPLAIN VERBOSE are not allowed: their row counts describe rows outside your tenants; use plain EXPLAIN".into(),
-                ));
+type Opened = Result<(SchemaRef, Arc<dyn ExecutionPlan>), QueryError>;
+
+/// One item of a running query: a batch, its failure, or `None` at its end
+/// (so that a task that dies midway is not mistaken for a complete result).
+type Item = Option<Result<RecordBatch, DataFusionError>>;
+
+impl Job {
+    /// Plans and runs the query, answering `opened` with its schema or why it
+    /// failed, then sends its batches until the end, a failure, or the
+    /// receiver going away.
+    async fn run(self, opened: oneshot::Sender<Opened>, batches: mpsc::Sender<Item>) {
+        let (stream, physical) = match self.open().await {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = opened.send(Err(e));
+                return;
             }
-            check_statement(&explain.statement)
+        };
+        let mut stream = stream;
+        if opened
+            .send(Ok((stream.schema(), Arc::clone(&physical))))
+            .is_err()
+        {
+            return;
         }
-        _ => Err(read_only()),
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if batches.send(Some(item)).await.is_err() || failed {
+                return;
+            }
+        }
+        let _ = batches.send(None).await;
+    }
+
+    async fn open(
+        &self,
+    ) -> Result<(SendableRecordBatchStream, Arc<dyn ExecutionPlan>), QueryError> {
+        let ctx = self.session()?;
+        let plan = self.plan(&ctx).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let task = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        let stream = execute_stream(Arc::clone(&physical), task)?;
+        Ok((stream, physical))
+    }
+
+    /// The principal's session. `EXPLAIN` shows a non-admin the logical plan
+    /// only: the physical plan names the lake's files and directories, and
+    /// which hours hold files (another tenant's among them).
+    fn session(&self) -> Result<SessionContext, QueryError> {
+        let ctx = self.sessions.for_principal(&self.principal)?;
+        if self.principal.role < Role::Admin {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            state.config_mut().options_mut().explain.logical_plan_only = true;
+        }
+        Ok(ctx)
+    }
+
+    /// Parses and plans the SQL as a single read-only statement. On the
+    /// Postgres wire, a client's catalog query is rewritten first.
+    async fn plan(&self, ctx: &SessionContext) -> Result<LogicalPlan, QueryError> {
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        if let Some(tokens) = dialect_from_str(dialect) {
+            inspect::check_tokens(&self.sql, tokens.as_ref(), self.max_depth)?;
+        }
+        let pg = self.pgwire.then(|| self.sessions.pg_catalog());
+        let statement = match pg.and_then(|pg| pg.parse_catalog_query(&self.sql)) {
+            Some(statement) => statement,
+            None => state.sql_to_statement(&self.sql, &dialect)?,
+        };
+        inspect::check_statement(&statement, self.max_depth)?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => return Err(explain_missing_table(e.into(), &self.principal)),
+        };
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| QueryError::ReadOnly(e.strip_backtrace()))?;
+        Ok(plan)
     }
 }
+
+/// Aborts a query's task when dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> QueryError {
+    if e.is_panic() {
+        tracing::error!(error = %e, "a query's task panicked");
+    }
+    QueryError::Internal("the query's task ended without an answer (see the log)".into())
+}
+
+/// The audit's copy of `sql`: whole up to `query.max_sql_bytes`; beyond, the
+/// query was refused unread and its first [`AUDIT_PREFIX_BYTES`] are kept
+/// (its SHA-256 still covers the whole text).
+fn audit_text(sql: &str, max_sql_bytes: usize) -> String {
+    if sql.len() <= max_sql_bytes {
+        return sql.to_owned();
+    }
+    let mut end = AUDIT_PREFIX_BYTES.min(sql.len());
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &sql[..end])
+}
+
+/// How much of an oversized query's text the audit keeps.
+pub const AUDIT_PREFIX_BYTES: usize = 4096;
 
 /// A missing table that exists but is beyond the principal's role is a 403.
 fn explain_missing_table(e: QueryError, principal: &Principal) -> QueryError {
@@ -488,7 +634,8 @@ impl Drop for Finish {
 /// failure; stops after the row cap with [`QueryStream::truncated`] set.
 pub struct QueryStream {
     schema: SchemaRef,
-    inner: Option<SendableRecordBatchStream>,
+    batches: Option<mpsc::Receiver<Item>>,
+    task: AbortOnDrop,
     physical: Arc<dyn ExecutionPlan>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: std::time::Duration,
@@ -525,8 +672,9 @@ impl QueryStream {
     }
 
     fn stop(&mut self, result: Result<(), &QueryError>) {
-        if self.inner.take().is_some() {
+        if self.batches.take().is_some() {
             self.finish.metrics.running.dec();
+            self.task.0.abort();
         }
         self.finish.end(result, self.rows, self.bytes);
     }
@@ -537,7 +685,7 @@ impl Stream for QueryStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
+        let Some(batches) = this.batches.as_mut() else {
             return Poll::Ready(None);
         };
         if this.deadline.as_mut().poll(cx).is_ready() {
@@ -545,18 +693,25 @@ impl Stream for QueryStream {
             this.stop(Err(&e));
             return Poll::Ready(Some(Err(e)));
         }
-        match inner.as_mut().poll_next(cx) {
+        match batches.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
+            Poll::Ready(Some(None)) => {
                 this.stop(Ok(()));
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(None) => {
+                let e = QueryError::Internal(
+                    "the query's task ended before its result did (see the log)".into(),
+                );
+                this.stop(Err(&e));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Some(Err(e)))) => {
                 let e = QueryError::from(e);
                 this.stop(Err(&e));
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(Some(Ok(mut batch))) => {
+            Poll::Ready(Some(Some(Ok(mut batch)))) => {
                 if let Some(cap) = this.row_cap {
                     let left = cap.saturating_sub(this.rows as usize);
                     if batch.num_rows() >= left {

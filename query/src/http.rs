@@ -99,13 +99,21 @@ async fn run_sql(engine: Engine, headers: HeaderMap, body: Body) -> Result<Respo
     let principal = principal(&engine, &headers)?;
     // Room for the SQL escaped in JSON, and the other fields.
     let limit = engine.config().max_sql_bytes * 2 + 4096;
-    let body: Bytes =
-        axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| QueryError::SqlTooLarge {
-                len: limit + 1,
+    let body = match read_body(body, limit).await? {
+        Ok(body) => body,
+        Err((read, head)) => {
+            // Refused unread: the audit keeps the start of the body.
+            let e = QueryError::SqlTooLarge {
+                len: read,
                 max: engine.config().max_sql_bytes,
-            })?;
+            };
+            let head = String::from_utf8_lossy(&head);
+            engine
+                .audit_refused(&principal, &head, Transport::Http, &e)
+                .await?;
+            return Err(e);
+        }
+    };
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         QueryError::Sql(format!(
             "the body must be JSON {{\"sql\": \"…\", \"format\": \"json|ndjson|csv|arrow|parquet\"}}: {e}"
@@ -149,6 +157,28 @@ async fn run_sql(engine: Engine, headers: HeaderMap, body: Body) -> Result<Respo
         h.insert("x-tooltrail-row-cap", HeaderValue::from(cap as u64));
     }
     Ok(response)
+}
+
+/// The request body when it is at most `limit` bytes; otherwise how many
+/// bytes were read before giving up, and the first
+/// [`AUDIT_PREFIX_BYTES`](crate::engine::AUDIT_PREFIX_BYTES) of them.
+async fn read_body(
+    body: Body,
+    limit: usize,
+) -> Result<Result<Bytes, (usize, Vec<u8>)>, QueryError> {
+    let mut chunks = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| QueryError::Sql(format!("reading the request body: {e}")))?;
+        if read.len() + chunk.len() > limit {
+            let total = read.len() + chunk.len();
+            read.extend_from_slice(&chunk);
+            read.truncate(crate::engine::AUDIT_PREFIX_BYTES);
+            return Ok(Err((total, read)));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Ok(Bytes::from(read)))
 }
 
 /// The body: the head, each batch as it comes, then the close, or an error

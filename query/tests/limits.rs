@@ -155,7 +155,7 @@ fn oversized_sql_is_refused_before_parsing() {
             .await
             .err()
             .unwrap();
-        assert_eq!(err.code(), "sql_error", "{err}");
+        assert_eq!(err.code(), "query_too_complex", "{err}");
     });
 }
 

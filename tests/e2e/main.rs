@@ -15,6 +15,7 @@ mod kafka;
 mod lake_readers;
 mod lake_verify;
 mod query;
+mod query_abuse;
 mod retention;
 mod secrets;
 mod support;

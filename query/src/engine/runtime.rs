@@ -1,0 +1,134 @@
+//! The query runtime: the tokio runtime every query is parsed, planned and
+//! run on, apart from the process's runtime (HTTP, ingest, the detector).
+//!
+//! - `query.threads` workers (default: half the cores, at least one), so a
+//!   heavy query takes at most that share of the machine;
+//! - on Linux the workers run at a lower priority (nice 10, best effort), so
+//!   ingest and the HTTP listener win a contended core;
+//! - each thread has a [`STACK_BYTES`] stack, so that an expression as deep
+//!   as `query.max_expr_depth` allows is safe in DataFusion's recursive
+//!   planner, optimizer and evaluation.
+//!
+//! DataFusion's own tasks (repartitioning, spills) are spawned from the
+//! query's task and so land here too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+use crate::error::QueryError;
+
+/// Stack of each query thread. The default 2 MiB overflows planning a
+/// 2,000-term expression; 64 MiB takes well over `query.max_expr_depth`'s
+/// default of 1,000 (and is virtual memory, committed only where touched).
+pub const STACK_BYTES: usize = 64 << 20;
+
+/// The niceness of query threads.
+const NICE: i32 = 10;
+
+/// Owns the runtime; shuts it down without blocking when the engine goes,
+/// which may be inside another runtime.
+pub struct QueryRuntime {
+    runtime: Option<Runtime>,
+}
+
+impl QueryRuntime {
+    /// A runtime of `threads` workers.
+    pub fn new(threads: usize) -> Result<QueryRuntime, QueryError> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let runtime = Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            // DataFusion's few blocking calls (file listing, spills).
+            .max_blocking_threads(threads.max(1) * 2)
+            .thread_stack_size(STACK_BYTES)
+            .thread_name_fn(|| format!("tt-query-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("starting the query runtime: {e}")))?;
+        Ok(QueryRuntime {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Where queries are spawned.
+    pub fn handle(&self) -> &Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime is taken only on drop")
+            .handle()
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime blocks, which panics inside another
+            // runtime; running queries are cancelled either way.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The default `query.threads`: half the cores, at least one.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().div_ceil(2))
+        .unwrap_or(1)
+}
+
+/// Lowers the calling thread's priority (Linux; elsewhere nothing).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; on
+        // Linux PRIO_PROCESS with a thread id changes only that thread.
+        let result = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, NICE)
+        };
+        if result != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "query thread priority not lowered"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_threads_run_niced_on_a_large_stack() {
+        let runtime = QueryRuntime::new(1).unwrap();
+        let (nice, deep) = runtime
+            .handle()
+            .block_on(async {
+                tokio::spawn(async {
+                    // A recursion a 2 MiB stack would not take.
+                    fn recurse(n: usize) -> usize {
+                        let pad = std::hint::black_box([0u8; 1024]);
+                        if n == 0 {
+                            pad[0] as usize
+                        } else {
+                            recurse(n - 1) + pad[1] as usize + 1
+                        }
+                    }
+                    #[cfg(target_os = "linux")]
+                    // SAFETY: see `lower_priority`.
+                    let nice = unsafe {
+                        libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as _)
+                    };
+                    #[cfg(not(target_os = "linux"))]
+                    let nice = NICE;
+                    (nice, recurse(20_000))
+                })
+                .await
+            })
+            .unwrap();
+        assert_eq!(nice, NICE);
+        assert_eq!(deep, 20_000);
+    }
+}
