@@ -384,26 +384,29 @@ async fn the_sql_command_runs_the_same_engine_on_a_lake() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_connects_to_up_with_a_token_and_sees_its_tenant_only() -> Result<()> {
-    let (_dir, up) = up("pgwire.listen = \"127.0.0.1:0\"").await?;
+/// Runs `psql -At -c SQL` against `up`'s Postgres wire with a token.
+fn psql_client(
+    up: &Tooltrail,
+) -> Result<impl Fn(&str, &str) -> std::io::Result<std::process::Output> + use<>> {
     let addr = up
         .stderr()
         .lines()
         .find_map(|l| l.strip_prefix("postgres wire on ").map(str::to_owned))
         .context("up prints the postgres wire address")?;
     let (host, port) = addr.rsplit_once(':').context("host:port")?;
-    let psql = |token: &str, sql: &str| {
+    let conninfo = format!("host={host} port={port} user=ana dbname=tooltrail sslmode=disable");
+    Ok(move |token: &str, sql: &str| {
         std::process::Command::new("psql")
             .env("PGPASSWORD", token)
-            .args([
-                &format!("host={host} port={port} user=ana dbname=tooltrail sslmode=disable"),
-                "-At",
-                "-c",
-                sql,
-            ])
+            .args([conninfo.as_str(), "-At", "-c", sql])
             .output()
-    };
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_connects_to_up_with_a_token_and_sees_its_tenant_only() -> Result<()> {
+    let (_dir, up) = up("pgwire.listen = \"127.0.0.1:0\"").await?;
+    let psql = psql_client(&up)?;
     let out = psql(
         "tok-acme",
         "SELECT tenant_id, count(*) FROM events GROUP BY 1",
@@ -429,12 +432,7 @@ async fn psql_connects_to_up_with_a_token_and_sees_its_tenant_only() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_expressions_never_see_another_tenants_rows_over_http_or_psql() -> Result<()> {
     let (_dir, up) = up("pgwire.listen = \"127.0.0.1:0\"").await?;
-    let addr = up
-        .stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("postgres wire on ").map(str::to_owned))
-        .context("up prints the postgres wire address")?;
-    let (host, port) = addr.rsplit_once(':').context("host:port")?;
+    let psql = psql_client(&up)?;
     let guard = "tenant_id <> 'acme'";
     let predicates = [
         format!("CAST(CASE WHEN {guard} THEN event_id ELSE '0' END AS BIGINT) = 0"),
@@ -453,15 +451,7 @@ async fn failing_expressions_never_see_another_tenants_rows_over_http_or_psql() 
         assert_eq!(status, 200, "{query}: {reply}");
         assert_eq!(reply["rows"], json!([{"n": ACME}]), "{query}");
 
-        let out = std::process::Command::new("psql")
-            .env("PGPASSWORD", "tok-acme")
-            .args([
-                &format!("host={host} port={port} user=ana dbname=tooltrail sslmode=disable"),
-                "-At",
-                "-c",
-                &query,
-            ])
-            .output()?;
+        let out = psql("tok-acme", &query)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{query}: {stderr}");
         assert!(!stderr.contains("globex"), "{query}: {stderr}");
