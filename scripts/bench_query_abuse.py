@@ -9,7 +9,8 @@ Usage: scripts/bench_query_abuse.py [--bin PATH] [--heavy 4] [--seconds 15] [--t
   and another runs a small query (a count over the neighbour's events) every 200 ms;
 - phase "abuse": the same, while --heavy clients each run, back to back, the join of issue 23
   (two unnest(array_repeat(1, 1000000)) sides ON x < y), which only the timeout ends;
-- prints, per phase, the ingest acknowledgement p50/p99 and the small query's p50/p99, then
+- prints, per phase, the ingest acknowledgement p50/p99 and the small query's p50/p99 (and
+  how many small queries were refused, by status), then
   how long the heavy queries took to get their 504, and the CPU the query threads
   (tt-query-*) used in the 2 s after the last heavy query was cancelled.
 Environment variables reach `up`, e.g. TOOLTRAIL__QUERY__THREADS=1.
@@ -127,7 +128,7 @@ def main():
 
         def run_phase(name, heavy):
             stop = threading.Event()
-            acks, smalls, heavies = [], [], []
+            acks, smalls, heavies, refused = [], [], [], {}
             last_cancel = [0.0]
 
             def ingest():
@@ -145,6 +146,8 @@ def main():
                     status, took = post(f"{base}/v1/sql", body, headers)
                     if status == 200:
                         smalls.append(took)
+                    else:
+                        refused[status] = refused.get(status, 0) + 1
                     time.sleep(0.2)
 
             def abuse():
@@ -165,7 +168,8 @@ def main():
                 t.join()
             print(f"{name:6} ingest ack p50 {pct(acks, 50) * 1e3:7.1f} ms  p99 {pct(acks, 99) * 1e3:7.1f} ms "
                   f"({len(acks)} acks) | small query p50 {pct(smalls, 50) * 1e3:7.1f} ms  "
-                  f"p99 {pct(smalls, 99) * 1e3:7.1f} ms ({len(smalls)} answers)")
+                  f"p99 {pct(smalls, 99) * 1e3:7.1f} ms ({len(smalls)} answers"
+                  + "".join(f", {n} x {status}" for status, n in sorted(refused.items())) + ")")
             if heavies:
                 took = [t for _, t in heavies]
                 statuses = sorted({s for s, _ in heavies})

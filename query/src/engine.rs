@@ -11,9 +11,13 @@
 //! stream and with it the tasks DataFusion spawned for the query.
 
 mod inspect;
+mod probes;
 mod recursion;
 mod runtime;
+mod shares;
 mod slices;
+
+use shares::Share;
 
 pub use inspect::TOKEN_FACTOR;
 pub use runtime::STACK_BYTES;
@@ -41,6 +45,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -86,6 +91,8 @@ struct Inner {
     tokens: TokenStore,
     sessions: Arc<Sessions>,
     runtime: runtime::QueryRuntime,
+    /// Running queries' accounts: the one with the least work goes first.
+    lanes: Arc<shares::Lanes>,
     audit: Arc<AuditLog>,
     running: Arc<Semaphore>,
     per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -127,6 +134,7 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(recursion::LimitRecursion {
                 max: config.max_recursion_depth,
             }))
+            .with_physical_optimizer_rule(Arc::new(probes::ChunkProbes))
             .with_physical_optimizer_rule(Arc::new(slices::TimeSlices));
         let mut base = optimizer::install(builder).build();
         functions::restrict(&mut base, config.max_function_output)?;
@@ -141,6 +149,7 @@ impl Engine {
                 tokens: TokenStore::new(&config.tokens),
                 sessions: Arc::new(Sessions::new(base, tables)?),
                 runtime: runtime::QueryRuntime::new(threads)?,
+                lanes: Arc::default(),
                 audit: Arc::new(audit),
                 running: Arc::new(Semaphore::new(config.max_concurrent)),
                 per_principal: Mutex::new(HashMap::new()),
@@ -194,11 +203,12 @@ impl Engine {
     ) -> Result<SchemaRef, QueryError> {
         self.check_len(sql)?;
         let job = self.job(principal, sql, true);
-        let task = self.inner.runtime.handle().spawn(async move {
+        let runtime = self.inner.runtime.handle();
+        let task = runtime.spawn(runtime::off_workers(runtime.clone(), async move {
             let ctx = job.session()?;
             let plan = job.plan(&ctx).await?;
-            Ok::<_, QueryError>(Arc::new(plan.schema().as_arrow().clone()) as SchemaRef)
-        });
+            Ok(Arc::new(plan.schema().as_arrow().clone()) as SchemaRef)
+        }));
         let _abort = AbortOnDrop(task.abort_handle());
         match tokio::time::timeout(self.inner.config.timeout, task).await {
             Ok(Ok(schema)) => schema,
@@ -362,6 +372,7 @@ impl Engine {
     fn job(&self, principal: &Principal, sql: &str, pgwire: bool) -> Job {
         Job {
             sessions: Arc::clone(&self.inner.sessions),
+            share: self.inner.lanes.join(),
             principal: principal.clone(),
             sql: sql.to_owned(),
             pgwire,
@@ -412,6 +423,9 @@ impl Engine {
 /// A query's SQL and principal, planned and run on the query runtime.
 struct Job {
     sessions: Arc<Sessions>,
+    /// The query's account of work, open from admission on, so that
+    /// heavier queries give way to it while it is planned.
+    share: Arc<Share>,
     principal: Principal,
     sql: String,
     pgwire: bool,
@@ -429,7 +443,10 @@ impl Job {
     /// failed, then sends its batches until the end, a failure, or the
     /// receiver going away.
     async fn run(self, opened: oneshot::Sender<Opened>, batches: mpsc::Sender<Item>) {
-        let (stream, physical) = match self.open().await {
+        let share = Arc::clone(&self.share);
+        let planned = runtime::off_workers(Handle::current(), self.open()).await;
+        share.planned();
+        let (stream, physical) = match planned {
             Ok(started) => started,
             Err(e) => {
                 let _ = opened.send(Err(e));
@@ -445,16 +462,21 @@ impl Job {
         }
         while let Some(item) = stream.next().await {
             let failed = item.is_err();
-            if batches.send(Some(item)).await.is_err() || failed {
+            // Waiting for the client is not work that heavy queries should
+            // give way to.
+            share.set_waiting(true);
+            let sent = batches.send(Some(item)).await;
+            share.set_waiting(false);
+            if sent.is_err() || failed {
                 return;
             }
         }
         let _ = batches.send(None).await;
     }
 
-    async fn open(
-        &self,
-    ) -> Result<(SendableRecordBatchStream, Arc<dyn ExecutionPlan>), QueryError> {
+    /// Plans the query and starts its plan (on a planning thread: see
+    /// [`runtime::off_workers`]).
+    async fn open(self) -> Result<(SendableRecordBatchStream, Arc<dyn ExecutionPlan>), QueryError> {
         let ctx = self.session()?;
         let plan = self.plan(&ctx).await?;
         let df = ctx.execute_logical_plan(plan).await?;
@@ -464,15 +486,20 @@ impl Job {
         Ok((stream, physical))
     }
 
-    /// The principal's session. `EXPLAIN` shows a non-admin the logical plan
-    /// only: the physical plan names the lake's files and directories, and
-    /// which hours hold files (another tenant's among them).
+    /// The principal's session, with the query's account of work
+    /// ([`shares`]). `EXPLAIN` shows a non-admin the logical plan only: the
+    /// physical plan names the lake's files and directories, and which hours
+    /// hold files (another tenant's among them).
     fn session(&self) -> Result<SessionContext, QueryError> {
         let ctx = self.sessions.for_principal(&self.principal)?;
-        if self.principal.role < Role::Admin {
+        {
             let state = ctx.state_ref();
             let mut state = state.write();
-            state.config_mut().options_mut().explain.logical_plan_only = true;
+            let config = state.config_mut();
+            config.set_extension(Arc::clone(&self.share));
+            if self.principal.role < Role::Admin {
+                config.options_mut().explain.logical_plan_only = true;
+            }
         }
         Ok(ctx)
     }

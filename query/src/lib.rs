@@ -20,6 +20,7 @@ pub mod functions;
 pub mod http;
 pub mod metrics;
 pub mod optimizer;
+mod passthrough;
 pub mod pg_catalog;
 pub mod pgwire;
 pub mod session;

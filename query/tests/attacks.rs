@@ -198,6 +198,102 @@ fn a_query_past_its_timeout_ends_with_504_while_other_work_goes_on() {
     });
 }
 
+/// `n` rows of 1 (`unnest(array_repeat(1, n))`) as column `col`.
+fn ones(n: usize, col: &str) -> String {
+    format!("(SELECT unnest(array_repeat(1, {n})) {col})")
+}
+
+#[test]
+fn a_small_query_is_answered_while_a_join_that_matches_nothing_runs() {
+    // One query thread, and a join of a million build rows with one probe
+    // batch of 8,192 rows that matches nothing: DataFusion probes a whole
+    // batch in one poll, so unless the engine cuts the probe side the small
+    // query waits for the join's end (issue 23, item 3).
+    let config = QueryConfig {
+        timeout: Duration::from_secs(3600),
+        max_function_output: 16 << 20,
+        threads: Some(1),
+        ..support::config()
+    };
+    let (_dir, engine) = lake_with(config);
+    runtime().block_on(async {
+        let admin = engine.authenticate("admin-all").unwrap();
+        let acme = engine.authenticate("analyst-acme").unwrap();
+        for join in ["ON x < y", "ON x = y AND x < y"] {
+            let heavy = format!(
+                "SELECT count(*) FROM {} a JOIN {} b {join}",
+                ones(1_000_000, "x"),
+                ones(1_000_000, "y")
+            );
+            let mut heavy = engine
+                .execute(&admin, &heavy, Transport::Http, false)
+                .await
+                .unwrap();
+            let small = run(
+                &engine,
+                &acme,
+                "SELECT count(*) AS n FROM events",
+                Transport::Http,
+            )
+            .await
+            .unwrap();
+            assert!(small.contains(&support::ACME.to_string()), "{small}");
+            assert!(
+                futures::FutureExt::now_or_never(futures::StreamExt::next(&mut heavy)).is_none(),
+                "{join}: the small query was answered only after the join ended"
+            );
+            // Dropping the stream cancels the join, and its thread is free
+            // again for the next query.
+            drop(heavy);
+            let next = run(&engine, &acme, "SELECT 41 + 1 AS n", Transport::Http)
+                .await
+                .unwrap();
+            assert!(next.contains("42"), "{next}");
+        }
+    });
+}
+
+#[test]
+fn joins_with_cut_probe_sides_keep_every_row() {
+    let (_dir, engine) = lake_with(support::config());
+    runtime().block_on(async {
+        let admin = engine.authenticate("admin-all").unwrap();
+        let n = 3000i64;
+        // 0, 1, … n - 1 (`range` is not offered to analysts).
+        let side = |col: &str| {
+            format!(
+                "(SELECT CAST(row_number() OVER () AS BIGINT) - 1 AS {col} FROM {})",
+                ones(n as usize, "one")
+            )
+        };
+        let cases = [
+            ("ON x < y", n * (n - 1) / 2),
+            (
+                "ON x % 100 = y % 100 AND x < y",
+                // 100 classes of 30 numbers; pairs within a class.
+                100 * 30 * 29 / 2,
+            ),
+            ("ON x = y", n),
+        ];
+        for (join, expected) in cases {
+            let sql = format!(
+                "SELECT count(*) AS n FROM {} a JOIN {} b {join}",
+                side("x"),
+                side("y")
+            );
+            let answer = run(&engine, &admin, &sql, Transport::Http).await.unwrap();
+            assert!(
+                answer.contains(&format!("| {expected} ")),
+                "{join}: expected {expected}\n{answer}"
+            );
+            let plan = run(&engine, &admin, &format!("EXPLAIN {sql}"), Transport::Http)
+                .await
+                .unwrap();
+            assert!(plan.contains("ProbeChunks"), "{join}: {plan}");
+        }
+    });
+}
+
 #[test]
 fn string_building_is_bounded_by_max_function_output() {
     let (_dir, engine) = lake_with(QueryConfig {

@@ -6,19 +6,18 @@
 //! `RecursiveQueryExec` in a [`CountRounds`] node that fails the query when
 //! the term is started more than the limit's times.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
-};
+
+use crate::passthrough::{Pass, PassThrough};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -37,14 +36,16 @@ impl PhysicalOptimizerRule for LimitRecursion {
                 return Ok(Transformed::no(node));
             };
             let term = Arc::clone(recursive.recursive_term());
-            if term.is::<CountRounds>() {
+            if term.is::<PassThrough<CountRounds>>() {
                 return Ok(Transformed::no(node));
             }
-            let counted = Arc::new(CountRounds {
-                input: term,
-                rounds: Arc::new(AtomicUsize::new(0)),
-                max: self.max,
-            });
+            let counted = PassThrough::wrap(
+                term,
+                CountRounds {
+                    rounds: AtomicUsize::new(0),
+                    max: self.max,
+                },
+            );
             let limited = RecursiveQueryExec::try_new(
                 recursive.name().to_owned(),
                 recursive.schema(),
@@ -71,58 +72,20 @@ impl PhysicalOptimizerRule for LimitRecursion {
 /// rounds (`reset_state`).
 #[derive(Debug)]
 pub struct CountRounds {
-    input: Arc<dyn ExecutionPlan>,
-    rounds: Arc<AtomicUsize>,
+    rounds: AtomicUsize,
     max: usize,
 }
 
-impl DisplayAs for CountRounds {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "CountRounds: max={}", self.max)
-    }
-}
+impl Pass for CountRounds {
+    const NAME: &'static str = "CountRounds";
 
-impl ExecutionPlan for CountRounds {
-    fn name(&self) -> &str {
-        "CountRounds"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    #[allow(deprecated)]
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = children
-            .pop()
-            .ok_or_else(|| DataFusionError::Internal("CountRounds takes one child".to_owned()))?;
-        Ok(Arc::new(CountRounds {
-            input,
-            rounds: Arc::clone(&self.rounds),
-            max: self.max,
-        }))
+    fn details(&self) -> Option<String> {
+        Some(format!("max={}", self.max))
     }
 
     fn execute(
         &self,
+        input: &Arc<dyn ExecutionPlan>,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
@@ -133,6 +96,6 @@ impl ExecutionPlan for CountRounds {
                 self.max, self.max
             )));
         }
-        self.input.execute(partition, context)
+        input.execute(partition, context)
     }
 }

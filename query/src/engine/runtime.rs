@@ -11,10 +11,17 @@
 //!
 //! DataFusion's own tasks (repartitioning, spills) are spawned from the
 //! query's task and so land here too.
+//!
+//! Planning never yields (DataFusion folds `array_repeat(1, 1000000)` into a
+//! constant there, 2 s in a debug build), so it runs [`off_workers`]: on a
+//! thread of its own, at the same priority, where the operating system
+//! shares the cores between it and the workers' time slices.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::sync::oneshot;
 
 use crate::error::QueryError;
 
@@ -23,8 +30,18 @@ use crate::error::QueryError;
 /// default of 1,000 (and is virtual memory, committed only where touched).
 pub const STACK_BYTES: usize = 64 << 20;
 
+/// How many polls a query worker makes between looks at work woken from
+/// outside it and at its I/O and timer driver.
+const REMOTE_INTERVAL: u32 = 2;
+
 /// The niceness of query threads.
 const NICE: i32 = 10;
+
+/// The niceness of planning that took longer than [`PLAN_GRACE`].
+const NICE_LONG: i32 = 19;
+
+/// How long planning may take at the workers' priority.
+pub const PLAN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Owns the runtime; shuts it down without blocking when the engine goes,
 /// which may be inside another runtime.
@@ -41,6 +58,15 @@ impl QueryRuntime {
             // DataFusion's few blocking calls (file listing, spills).
             .max_blocking_threads(threads.max(1) * 2)
             .thread_stack_size(STACK_BYTES)
+            // A query's task runs up to a time slice (ms) per poll, not
+            // tokio's microseconds: by default a worker looks at tasks woken
+            // from outside (a file read finished on a blocking thread, a new
+            // query) every 61 polls, and at timers and sockets as seldom, so
+            // a small query waited seconds behind a heavy one, 0.6 s per
+            // file it read. Looking every other poll costs a lock and an
+            // epoll of no time, next to a slice.
+            .global_queue_interval(REMOTE_INTERVAL)
+            .event_interval(REMOTE_INTERVAL)
             .thread_name_fn(|| format!("tt-query-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
             .on_thread_start(lower_priority)
             .enable_all()
@@ -70,6 +96,50 @@ impl Drop for QueryRuntime {
     }
 }
 
+/// Runs `work` on a thread of its own, niced and with a [`STACK_BYTES`]
+/// stack, inside `runtime` (its I/O, timers and spawned tasks are the
+/// runtime's). Work that takes longer than [`PLAN_GRACE`] drops to the
+/// lowest priority ([`NICE_LONG`]), below the workers' time slices and other
+/// queries' planning. Dropping the returned future cancels `work` at its next
+/// await.
+pub async fn off_workers<T: Send + 'static>(
+    runtime: Handle,
+    work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+) -> Result<T, QueryError> {
+    let (done_tx, mut done_rx) = oneshot::channel();
+    let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
+    let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("tt-plan".to_owned())
+        .stack_size(STACK_BYTES)
+        .spawn(move || {
+            let _ = tid_tx.send(set_priority(None, NICE));
+            runtime.block_on(async move {
+                tokio::select! {
+                    result = work => {
+                        let _ = done_tx.send(result);
+                    }
+                    // Sent never: the sender is dropped with the caller.
+                    _ = cancel_rx => {}
+                }
+            });
+        })
+        .map_err(|e| QueryError::Internal(format!("starting a planning thread: {e}")))?;
+    let result = tokio::select! {
+        result = &mut done_rx => result,
+        () = tokio::time::sleep(PLAN_GRACE) => {
+            if let Ok(Some(tid)) = tid_rx.try_recv() {
+                set_priority(Some(tid), NICE_LONG);
+            }
+            done_rx.await
+        }
+    };
+    drop(cancel_tx);
+    result.map_err(|_| {
+        QueryError::Internal("the planning thread ended without an answer (see the log)".into())
+    })?
+}
+
 /// The default `query.threads`: half the cores, at least one.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -77,23 +147,33 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Lowers the calling thread's priority (Linux; elsewhere nothing).
-fn lower_priority() {
+/// Sets the niceness of thread `tid` (`None`: the calling thread) and
+/// returns the thread's id; on Linux only, elsewhere nothing.
+fn set_priority(tid: Option<i64>, nice: i32) -> Option<i64> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take and return plain integers; on
         // Linux PRIO_PROCESS with a thread id changes only that thread.
-        let result = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, NICE)
-        };
+        let tid = tid.unwrap_or_else(|| unsafe { libc::syscall(libc::SYS_gettid) });
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
         if result != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
                 "query thread priority not lowered"
             );
         }
+        Some(tid)
     }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (tid, nice);
+        None
+    }
+}
+
+/// Lowers the calling thread's priority to [`NICE`].
+fn lower_priority() {
+    set_priority(None, NICE);
 }
 
 #[cfg(test)]
@@ -130,5 +210,35 @@ mod tests {
             .unwrap();
         assert_eq!(nice, NICE);
         assert_eq!(deep, 20_000);
+    }
+
+    #[test]
+    fn work_off_the_workers_leaves_them_free_and_stops_when_dropped() {
+        let runtime = QueryRuntime::new(1).unwrap();
+        let handle = runtime.handle().clone();
+        runtime.handle().block_on(async {
+            // Work that blocks its thread until told to stop: on the one
+            // worker it would stall every other task.
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+            let blocking = tokio::spawn(off_workers(handle.clone(), async move {
+                stop_rx.recv().ok();
+                Ok(7)
+            }));
+            let free = tokio::spawn(async { 6 * 7 }).await.unwrap();
+            assert_eq!(free, 42, "the worker ran another task meanwhile");
+            stop_tx.send(()).unwrap();
+            assert_eq!(blocking.await.unwrap().unwrap(), 7);
+
+            // Dropped while it awaits, the work is cancelled.
+            let (ran_tx, ran_rx) = oneshot::channel::<()>();
+            let waiting = tokio::spawn(off_workers(handle.clone(), async move {
+                std::future::pending::<()>().await;
+                let _ = ran_tx.send(());
+                Ok(())
+            }));
+            waiting.abort();
+            assert!(waiting.await.unwrap_err().is_cancelled());
+            assert!(ran_rx.await.is_err(), "the work was dropped unfinished");
+        });
     }
 }

@@ -23,24 +23,19 @@
 //! - The barrier reports unknown statistics, so no count or bound is answered
 //!   from the statistics of files that also hold other tenants' rows.
 
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, Statistics};
+use datafusion::common::DFSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
-use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
-    StatisticsArgs,
-};
+
+use crate::passthrough::{Pass, PassThrough};
 
 /// A table restricted to some tenants. Built per principal by
 /// [`super::Sessions::for_principal`].
@@ -147,7 +142,7 @@ impl TableProvider for ScopedTable {
             .apply_projection(Some((0..wanted.len()).collect()))?
             .with_fetch(limit)
             .build()?;
-        Ok(Arc::new(TenantBarrier::new(Arc::new(filtered))))
+        Ok(PassThrough::wrap(Arc::new(filtered), TenantBarrier))
     }
 }
 
@@ -256,75 +251,10 @@ fn cast_cannot_fail(from: &DataType, to: &DataType) -> bool {
 
 /// Passes its input's batches through unchanged, and nothing through
 /// itself: no filter, dynamic filter, limit, sort or projection from above
-/// is pushed below it. See the module documentation.
+/// is pushed below it (see [`PassThrough`]). See the module documentation.
 #[derive(Debug)]
-pub struct TenantBarrier {
-    input: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
-}
+pub struct TenantBarrier;
 
-impl TenantBarrier {
-    pub fn new(input: Arc<dyn ExecutionPlan>) -> TenantBarrier {
-        let properties = Arc::clone(input.properties());
-        TenantBarrier { input, properties }
-    }
-}
-
-impl DisplayAs for TenantBarrier {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TenantBarrier")
-    }
-}
-
-impl ExecutionPlan for TenantBarrier {
-    fn name(&self) -> &str {
-        "TenantBarrier"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        datafusion::common::assert_eq_or_internal_err!(
-            children.len(),
-            1,
-            "TenantBarrier takes one child"
-        );
-        Ok(Arc::new(TenantBarrier::new(children.swap_remove(0))))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        _input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        Ok(Arc::new(Statistics::new_unknown(&self.schema())))
-    }
+impl Pass for TenantBarrier {
+    const NAME: &'static str = "TenantBarrier";
 }
