@@ -11,11 +11,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
+    PlanProperties, ReplaceChildrenOptions,
 };
 
 /// What a [`PassThrough`] does. Copies of a node made by the optimizer or
@@ -24,20 +25,57 @@ pub trait Pass: fmt::Debug + Send + Sync + 'static {
     /// The node's name in plans.
     const NAME: &'static str;
 
-    /// Runs `input`'s `partition`; by default untouched.
-    fn execute(
+    /// Whether the input may start; by default it may.
+    fn admit(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The stream the node gives for its input's; by default the input's.
+    fn stream(
         &self,
-        input: &Arc<dyn ExecutionPlan>,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        input.execute(partition, context)
+        input: SendableRecordBatchStream,
+        _context: &TaskContext,
+    ) -> SendableRecordBatchStream {
+        input
     }
 
     /// What EXPLAIN shows after the name, such as `max=100`.
     fn details(&self) -> Option<String> {
         None
     }
+}
+
+/// `plan` with a [`PassThrough`] of `P` above input `i` of every node for
+/// which `wraps(node, i)` holds, and not twice above one input.
+pub fn wrap_inputs<P: Pass>(
+    plan: Arc<dyn ExecutionPlan>,
+    wraps: impl Fn(&dyn ExecutionPlan, usize) -> bool,
+    pass: impl Fn() -> P,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.is::<PassThrough<P>>() {
+            return Ok(Transformed::no(node));
+        }
+        let mut changed = false;
+        let children = node
+            .children()
+            .into_iter()
+            .enumerate()
+            .map(|(i, child)| {
+                if child.is::<PassThrough<P>>() || !wraps(node.as_ref(), i) {
+                    return Arc::clone(child);
+                }
+                changed = true;
+                PassThrough::wrap(Arc::clone(child), pass())
+            })
+            .collect();
+        if !changed {
+            return Ok(Transformed::no(node));
+        }
+        let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+        Ok(Transformed::yes(node.replace_children(children, options)?))
+    })
+    .map(|t| t.data)
 }
 
 /// A plan node that runs its input through a [`Pass`].
@@ -111,6 +149,8 @@ impl<P: Pass> ExecutionPlan for PassThrough<P> {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.pass.execute(&self.input, partition, context)
+        self.pass.admit()?;
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        Ok(self.pass.stream(input, &context))
     }
 }

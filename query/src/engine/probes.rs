@@ -23,7 +23,6 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -33,7 +32,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec};
 use futures::Stream;
 
 use super::slices;
-use crate::passthrough::{Pass, PassThrough};
+use crate::passthrough::{Pass, wrap_inputs};
 
 /// The work a join should do on one piece of its probe side: a time slice.
 pub const TARGET: Duration = super::slices::SLICE;
@@ -48,27 +47,11 @@ impl PhysicalOptimizerRule for ChunkProbes {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            // Both build on the left and probe with the right child.
-            if !(node.is::<HashJoinExec>() || node.is::<NestedLoopJoinExec>()) {
-                return Ok(Transformed::no(node));
-            }
-            let children = node.children();
-            let [build, probe] = children.as_slice() else {
-                return Ok(Transformed::no(node));
-            };
-            if probe.is::<PassThrough<ProbeChunks>>() {
-                return Ok(Transformed::no(node));
-            }
-            let children = vec![
-                Arc::clone(build),
-                PassThrough::wrap(Arc::clone(probe), ProbeChunks),
-            ];
-            #[allow(deprecated)]
-            let node = node.with_new_children(children)?;
-            Ok(Transformed::yes(node))
-        })
-        .map(|t| t.data)
+        // Both joins build on the left and probe with the right input.
+        let probe = |node: &dyn ExecutionPlan, input: usize| {
+            input == 1 && (node.is::<HashJoinExec>() || node.is::<NestedLoopJoinExec>())
+        };
+        wrap_inputs(plan, probe, || ProbeChunks)
     }
 
     fn name(&self) -> &str {
@@ -87,18 +70,17 @@ pub struct ProbeChunks;
 impl Pass for ProbeChunks {
     const NAME: &'static str = "ProbeChunks";
 
-    fn execute(
+    fn stream(
         &self,
-        input: &Arc<dyn ExecutionPlan>,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        Ok(Box::pin(ChunkStream {
-            input: input.execute(partition, context)?,
+        input: SendableRecordBatchStream,
+        _context: &TaskContext,
+    ) -> SendableRecordBatchStream {
+        Box::pin(ChunkStream {
+            input,
             rest: None,
             pace: Pace::default(),
             handed: None,
-        }))
+        })
     }
 }
 

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
@@ -83,12 +82,7 @@ impl Pass for CountRounds {
         Some(format!("max={}", self.max))
     }
 
-    fn execute(
-        &self,
-        input: &Arc<dyn ExecutionPlan>,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
+    fn admit(&self) -> Result<()> {
         let round = self.rounds.fetch_add(1, Ordering::Relaxed) + 1;
         if round > self.max {
             return Err(DataFusionError::Execution(format!(
@@ -96,6 +90,6 @@ impl Pass for CountRounds {
                 self.max, self.max
             )));
         }
-        input.execute(partition, context)
+        Ok(())
     }
 }

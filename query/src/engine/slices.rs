@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -27,7 +26,7 @@ use futures::{Stream, ready};
 use tokio::time::Sleep;
 
 use super::shares::{PAUSE, Share};
-use crate::passthrough::{Pass, PassThrough};
+use crate::passthrough::{Pass, wrap_inputs};
 
 /// The longest a query's task runs on ready batches before it yields.
 pub const SLICE: Duration = Duration::from_millis(2);
@@ -42,28 +41,7 @@ impl PhysicalOptimizerRule for TimeSlices {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = plan
-            .transform_up(|node| {
-                if node.children().is_empty() || node.is::<PassThrough<Slice>>() {
-                    return Ok(Transformed::no(node));
-                }
-                let children = node
-                    .children()
-                    .into_iter()
-                    .map(|child| {
-                        if child.is::<PassThrough<Slice>>() {
-                            Arc::clone(child)
-                        } else {
-                            PassThrough::wrap(Arc::clone(child), Slice)
-                        }
-                    })
-                    .collect();
-                #[allow(deprecated)]
-                let node = node.with_new_children(children)?;
-                Ok(Transformed::yes(node))
-            })
-            .map(|t| t.data)?;
-        Ok(plan)
+        wrap_inputs(plan, |_, _| true, || Slice)
     }
 
     fn name(&self) -> &str {
@@ -82,20 +60,18 @@ pub struct Slice;
 impl Pass for Slice {
     const NAME: &'static str = "Slice";
 
-    fn execute(
+    fn stream(
         &self,
-        input: &Arc<dyn ExecutionPlan>,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let share = context.session_config().get_extension::<Share>();
-        Ok(Box::pin(SliceStream {
-            input: input.execute(partition, context)?,
-            share,
+        input: SendableRecordBatchStream,
+        context: &TaskContext,
+    ) -> SendableRecordBatchStream {
+        Box::pin(SliceStream {
+            input,
+            share: context.session_config().get_extension::<Share>(),
             since: None,
             held: None,
             pause: None,
-        }))
+        })
     }
 }
 
