@@ -8,6 +8,9 @@ use datafusion::sql::sqlparser::parser::ParserError;
 pub enum QueryError {
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The caller's address is backing off after failed logins.
+    #[error("too many failed logins from this address: try again in {retry_after_secs}s")]
+    LoginsRefused { retry_after_secs: u64 },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -38,6 +41,7 @@ impl QueryError {
     pub fn code(&self) -> &'static str {
         match self {
             QueryError::Unauthorized => "unauthorized",
+            QueryError::LoginsRefused { .. } => "too_many_failed_logins",
             QueryError::Forbidden(_) => "forbidden",
             QueryError::ReadOnly(_) => "read_only",
             QueryError::Sql(_) => "sql_error",
@@ -58,7 +62,7 @@ impl QueryError {
             QueryError::Forbidden(_) | QueryError::ReadOnly(_) => 403,
             QueryError::Sql(_) | QueryError::Failed(_) | QueryError::TooComplex(_) => 400,
             QueryError::SqlTooLarge { .. } => 413,
-            QueryError::Busy(_) => 429,
+            QueryError::Busy(_) | QueryError::LoginsRefused { .. } => 429,
             QueryError::Timeout(_) => 504,
             QueryError::ResourcesExhausted(_) => 503,
             QueryError::NotFound(_) => 404,
@@ -73,9 +77,10 @@ impl QueryError {
             QueryError::Busy(_) | QueryError::SqlTooLarge { .. } | QueryError::TooComplex(_) => {
                 "rejected"
             }
-            QueryError::Forbidden(_) | QueryError::ReadOnly(_) | QueryError::Unauthorized => {
-                "denied"
-            }
+            QueryError::Forbidden(_)
+            | QueryError::ReadOnly(_)
+            | QueryError::Unauthorized
+            | QueryError::LoginsRefused { .. } => "denied",
             _ => "error",
         }
     }
@@ -84,6 +89,8 @@ impl QueryError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             QueryError::Unauthorized => "28P01",
+            // invalid_authorization_specification
+            QueryError::LoginsRefused { .. } => "28000",
             QueryError::Forbidden(_) | QueryError::ReadOnly(_) => "42501",
             QueryError::Sql(_) => "42601",
             QueryError::SqlTooLarge { .. } => "54000",

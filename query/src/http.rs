@@ -37,11 +37,19 @@ impl IntoResponse for QueryError {
             StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, QueryError::Unauthorized) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tooltrail\""),
-            );
+        match self {
+            QueryError::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tooltrail\""),
+                );
+            }
+            QueryError::LoginsRefused { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         response
     }
@@ -53,13 +61,13 @@ impl IntoResponse for QueryError {
 ///
 /// Behind [`crate::auth::peer::guard`], each presented token counts for or
 /// against the caller's address in the login back-off, and an address that is
-/// backing off has no token checked (the guard answers it 429 first; a
-/// request already past the guard when the refusal started gets 401).
+/// backing off has no token checked: 429 `too_many_failed_logins`, from the
+/// guard or, for a request already past it when the refusal started, here.
 pub fn principal(engine: &Engine, headers: &HeaderMap) -> Result<Principal, QueryError> {
     let peer = crate::auth::peer::current();
-    if peer.as_ref().is_some_and(|p| p.refused()) {
+    if let Some(refused) = peer.as_ref().and_then(|p| p.refused()) {
         engine.metrics().auth_failures.inc();
-        return Err(QueryError::Unauthorized);
+        return Err(refused);
     }
     let token = headers
         .get(header::AUTHORIZATION)

@@ -243,6 +243,16 @@ pub struct Refused {
     pub retry_after: Duration,
 }
 
+impl From<Refused> for crate::error::QueryError {
+    fn from(refused: Refused) -> Self {
+        let wait = refused.retry_after;
+        crate::error::QueryError::LoginsRefused {
+            // Whole seconds, up: a client that waits this long is let in.
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        }
+    }
+}
+
 /// The back-off of one process, shared by its listeners.
 #[derive(Debug)]
 pub struct LoginLimiter {

@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::backoff::{Failure, LoginLimiter};
+use super::backoff::{Failure, LoginLimiter, Refused};
+use crate::error::QueryError;
 
 tokio::task_local! {
     static PEER: Peer;
@@ -32,10 +32,10 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Whether the caller is backing off now (a request let in just before
-    /// the refusal started).
-    pub fn refused(&self) -> bool {
-        self.logins.check(self.ip, "http").is_err()
+    /// The refusal of a caller that is backing off now (a request let in
+    /// just before the refusal started).
+    pub fn refused(&self) -> Option<QueryError> {
+        self.logins.check(self.ip, "http").err().map(Refused::into)
     }
 
     /// Records a login that presented a token: `ok` if it was right.
@@ -71,17 +71,7 @@ async fn layer(State(logins): State<Arc<LoginLimiter>>, request: Request, next: 
     };
     let ip = addr.ip();
     if let Err(refused) = logins.check(ip, "http") {
-        let secs =
-            refused.retry_after.as_secs() + u64::from(refused.retry_after.subsec_nanos() > 0);
-        let body = serde_json::json!({
-            "error": "too_many_failed_logins",
-            "message": format!("too many failed logins from this address: try again in {secs}s"),
-        });
-        let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return response;
+        return QueryError::from(refused).into_response();
     }
     PEER.scope(Peer { ip, logins }, next.run(request)).await
 }

@@ -239,6 +239,55 @@ async fn http_401s_back_the_address_off_with_429_and_retry_after() {
     server.abort();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_let_in_just_before_its_address_backs_off_gets_429_too() {
+    use axum::response::IntoResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fixture_config();
+    config.login_backoff.max_failures = 3;
+    config.login_backoff.initial = Duration::from_secs(60);
+    let engine = fixture_engine(dir.path(), &config);
+    let logins = Arc::new(LoginLimiter::new(&config.login_backoff, Default::default()));
+    // A handler behind the guard in which, before the token is checked, the
+    // address fails three times elsewhere: the race of concurrent requests.
+    let racing = {
+        let logins = Arc::clone(&logins);
+        move |headers: axum::http::HeaderMap| async move {
+            for _ in 0..3 {
+                logins.failure("127.0.0.1".parse().unwrap(), "http");
+            }
+            match tooltrail_query::http::principal(&engine, &headers) {
+                Ok(_) => axum::http::StatusCode::OK.into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/race", axum::routing::post(racing));
+    let app = tooltrail_query::auth::peer::guard(app, Arc::clone(&logins));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let reply = http_post(addr, "/race", ACME, "").await;
+    assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 60\r\n"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(r#""error":"too_many_failed_logins""#),
+        "{reply}"
+    );
+    server.abort();
+}
+
 /// `POST path` with a bearer token over a fresh connection: the whole reply.
 async fn http_post(addr: SocketAddr, path: &str, token: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
