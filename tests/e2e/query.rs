@@ -384,7 +384,9 @@ async fn the_sql_command_runs_the_same_engine_on_a_lake() -> Result<()> {
     Ok(())
 }
 
-/// Runs `psql -At -c SQL` against `up`'s Postgres wire with a token.
+/// Runs SQL through `psql -At` (given on its standard input, so that it may
+/// be longer than a command line, stopping at the first error, with SQLSTATEs
+/// in its messages) against `up`'s Postgres wire with a token.
 fn psql_client(
     up: &Tooltrail,
 ) -> Result<impl Fn(&str, &str) -> std::io::Result<std::process::Output> + use<>> {
@@ -396,11 +398,61 @@ fn psql_client(
     let (host, port) = addr.rsplit_once(':').context("host:port")?;
     let conninfo = format!("host={host} port={port} user=ana dbname=tooltrail sslmode=disable");
     Ok(move |token: &str, sql: &str| {
-        std::process::Command::new("psql")
+        use std::io::Write;
+        let mut child = std::process::Command::new("psql")
             .env("PGPASSWORD", token)
-            .args([conninfo.as_str(), "-At", "-c", sql])
-            .output()
+            .args([conninfo.as_str(), "-At", "-v", "ON_ERROR_STOP=1"])
+            .args(["-v", "VERBOSITY=verbose", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(sql.as_bytes())?;
+        stdin.write_all(b";\n")?;
+        drop(stdin);
+        child.wait_with_output()
     })
+}
+
+/// Issue 23: an expression deep enough to overflow the planner's stack is
+/// refused over the Postgres wire with SQLSTATE 54001, and `up` lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_gets_54001_for_a_deep_expression_and_up_lives() -> Result<()> {
+    let (_dir, up) = up("pgwire.listen = \"127.0.0.1:0\"\nmax_sql_bytes = 16777216").await?;
+    let psql = psql_client(&up)?;
+    let chain = |term: &str, op: &str, terms: usize| {
+        format!(
+            "SELECT {} FROM events",
+            vec![term; terms].join(&format!(" {op} "))
+        )
+    };
+    let attacks = [
+        chain("status", "+", 10_000),
+        chain("status", "+", 1_000_000),
+        chain("status = 1", "OR", 10_000),
+        chain("user_id", "||", 10_000),
+        format!(
+            "SELECT {}1{} FROM events",
+            "CASE WHEN status > 0 THEN ".repeat(10_000),
+            " ELSE 0 END".repeat(10_000)
+        ),
+    ];
+    for sql in &attacks {
+        let out = psql("tok-acme", sql)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} bytes answered", sql.len());
+        assert!(stderr.contains("54001"), "{stderr}");
+        assert!(stderr.contains("max_expr_depth"), "{stderr}");
+    }
+    let out = psql("tok-acme", "SELECT count(*) FROM events")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout)?.trim(), ACME.to_string());
+    up.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
