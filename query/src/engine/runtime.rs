@@ -13,8 +13,8 @@
 //! query's task and so land here too.
 //!
 //! Planning never yields (DataFusion folds `array_repeat(1, 1000000)` into a
-//! constant there, 2 s in a debug build), so it runs [`off_workers`]: on a
-//! thread of its own, at the same priority, where the operating system
+//! constant there, a second in a debug build), so it runs [`off_workers`]:
+//! on a thread of its own, at the same priority, where the operating system
 //! shares the cores between it and the workers' time slices.
 
 use std::future::Future;
@@ -36,12 +36,6 @@ const REMOTE_INTERVAL: u32 = 2;
 
 /// The niceness of query threads.
 const NICE: i32 = 10;
-
-/// The niceness of planning that took longer than [`PLAN_GRACE`].
-const NICE_LONG: i32 = 19;
-
-/// How long planning may take at the workers' priority.
-pub const PLAN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Owns the runtime; shuts it down without blocking when the engine goes,
 /// which may be inside another runtime.
@@ -98,22 +92,19 @@ impl Drop for QueryRuntime {
 
 /// Runs `work` on a thread of its own, niced and with a [`STACK_BYTES`]
 /// stack, inside `runtime` (its I/O, timers and spawned tasks are the
-/// runtime's). Work that takes longer than [`PLAN_GRACE`] drops to the
-/// lowest priority ([`NICE_LONG`]), below the workers' time slices and other
-/// queries' planning. Dropping the returned future cancels `work` at its next
+/// runtime's). Dropping the returned future cancels `work` at its next
 /// await.
 pub async fn off_workers<T: Send + 'static>(
     runtime: Handle,
     work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
 ) -> Result<T, QueryError> {
-    let (done_tx, mut done_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
     let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("tt-plan".to_owned())
         .stack_size(STACK_BYTES)
         .spawn(move || {
-            let _ = tid_tx.send(set_priority(None, NICE));
+            lower_priority();
             runtime.block_on(async move {
                 tokio::select! {
                     result = work => {
@@ -125,15 +116,7 @@ pub async fn off_workers<T: Send + 'static>(
             });
         })
         .map_err(|e| QueryError::Internal(format!("starting a planning thread: {e}")))?;
-    let result = tokio::select! {
-        result = &mut done_rx => result,
-        () = tokio::time::sleep(PLAN_GRACE) => {
-            if let Ok(Some(tid)) = tid_rx.try_recv() {
-                set_priority(Some(tid), NICE_LONG);
-            }
-            done_rx.await
-        }
-    };
+    let result = done_rx.await;
     drop(cancel_tx);
     result.map_err(|_| {
         QueryError::Internal("the planning thread ended without an answer (see the log)".into())
@@ -147,33 +130,23 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Sets the niceness of thread `tid` (`None`: the calling thread) and
-/// returns the thread's id; on Linux only, elsewhere nothing.
-fn set_priority(tid: Option<i64>, nice: i32) -> Option<i64> {
+/// Lowers the calling thread's priority (Linux; elsewhere nothing).
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take and return plain integers; on
         // Linux PRIO_PROCESS with a thread id changes only that thread.
-        let tid = tid.unwrap_or_else(|| unsafe { libc::syscall(libc::SYS_gettid) });
-        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+        let result = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, NICE)
+        };
         if result != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
                 "query thread priority not lowered"
             );
         }
-        Some(tid)
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (tid, nice);
-        None
-    }
-}
-
-/// Lowers the calling thread's priority to [`NICE`].
-fn lower_priority() {
-    set_priority(None, NICE);
 }
 
 #[cfg(test)]
