@@ -385,6 +385,12 @@ impl QueryConfig {
 mod tests {
     use super::*;
 
+    /// The fields `config.validate()` names, in order.
+    fn bad_fields(config: &QueryConfig) -> Vec<String> {
+        let errors = config.validate().unwrap_err();
+        errors.into_iter().map(|e| e.field).collect()
+    }
+
     #[test]
     fn bad_export_settings_are_named_by_their_path() {
         let mut config = QueryConfig::default();
@@ -392,12 +398,7 @@ mod tests {
         config.exports.part_max_rows = 0;
         config.exports.max_concurrent = 0;
         config.exports.keep_for = Duration::from_secs(1);
-        let fields: Vec<String> = config
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
+        let fields = bad_fields(&config);
         assert_eq!(
             fields,
             [
@@ -425,12 +426,7 @@ mod tests {
         config.pgwire.require_tls = true;
         config.pgwire.max_connections = 0;
         config.login_backoff.max = Duration::from_millis(10);
-        let fields: Vec<String> = config
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
+        let fields = bad_fields(&config);
         assert_eq!(
             fields,
             [
@@ -441,12 +437,7 @@ mod tests {
         );
         config = QueryConfig::default();
         config.pgwire.tls_cert = Some("cert.pem".into());
-        let fields: Vec<String> = config
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
+        let fields = bad_fields(&config);
         assert_eq!(fields, ["pgwire.tls_key"]);
     }
 }

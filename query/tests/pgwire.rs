@@ -601,6 +601,38 @@ with psycopg.connect(sys.argv[1]) as conn:
     server.shutdown().await;
 }
 
+/// pgjdbc's jar, if java and the driver are installed (Debian:
+/// libpostgresql-jdbc-java); else the test says it is skipped.
+fn pgjdbc() -> Option<&'static str> {
+    let jar = "/usr/share/java/postgresql.jar";
+    let java = std::process::Command::new("java").arg("-version").output();
+    if !java.is_ok_and(|o| o.status.success()) || !Path::new(jar).exists() {
+        eprintln!("skipped: needs java and {jar} (Debian: libpostgresql-jdbc-java)");
+        return None;
+    }
+    Some(jar)
+}
+
+/// Runs the one-file Java `program` (class `class`) with pgjdbc on its
+/// class path and `args`, and asserts that it succeeds.
+async fn run_java(jar: &str, class: &str, program: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join(format!("{class}.java"));
+    std::fs::write(&source, program).unwrap();
+    let out = tokio::process::Command::new("java")
+        .args(["-cp", jar])
+        .arg(&source)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// pgjdbc, the driver of DBeaver and Metabase: server-prepared statements
 /// with binary transfer, a read-only connection, manual commit, a cursor
 /// (fetch size). Skipped without java and the driver (Debian:
@@ -679,33 +711,14 @@ public class Check {
     }
 }
 "#;
-    let jar = "/usr/share/java/postgresql.jar";
-    let java = std::process::Command::new("java").arg("-version").output();
-    if !java.is_ok_and(|o| o.status.success()) || !Path::new(jar).exists() {
-        eprintln!("skipped: needs java and {jar} (Debian: libpostgresql-jdbc-java)");
-        return;
-    }
+    let Some(jar) = pgjdbc() else { return };
     let server = Server::start(1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("Check.java");
-    std::fs::write(&source, PROGRAM).unwrap();
     let url = format!(
         "jdbc:postgresql://{}:{}/tooltrail?sslmode=disable",
         server.addr.ip(),
         server.addr.port()
     );
-    let out = tokio::process::Command::new("java")
-        .args(["-cp", jar])
-        .arg(&source)
-        .args([url.as_str(), ACME])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_java(jar, "Check", PROGRAM, &[&url, ACME]).await;
     server.shutdown().await;
 }
 

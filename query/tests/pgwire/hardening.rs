@@ -86,33 +86,14 @@ public class Tls {
     }
 }
 "#;
-    let jar = "/usr/share/java/postgresql.jar";
-    let java = std::process::Command::new("java").arg("-version").output();
-    if !java.is_ok_and(|o| o.status.success()) || !Path::new(jar).exists() {
-        eprintln!("skipped: needs java and {jar} (Debian: libpostgresql-jdbc-java)");
-        return;
-    }
+    let Some(jar) = pgjdbc() else { return };
     let server = Server::start_tls(|config| config.pgwire.require_tls = true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("Tls.java");
-    std::fs::write(&source, PROGRAM).unwrap();
     let url = format!(
         "jdbc:postgresql://{}:{}/tooltrail?ssl=true&sslmode=require",
         server.addr.ip(),
         server.addr.port()
     );
-    let out = tokio::process::Command::new("java")
-        .args(["-cp", jar])
-        .arg(&source)
-        .args([url.as_str(), ACME, &ACME_EVENTS.to_string()])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_java(jar, "Tls", PROGRAM, &[&url, ACME, &ACME_EVENTS.to_string()]).await;
     server.shutdown().await;
 }
 
@@ -201,21 +182,9 @@ async fn an_idle_connection_is_closed_with_57p05() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_401s_back_the_address_off_with_429_and_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = fixture_config();
-    config.login_backoff.max_failures = 3;
-    config.login_backoff.initial = Duration::from_secs(60);
-    let engine = fixture_engine(dir.path(), &config);
-    let logins = Arc::new(LoginLimiter::new(&config.login_backoff, Default::default()));
+    let (engine, logins) = backing_off_after_3_for_60s(dir.path());
     let app = tooltrail_query::auth::peer::guard(tooltrail_query::http::router(engine), logins);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let (addr, server) = serve_http(app).await;
     let sql = |token: &'static str| http_post(addr, "/v1/sql", token, r#"{"sql": "SELECT 1"}"#);
     assert!(sql(ACME).await.starts_with("HTTP/1.1 200"));
     for _ in 0..3 {
@@ -224,17 +193,7 @@ async fn http_401s_back_the_address_off_with_429_and_retry_after() {
     }
     for token in ["tok-wrong", ACME] {
         let reply = sql(token).await;
-        assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
-        assert!(
-            reply
-                .to_ascii_lowercase()
-                .contains("\r\nretry-after: 60\r\n"),
-            "{reply}"
-        );
-        assert!(
-            reply.contains(r#""error":"too_many_failed_logins""#),
-            "{reply}"
-        );
+        assert_backed_off_for_60s(&reply);
     }
     server.abort();
 }
@@ -243,11 +202,7 @@ async fn http_401s_back_the_address_off_with_429_and_retry_after() {
 async fn a_request_let_in_just_before_its_address_backs_off_gets_429_too() {
     use axum::response::IntoResponse;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = fixture_config();
-    config.login_backoff.max_failures = 3;
-    config.login_backoff.initial = Duration::from_secs(60);
-    let engine = fixture_engine(dir.path(), &config);
-    let logins = Arc::new(LoginLimiter::new(&config.login_backoff, Default::default()));
+    let (engine, logins) = backing_off_after_3_for_60s(dir.path());
     // A handler behind the guard in which, before the token is checked, the
     // address fails three times elsewhere: the race of concurrent requests.
     let racing = {
@@ -264,6 +219,28 @@ async fn a_request_let_in_just_before_its_address_backs_off_gets_429_too() {
     };
     let app = axum::Router::new().route("/race", axum::routing::post(racing));
     let app = tooltrail_query::auth::peer::guard(app, Arc::clone(&logins));
+    let (addr, server) = serve_http(app).await;
+    let reply = http_post(addr, "/race", ACME, "").await;
+    assert_backed_off_for_60s(&reply);
+    server.abort();
+}
+
+/// An engine over a fixture lake in `dir`, and a back-off that refuses an
+/// address for 60 s after 3 failures.
+fn backing_off_after_3_for_60s(dir: &Path) -> (Engine, Arc<LoginLimiter>) {
+    let mut config = fixture_config();
+    config.login_backoff.max_failures = 3;
+    config.login_backoff.initial = Duration::from_secs(60);
+    let engine = fixture_engine(dir, &config);
+    let logins = Arc::new(LoginLimiter::new(&config.login_backoff, Default::default()));
+    (engine, logins)
+}
+
+/// Serves `app` on a free local port, with the peer address its back-off
+/// needs.
+async fn serve_http(
+    app: axum::Router,
+) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -273,19 +250,18 @@ async fn a_request_let_in_just_before_its_address_backs_off_gets_429_too() {
         )
         .await
     });
-    let reply = http_post(addr, "/race", ACME, "").await;
+    (addr, server)
+}
+
+/// `reply` is the back-off's 429, to retry in 60 s.
+fn assert_backed_off_for_60s(reply: &str) {
     assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
-    assert!(
-        reply
-            .to_ascii_lowercase()
-            .contains("\r\nretry-after: 60\r\n"),
-        "{reply}"
-    );
+    let lower = reply.to_ascii_lowercase();
+    assert!(lower.contains("\r\nretry-after: 60\r\n"), "{reply}");
     assert!(
         reply.contains(r#""error":"too_many_failed_logins""#),
         "{reply}"
     );
-    server.abort();
 }
 
 /// `POST path` with a bearer token over a fresh connection: the whole reply.
