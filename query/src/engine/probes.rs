@@ -6,7 +6,9 @@
 //! a side ran for minutes in a poll that no timeout could cut (issue 23), and
 //! a hash join on a skewed key with a false filter, or a semi join, does the
 //! same. The [`Slice`](super::slices) above the probe input cannot yield
-//! inside that poll.
+//! inside that poll. Upstream: apache/datafusion#19358 (join operators do
+//! not yield); its proposed fix yields between output batches, which a join
+//! that emits nothing never reaches.
 //!
 //! [`ChunkProbes`], a physical rule run before the time slices, puts a
 //! [`ProbeChunks`] under the probe side of every hash and nested-loop join.
