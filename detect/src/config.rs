@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -185,7 +185,8 @@ impl Default for FirstSeenConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SensitiveConfig {
-    /// Tool name patterns (`*` and `?` wildcards).
+    /// Tool name patterns (`*` and `?` wildcards), matched regardless of
+    /// case: `delete_*` also catches `Delete_Repo`.
     pub tools: Vec<String>,
     /// A tool whose required scope contains one of these words is sensitive.
     pub scope_keywords: Vec<String>,
@@ -213,6 +214,31 @@ impl Default for SensitiveConfig {
                 "rotate_*",
                 // Sharing a file or folder, the usual way data leaves.
                 "share_*",
+                // Cloud-API names (CloudTrail's eventName, GCP's methodName):
+                // destroying, opening up access, minting credentials,
+                // reading secrets, blinding the audit trail, sharing
+                // snapshots and images out of the account.
+                "Delete*",
+                "Put*Policy",
+                "Attach*Policy",
+                "SetIamPolicy",
+                "PutBucketAcl",
+                "PutBucketPublicAccessBlock",
+                "CreateAccessKey",
+                "CreateLoginProfile",
+                "UpdateLoginProfile",
+                "CreateUser",
+                "AddUserToGroup",
+                "GetSecretValue",
+                "GetPasswordData",
+                "StopLogging",
+                "UpdateTrail",
+                "PutEventSelectors",
+                "DisableKey",
+                "ScheduleKeyDeletion",
+                "AuthorizeSecurityGroupIngress",
+                "Modify*SnapshotAttribute",
+                "ModifyImageAttribute",
             ]
             .map(String::from)
             .to_vec(),
@@ -423,7 +449,7 @@ impl DetectConfig {
         }
         let mut globs = GlobSetBuilder::new();
         for (i, pattern) in self.sensitive_tool.tools.iter().enumerate() {
-            match Glob::new(pattern) {
+            match GlobBuilder::new(pattern).case_insensitive(true).build() {
                 Ok(g) => {
                     globs.add(g);
                 }
@@ -521,6 +547,23 @@ mod tests {
         assert!(s.sensitive_tools.is_match("delete_repository"));
         assert!(s.sensitive_tools.is_match("share_channel_externally"));
         assert!(!s.sensitive_tools.is_match("search_issues"));
+        // Any case, and cloud-API names.
+        for tool in [
+            "Delete_Repository",
+            "DELETE_REPOSITORY",
+            "DeleteBucket",
+            "PutUserPolicy",
+            "AttachRolePolicy",
+            "CreateAccessKey",
+            "GetSecretValue",
+            "StopLogging",
+            "ModifyDBSnapshotAttribute",
+        ] {
+            assert!(s.sensitive_tools.is_match(tool), "{tool}");
+        }
+        for tool in ["ListBuckets", "GetObject", "DescribeInstances", "PutObject"] {
+            assert!(!s.sensitive_tools.is_match(tool), "{tool}");
+        }
         let caps = s
             .tenant_pattern
             .captures("gdrive://acme/docs/x")

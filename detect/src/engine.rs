@@ -420,8 +420,12 @@ fn is_refused_access(event: &ToolCallEvent) -> bool {
 }
 
 /// A 400 or a tool/JSON-RPC error: what a confused or hijacked agent makes.
+/// Not a rate limit (429), a miss (404) or a missing or expired credential
+/// (401), though gateways give those an `error_type` too.
 fn is_malformed(event: &ToolCallEvent) -> bool {
-    !is_denied(event) && (event.status == 400 || event.error_type.is_some())
+    !is_denied(event)
+        && (event.status == 400
+            || (event.error_type.is_some() && !matches!(event.status, 401 | 404 | 429)))
 }
 
 /// The pooled rate of a tenant as a prior, with a default when the tenant

@@ -373,9 +373,11 @@ impl Context<'_> {
     /// (429) or a client with an expired token (401) as it goes about new
     /// work.
     fn denied_spread(&mut self, e: &ToolCallEvent, tool_new: bool, secs: i64) {
+        // A tool new to the user counts as itself; a call on a tool they
+        // know counts by its resource (one API, many targets: the cloud way).
         let target = match (&e.tool, &e.resource) {
             (Some(tool), _) if tool_new => value_hash(kind::TOOL, tool),
-            (None, Some(resource)) => value_hash(kind::RESOURCE, resource),
+            (_, Some(resource)) => value_hash(kind::RESOURCE, resource),
             _ => return,
         };
         let horizon = secs - self.settings.denied_window_secs;

@@ -17,6 +17,9 @@ struct Call<'a> {
     denied: bool,
     /// The status of a denial: 403 unless set (429 for a rate limit).
     denied_status: Option<u16>,
+    /// The status of an allowed call: 200 unless set.
+    status: Option<u16>,
+    error_type: Option<&'a str>,
     ip: &'a str,
 }
 
@@ -30,6 +33,8 @@ impl<'a> Call<'a> {
             resource: None,
             denied: false,
             denied_status: None,
+            status: None,
+            error_type: None,
             ip: "10.0.0.1",
         }
     }
@@ -43,10 +48,14 @@ impl<'a> Call<'a> {
         let (decision, status) = if self.denied {
             ("deny", self.denied_status.unwrap_or(403))
         } else {
-            ("allow", 200)
+            ("allow", self.status.unwrap_or(200))
         };
+        let error = self
+            .error_type
+            .map(|e| format!(r#","error_type":"{e}""#))
+            .unwrap_or_default();
         let line = format!(
-            r#"{{"schema_version":1,"event_id":"e{id}","time":"{}","tenant_id":"{}","user_id":"{}","server":"github","method":"tools/call","tool":"{}","decision":"{decision}","status":{status},"client_id":"cursor","source_ip":"{}"{resource}}}"#,
+            r#"{{"schema_version":1,"event_id":"e{id}","time":"{}","tenant_id":"{}","user_id":"{}","server":"github","method":"tools/call","tool":"{}","decision":"{decision}","status":{status},"client_id":"cursor","source_ip":"{}"{resource}{error}}}"#,
             tooltrail_schemas::format_time(&time),
             self.tenant,
             self.user,
@@ -605,6 +614,64 @@ fn refusals_spread_over_new_tools_are_enumeration_but_rate_limits_are_not() {
         let alerts = denials_on_new_tools(status, &tools);
         let spread = by(&alerts, DetectorKind::Enumeration);
         assert!(spread.is_empty(), "{status}: {spread:#?}");
+    }
+}
+
+#[test]
+fn refusals_on_many_resources_of_a_tool_the_user_knows_are_enumeration() {
+    // One API, many targets: the way a stolen cloud key is tried.
+    let mut calls = history("alice", 21, 0);
+    for k in 0..6 {
+        let secs = DAY0 + 22 * 86_400 + 9 * 3600 + k * 1200;
+        let mut c = Call::new(secs, "alice", "get_issue");
+        c.resource = Some(["repo/a", "repo/b", "repo/c", "repo/d", "repo/e", "repo/f"][k as usize]);
+        c.denied = true;
+        calls.push(c);
+    }
+    let alerts = run(&mut engine(), &calls);
+    let spread = by(&alerts, DetectorKind::Enumeration);
+    assert_eq!(spread.len(), 1, "{alerts:#?}");
+    assert_eq!(spread[0].evidence.observed, Some(5.0));
+}
+
+/// 30 calls by alice in 4 minutes with `status` and `error_type`, after
+/// three weeks of clean work: the `malformed_spike` alerts.
+fn failing_calls(status: u16, error_type: Option<&str>) -> usize {
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    for k in 0..30 {
+        let mut c = Call::new(t + k * 8, "alice", "search_issues");
+        c.status = Some(status);
+        c.error_type = error_type;
+        calls.push(c);
+    }
+    let alerts = run(&mut engine(), &calls);
+    by(&alerts, DetectorKind::MalformedSpike).len()
+}
+
+#[test]
+fn bad_requests_and_tool_errors_are_malformed_but_rate_limits_and_misses_are_not() {
+    for (status, error_type) in [
+        (400, None),
+        (200, Some("tool_error")),
+        (200, Some("-32602")),
+    ] {
+        assert_eq!(
+            failing_calls(status, error_type),
+            1,
+            "{status} {error_type:?}"
+        );
+    }
+    for (status, error_type) in [
+        (429, Some("rate_limited")),
+        (404, Some("not_found")),
+        (401, Some("unauthorized")),
+    ] {
+        assert_eq!(
+            failing_calls(status, error_type),
+            0,
+            "{status} {error_type:?}"
+        );
     }
 }
 
