@@ -21,6 +21,11 @@ use crate::seen::{Sighting, value_hash};
 
 /// Default priors when a tenant has no history either (per active minute).
 const DEFAULT_DENIED_RATE: f64 = 0.02;
+/// Refusals of access within [`NEW_IDENTITY_WINDOW`] seconds that page for an
+/// identity first seen today or yesterday (UTC), with no baseline to judge
+/// against: the denial burst of a freshly created or stolen identity.
+const NEW_IDENTITY_REFUSALS: usize = 15;
+const NEW_IDENTITY_WINDOW: i64 = 60;
 const DEFAULT_MALFORMED_RATE: f64 = 0.02;
 const DEFAULT_NEW_RESOURCE_RATE: f64 = 0.3;
 /// ... and calls per active window.
@@ -161,6 +166,9 @@ impl Context<'_> {
 
         if refused && s.enabled(DetectorKind::Enumeration) {
             self.denied_spread(e, tool_new, secs);
+        }
+        if refused && s.enabled(DetectorKind::DenialSpike) && self.user.history_days(day) <= 1 {
+            self.new_identity_burst(e, secs, day);
         }
 
         let hour = HourProfile::hour_of_week(secs);
@@ -416,6 +424,50 @@ impl Context<'_> {
                 "{who} was denied on {distinct} distinct tools or resources they had never used, within {hours:.1} h: someone is trying what this identity can reach"
             ),
             evidence,
+            window: (first, secs),
+            time: secs,
+        });
+    }
+
+    /// A burst of refusals from an identity too new for a baseline: at least
+    /// [`NEW_IDENTITY_REFUSALS`] within [`NEW_IDENTITY_WINDOW`] s pages as a
+    /// `denial_spike` at once, without waiting for the window's test (whose
+    /// newcomer prior is lenient). It shares the window alert's suppression,
+    /// so the burst pages once.
+    fn new_identity_burst(&mut self, e: &ToolCallEvent, secs: i64, day: u32) {
+        let from = secs - NEW_IDENTITY_WINDOW;
+        let earlier: Vec<i64> = self
+            .user
+            .recent
+            .iter()
+            .filter(|r| r.secs > from && r.secs <= secs && r.flags & flag::REFUSED != 0)
+            .map(|r| r.secs)
+            .collect();
+        let refusals = earlier.len() + 1;
+        if refusals < NEW_IDENTITY_REFUSALS {
+            return;
+        }
+        let first = earlier.iter().copied().min().unwrap_or(secs);
+        let who = self.who();
+        let age = match self.user.history_days(day) {
+            0 => "first seen today",
+            _ => "first seen yesterday",
+        };
+        let span = secs - first;
+        self.raise(Finding {
+            detector: DetectorKind::DenialSpike,
+            value: String::new(),
+            severity: Severity::High,
+            score: 80,
+            title: format!("{who}: {refusals} refused calls in {span} s from a new identity"),
+            explanation: format!(
+                "{who} ({age}, no baseline yet) was refused access {refusals} times within {span} s: a new or stolen identity trying what it can reach"
+            ),
+            evidence: Evidence {
+                observed: Some(refusals as f64),
+                event_ids: with_trigger(self.user.samples(first, secs + 1, flag::REFUSED), e),
+                ..Evidence::default()
+            },
             window: (first, secs),
             time: secs,
         });

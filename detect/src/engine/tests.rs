@@ -675,6 +675,54 @@ fn bad_requests_and_tool_errors_are_malformed_but_rate_limits_and_misses_are_not
     }
 }
 
+/// `n` refusals of `status` by an identity first seen in the burst, in
+/// `span` seconds, among colleagues with three weeks of history: the pages.
+fn new_identity_burst(n: i64, span: i64, status: u16) -> Vec<Alert> {
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    for k in 0..n {
+        let mut c = Call::new(t + k * span / n.max(1), "new-svc", "list_secrets");
+        c.denied = true;
+        c.denied_status = Some(status);
+        calls.push(c);
+    }
+    calls.sort_by_key(|c| c.secs);
+    run(&mut engine(), &calls)
+        .into_iter()
+        .filter(|a| a.user_id == "new-svc" && a.repeats == 0)
+        .collect()
+}
+
+#[test]
+fn a_new_identity_refused_15_times_in_a_minute_pages_at_once() {
+    // The real audit log's case: 29 refusals in 3 seconds.
+    let pages = new_identity_burst(29, 3, 403);
+    let spikes = by(&pages, DetectorKind::DenialSpike);
+    assert_eq!(spikes.len(), 1, "{pages:#?}");
+    assert_eq!(spikes[0].severity, Severity::High);
+    assert!(
+        spikes[0].title.contains("new identity"),
+        "{}",
+        spikes[0].title
+    );
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    assert!(
+        spikes[0].time.timestamp() - t <= 3,
+        "paged at the 15th refusal"
+    );
+    // 15 in 50 s too; 14 is not yet a burst, nor are rate limits (the
+    // window's own test may still judge those).
+    let burst = |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .filter(|a| a.title.contains("new identity"))
+            .count()
+    };
+    assert_eq!(burst(&new_identity_burst(15, 50, 403)), 1);
+    assert_eq!(burst(&new_identity_burst(14, 50, 403)), 0);
+    assert_eq!(burst(&new_identity_burst(29, 3, 429)), 0);
+}
+
 #[test]
 fn an_attack_day_does_not_raise_the_peak_the_next_spike_is_judged_against() {
     let day = |d: i64| DAY0 + d * 86_400 + 11 * 3600;
