@@ -490,11 +490,17 @@ impl Context<'_> {
                 active,
                 1.0,
             );
-            let tools = self.user.distinct_tools(from, to, flag::DENIED);
+            // Counted on the recent events kept: none may be left from a long
+            // window, and then the title says nothing of tools.
+            let across = match self.user.distinct_tools(from, to, flag::DENIED) {
+                0 => String::new(),
+                1 => " on 1 tool".to_owned(),
+                n => format!(" across {n} tools"),
+            };
             self.spike(DetectorKind::DenialSpike, u64::from(sum.denied), pred, (from, to), flag::DENIED, |who, x, w, exp| {
                 (
-                    format!("{who}: {x} denied calls in {w} min across {tools} tools"),
-                    format!("{who}: {x} denied calls in {w} min across {tools} tools; the usual is {exp:.2} per {w} min"),
+                    format!("{who}: {x} denied calls in {w} min{across}"),
+                    format!("{who}: {x} denied calls in {w} min{across}; the usual is {exp:.2} per {w} min"),
                 )
             });
         }

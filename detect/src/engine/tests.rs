@@ -182,6 +182,40 @@ fn a_burst_of_denials_pages_with_numbers_in_plain_language() {
 }
 
 #[test]
+fn a_denial_spike_title_never_counts_zero_tools() {
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    // 30 denials on one tool.
+    let mut calls = history("alice", 21, 0);
+    calls.extend(denied_burst("alice", t, 30, 8, &["delete_repo"]));
+    let alerts = run(&mut engine(), &calls);
+    let spikes = by(&alerts, DetectorKind::DenialSpike);
+    assert_eq!(spikes.len(), 1, "{alerts:#?}");
+    assert!(
+        spikes[0].title.ends_with("in 5 min on 1 tool"),
+        "{}",
+        spikes[0].title
+    );
+    // 30 denials, then more allowed calls than the recent events kept:
+    // the tools are no longer known, and the title does not guess.
+    let mut calls = history("alice", 21, 0);
+    calls.extend(denied_burst("alice", t, 30, 2, &["delete_repo", "admin_x"]));
+    for k in 0..40 {
+        calls.push(Call::new(t + 61 + k * 2, "alice", "search_issues"));
+    }
+    let alerts = run(&mut engine(), &calls);
+    let spikes = by(&alerts, DetectorKind::DenialSpike);
+    assert!(!spikes.is_empty(), "{alerts:#?}");
+    for spike in spikes {
+        assert!(!spike.title.contains("across 0"), "{}", spike.title);
+        assert!(
+            !spike.explanation.contains("across 0"),
+            "{}",
+            spike.explanation
+        );
+    }
+}
+
+#[test]
 fn a_habitual_denier_is_not_news_but_the_same_burst_is_for_a_clean_user() {
     // Five denials in a few minutes, every working day: a misconfigured agent.
     let mut calls = Vec::new();
