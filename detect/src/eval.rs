@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Severity};
 
 /// How long after an incident's last event a detection still counts for it.
 pub const GRACE: chrono::Duration = chrono::Duration::minutes(30);
@@ -45,6 +45,9 @@ pub struct Detection {
     pub user_id: String,
     pub time: DateTime<Utc>,
     pub event_ids: Vec<String>,
+    /// Whether it pages someone: an alert of severity medium or higher (an
+    /// anchor rule's hit always does).
+    pub pages: bool,
 }
 
 impl From<&Alert> for Detection {
@@ -55,6 +58,7 @@ impl From<&Alert> for Detection {
             user_id: a.user_id.clone(),
             time: a.time,
             event_ids: a.evidence.event_ids.clone(),
+            pages: a.severity >= Severity::Medium,
         }
     }
 }
@@ -118,6 +122,25 @@ pub struct Report {
     pub by_scenario: BTreeMap<String, Score>,
     /// Incidents no detection matched: "scenario/intensity user@tenant start".
     pub missed: Vec<String>,
+    /// Per incident, the paging detections that matched it.
+    pub pages: Vec<usize>,
+}
+
+impl Report {
+    /// Incidents with at least one paging detection, of all incidents.
+    pub fn paged_recall(&self) -> f64 {
+        ratio(
+            self.pages.iter().filter(|&&n| n > 0).count(),
+            self.pages.len(),
+        )
+    }
+
+    /// Mean and largest number of paging detections per incident that paged.
+    pub fn pages_per_paged_incident(&self) -> Option<(f64, usize)> {
+        let paged: Vec<usize> = self.pages.iter().copied().filter(|&n| n > 0).collect();
+        let max = paged.iter().copied().max()?;
+        Some((paged.iter().sum::<usize>() as f64 / paged.len() as f64, max))
+    }
 }
 
 /// Scores `detections` against `incidents`.
@@ -138,6 +161,7 @@ pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -
         vec![BTreeMap::new(); incidents.len()];
     let mut report = Report {
         user_days,
+        pages: vec![0; incidents.len()],
         ..Report::default()
     };
     for d in detections {
@@ -164,6 +188,9 @@ pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -
             }
         }
         for i in matched {
+            if d.pages {
+                report.pages[i] += 1;
+            }
             let first = first_by_source[i]
                 .entry(d.source.as_str())
                 .or_insert(d.time);
@@ -255,6 +282,13 @@ impl Report {
             row(&mut out, name, s, false);
         }
         row(&mut out, "TOTAL", &self.total, true);
+        if let Some((mean, max)) = self.pages_per_paged_incident() {
+            let _ = writeln!(
+                out,
+                "  paged (severity medium or higher): recall {:.3}, paging alerts per paged incident: mean {mean:.2}, max {max}",
+                self.paged_recall()
+            );
+        }
         let _ = writeln!(out, "  by intensity:");
         for (name, s) in &self.by_intensity {
             let _ = writeln!(
@@ -328,6 +362,7 @@ mod tests {
             user_id: user.into(),
             time: t(time),
             event_ids: ids.iter().map(|s| s.to_string()).collect(),
+            pages: true,
         }
     }
 
@@ -385,6 +420,58 @@ mod tests {
         assert_eq!(
             (ip.true_detections, ip.false_detections, ip.detected),
             (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn pages_are_counted_per_incident_and_low_alerts_do_not_page() {
+        let incidents = vec![
+            incident(
+                "alice",
+                "2026-10-20T10:00:00Z",
+                "2026-10-20T10:10:00Z",
+                &["e1"],
+            ),
+            incident(
+                "bob",
+                "2026-10-20T10:00:00Z",
+                "2026-10-20T10:10:00Z",
+                &["e2"],
+            ),
+            incident(
+                "carol",
+                "2026-10-20T10:00:00Z",
+                "2026-10-20T10:10:00Z",
+                &["e3"],
+            ),
+        ];
+        let quiet = |mut d: Detection| {
+            d.pages = false;
+            d
+        };
+        let detections = vec![
+            det("denial_spike", "alice", "2026-10-20T10:01:00Z", &["e1"]),
+            det("sensitive_tool", "alice", "2026-10-20T10:01:00Z", &[]),
+            det("enumeration", "alice", "2026-10-20T10:02:00Z", &[]),
+            det("denial_spike", "bob", "2026-10-20T10:01:00Z", &["e2"]),
+            quiet(det(
+                "first_seen_ip",
+                "carol",
+                "2026-10-20T10:01:00Z",
+                &["e3"],
+            )),
+        ];
+        let report = score(&detections, &incidents, 100);
+        assert_eq!(report.pages, [3, 1, 0]);
+        assert_eq!(report.total.recall(), 1.0, "a low alert still detects");
+        assert!((report.paged_recall() - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(report.pages_per_paged_incident(), Some((2.0, 3)));
+        assert!(
+            report
+                .render("t")
+                .contains("paging alerts per paged incident: mean 2.00, max 3"),
+            "{}",
+            report.render("t")
         );
     }
 

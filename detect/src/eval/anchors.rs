@@ -48,6 +48,7 @@ impl FixedThreshold {
                 user_id: e.user_id.clone(),
                 time: e.time,
                 event_ids: window.iter().map(|(_, id)| id.clone()).collect(),
+                pages: true,
             });
         }
     }
@@ -104,6 +105,7 @@ impl NewTerms {
                 user_id: e.user_id.clone(),
                 time: e.time,
                 event_ids: vec![e.event_id.clone()],
+                pages: true,
             });
         }
     }
