@@ -749,7 +749,8 @@ impl Context<'_> {
     }
 
     /// Emits a finding as an alert unless an alert on the same (detector,
-    /// value) is open; then it only counts as a repeat.
+    /// value) is open, or, for a paging finding, the user has a page open
+    /// within the correlation window; then it counts as a repeat of that.
     fn raise(&mut self, f: Finding) {
         let (detector, time) = (f.detector, f.time);
         let weak = f
@@ -761,7 +762,8 @@ impl Context<'_> {
         }
     }
 
-    /// Emits the alert; false if it was suppressed as a repeat.
+    /// Emits the alert; false if it was suppressed as a repeat or joined the
+    /// user's open page.
     fn emit(&mut self, f: Finding) -> bool {
         let value_key = value_hash(0, &f.value);
         let user = &mut *self.user;
@@ -785,6 +787,33 @@ impl Context<'_> {
             open.alert.repeats += 1;
             self.stats.suppressed += 1;
             return false;
+        }
+        // One incident, one page: a paging finding within the correlation
+        // window of a page the user already has joins it, naming itself
+        // there. A more severe one raises the page's severity, and the
+        // update goes out at once.
+        if f.severity >= Severity::Medium {
+            let since = f.time - self.settings.corroboration_secs;
+            if let Some(open) = user
+                .suppressions
+                .iter_mut()
+                .filter(|s| {
+                    s.alert.severity >= Severity::Medium && s.alert.time.timestamp() > since
+                })
+                .min_by_key(|s| s.alert.time)
+            {
+                let raised = f.severity > open.alert.severity;
+                if raised {
+                    open.alert.severity = f.severity;
+                    open.alert.score = open.alert.score.max(f.score);
+                }
+                corroborate::absorb(&mut open.alert, f);
+                self.stats.suppressed += 1;
+                if raised {
+                    self.out.push((*open.alert).clone());
+                }
+                return false;
+            }
         }
         let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
         let alert = Alert {

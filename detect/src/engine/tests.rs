@@ -162,7 +162,8 @@ fn a_burst_of_denials_pages_with_numbers_in_plain_language() {
         t,
         30,
         8,
-        &["delete_repo", "admin_x", "merge_pr"],
+        // No sensitive tool among them: its page would carry the spike.
+        &["close_issue", "admin_x", "merge_pr"],
     ));
     let alerts = run(&mut engine(), &calls);
     let spikes = by(&alerts, DetectorKind::DenialSpike);
@@ -186,7 +187,7 @@ fn a_denial_spike_title_never_counts_zero_tools() {
     let t = DAY0 + 22 * 86_400 + 11 * 3600;
     // 30 denials on one tool.
     let mut calls = history("alice", 21, 0);
-    calls.extend(denied_burst("alice", t, 30, 8, &["delete_repo"]));
+    calls.extend(denied_burst("alice", t, 30, 8, &["close_issue"]));
     let alerts = run(&mut engine(), &calls);
     let spikes = by(&alerts, DetectorKind::DenialSpike);
     assert_eq!(spikes.len(), 1, "{alerts:#?}");
@@ -198,7 +199,7 @@ fn a_denial_spike_title_never_counts_zero_tools() {
     // 30 denials, then more allowed calls than the recent events kept:
     // the tools are no longer known, and the title does not guess.
     let mut calls = history("alice", 21, 0);
-    calls.extend(denied_burst("alice", t, 30, 2, &["delete_repo", "admin_x"]));
+    calls.extend(denied_burst("alice", t, 30, 2, &["close_issue", "admin_x"]));
     for k in 0..40 {
         calls.push(Call::new(t + 61 + k * 2, "alice", "search_issues"));
     }
@@ -843,7 +844,7 @@ fn a_night_session_pages_alone_only_when_long_and_otherwise_with_a_new_address()
 }
 
 #[test]
-fn a_more_severe_signal_after_a_corroborated_alert_still_pages() {
+fn a_more_severe_signal_after_a_page_updates_it_instead_of_paging_again() {
     // Twelve colleagues send mail: for alice it is a common sensitive tool,
     // a signal rather than a page on its own.
     let mut calls = Vec::new();
@@ -854,9 +855,10 @@ fn a_more_severe_signal_after_a_corroborated_alert_still_pages() {
     }
     calls.extend(history("alice", 21, 0));
     // At 03:00, from an address nobody uses, a tool she never used pages
-    // (medium); two minutes later she sends mail for the first time.
+    // (medium); two minutes later she sends mail for the first time, and
+    // then deletes a repository.
     let t = DAY0 + 22 * 86_400 + 3 * 3600;
-    for (k, tool) in ["t1", "send_email"].into_iter().enumerate() {
+    for (k, tool) in ["t1", "send_email", "delete_repo"].into_iter().enumerate() {
         let mut c = Call::new(t + k as i64 * 120, "alice", tool);
         c.ip = "203.0.113.9";
         calls.push(c);
@@ -867,10 +869,61 @@ fn a_more_severe_signal_after_a_corroborated_alert_still_pages() {
         .iter()
         .filter(|a| a.user_id == "alice" && a.repeats == 0)
         .collect();
-    assert_eq!(pages.len(), 2, "{pages:#?}");
+    assert_eq!(pages.len(), 1, "one incident, one page: {pages:#?}");
     assert_eq!(pages[0].severity, Severity::Medium);
-    assert_eq!(pages[1].detector, DetectorKind::SensitiveTool);
-    assert_eq!(pages[1].severity, Severity::High);
+    // The page's update says high at once, and names what joined it.
+    let update = alerts
+        .iter()
+        .find(|a| a.alert_id == pages[0].alert_id && a.severity == Severity::High)
+        .expect("an update raising the severity");
+    assert!(
+        update.time.timestamp() <= t + 240,
+        "sent when it rose: {}",
+        update.time
+    );
+    let joined =
+        latest(&alerts, &pages[0].alert_id).evidence.details["corroborated_by"].to_string();
+    assert!(joined.contains("`delete_repo`"), "{joined}");
+}
+
+#[test]
+fn a_hijacked_users_burst_of_signals_is_one_page() {
+    // The demo's case: in one minute, eleven sensitive tools, denials on
+    // new tools and a denial burst, all from one user.
+    let mut calls = history("alice", 21, 0);
+    let t = DAY0 + 22 * 86_400 + 11 * 3600;
+    let tools: Vec<String> = (0..11).map(|k| format!("delete_thing_{k}")).collect();
+    for (k, tool) in tools.iter().enumerate() {
+        calls.push(Call::new(t + k as i64, "alice", tool));
+    }
+    calls.extend(denied_burst(
+        "alice",
+        t + 20,
+        30,
+        1,
+        &[
+            "admin_a", "admin_b", "admin_c", "admin_d", "admin_e", "admin_f",
+        ],
+    ));
+    calls.sort_by_key(|c| c.secs);
+    let alerts = run(&mut engine(), &calls);
+    let pages: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.severity >= Severity::Medium && a.repeats == 0)
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    let last = latest(&alerts, &pages[0].alert_id);
+    let joined = last.evidence.details["corroborated_by"].to_string();
+    for tool in &tools[1..] {
+        assert!(
+            joined.contains(&format!("`{tool}`")),
+            "{tool} missing: {joined}"
+        );
+    }
+    assert!(
+        joined.contains("denied"),
+        "the denials joined too: {joined}"
+    );
 }
 
 #[test]

@@ -197,8 +197,8 @@ impl Context<'_> {
     /// add up within `corroboration.window` of it join that alert as
     /// repeats, naming themselves in its `corroborated_by` and `new_values`
     /// (the update published when its suppression ends carries them). A
-    /// signal more severe than that alert still pages, and alerts raised on
-    /// their own are not held back by this.
+    /// signal more severe than that alert still pages here; `Context::emit`
+    /// then joins it to the page as well, raising the page's severity.
     fn join_open_alert(&mut self, secs: i64) -> bool {
         let since = secs - self.settings.corroboration_secs;
         let user = &mut *self.user;
@@ -216,33 +216,39 @@ impl Context<'_> {
         };
         let alert = &mut open.alert;
         for finding in user.signals.iter_mut().filter_map(|s| s.finding.take()) {
-            alert.repeats += 1;
+            absorb(alert, *finding);
             self.stats.suppressed += 1;
-            let what = what_happened(&finding);
-            if let serde_json::Value::Array(list) = alert
-                .evidence
-                .details
-                .entry(CORROBORATED_BY)
-                .or_insert_with(|| json!([]))
-                && !list.iter().any(|v| v.as_str() == Some(what))
-            {
-                list.push(json!(what));
-            }
-            let evidence = &mut alert.evidence;
-            for value in finding.evidence.new_values {
-                if !evidence.new_values.contains(&value) {
-                    evidence.new_values.push(value);
-                }
-            }
-            for id in finding.evidence.event_ids {
-                if evidence.event_ids.len() < crate::alert::MAX_SAMPLE_EVENTS
-                    && !evidence.event_ids.contains(&id)
-                {
-                    evidence.event_ids.push(id);
-                }
-            }
         }
         true
+    }
+}
+
+/// Joins `finding` to the open `alert` as a repeat: it names itself in
+/// `corroborated_by`, and its new values and sample events are added.
+pub(super) fn absorb(alert: &mut crate::alert::Alert, finding: Finding) {
+    alert.repeats += 1;
+    let what = what_happened(&finding);
+    if let serde_json::Value::Array(list) = alert
+        .evidence
+        .details
+        .entry(CORROBORATED_BY)
+        .or_insert_with(|| json!([]))
+        && !list.iter().any(|v| v.as_str() == Some(what))
+    {
+        list.push(json!(what));
+    }
+    let evidence = &mut alert.evidence;
+    for value in finding.evidence.new_values {
+        if !evidence.new_values.contains(&value) {
+            evidence.new_values.push(value);
+        }
+    }
+    for id in finding.evidence.event_ids {
+        if evidence.event_ids.len() < crate::alert::MAX_SAMPLE_EVENTS
+            && !evidence.event_ids.contains(&id)
+        {
+            evidence.event_ids.push(id);
+        }
     }
 }
 
