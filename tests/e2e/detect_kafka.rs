@@ -377,8 +377,9 @@ async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()>
     let want = settled(&alert_lines(&reference.lake())?, cutoff)?;
     let crashed_lines = alert_lines(&crashed.lake())?;
     let got = settled(&crashed_lines, cutoff)?;
+    // One page per incident: the simulated attacks raise a few pages.
     ensure!(
-        want.len() >= 5,
+        want.len() >= 3,
         "the reference raised {} settled alerts: the simulated attacks should raise more",
         want.len()
     );
