@@ -15,7 +15,6 @@ import collections
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,13 +23,9 @@ import time
 import urllib.error
 import urllib.request
 
+from tooltrail_up import start_up
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
@@ -56,26 +51,12 @@ def main():
             body += line
     body = bytes(body)
 
-    port = free_port()
-    up = subprocess.Popen(
-        [args.bin, "up", "--data-dir", str(work / "data"), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, TOOLTRAIL__LOG__FILTER="warn"))
+    up, base = start_up(args.bin, work / "data")
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or up.poll() is not None:
-                    sys.exit("tooltrail up did not start")
-                time.sleep(0.1)
-
         replies = []
 
         def post():
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", data=body,
+            request = urllib.request.Request(f"{base}/v1/events", data=body,
                                              headers={"content-type": "application/x-ndjson"})
             try:
                 with urllib.request.urlopen(request, timeout=300) as reply:

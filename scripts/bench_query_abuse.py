@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,15 +30,11 @@ import time
 import urllib.error
 import urllib.request
 
+from tooltrail_up import start_up
+
 HEAVY = ("SELECT count(*) FROM (SELECT unnest(array_repeat(1, 1000000)) x) a "
          "JOIN (SELECT unnest(array_repeat(1, 1000000)) y) b ON x < y")
 SMALL = "SELECT count(*) AS n FROM events WHERE user_id = 'u1'"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values, p):
@@ -105,23 +100,8 @@ def main():
         f'max_concurrent_per_principal = {max(4, args.heavy)}\n'
         f'[[query.tokens]]\nname = "attacker"\nsha256 = "{sha("tok-attacker")}"\nrole = "analyst"\ntenants = ["evil"]\n'
         f'[[query.tokens]]\nname = "neighbour"\nsha256 = "{sha("tok-neighbour")}"\nrole = "analyst"\ntenants = ["acme"]\n')
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    up = subprocess.Popen(
-        [args.bin, "--config", str(config), "up", "--data-dir", str(work / "data"),
-         "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, TOOLTRAIL__LOG__FILTER="warn"))
+    up, base = start_up(args.bin, work / "data", config)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or up.poll() is not None:
-                    sys.exit("tooltrail up did not start")
-                time.sleep(0.1)
         ndjson = {"content-type": "application/x-ndjson"}
         post(f"{base}/v1/events", events("acme", 0, 500), ndjson)
         counter = [1000]
