@@ -116,6 +116,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         start: args.start.unwrap_or_else(tooltrail_sim::default_start),
         attack_days: args.attack_days,
         incident_rate: args.incident_rate,
+        shape: tooltrail_sim::Shape::default(),
     };
     let sim = Simulation::new(config).context("invalid simulation settings")?;
     let (tenants, users) = sim.population();

@@ -1,6 +1,7 @@
 //! What to simulate.
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
 
@@ -25,6 +26,57 @@ pub struct SimConfig {
     pub attack_days: Option<u32>,
     /// Incidents per 100 users per week of attack window (default 3).
     pub incident_rate: f64,
+    /// What varies between real deployments; the default is the traffic
+    /// this simulator has always made.
+    pub shape: Shape,
+}
+
+/// Knobs for the family of plausible traffic `tooltrail eval --sweep` runs
+/// the detectors over. Each is a multiplier on the simulator's own draw
+/// (1.0 leaves it as it is), so a sweep cell reads as "attacks at a third of
+/// their strength, three times as spread out, users twice as unequal".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shape {
+    /// Size of normal-intensity attacks: the number of calls (and the rise
+    /// over the user's own rate, for exfiltration) is multiplied by this.
+    /// 0.33 is the "reduced intensity" of the held-out hard set.
+    pub attack_scale: f64,
+    /// Spread of normal-intensity attacks: their spans are multiplied by
+    /// this (0.02 packs a probe into seconds; 3 spreads a sweep over most
+    /// of an hour).
+    pub attack_pace: f64,
+    /// Inequality of per-user volume: the log-normal sigma of a user's base
+    /// rate is multiplied by this (2.0 spans about two orders of magnitude).
+    pub rate_spread: f64,
+    /// Burstiness: calls per session are multiplied by this and sessions
+    /// divided by it, keeping the day's volume.
+    pub burstiness: f64,
+    /// Time zones: the share of users away from their tenant's home zone is
+    /// multiplied by this.
+    pub zones: f64,
+    /// The share of users who travel is multiplied by this.
+    pub travel: f64,
+    /// On-call rotations: the share of each tenant on call is multiplied by this.
+    pub on_call: f64,
+    /// Adoption: how many teams adopt a new server, and users a new client
+    /// or network, is multiplied by this.
+    pub adoption: f64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            attack_scale: 1.0,
+            attack_pace: 1.0,
+            rate_spread: 1.0,
+            burstiness: 1.0,
+            zones: 1.0,
+            travel: 1.0,
+            on_call: 1.0,
+            adoption: 1.0,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -36,6 +88,7 @@ impl Default for SimConfig {
             start: default_start(),
             attack_days: None,
             incident_rate: 3.0,
+            shape: Shape::default(),
         }
     }
 }

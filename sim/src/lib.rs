@@ -93,7 +93,7 @@ mod rng;
 mod simulation;
 mod traffic;
 
-pub use config::{MAX_DAYS, MAX_USERS, SimConfig, default_start};
+pub use config::{MAX_DAYS, MAX_USERS, Shape, SimConfig, default_start};
 pub use error::SimError;
 pub use label::{Drift, DriftKind, Incident, Intensity, Scenario};
 pub use simulation::Simulation;
