@@ -136,6 +136,11 @@ pub struct VolumeConfig {
     /// batch run or a person's agent session reaches its usual peak every
     /// few days. 0 turns the check off.
     pub min_peak_ratio: f64,
+    /// Over the long windows (15 min, 1 h), never alert on fewer than this
+    /// many times the user's usual calls per active stretch of that length
+    /// at this hour of the week; no peak is asked there: a rise sustained
+    /// for an hour is not a session's burst.
+    pub sustained_ratio: f64,
 }
 
 impl Default for VolumeConfig {
@@ -144,6 +149,7 @@ impl Default for VolumeConfig {
             min_count: 60,
             min_ratio: 4.0,
             min_peak_ratio: 3.0,
+            sustained_ratio: 3.0,
         }
     }
 }
@@ -426,6 +432,11 @@ impl DetectConfig {
         }
         if !(self.volume_spike.min_ratio.is_finite() && self.volume_spike.min_ratio >= 1.0) {
             bad("volume_spike.min_ratio", "must be at least 1".into());
+        }
+        if !(self.volume_spike.sustained_ratio.is_finite()
+            && self.volume_spike.sustained_ratio >= 1.0)
+        {
+            bad("volume_spike.sustained_ratio", "must be at least 1".into());
         }
         if !(self.volume_spike.min_peak_ratio.is_finite()
             && self.volume_spike.min_peak_ratio >= 0.0)

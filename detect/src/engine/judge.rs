@@ -9,7 +9,7 @@ use tooltrail_schemas::ToolCallEvent;
 mod corroborate;
 mod off_hours;
 
-use super::user::{Finding, UserState, flag};
+use super::user::{BLOCK_MINUTES, Block, Finding, LONG_WINDOWS, Minute, UserState, flag};
 use super::{
     Stats, TenantState, established, is_denied, is_malformed, is_refused_access, kind, note_peer,
     prior,
@@ -473,88 +473,40 @@ impl Context<'_> {
         });
     }
 
-    /// Judges the window of `window_minutes` ending at minute `end`, folds
-    /// the minute that leaves it into the baselines, and says when to judge
-    /// next (if the user is still active).
+    /// Judges the windows ending at minute `end`, folds the minute that
+    /// leaves the `window` into the baselines, and says when to judge next
+    /// (if the user is still active).
+    ///
+    /// Counts are judged at several time scales: the last minute (a burst),
+    /// the configured `window`, and at block boundaries the
+    /// [`LONG_WINDOWS`] (a sustained rise). Each detector's p-value
+    /// threshold is divided by the number of scales it is judged at, so
+    /// that looking more often does not page more often.
     pub fn window(&mut self, end: i64) -> Option<i64> {
         let s = self.settings;
         let w = s.window_minutes;
         let (sum, active) = self.user.window(end, w);
-        let (from, to) = ((end - w) * 60, end * 60);
         let before = self.out.len();
-        let active = f64::from(active);
-
-        if s.enabled(DetectorKind::DenialSpike) && u32::from(sum.denied) >= s.denial_min {
-            let pred = self.user.denied.predict(
-                prior(&self.tenant.denied, DEFAULT_DENIED_RATE, s.prior_weight),
-                active,
-                1.0,
-            );
-            // Counted on the recent events kept: none may be left from a long
-            // window, and then the title says nothing of tools.
-            let across = match self.user.distinct_tools(from, to, flag::DENIED) {
-                0 => String::new(),
-                1 => " on 1 tool".to_owned(),
-                n => format!(" across {n} tools"),
-            };
-            self.spike(DetectorKind::DenialSpike, u64::from(sum.denied), pred, (from, to), flag::DENIED, |who, x, w, exp| {
-                (
-                    format!("{who}: {x} denied calls in {w} min{across}"),
-                    format!("{who}: {x} denied calls in {w} min{across}; the usual is {exp:.2} per {w} min"),
-                )
-            });
+        let boundary = end % BLOCK_MINUTES == 0;
+        if boundary {
+            let block = self.user.close_block(end);
+            self.learn_stretches(block);
         }
-        if s.enabled(DetectorKind::MalformedSpike) && u32::from(sum.malformed) >= s.malformed_min {
-            let pred = self.user.malformed.predict(
-                prior(
-                    &self.tenant.malformed,
-                    DEFAULT_MALFORMED_RATE,
-                    s.prior_weight,
-                ),
-                active,
-                1.0,
-            );
-            self.spike(DetectorKind::MalformedSpike, u64::from(sum.malformed), pred, (from, to), flag::MALFORMED, |who, x, w, exp| {
-                (
-                    format!("{who}: {x} malformed or failing calls in {w} min"),
-                    format!("{who}: {x} calls rejected as malformed (400) or failing as tool errors in {w} min; the usual is {exp:.2} per {w} min. An agent following injected instructions often looks like this"),
-                )
-            });
+        // Scales: the minute (rates only), the window, the long windows.
+        let long = LONG_WINDOWS.iter().filter(|&&len| len > w).count() as f64;
+        let rate_alpha = s.p_value / (long + 1.0 + f64::from(w > 1));
+        let count_alpha = s.p_value / (long + 1.0);
+        if w > 1 {
+            let (last, active) = self.user.window(end, 1);
+            self.rates(last, active, 1, end, rate_alpha);
         }
-        // Everything is new to a newcomer: sweeps are judged once the user
-        // has history.
-        let settled = established(
-            self.user,
-            (from / crate::baseline::DAY) as u32,
-            s.min_history_days,
-        );
-        if settled {
-            self.sweep(sum.new_resources, sum.resources, active, (from, to));
-        }
-        if s.enabled(DetectorKind::VolumeSpike) && u32::from(sum.total) >= s.volume.min_count {
-            let hour = HourProfile::hour_of_week(from);
-            let factor = (self.user.hours.share(hour) * 168.0).sqrt().clamp(0.5, 2.0);
-            let pred = self.user.volume.predict(
-                prior(
-                    &self.tenant.volume,
-                    DEFAULT_WINDOW_VOLUME,
-                    s.prior_weight / 5.0,
-                ),
-                1.0,
-                factor,
-            );
-            // Traffic made of sessions is burstier than any count model's
-            // tail: a volume the user has reached lately is not a spike.
-            let peak = f64::from(self.user.volume_peak);
-            if f64::from(sum.total) >= s.volume.min_ratio * pred.expected
-                && f64::from(sum.total) >= s.volume.min_peak_ratio * peak
-            {
-                self.spike(DetectorKind::VolumeSpike, u64::from(sum.total), pred, (from, to), 0, |who, x, w, exp| {
-                    (
-                        format!("{who}: {x} calls in {w} min"),
-                        format!("{who} made {x} calls in {w} min; at this hour of the week the usual for an active window is {exp:.1}, and their busiest {w} min lately held {peak:.0}"),
-                    )
-                });
+        self.rates(sum, active, w, end, rate_alpha);
+        self.counts(sum, active, w, end, count_alpha, None);
+        if boundary {
+            for (i, &len) in LONG_WINDOWS.iter().enumerate().filter(|(_, l)| **l > w) {
+                let (sum, active) = self.user.long_window(end, len);
+                self.rates(sum, active, len, end, rate_alpha);
+                self.counts(sum, active, len, end, count_alpha, Some(i));
             }
         }
 
@@ -576,13 +528,191 @@ impl Context<'_> {
         still_active.then_some(end + 1)
     }
 
+    /// Adds a closed block to the clock-aligned stretches of the long
+    /// windows; a stretch that ended before it, with calls and no alert
+    /// since it began, is learned as the user's (and tenant's) usual calls
+    /// per active stretch. Blocks close in time order, so a stretch is
+    /// complete once a later one's block arrives, however long after.
+    fn learn_stretches(&mut self, block: Block) {
+        let start = block.sum.minute;
+        for (i, &len) in LONG_WINDOWS.iter().enumerate() {
+            let stretch = start - start.rem_euclid(len);
+            let (began, calls) = self.user.long_stretch[i];
+            if began != stretch {
+                if calls > 0 && began >= self.user.learn_from {
+                    self.user.volume_long[i].add(f64::from(calls));
+                    self.tenant.volume_long[i].add(f64::from(calls));
+                }
+                self.user.long_stretch[i] = (stretch, 0);
+            }
+            self.user.long_stretch[i].1 += u32::from(block.sum.total);
+        }
+    }
+
+    /// Denial and malformed-call spikes over the `len` minutes to `end`,
+    /// against the user's rate per active minute.
+    fn rates(&mut self, sum: Minute, active: u32, len: i64, end: i64, alpha: f64) {
+        let s = self.settings;
+        let (from, to) = ((end - len) * 60, end * 60);
+        let active = f64::from(active);
+        if s.enabled(DetectorKind::DenialSpike) && u32::from(sum.denied) >= s.denial_min {
+            let pred = self.user.denied.predict(
+                prior(&self.tenant.denied, DEFAULT_DENIED_RATE, s.prior_weight),
+                active,
+                1.0,
+            );
+            // Counted on the recent events kept: none may be left from a long
+            // window, and then the title says nothing of tools.
+            let across = match self.user.distinct_tools(from, to, flag::DENIED) {
+                0 => String::new(),
+                1 => " on 1 tool".to_owned(),
+                n => format!(" across {n} tools"),
+            };
+            let test = Test {
+                detector: DetectorKind::DenialSpike,
+                x: u64::from(sum.denied),
+                pred,
+                window: (from, to),
+                len,
+                alpha,
+                flags: flag::DENIED,
+            };
+            self.spike(test, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} denied calls in {w}{across}"),
+                    format!(
+                        "{who}: {x} denied calls in {w}{across}; the usual is {exp:.2} per {w}"
+                    ),
+                )
+            });
+        }
+        if s.enabled(DetectorKind::MalformedSpike) && u32::from(sum.malformed) >= s.malformed_min {
+            let pred = self.user.malformed.predict(
+                prior(
+                    &self.tenant.malformed,
+                    DEFAULT_MALFORMED_RATE,
+                    s.prior_weight,
+                ),
+                active,
+                1.0,
+            );
+            let test = Test {
+                detector: DetectorKind::MalformedSpike,
+                x: u64::from(sum.malformed),
+                pred,
+                window: (from, to),
+                len,
+                alpha,
+                flags: flag::MALFORMED,
+            };
+            self.spike(test, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} malformed or failing calls in {w}"),
+                    format!("{who}: {x} calls rejected as malformed (400) or failing as tool errors in {w}; the usual is {exp:.2} per {w}. An agent following injected instructions often looks like this"),
+                )
+            });
+        }
+    }
+
+    /// Sweeps of new resources and volume spikes over the `len` minutes to
+    /// `end`: the configured window (`long` is `None`), whose volume is
+    /// also held against the user's busiest window lately, or one of the
+    /// [`LONG_WINDOWS`], where a sustained rise of `volume_spike.sustained_ratio`
+    /// over the user's rate for the hour of the week is enough.
+    fn counts(
+        &mut self,
+        sum: Minute,
+        active: u32,
+        len: i64,
+        end: i64,
+        alpha: f64,
+        long: Option<usize>,
+    ) {
+        let s = self.settings;
+        let (from, to) = ((end - len) * 60, end * 60);
+        // Everything is new to a newcomer: sweeps are judged once the user
+        // has history.
+        let settled = established(
+            self.user,
+            (from / crate::baseline::DAY) as u32,
+            s.min_history_days,
+        );
+        if settled {
+            self.sweep(
+                sum.new_resources,
+                sum.resources,
+                f64::from(active),
+                (from, to),
+                len,
+                alpha,
+            );
+        }
+        if !s.enabled(DetectorKind::VolumeSpike) || u32::from(sum.total) < s.volume.min_count {
+            return;
+        }
+        let hour = HourProfile::hour_of_week(from);
+        let factor = (self.user.hours.share(hour) * 168.0).sqrt().clamp(0.5, 2.0);
+        let (user, tenant, ratio) = match long {
+            None => (&self.user.volume, &self.tenant.volume, s.volume.min_ratio),
+            Some(i) => (
+                &self.user.volume_long[i],
+                &self.tenant.volume_long[i],
+                s.volume.sustained_ratio,
+            ),
+        };
+        let default = DEFAULT_WINDOW_VOLUME * len as f64 / 5.0;
+        let pred = user.predict(prior(tenant, default, s.prior_weight / 5.0), 1.0, factor);
+        let x = f64::from(sum.total);
+        if x < ratio * pred.expected {
+            return;
+        }
+        let test = Test {
+            detector: DetectorKind::VolumeSpike,
+            x: u64::from(sum.total),
+            pred,
+            window: (from, to),
+            len,
+            alpha,
+            flags: 0,
+        };
+        let new = sum.new_resources;
+        if long.is_some() {
+            self.spike(test, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} calls in {w}"),
+                    format!("{who} made {x} calls in {w}, {new} of them on resources new to them; at this hour of the week the usual for an active {w} is {exp:.1}: a sustained rise, as a bulk read or export looks"),
+                )
+            });
+            return;
+        }
+        // Traffic made of sessions is burstier than any count model's
+        // tail: a volume the user has reached lately is not a spike.
+        let peak = f64::from(self.user.volume_peak);
+        if x >= s.volume.min_peak_ratio * peak {
+            self.spike(test, |who, x, w, exp| {
+                (
+                    format!("{who}: {x} calls in {w}"),
+                    format!("{who} made {x} calls in {w}; at this hour of the week the usual for an active window is {exp:.1}, and their busiest {w} lately held {peak:.0}"),
+                )
+            });
+        }
+    }
+
     /// New resources in the window, judged once: improbable under the
     /// user's own rate of new resources (Gamma-Poisson tail), then reported
     /// as `enumeration` when they are many and most of the window's resource
     /// calls (a sweep), else as `first_seen_resource`. One burst pages once,
     /// and a user whose work is touching new resources all day (a support
     /// desk, a reviewer) has the baseline to match and does not page.
-    fn sweep(&mut self, new: u16, all: u16, active: f64, (from, to): (i64, i64)) {
+    fn sweep(
+        &mut self,
+        new: u16,
+        all: u16,
+        active: f64,
+        (from, to): (i64, i64),
+        len: i64,
+        alpha: f64,
+    ) {
         let s = self.settings;
         let (new, all) = (u32::from(new), u32::from(all));
         let sweep = s.enabled(DetectorKind::Enumeration)
@@ -601,9 +731,9 @@ impl Context<'_> {
             active,
             1.0,
         );
-        let w = s.window_minutes;
+        let w = minutes(len);
         let p = pred.tail(u64::from(new));
-        if p >= s.p_value {
+        if p >= alpha {
             return;
         }
         let who = self.who();
@@ -630,9 +760,9 @@ impl Context<'_> {
                 DetectorKind::Enumeration,
                 Severity::High,
                 80,
-                format!("{who}: {new} distinct new resources in {w} min"),
+                format!("{who}: {new} distinct new resources in {w}"),
                 format!(
-                    "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w} min: a sweep, not ordinary work; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
+                    "{who} touched {new} distinct resources they had never used, out of {all} resource calls in {w}: a sweep, not ordinary work; the usual is {:.2} new resources per {w} (p = {p:.1e})",
                     pred.expected
                 ),
             );
@@ -647,9 +777,9 @@ impl Context<'_> {
                 DetectorKind::FirstSeenResource,
                 Severity::Medium,
                 55,
-                format!("{who}: {new} resources never used before in {w} min"),
+                format!("{who}: {new} resources never used before in {w}"),
                 format!(
-                    "{who} touched {new} resources new to them in {w} min; the usual is {:.2} new resources per {w} min (p = {p:.1e})",
+                    "{who} touched {new} resources new to them in {w}; the usual is {:.2} new resources per {w} (p = {p:.1e})",
                     pred.expected
                 ),
             );
@@ -701,31 +831,24 @@ impl Context<'_> {
     }
 
     /// A rate detector's alert, if the count is improbable enough.
-    fn spike(
-        &mut self,
-        detector: DetectorKind,
-        x: u64,
-        pred: Predictive,
-        (from, to): (i64, i64),
-        flags: u8,
-        text: impl FnOnce(&str, u64, i64, f64) -> (String, String),
-    ) {
-        let p = pred.tail(x);
-        if p >= self.settings.p_value {
+    fn spike(&mut self, t: Test, text: impl FnOnce(&str, u64, &str, f64) -> (String, String)) {
+        let p = t.pred.tail(t.x);
+        if p >= t.alpha {
             return;
         }
         let who = self.who();
-        let (title, explanation) = text(&who, x, self.settings.window_minutes, pred.expected);
+        let (title, explanation) = text(&who, t.x, &minutes(t.len), t.pred.expected);
         let surprise = -p.max(1e-300).log10();
+        let (from, to) = t.window;
         let evidence = Evidence {
-            observed: Some(x as f64),
-            expected: Some(round3(pred.expected)),
+            observed: Some(t.x as f64),
+            expected: Some(round3(t.pred.expected)),
             p_value: Some(p),
-            event_ids: self.user.samples(from, to, flags),
+            event_ids: self.user.samples(from, to, t.flags),
             ..Evidence::default()
         };
         self.raise(Finding {
-            detector,
+            detector: t.detector,
             value: String::new(),
             severity: if p < 1e-12 {
                 Severity::High
@@ -854,6 +977,27 @@ impl Context<'_> {
         self.stats.alerts += 1;
         self.out.push(alert);
         true
+    }
+}
+
+/// One count to judge: `x` events of `detector` over `len` minutes.
+struct Test {
+    detector: DetectorKind,
+    x: u64,
+    pred: Predictive,
+    window: (i64, i64),
+    len: i64,
+    alpha: f64,
+    /// Flags of the events to give as evidence (0: any).
+    flags: u8,
+}
+
+/// "1 min", "15 min", "1 h".
+fn minutes(len: i64) -> String {
+    if len % 60 == 0 {
+        format!("{} h", len / 60)
+    } else {
+        format!("{len} min")
     }
 }
 

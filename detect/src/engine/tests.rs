@@ -172,7 +172,8 @@ fn a_burst_of_denials_pages_with_numbers_in_plain_language() {
     assert!(a.severity >= Severity::Medium);
     assert!(a.evidence.p_value.expect("p") < 1e-6);
     assert!(
-        a.title.contains("denied calls in 5 min across 3 tools"),
+        // The burst fits in a minute: the shortest scale pages it.
+        a.title.contains("denied calls in 1 min across 3 tools"),
         "{}",
         a.title
     );
@@ -192,7 +193,7 @@ fn a_denial_spike_title_never_counts_zero_tools() {
     let spikes = by(&alerts, DetectorKind::DenialSpike);
     assert_eq!(spikes.len(), 1, "{alerts:#?}");
     assert!(
-        spikes[0].title.ends_with("in 5 min on 1 tool"),
+        spikes[0].title.ends_with("in 1 min on 1 tool"),
         "{}",
         spikes[0].title
     );
@@ -1046,4 +1047,53 @@ fn a_user_idle_past_forget_after_is_forgotten_and_starts_over_when_back() {
     let amy = &engine.users[&user_key("acme", "amy")];
     assert_eq!(amy.first_day, (back / 86_400) as u32);
     assert_eq!(amy.history_days(amy.first_day), 0);
+}
+
+#[test]
+fn a_rise_sustained_for_an_hour_pages_though_no_five_minutes_is_a_burst() {
+    // Four calls an hour is the usual; 90 spread over an hour is a bulk read
+    // at 22 times that, yet no 5 or 15 minutes of it reaches `min_count`.
+    let at = DAY0 + 22 * 86_400 + 11 * 3600;
+    let mut calls = history("alice", 21, 0);
+    calls.extend(run_of("alice", at, 60, 90));
+    let alerts = volume_alerts(DetectConfig::default(), &calls);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert!(a.title.ends_with("calls in 1 h"), "{}", a.title);
+    assert!(a.severity >= Severity::Medium);
+    assert!(
+        a.explanation.contains("sustained rise"),
+        "{}",
+        a.explanation
+    );
+    // Judged once the hour it filled has passed, not a day later.
+    assert!(a.time.timestamp() - at <= 75 * 60, "{}", a.time);
+
+    // The same calls at the user's usual pace are not news.
+    let mut usual = history("alice", 21, 0);
+    usual.extend(run_of("alice", at, 60, 6));
+    assert!(volume_alerts(DetectConfig::default(), &usual).is_empty());
+}
+
+#[test]
+fn a_sweep_spread_over_most_of_an_hour_is_enumeration() {
+    // 40 resources never used before, one a minute: no 5 or 15 minutes
+    // hold `min_distinct` of them, the hour does.
+    let names = resources("slow-sweep", 40);
+    let mut calls = history("alice", 21, 0);
+    calls.extend(touching(
+        "alice",
+        DAY0 + 22 * 86_400 + 11 * 3600,
+        40,
+        &names,
+    ));
+    calls.sort_by_key(|c| c.secs);
+    let alerts = run(&mut engine(), &calls);
+    let sweeps = by(&alerts, DetectorKind::Enumeration);
+    assert_eq!(sweeps.len(), 1, "{alerts:#?}");
+    assert!(
+        sweeps[0].title.contains("distinct new resources in 1 h"),
+        "{}",
+        sweeps[0].title
+    );
 }

@@ -12,6 +12,13 @@ use crate::seen::{RotatingBloom, SeenSet};
 pub const RING_MINUTES: usize = 16;
 /// Recent events kept for evidence.
 pub const RECENT_EVENTS: usize = 20;
+/// Minutes per block of the long windows.
+pub const BLOCK_MINUTES: i64 = 5;
+/// Blocks kept: the longest window, an hour.
+pub const BLOCKS: usize = 12;
+/// The long windows judged besides `window` (when longer than it), in
+/// minutes: a sustained rise is judged over the stretch it lasts.
+pub const LONG_WINDOWS: [i64; 2] = [15, 60];
 
 /// Event flags, for evidence and window counts.
 pub mod flag {
@@ -62,6 +69,14 @@ impl CompactId {
     }
 }
 
+/// The counts of one block of [`BLOCK_MINUTES`] minutes (`sum.minute` is
+/// its first minute), and how many of its minutes had calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub sum: Minute,
+    pub active: u8,
+}
+
 /// A recent event, for evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recent {
@@ -70,6 +85,19 @@ pub struct Recent {
     /// Hash of the tool (or method) called.
     pub tool: u32,
     pub flags: u8,
+}
+
+impl Minute {
+    /// Adds another span's counts (saturating: a window of an hour can
+    /// hold more than a minute's counts).
+    pub fn add(&mut self, other: &Minute) {
+        self.total = self.total.saturating_add(other.total);
+        self.denied = self.denied.saturating_add(other.denied);
+        self.malformed = self.malformed.saturating_add(other.malformed);
+        self.resources = self.resources.saturating_add(other.resources);
+        self.new_resources = self.new_resources.saturating_add(other.new_resources);
+        self.off_hours = self.off_hours.saturating_add(other.off_hours);
+    }
 }
 
 /// What an alert says, before suppression and ids.
@@ -166,6 +194,18 @@ pub struct UserState {
     /// Weak signals of the last correlation window.
     pub signals: Vec<Signal>,
     pub suppressions: Vec<Suppression>,
+    /// The last hour in blocks, for the long windows (empty until the
+    /// user's first complete block).
+    #[serde(default)]
+    pub blocks: Vec<Block>,
+    /// Calls per active long window, one per [`LONG_WINDOWS`] entry.
+    #[serde(default)]
+    pub volume_long: [Moments; LONG_WINDOWS.len()],
+    /// The stretch of each long window's length in progress (aligned to
+    /// the clock: its first minute) and its calls so far; learned into
+    /// `volume_long` once a block of a later stretch closes.
+    #[serde(default)]
+    pub long_stretch: [(i64, u32); LONG_WINDOWS.len()],
 }
 
 impl UserState {
@@ -215,6 +255,42 @@ impl UserState {
         Some(slot)
     }
 
+    /// Keeps the block of minutes `[end - BLOCK_MINUTES, end)`; `end` is
+    /// a block boundary whose minutes are all final.
+    pub fn close_block(&mut self, end: i64) -> Block {
+        let (sum, active) = self.window(end, BLOCK_MINUTES);
+        if self.blocks.is_empty() {
+            self.blocks = vec![Block::default(); BLOCKS];
+        }
+        let slot = (end / BLOCK_MINUTES).rem_euclid(BLOCKS as i64) as usize;
+        let block = Block {
+            sum,
+            active: active as u8,
+        };
+        self.blocks[slot] = block;
+        block
+    }
+
+    /// Sums the blocks in `[end - len, end)` (`end` and `len` multiples of
+    /// [`BLOCK_MINUTES`], `len` at most an hour): counts and active minutes.
+    pub fn long_window(&self, end: i64, len: i64) -> (Minute, u32) {
+        let mut sum = Minute {
+            minute: end - len,
+            ..Minute::default()
+        };
+        let mut active = 0;
+        let mut start = end - len;
+        while start < end {
+            let b = (start / BLOCK_MINUTES + 1).rem_euclid(BLOCKS as i64) as usize;
+            if let Some(block) = self.blocks.get(b).filter(|b| b.sum.minute == start) {
+                active += u32::from(block.active);
+                sum.add(&block.sum);
+            }
+            start += BLOCK_MINUTES;
+        }
+        (sum, active)
+    }
+
     /// Sums the minutes in `[end - len, end)`.
     pub fn window(&self, end: i64, len: i64) -> (Minute, u32) {
         let mut sum = Minute {
@@ -227,12 +303,7 @@ impl UserState {
             if c.total > 0 {
                 active += 1;
             }
-            sum.total += c.total;
-            sum.denied += c.denied;
-            sum.malformed += c.malformed;
-            sum.resources += c.resources;
-            sum.new_resources += c.new_resources;
-            sum.off_hours += c.off_hours;
+            sum.add(&c);
         }
         (sum, active)
     }
@@ -326,6 +397,7 @@ impl UserState {
             + self.resources.heap_bytes()
             + self.denied_new.capacity() * 16
             + self.off_hours_calls.capacity() * 8
+            + self.blocks.capacity() * std::mem::size_of::<Block>()
             + self.signals.len() * (std::mem::size_of::<Signal>() + 1024)
             + self.suppressions.len() * 1024
     }
