@@ -1,6 +1,8 @@
 //! `tooltrail eval`: the detector and two naive anchors over a labelled
 //! simulation, scored side by side.
 
+mod sweep;
+
 use std::io::BufRead;
 use std::path::PathBuf;
 
@@ -13,26 +15,44 @@ use crate::detect::{merge_repeats, write_alerts};
 use crate::replay::replay;
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["events", "sweep"])))]
 pub struct EvalArgs {
     /// Events as NDJSON (e.g. from `tooltrail simulate --out`).
-    #[arg(long, value_name = "FILE")]
-    pub events: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "labels")]
+    pub events: Option<PathBuf>,
     /// Labelled incidents as NDJSON (from `tooltrail simulate --labels`).
-    #[arg(long, value_name = "FILE")]
-    pub labels: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "events")]
+    pub labels: Option<PathBuf>,
     /// Also write the detector's alerts here.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "events")]
     pub alerts: Option<PathBuf>,
+    /// Run a grid of simulated traffic shapes and seeds from this TOML file
+    /// (see `eval/sweep.toml`) and print recall and false pages per cell.
+    #[arg(long, value_name = "FILE", conflicts_with = "events")]
+    pub sweep: Option<PathBuf>,
+    /// With --sweep: run only the cell of this name (repeatable).
+    #[arg(long, value_name = "NAME", requires = "sweep")]
+    pub cell: Vec<String>,
+    /// With --sweep: list every normal-intensity incident no page caught.
+    #[arg(long, requires = "sweep")]
+    pub missed: bool,
 }
 
 pub fn run(args: EvalArgs, config: &DetectConfig) -> anyhow::Result<()> {
-    let incidents = read_labels(&args.labels)?;
     let settings = crate::config::detect_settings(config)?;
+    if let Some(path) = &args.sweep {
+        let file = sweep::load(path)?;
+        return sweep::run(&file, &args.cell, args.missed, &settings);
+    }
+    let (Some(events), Some(labels)) = (&args.events, &args.labels) else {
+        anyhow::bail!("--events and --labels are required without --sweep");
+    };
+    let incidents = read_labels(labels)?;
     let mut engine = Engine::new(settings);
     let (mut fixed, mut terms) = (FixedThreshold::default(), NewTerms::default());
     let (mut alerts, mut fixed_hits, mut terms_hits) = (Vec::new(), Vec::new(), Vec::new());
     let started = std::time::Instant::now();
-    let stats = replay(&args.events, |e| {
+    let stats = replay(events, |e| {
         engine.observe(e, &mut alerts);
         fixed.observe(e, &mut fixed_hits);
         terms.observe(e, &mut terms_hits);

@@ -235,6 +235,131 @@ pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -
     report
 }
 
+/// How long before an incident's first event a page still counts for it,
+/// under [`paging`]'s rule.
+pub const PAGE_LEAD: chrono::Duration = chrono::Duration::minutes(1);
+/// ... and how long after its last event.
+pub const PAGE_GRACE: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Incidents and how many of them paged.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Paged {
+    pub incidents: usize,
+    pub paged: usize,
+}
+
+impl Paged {
+    pub fn recall(&self) -> f64 {
+        ratio(self.paged, self.incidents)
+    }
+
+    pub fn add(&mut self, other: Paged) {
+        self.incidents += other.incidents;
+        self.paged += other.paged;
+    }
+}
+
+/// Paging scored by the rule the held-out sets are scored by: only pages
+/// (severity medium or higher) count, matched by time alone.
+#[derive(Debug, Clone, Default)]
+pub struct Paging {
+    pub user_days: u64,
+    /// By "scenario/intensity".
+    pub by_scenario: BTreeMap<String, Paged>,
+    /// By intensity.
+    pub by_intensity: BTreeMap<String, Paged>,
+    /// Pages near no incident of their user.
+    pub false_pages: usize,
+    /// For each paged incident, the pages that matched it.
+    pub pages: Vec<usize>,
+    /// Seconds from each paged incident's start to its first page.
+    pub ttd: Vec<i64>,
+    /// Indices of the incidents no page matched.
+    pub missed: Vec<usize>,
+}
+
+impl Paging {
+    pub fn false_per_1000_user_days(&self) -> f64 {
+        if self.user_days == 0 {
+            0.0
+        } else {
+            self.false_pages as f64 * 1000.0 / self.user_days as f64
+        }
+    }
+
+    /// Adds another run's scores (another seed of the same cell).
+    pub fn add(&mut self, other: &Paging) {
+        self.user_days += other.user_days;
+        for (k, v) in &other.by_scenario {
+            self.by_scenario.entry(k.clone()).or_default().add(*v);
+        }
+        for (k, v) in &other.by_intensity {
+            self.by_intensity.entry(k.clone()).or_default().add(*v);
+        }
+        self.false_pages += other.false_pages;
+        self.pages.extend(&other.pages);
+        self.ttd.extend(&other.ttd);
+    }
+}
+
+/// Scores pages the way the held-out sets are scored: an incident is paged
+/// when a page about its user falls between [`PAGE_LEAD`] before its start
+/// and [`PAGE_GRACE`] after its end; a page near no incident of its user is
+/// a false page.
+pub fn paging(detections: &[Detection], incidents: &[Incident], user_days: u64) -> Paging {
+    let mut by_user: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, inc) in incidents.iter().enumerate() {
+        by_user
+            .entry((inc.tenant_id.as_str(), inc.user_id.as_str()))
+            .or_default()
+            .push(i);
+    }
+    let mut first: Vec<Option<DateTime<Utc>>> = vec![None; incidents.len()];
+    let mut pages = vec![0usize; incidents.len()];
+    let mut report = Paging {
+        user_days,
+        ..Paging::default()
+    };
+    for d in detections.iter().filter(|d| d.pages) {
+        let mut matched = false;
+        for &i in by_user
+            .get(&(d.tenant_id.as_str(), d.user_id.as_str()))
+            .into_iter()
+            .flatten()
+        {
+            let inc = &incidents[i];
+            if d.time >= inc.start - PAGE_LEAD && d.time <= inc.end + PAGE_GRACE {
+                matched = true;
+                pages[i] += 1;
+                first[i] = Some(first[i].map_or(d.time, |t| t.min(d.time)));
+            }
+        }
+        if !matched {
+            report.false_pages += 1;
+        }
+    }
+    for (i, inc) in incidents.iter().enumerate() {
+        let hit = Paged {
+            incidents: 1,
+            paged: usize::from(first[i].is_some()),
+        };
+        let group = format!("{}/{}", inc.scenario, inc.intensity);
+        report.by_scenario.entry(group).or_default().add(hit);
+        report
+            .by_intensity
+            .entry(inc.intensity.clone())
+            .or_default()
+            .add(hit);
+        if let Some(t) = first[i] {
+            report.pages.push(pages[i]);
+            report.ttd.push((t - inc.start).num_seconds().max(0));
+        } else {
+            report.missed.push(i);
+        }
+    }
+    report
+}
+
 impl Report {
     /// A plain-text table.
     pub fn render(&self, title: &str) -> String {
@@ -492,5 +617,53 @@ mod tests {
         let text = r.render("empty");
         assert!(text.contains("TOTAL"), "{text}");
         assert!(text.contains("missed: probing/normal a@acme"), "{text}");
+    }
+
+    #[test]
+    fn paging_counts_pages_by_time_alone_within_a_minute_before_and_15_after() {
+        let incidents = vec![
+            incident(
+                "alice",
+                "2026-10-20T10:00:00Z",
+                "2026-10-20T10:10:00Z",
+                &["a1"],
+            ),
+            incident(
+                "bob",
+                "2026-10-21T10:00:00Z",
+                "2026-10-21T10:05:00Z",
+                &["b1"],
+            ),
+            incident(
+                "carol",
+                "2026-10-22T10:00:00Z",
+                "2026-10-22T10:05:00Z",
+                &["c1"],
+            ),
+        ];
+        let mut low = det("off_hours", "carol", "2026-10-22T10:01:00Z", &["c1"]);
+        low.pages = false;
+        let detections = vec![
+            // 30 s early, then during: alice paged twice.
+            det("enumeration", "alice", "2026-10-20T09:59:30Z", &[]),
+            det("volume_spike", "alice", "2026-10-20T10:24:00Z", &[]),
+            // Names bob's event but 20 minutes after the end: a false page.
+            det("denial_spike", "bob", "2026-10-21T10:25:00Z", &["b1"]),
+            // A low alert never pages.
+            low,
+        ];
+        let p = paging(&detections, &incidents, 2000);
+        assert_eq!(
+            p.by_intensity["normal"],
+            Paged {
+                incidents: 3,
+                paged: 1
+            }
+        );
+        assert_eq!(p.pages, vec![2]);
+        assert_eq!(p.ttd, vec![0]);
+        assert_eq!(p.missed, vec![1, 2]);
+        assert_eq!(p.false_pages, 1);
+        assert!((p.false_per_1000_user_days() - 0.5).abs() < 1e-9);
     }
 }
