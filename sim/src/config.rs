@@ -9,6 +9,9 @@ use crate::error::SimError;
 pub const MAX_USERS: usize = 1_000_000;
 /// The longest period one simulation covers, in days.
 pub const MAX_DAYS: u32 = 3660;
+/// The largest value a [`Shape`] knob takes (a hundredfold attack is already
+/// a million calls).
+pub const MAX_SHAPE: f64 = 100.0;
 
 /// A simulation's parameters. Same config, same output, byte for byte.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,29 +41,37 @@ pub struct SimConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Shape {
-    /// Size of normal-intensity attacks: the number of calls (and the rise
-    /// over the user's own rate, for exfiltration) is multiplied by this.
-    /// 0.33 is the "reduced intensity" of the held-out hard set.
+    /// Size of normal-intensity attacks: each scenario's number of calls
+    /// (rounded, at least 1), and so the rise over the user's own rate for
+    /// the sustained exfiltration, is multiplied by this. 0.33 is the
+    /// "reduced intensity" of the held-out hard set. Low-and-slow attacks
+    /// stay as they are.
     pub attack_scale: f64,
     /// Spread of normal-intensity attacks: their spans are multiplied by
-    /// this (0.02 packs a probe into seconds; 3 spreads a sweep over most
-    /// of an hour).
+    /// this, kept within 2 seconds and 8 hours (0.02 packs a probe into
+    /// seconds; 3 spreads a sweep over most of an hour); a paced off-hours
+    /// session still ends by 06:00 local time.
     pub attack_pace: f64,
-    /// Inequality of per-user volume: the log-normal sigma of a user's base
-    /// rate is multiplied by this (2.0 spans about two orders of magnitude).
+    /// Inequality of per-user volume: the log-normal sigma (0.75) of a
+    /// user's base rate is multiplied by this (2.0 spans about two orders of
+    /// magnitude).
     pub rate_spread: f64,
     /// Burstiness: calls per session are multiplied by this and sessions
     /// divided by it, keeping the day's volume.
     pub burstiness: f64,
-    /// Time zones: the share of users away from their tenant's home zone is
-    /// multiplied by this.
+    /// Time zones: the share of users living outside their tenant's home
+    /// region (16%) is multiplied by this, up to all of them.
     pub zones: f64,
-    /// The share of users who travel is multiplied by this.
+    /// The share of people who travel once in the period (2%) is multiplied
+    /// by this. Benign drift: listed, never labelled.
     pub travel: f64,
-    /// On-call rotations: the share of each tenant on call is multiplied by this.
+    /// On-call rotations: the engineers on call at once in each tenant (one)
+    /// is multiplied by this, as far as the rota goes (0.5: one in half the
+    /// weeks). Benign drift: listed, never labelled.
     pub on_call: f64,
-    /// Adoption: how many teams adopt a new server, and users a new client
-    /// or network, is multiplied by this.
+    /// Adoption: the teams per tenant adopting a new server (one), and the
+    /// share of people moving to a new network (3%) or client (2%) for good,
+    /// is multiplied by this. Benign drift: listed, never labelled.
     pub adoption: f64,
 }
 
@@ -76,6 +87,36 @@ impl Default for Shape {
             on_call: 1.0,
             adoption: 1.0,
         }
+    }
+}
+
+impl Shape {
+    /// Every knob with its name, in declaration order.
+    pub fn knobs(&self) -> [(&'static str, f64); 8] {
+        [
+            ("attack_scale", self.attack_scale),
+            ("attack_pace", self.attack_pace),
+            ("rate_spread", self.rate_spread),
+            ("burstiness", self.burstiness),
+            ("zones", self.zones),
+            ("travel", self.travel),
+            ("on_call", self.on_call),
+            ("adoption", self.adoption),
+        ]
+    }
+
+    /// Checks that every knob is finite, above 0 and at most [`MAX_SHAPE`].
+    pub fn validate(&self) -> Result<(), SimError> {
+        for (knob, value) in self.knobs() {
+            if !value.is_finite() || value <= 0.0 || value > MAX_SHAPE {
+                return Err(SimError::Shape {
+                    knob,
+                    value,
+                    max: MAX_SHAPE,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -131,7 +172,7 @@ impl SimConfig {
                 rate: self.incident_rate,
             });
         }
-        Ok(())
+        self.shape.validate()
     }
 }
 
@@ -192,6 +233,83 @@ mod tests {
             ..SimConfig::default()
         };
         assert!(nan.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_shape_knobs_that_are_not_positive_and_finite_naming_the_knob() {
+        let bad = [
+            ("attack_scale", 0.0),
+            ("attack_pace", -1.0),
+            ("rate_spread", f64::NAN),
+            ("burstiness", f64::INFINITY),
+            ("zones", 0.0),
+            ("travel", -0.5),
+            ("on_call", 1e9),
+            ("adoption", f64::NEG_INFINITY),
+        ];
+        for (i, (knob, value)) in bad.into_iter().enumerate() {
+            let mut shape = Shape::default();
+            match i {
+                0 => shape.attack_scale = value,
+                1 => shape.attack_pace = value,
+                2 => shape.rate_spread = value,
+                3 => shape.burstiness = value,
+                4 => shape.zones = value,
+                5 => shape.travel = value,
+                6 => shape.on_call = value,
+                _ => shape.adoption = value,
+            }
+            let cfg = SimConfig {
+                shape,
+                ..SimConfig::default()
+            };
+            let err = cfg.validate().expect_err(knob);
+            assert!(
+                matches!(err, SimError::Shape { knob: k, .. } if k == knob),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("shape.{knob}")) && message.contains(&value.to_string()),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_the_default_shape_and_sweep_values() {
+        for shape in [
+            Shape::default(),
+            Shape {
+                attack_scale: 0.33,
+                attack_pace: 0.02,
+                rate_spread: 2.0,
+                burstiness: 3.0,
+                zones: 10.0,
+                travel: 0.1,
+                on_call: 2.5,
+                adoption: MAX_SHAPE,
+            },
+        ] {
+            let cfg = SimConfig {
+                shape,
+                ..SimConfig::default()
+            };
+            assert_eq!(cfg.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn shape_reads_from_toml_style_json_with_defaults() {
+        let shape: Shape = serde_json::from_str(r#"{"attack_scale":0.33}"#).expect("parses");
+        assert_eq!(
+            shape,
+            Shape {
+                attack_scale: 0.33,
+                ..Shape::default()
+            }
+        );
+        assert!(serde_json::from_str::<Shape>(r#"{"attack_scal":0.33}"#).is_err());
     }
 
     #[test]

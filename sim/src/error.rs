@@ -11,6 +11,12 @@ pub enum SimError {
     AttackWindow { attack_days: u32, days: u32 },
     #[error("incident_rate must be a finite number of 0 or more, got {rate}")]
     IncidentRate { rate: f64 },
+    #[error("shape.{knob} must be a finite number above 0 and at most {max}, got {value}")]
+    Shape {
+        knob: &'static str,
+        value: f64,
+        max: f64,
+    },
 }
 
 impl SimError {
