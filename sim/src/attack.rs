@@ -23,6 +23,11 @@ use crate::traffic::{SessionCtx, origin};
 
 /// Share of incidents drawn as low-and-slow.
 const LOW_AND_SLOW_SHARE: f64 = 0.3;
+/// The shortest span `attack_pace` packs a normal incident into.
+const MIN_PACED_SPAN: i64 = 2 * SECOND;
+/// The longest span `attack_pace` spreads a normal incident over: still one
+/// working day, well short of a low-and-slow incident.
+const MAX_PACED_SPAN: i64 = 8 * HOUR;
 
 /// An incident decided in advance.
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +199,7 @@ pub(crate) fn generate(
     let rng = stream(world.seed, Stream::Incident, u64::from(planned.index), 0);
     let mut attack = Attack {
         world,
+        index: planned.index,
         user: &world.users[planned.user as usize],
         day: world.day_of(planned.start),
         start: planned.start,
@@ -232,6 +238,8 @@ pub(crate) fn generate(
 /// One incident being generated.
 pub(crate) struct Attack<'a> {
     pub world: &'a World,
+    /// The incident's number in the plan; seeds its streams.
+    pub index: u32,
     pub user: &'a User,
     /// Period day of the start.
     pub day: u32,
@@ -253,6 +261,42 @@ impl Attack<'_> {
         offsets.push(0);
         offsets.sort_unstable();
         offsets.into_iter().map(|o| self.start + o).collect()
+    }
+
+    /// A normal incident's count of calls times the `attack_scale` knob,
+    /// rounded, at least 1; low-and-slow counts are left as drawn.
+    pub(crate) fn scaled(&self, n: usize) -> usize {
+        let scale = self.scale();
+        if scale == 1.0 {
+            return n;
+        }
+        ((n as f64 * scale).round() as usize).max(1)
+    }
+
+    /// The `attack_scale` knob for a normal incident, 1 for low-and-slow.
+    pub(crate) fn scale(&self) -> f64 {
+        if self.normal {
+            self.world.shape.attack_scale
+        } else {
+            1.0
+        }
+    }
+
+    /// A normal incident's span times the `attack_pace` knob, kept between
+    /// a few seconds and a working day; low-and-slow spans are left as drawn.
+    pub(crate) fn paced(&self, span: i64) -> i64 {
+        let pace = self.world.shape.attack_pace;
+        if !self.normal || pace == 1.0 {
+            return span;
+        }
+        ((span as f64 * pace) as i64).clamp(MIN_PACED_SPAN, MAX_PACED_SPAN)
+    }
+
+    /// A second stream of the incident, for choosing between a scenario's
+    /// forms without moving the main stream: an incident that keeps today's
+    /// form draws exactly what it always drew.
+    pub(crate) fn side_stream(&self) -> ChaCha8Rng {
+        stream(self.world.seed, Stream::Incident, u64::from(self.index), 1)
     }
 
     /// A span drawn in `lo..hi` minutes.

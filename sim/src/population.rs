@@ -12,7 +12,7 @@ use rand::Rng;
 
 use crate::call::{DAY, HOUR, MINUTE, Principal};
 use crate::catalog::{Access, CLIENTS, SERVERS, ServerId, ToolId};
-use crate::config::SimConfig;
+use crate::config::{Shape, SimConfig};
 use crate::label::Drift;
 use crate::rng::{Stream, hash, lognormal, pick_cumulative, stream, unit, zipf_cumulative};
 
@@ -36,6 +36,8 @@ pub(crate) struct World {
     pub drifts: Vec<Drift>,
     /// Zipf weights over a working set's ranks.
     pub zipf: Vec<f32>,
+    /// The traffic family's knobs.
+    pub shape: Shape,
 }
 
 #[derive(Debug)]
@@ -143,6 +145,7 @@ impl World {
             users: Vec::new(),
             drifts: Vec::new(),
             zipf: zipf_cumulative(WORKING_SET, 1.1),
+            shape: cfg.shape,
         };
         let mut rng = stream(cfg.seed, Stream::Population, 0, 0);
         people::populate(&mut world, cfg.users, &mut rng);

@@ -5,11 +5,18 @@ use std::collections::BTreeSet;
 use rand::Rng;
 
 use super::{Attack, span_text};
-use crate::call::{Method, Origin, Outcome, Principal, ResRef, flags};
+use crate::call::{HOUR, Method, Origin, Outcome, Principal, ResRef, flags};
 use crate::catalog::{Access, CLIENTS, ClientClass, Kind, ServerId, ToolId, pick_client};
 use crate::population::{User, attacker_ip};
 use crate::rng::between;
 use crate::traffic::pick_resource;
+
+/// Share of normal enumerations that are a smaller sweep (15-40 resources
+/// rather than 40-300).
+const SMALL_SWEEP_SHARE: f64 = 0.25;
+/// Share of normal exfiltrations that raise the user's own rate for most of
+/// an hour rather than burst at a fixed size.
+const SUSTAINED_EXFIL_SHARE: f64 = 0.5;
 
 /// Whether the user can read some kind of sensitive resource.
 pub(crate) fn has_sensitive_kind(user: &User) -> bool {
@@ -69,6 +76,7 @@ pub(super) fn probing(a: &mut Attack<'_>) -> String {
     } else {
         (between(&mut a.rng, 3, 10), a.hours(6, 48))
     };
+    let (n, span) = (a.scaled(n), a.paced(span));
     let new_ip = a.rng.random_bool(0.7);
     let mut origin = outsider_origin(a, new_ip);
     let user = a.user;
@@ -115,11 +123,18 @@ pub(super) fn probing(a: &mut Attack<'_>) -> String {
 
 /// Many distinct resources in a short time, read one after the other.
 pub(super) fn enumeration(a: &mut Attack<'_>) -> String {
-    let (n, span) = if a.normal {
+    let (mut n, span) = if a.normal {
         (between(&mut a.rng, 40, 300), a.minutes(3, 20))
     } else {
         (between(&mut a.rng, 15, 40), a.hours(24, 72))
     };
+    if a.normal {
+        let mut side = a.side_stream();
+        if side.random_bool(SMALL_SWEEP_SHARE) {
+            n = between(&mut side, 15, 40);
+        }
+    }
+    let (n, span) = (a.scaled(n), a.paced(span));
     let origin = if a.rng.random_bool(0.5) {
         let mut o = a.fresh_victim_origin();
         o.session = a.rng.random();
@@ -187,13 +202,18 @@ pub(super) fn enumeration(a: &mut Attack<'_>) -> String {
     )
 }
 
-/// A spike of reads of sensitive resources, then exports.
+/// A spike of reads of sensitive resources, then exports; or (half the
+/// normal ones) the user's own rate raised for most of an hour.
 pub(super) fn exfiltration(a: &mut Attack<'_>) -> String {
+    if a.normal && a.side_stream().random_bool(SUSTAINED_EXFIL_SHARE) {
+        return sustained_exfiltration(a);
+    }
     let (n, span) = if a.normal {
         (between(&mut a.rng, 100, 800), a.minutes(20, 120))
     } else {
         (between(&mut a.rng, 40, 150), a.hours(48, 120))
     };
+    let (n, span) = (a.scaled(n), a.paced(span));
     let origin = if a.rng.random_bool(0.6) {
         let mut o = a.fresh_victim_origin();
         o.session = a.rng.random();
@@ -212,7 +232,8 @@ pub(super) fn exfiltration(a: &mut Attack<'_>) -> String {
     let n_exports = if exports.is_empty() {
         0
     } else {
-        between(&mut a.rng, 1, 3)
+        let n = between(&mut a.rng, 1, 3);
+        a.scaled(n)
     };
     let times = a.times(n + n_exports, span);
     let (reads, tail) = times.split_at(n);
@@ -273,6 +294,7 @@ pub(super) fn cross_tenant(a: &mut Attack<'_>) -> String {
     } else {
         (between(&mut a.rng, 1, 4), a.hours(2, 24), 0.5)
     };
+    let (n, span) = (a.scaled(n), a.paced(span));
     let origin = a.victim_origin();
     let user = a.user;
     let tenants = a.world.tenants.len() as u16;
@@ -308,6 +330,97 @@ pub(super) fn cross_tenant(a: &mut Attack<'_>) -> String {
     let other = &a.world.tenants[usize::from(other)].id;
     format!(
         "{n} reads of {other} resources ({leaked} allowed) over {}",
+        span_text(&times)
+    )
+}
+
+/// The user's own read rate raised several times over for half an hour to
+/// two hours, on one of their usual servers, part of it on resources new to
+/// them: the rise scales with the user, so a light user's exfiltration is a
+/// few dozen calls and a heavy user's a few thousand.
+fn sustained_exfiltration(a: &mut Attack<'_>) -> String {
+    // The whole rate as a multiple of the usual one, before `attack_scale`.
+    let multiple: f64 = a.rng.random_range(5.0..40.0);
+    let span = a.minutes(25, 100);
+    let new_share: f64 = a.rng.random_range(0.2..0.6);
+    let origin = if a.rng.random_bool(0.6) {
+        let mut o = a.fresh_victim_origin();
+        o.session = a.rng.random();
+        o
+    } else {
+        outsider_origin(a, true)
+    };
+    let user = a.user;
+    let (server, kind) = a.pick(&sensitive_kinds(user));
+    let (_, hour) = user.local(a.start, a.day);
+    let usual_per_hour = user.calls_per_day * f64::from(user.hour_weights[hour]);
+    let rise = (multiple - 1.0) * a.scale();
+    let hours = span as f64 / HOUR as f64;
+    let n = ((rise * usual_per_hour * hours).round() as usize).max(1);
+    let exports: Vec<ToolId> = server
+        .tools()
+        .filter(|t| t.get().name.starts_with("export_") || t.get().name.starts_with("bulk_export"))
+        .collect();
+    let n_exports = if exports.is_empty() {
+        0
+    } else {
+        between(&mut a.rng, 0, 2)
+    };
+    let times = a.times(n + n_exports, a.paced(span));
+    let (reads, tail) = times.split_at(n);
+    let tool = read_tool(server, kind);
+    let mut new = 0;
+    for &t in reads {
+        let mut c = a.call(t, origin, tool.unwrap_or(ToolId { server, index: 0 }));
+        if tool.is_none() || a.rng.random_bool(0.2) {
+            c.method = Method::ResourcesRead;
+        }
+        if kind == Kind::PgTable && c.method == Method::ToolsCall {
+            c.flags |= flags::BULK;
+        }
+        c.resource = Some(if a.rng.random_bool(new_share) {
+            new += 1;
+            let idx = kind
+                .sensitive_index(a.rng.random())
+                .expect("only sensitive kinds are listed");
+            let members = &a.world.tenants[usize::from(user.tenant)].users;
+            let owner = members[a.rng.random_range(0..members.len())];
+            ResRef {
+                kind,
+                tenant: user.tenant,
+                idx,
+                owner,
+            }
+        } else {
+            pick_resource(a.world, user, kind, a.day, &mut a.rng)
+        });
+        c.outcome = if user.can(server, Access::Read) {
+            Outcome::Ok
+        } else {
+            Outcome::DenyScope
+        };
+        a.calls.push(c);
+    }
+    for &t in tail {
+        let tool = a.pick(&exports);
+        let mut c = a.call(t, origin, tool);
+        c.flags |= flags::BULK;
+        c.resource = tool
+            .get()
+            .kind
+            .map(|k| pick_resource(a.world, user, k, a.day, &mut a.rng));
+        c.outcome = if user.can(tool.server, tool.get().access) {
+            Outcome::Ok
+        } else {
+            Outcome::DenyScope
+        };
+        a.calls.push(c);
+    }
+    format!(
+        "{n} reads of {} ({new} new to the user) at {:.1}x the usual rate and {n_exports} exports from {} over {}",
+        kind.scheme(),
+        1.0 + rise,
+        origin.ip,
         span_text(&times)
     )
 }

@@ -4,11 +4,14 @@
 use rand::Rng;
 
 use super::{Attack, span_text};
-use crate::call::{Origin, Outcome, Principal, flags};
+use crate::call::{DAY, HOUR, MINUTE, Origin, Outcome, Principal, flags};
 use crate::catalog::{CLIENTS, ClientClass, ToolId, pick_client};
 use crate::population::attacker_ip;
 use crate::rng::between;
 use crate::traffic::{normal_call, pick_resource};
+
+/// Local time by which a paced off-hours session is over.
+const NIGHT_END: i64 = 6 * HOUR;
 
 /// Reads that can carry injected instructions, in order of preference.
 const CONTENT_READS: &[(&str, &str)] = &[
@@ -52,6 +55,7 @@ pub(super) fn prompt_injection(a: &mut Attack<'_>) -> String {
     } else {
         (between(&mut a.rng, 2, 5), a.hours(1, 6))
     };
+    let (n, span) = (a.scaled(n), a.paced(span));
     // The victim's agent if they run one (the session in progress if it is
     // the agent's), else the assistant in their usual client.
     let mut origin = a.victim_origin();
@@ -130,6 +134,8 @@ pub(super) fn off_hours(a: &mut Attack<'_>) -> String {
     let times = if a.normal {
         let n = between(&mut a.rng, 20, 120);
         let span = a.minutes(30, 120);
+        let n = a.scaled(n);
+        let span = night_bound(a, a.paced(span));
         a.times(n, span)
     } else {
         let last = a.world.end() - crate::call::SECOND;
@@ -170,14 +176,30 @@ pub(super) fn off_hours(a: &mut Attack<'_>) -> String {
     )
 }
 
+/// A paced off-hours span, cut so that the session ends by 06:00 local
+/// time; today's spans (pace 1) are left as drawn.
+fn night_bound(a: &Attack<'_>, span: i64) -> i64 {
+    if a.world.shape.attack_pace == 1.0 {
+        return span;
+    }
+    let local = (a.start + i64::from(a.user.tz_min) * MINUTE).rem_euclid(DAY);
+    if local < NIGHT_END {
+        span.min(NIGHT_END - local)
+    } else {
+        span
+    }
+}
+
 /// Destructive or bulk tools the user has never used.
 pub(super) fn sensitive_tool(a: &mut Attack<'_>) -> String {
     let n = if a.normal {
-        between(&mut a.rng, 1, 6)
+        let n = between(&mut a.rng, 1, 6);
+        a.scaled(n)
     } else {
         1
     };
     let span = a.minutes(1, 15);
+    let span = a.paced(span);
     let origin = a.victim_origin();
     let user = a.user;
     let own: Vec<ToolId> = user
@@ -229,6 +251,7 @@ pub(super) fn session_hijack(a: &mut Attack<'_>) -> String {
     } else {
         (between(&mut a.rng, 3, 8), a.hours(1, 4), 1)
     };
+    let (n, span, actions) = (a.scaled(n), a.paced(span), a.scaled(actions));
     if a.current_session().is_none()
         && let Some(first) = a.sessions.iter().min_by_key(|s| s.start)
     {
