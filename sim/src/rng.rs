@@ -20,6 +20,8 @@ pub(crate) enum Stream {
     Schedule = 4,
     Incident = 5,
     Drift = 6,
+    /// Draws that only a non-default [`crate::Shape`] knob makes.
+    Shape = 7,
 }
 
 /// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash step.
@@ -43,6 +45,74 @@ pub(crate) fn stream(seed: u64, stream: Stream, a: u64, b: u64) -> ChaCha8Rng {
         chunk.copy_from_slice(&mix(h ^ (i as u64)).to_le_bytes());
     }
     ChaCha8Rng::from_seed(key)
+}
+
+/// What a knob's side stream decides, for [`side_stream`].
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+pub(crate) enum Side {
+    Zone = 1,
+    IpChange = 2,
+    ClientChange = 3,
+    Travel = 4,
+    TeamAdoption = 5,
+    OnCall = 6,
+}
+
+/// The side stream of a [`crate::Shape`] knob for one thing (a user, a
+/// tenant): drawn from only when the knob is not 1.
+pub(crate) fn side_stream(seed: u64, side: Side, a: u64) -> ChaCha8Rng {
+    stream(seed, Stream::Shape, a, side as u64)
+}
+
+/// A uniform float in [0, 1) for a knob's decision about `(a, b)`, without
+/// a stream.
+pub(crate) fn side_unit(seed: u64, side: Side, a: u64, b: u64) -> f64 {
+    unit(hash(seed, Stream::Shape, a, (b << 8) | side as u64))
+}
+
+/// What a [`crate::Shape`] knob makes of a yes/no that today's simulator
+/// draws with probability `base`.
+pub(crate) enum Reshaped {
+    No,
+    /// Yes, as today (its details come from the main stream, as today).
+    Today,
+    /// Yes, added by the knob; its details come from this side stream.
+    Added(Box<ChaCha8Rng>),
+}
+
+/// Decides again, for a knob, a yes/no that today's simulator drew with
+/// probability `base` (`today`): the share of yeses becomes `base * knob`
+/// (at most 1) by keeping every one of today's (knob >= 1) or a `knob` share
+/// of them, and adding new ones from `side`. Today's draw is made either way,
+/// so the main stream, and everything else drawn from it, stays as it is.
+/// Knob 1 draws nothing.
+pub(crate) fn reshape(
+    today: bool,
+    base: f64,
+    knob: f64,
+    side: impl FnOnce() -> ChaCha8Rng,
+) -> Reshaped {
+    if knob == 1.0 {
+        return if today { Reshaped::Today } else { Reshaped::No };
+    }
+    let mut side = side();
+    if today {
+        if knob >= 1.0 || side.random_bool(knob.clamp(0.0, 1.0)) {
+            Reshaped::Today
+        } else {
+            Reshaped::No
+        }
+    } else if knob > 1.0 && base < 1.0 {
+        let extra = ((base * knob).min(1.0) - base) / (1.0 - base);
+        if side.random_bool(extra.clamp(0.0, 1.0)) {
+            Reshaped::Added(Box::new(side))
+        } else {
+            Reshaped::No
+        }
+    } else {
+        Reshaped::No
+    }
 }
 
 /// A uniform float in [0, 1) from a hash value.
@@ -188,6 +258,38 @@ mod tests {
             counts[pick_cumulative(&mut rng, &table)] += 1;
         }
         assert!(counts[0] > counts[5] && counts[5] > counts[19]);
+    }
+
+    #[test]
+    fn reshape_multiplies_the_share_and_keeps_todays_yeses() {
+        let side = |i: u64| move || stream(9, Stream::Shape, i, 0);
+        let mut main = stream(9, Stream::Drift, 0, 0);
+        let (n, base) = (20_000u64, 0.1);
+        let today: Vec<bool> = (0..n).map(|_| main.random_bool(base)).collect();
+        for knob in [0.5, 1.0, 3.0] {
+            let mut yes = 0;
+            for (i, &t) in today.iter().enumerate() {
+                match reshape(t, base, knob, side(i as u64)) {
+                    Reshaped::No => {}
+                    Reshaped::Today => {
+                        assert!(t);
+                        yes += 1;
+                    }
+                    Reshaped::Added(_) => {
+                        assert!(!t);
+                        yes += 1;
+                    }
+                }
+                if t && knob >= 1.0 {
+                    assert!(matches!(
+                        reshape(t, base, knob, side(i as u64)),
+                        Reshaped::Today
+                    ));
+                }
+            }
+            let share = f64::from(yes) / n as f64;
+            assert!((share - base * knob).abs() < 0.01, "{knob}: {share}");
+        }
     }
 
     #[test]

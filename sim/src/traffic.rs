@@ -19,6 +19,8 @@ use crate::rng::{Stream, hash, lognormal, poisson, stream};
 const SESSION_MEAN_FACTOR: f64 = 1.377;
 /// Agent sessions are this much longer than a person's.
 const AGENT_SESSION_LEN: f64 = 2.5;
+/// Night sessions per on-call day, on average.
+const ONCALL_SESSIONS: f64 = 1.3;
 /// Servers an on-call engineer works at night.
 const ONCALL_SERVERS: &[&str] = &["pagerduty", "datadog", "kubernetes"];
 
@@ -83,7 +85,8 @@ pub(crate) fn user_day(
     );
     let day_start = world.day_start(day);
     let agent_len = 1.0 + user.agent_share * (AGENT_SESSION_LEN - 1.0);
-    let mean_len = user.session_len * SESSION_MEAN_FACTOR * agent_len;
+    // Burstier traffic: longer sessions, fewer of them, the same volume.
+    let mean_len = user.session_len * SESSION_MEAN_FACTOR * agent_len * world.shape.burstiness;
     let mut cached: Option<LocalDay> = None;
     for slot in 0..24 {
         let t0 = day_start + slot * HOUR;
@@ -160,7 +163,8 @@ fn session(
     sessions: &mut Vec<SessionCtx>,
 ) {
     let agent = origin.principal == Principal::Agent;
-    let len = user.session_len * if agent { AGENT_SESSION_LEN } else { 1.0 };
+    let len =
+        user.session_len * if agent { AGENT_SESSION_LEN } else { 1.0 } * world.shape.burstiness;
     let n = lognormal(rng, len, 0.8).round().clamp(1.0, 400.0) as u32;
     let gap = if agent { user.gap_s / 5.0 } else { user.gap_s };
     let (primary, secondary) = match focus {
@@ -369,7 +373,7 @@ fn local_extras(
             }
         }
         if oncall_role && on_call(world, user.idx, home_day) {
-            for _ in 0..poisson(&mut rng, 1.3) {
+            for _ in 0..poisson(&mut rng, ONCALL_SESSIONS / world.shape.burstiness) {
                 let start = local_midnight + 22 * HOUR + rng.random_range(0..8 * HOUR);
                 let mut origin = origin(user, home_day, false, &mut rng);
                 origin.principal = Principal::User;

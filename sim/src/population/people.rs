@@ -12,10 +12,17 @@ use crate::catalog::{
     Access, CLIENTS, ClientClass, FIRST_NAMES, LAST_NAMES, ROLES, Role, SERVERS, SERVICE_NAMES,
     ServerId, TENANT_NAMES, pick_client,
 };
-use crate::rng::{between, lognormal, pick_weighted, zipf_cumulative};
+use crate::rng::{
+    Reshaped, Side, between, lognormal, pick_weighted, reshape, side_stream, zipf_cumulative,
+};
 
 /// Users per tenant, roughly.
 const TENANT_SIZE: usize = 150;
+/// Log-space sigma of a user's daily volume around their role's median.
+const VOLUME_SIGMA: f64 = 0.75;
+/// Share of users who live in a region other than their tenant's: a fifth
+/// draw a region at random, and four in five of those land elsewhere.
+const AWAY_SHARE: f64 = 0.2 * 4.0 / 5.0;
 
 pub(super) fn populate(world: &mut World, users: usize, rng: &mut ChaCha8Rng) {
     let tenants = users.div_ceil(TENANT_SIZE).max(3).min(users);
@@ -101,11 +108,7 @@ fn new_user(
     let role = &ROLES[role_idx];
     let t = &world.tenants[tenant];
     let service = role.service;
-    let region = if rng.random_bool(0.8) {
-        &REGIONS[t.region]
-    } else {
-        &REGIONS[rng.random_range(0..REGIONS.len())]
-    };
+    let region = &REGIONS[pick_region(world, idx, t.region, rng)];
     let tz_min = region.pick_offset(rng);
     let night_owl = !service && rng.random_bool(0.08);
     let work_start = between(rng, 7, 10);
@@ -117,8 +120,9 @@ fn new_user(
     } else {
         0.0
     };
+    let sigma = VOLUME_SIGMA * world.shape.rate_spread;
     let calls_per_day =
-        (lognormal(rng, role.calls_median * 0.9, 0.75) * (1.0 + agent_share)).clamp(5.0, 900.0);
+        (lognormal(rng, role.calls_median * 0.9, sigma) * (1.0 + agent_share)).clamp(5.0, 900.0);
     let weekend_factor = if service {
         0.9
     } else {
@@ -205,6 +209,26 @@ fn new_user(
         ip_change: None,
         client_change: None,
         travel: None,
+    }
+}
+
+/// The region a new user of a tenant based in `home` lives in: away from
+/// it for [`AWAY_SHARE`] of users, times the `zones` knob.
+fn pick_region(world: &World, idx: u32, home: usize, rng: &mut ChaCha8Rng) -> usize {
+    // Today's draw: a fifth from anywhere, home included.
+    let today = if rng.random_bool(0.8) {
+        home
+    } else {
+        rng.random_range(0..REGIONS.len())
+    };
+    let side = || side_stream(world.seed, Side::Zone, u64::from(idx));
+    match reshape(today != home, AWAY_SHARE, world.shape.zones, side) {
+        Reshaped::Today => today,
+        Reshaped::No => home,
+        Reshaped::Added(mut side) => {
+            let other = side.random_range(0..REGIONS.len() - 1);
+            if other >= home { other + 1 } else { other }
+        }
     }
 }
 
@@ -329,6 +353,35 @@ mod tests {
         assert!(day > 0.85, "{day}");
         assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         assert!(w[3] < w[12] / 20.0);
+    }
+
+    #[test]
+    fn more_zones_puts_more_users_outside_their_tenants_region() {
+        let away = |zones: f64| {
+            let cfg = crate::SimConfig {
+                users: 2000,
+                days: 1,
+                shape: crate::Shape {
+                    zones,
+                    ..crate::Shape::default()
+                },
+                ..crate::SimConfig::default()
+            };
+            let world = World::build(&cfg);
+            let away = world
+                .users
+                .iter()
+                .filter(|u| {
+                    let home = &REGIONS[world.tenants[usize::from(u.tenant)].region];
+                    !home.offsets.iter().any(|o| o.0 == u.tz_min)
+                })
+                .count();
+            away as f64 / world.users.len() as f64
+        };
+        let (today, more, all) = (away(1.0), away(3.0), away(100.0));
+        assert!((0.12..0.2).contains(&today), "{today}");
+        assert!((0.4..0.56).contains(&more), "{more}");
+        assert_eq!(all, 1.0);
     }
 
     #[test]
