@@ -136,4 +136,6 @@ impl Iterator for Simulation {
 }
 
 #[cfg(test)]
+mod shape_tests;
+#[cfg(test)]
 mod tests;
