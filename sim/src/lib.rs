@@ -26,6 +26,18 @@
 //! other users or on the attacks, so two seeds' worlds differ everywhere while
 //! one seed's incidents sit on top of otherwise identical traffic.
 //!
+//! # Shape: a family of traffic, not one simulator
+//!
+//! [`SimConfig::shape`] holds eight knobs ([`Shape`]), each a multiplier on
+//! one of the simulator's own draws; at 1.0 (the default) they draw nothing
+//! and change nothing. They are described with what they shape below. A knob
+//! changes only its own part of the world: the attack knobs leave normal
+//! traffic and the attack plan alone; a drift knob keeps today's drift (and
+//! adds to it, or thins it) and leaves the population alone, because its
+//! extra draws come from side streams of their own. Each must be finite,
+//! above 0 and at most [`MAX_SHAPE`]; `Simulation::new` names the knob that
+//! is not.
+//!
 //! # Population
 //!
 //! - **Tenants**: one per ~150 users, at least three (`acme`, `globex`,
@@ -42,10 +54,16 @@
 //!   hours with a lunch dip, quiet evenings, nights and weekends; per-day
 //!   volume varies, with the odd day off. Volume per user is log-normal (from
 //!   ~10 to several hundred calls per working day, ~50-150 on average), and
-//!   heavier for users who run agents.
+//!   heavier for users who run agents. `rate_spread` multiplies the
+//!   log-normal sigma (0.75): at 2 the 5th and 95th percentile users are
+//!   about two orders of magnitude apart (volume stays within 5-900 calls a
+//!   day, and the mean rises with the spread). `zones` multiplies the share of
+//!   users living outside their tenant's home region (16%, at most all).
 //! - **Sessions** are bursts of calls from one client, address and gateway:
 //!   a person's at seconds apart, an agent's (principal `agent`, with an
-//!   `agent_id`) longer and faster. About 85% are `tools/call`, ~12%
+//!   `agent_id`) longer and faster. `burstiness` multiplies the calls per
+//!   session and divides the sessions per hour (and on-call night pages),
+//!   keeping the day's volume. About 85% are `tools/call`, ~12%
 //!   `resources/read`, a few `prompts/get`; sessions may open with
 //!   `tools/list`.
 //! - **Fields**: decision and status agree (403 with a policy and reason for
@@ -67,6 +85,13 @@
 //! on-call engineer of each tenant works nights for a week, in rotation; new
 //! users join mid-period with no history.
 //!
+//! Knobs, each keeping today's drift when above 1 and a random share of it
+//! when below: `travel` multiplies the share of people who travel (2%);
+//! `adoption` the teams per tenant adopting a new server (one; 2.5 is two or
+//! three) and the people moving to a new network (3%) or client (2%) for good;
+//! `on_call` the engineers on call at once in each tenant (one; 2 is two at
+//! once, 0.5 one in half the weeks), as far as the rota goes.
+//!
 //! # Attacks
 //!
 //! Incidents happen only in the attack window (by default the last half of
@@ -77,9 +102,24 @@
 //! probing) and its [`Intensity`]: 30% are low-and-slow. Sizes, spans, the
 //! share of denials and whether a new address is used are drawn from wide
 //! ranges; for example probing is 8-60 calls over 2-15 minutes, or 3-10
-//! calls over 6-48 hours when low-and-slow. The simulator deliberately knows
-//! nothing of any detector's thresholds. An [`Incident`] lists exactly the
-//! events it injected; they are mixed into the stream by time.
+//! calls over 6-48 hours when low-and-slow. Some scenarios come in two forms,
+//! chosen from a side stream of the incident: half of the normal
+//! exfiltrations are a burst of 100-800 sensitive reads over 20-120 minutes,
+//! the other half raise the victim's own rate 5-40 times for 25-100 minutes
+//! on one usual server, 20-60% of the reads on resources new to them (a light
+//! user's is a few dozen calls); a quarter of normal enumerations are smaller
+//! sweeps of 15-40 resources rather than 40-300. The simulator deliberately
+//! knows nothing of any detector's thresholds. An [`Incident`] lists exactly
+//! the events it injected; they are mixed into the stream by time.
+//!
+//! Two knobs reshape normal-intensity incidents; low-and-slow ones stay as
+//! they are. `attack_scale` multiplies each scenario's number of calls
+//! (rounded, at least 1), which for the sustained exfiltration is its rise
+//! over the user's own rate: 0.33 is the "reduced intensity" family, where
+//! an 8-30x exfiltration becomes 3.3-11x. `attack_pace` multiplies their spans,
+//! kept within 2 seconds and 8 hours (0.02 packs a probe of dozens of calls
+//! into seconds; 3 spreads a 3-20 minute sweep over 9-60 minutes); a paced
+//! off-hours session still ends by 06:00 local time.
 
 mod attack;
 mod call;
@@ -93,7 +133,7 @@ mod rng;
 mod simulation;
 mod traffic;
 
-pub use config::{MAX_DAYS, MAX_USERS, Shape, SimConfig, default_start};
+pub use config::{MAX_DAYS, MAX_SHAPE, MAX_USERS, Shape, SimConfig, default_start};
 pub use error::SimError;
 pub use label::{Drift, DriftKind, Incident, Intensity, Scenario};
 pub use simulation::Simulation;
