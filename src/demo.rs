@@ -104,6 +104,7 @@ pub async fn run(
         ),
         token: None,
         batch: 2000,
+        shape: Default::default(),
     })
     .await?;
     println!(

@@ -78,6 +78,79 @@ pub struct SimulateArgs {
     /// Events per HTTP request.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch: u64,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+/// The traffic family's knobs ([`tooltrail_sim::Shape`]): each multiplies
+/// one of the simulator's own draws; 1 everywhere is the default traffic.
+#[derive(clap::Args, Debug, Clone, Copy)]
+#[command(next_help_heading = "Traffic shape (multipliers; 1 keeps the default traffic)")]
+pub struct ShapeArgs {
+    /// Size of normal-intensity attacks: calls per incident, and
+    /// exfiltration's rise over the user's own rate (0.33: reduced intensity).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub attack_scale: f64,
+    /// Spans of normal-intensity attacks (0.02 packs a probe into seconds,
+    /// 3 spreads a sweep over most of an hour); kept within 2s-8h.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub attack_pace: f64,
+    /// Log-normal sigma of per-user daily volume (2: users span about two
+    /// orders of magnitude).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub rate_spread: f64,
+    /// Calls per session times X, sessions per day divided by X.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Share of users living outside their tenant's home region.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub zones: f64,
+    /// Share of users who travel (benign drift, not labelled).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub travel: f64,
+    /// Engineers on call at once in each tenant (benign drift, not labelled).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub on_call: f64,
+    /// Teams adopting a new server and users moving to a new client or
+    /// network (benign drift, not labelled).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub adoption: f64,
+}
+
+impl Default for ShapeArgs {
+    fn default() -> Self {
+        tooltrail_sim::Shape::default().into()
+    }
+}
+
+impl From<tooltrail_sim::Shape> for ShapeArgs {
+    fn from(s: tooltrail_sim::Shape) -> Self {
+        ShapeArgs {
+            attack_scale: s.attack_scale,
+            attack_pace: s.attack_pace,
+            rate_spread: s.rate_spread,
+            burstiness: s.burstiness,
+            zones: s.zones,
+            travel: s.travel,
+            on_call: s.on_call,
+            adoption: s.adoption,
+        }
+    }
+}
+
+impl From<ShapeArgs> for tooltrail_sim::Shape {
+    fn from(a: ShapeArgs) -> Self {
+        tooltrail_sim::Shape {
+            attack_scale: a.attack_scale,
+            attack_pace: a.attack_pace,
+            rate_spread: a.rate_spread,
+            burstiness: a.burstiness,
+            zones: a.zones,
+            travel: a.travel,
+            on_call: a.on_call,
+            adoption: a.adoption,
+        }
+    }
 }
 
 /// A bearer token; never printed.
@@ -116,7 +189,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         start: args.start.unwrap_or_else(tooltrail_sim::default_start),
         attack_days: args.attack_days,
         incident_rate: args.incident_rate,
-        shape: tooltrail_sim::Shape::default(),
+        shape: args.shape.into(),
     };
     let sim = Simulation::new(config).context("invalid simulation settings")?;
     let (tenants, users) = sim.population();
@@ -461,6 +534,62 @@ mod tests {
         let ts = parse_start("2026-10-05T02:00:00+02:00").expect("a timestamp");
         assert_eq!(ts, tooltrail_sim::default_start());
         assert!(parse_start("yesterday").is_err());
+    }
+
+    #[test]
+    fn shape_flags_default_to_the_default_traffic_and_reach_the_config() {
+        let args = parse(&["--out", "x"]).expect("valid");
+        assert_eq!(
+            tooltrail_sim::Shape::from(args.shape),
+            tooltrail_sim::Shape::default()
+        );
+        let args = parse(&[
+            "--out",
+            "x",
+            "--attack-scale",
+            "0.33",
+            "--attack-pace",
+            "3",
+            "--rate-spread",
+            "2",
+            "--burstiness",
+            "1.5",
+            "--zones",
+            "2",
+            "--travel",
+            "3",
+            "--on-call",
+            "2",
+            "--adoption",
+            "0.5",
+        ])
+        .expect("valid");
+        assert_eq!(
+            tooltrail_sim::Shape::from(args.shape),
+            tooltrail_sim::Shape {
+                attack_scale: 0.33,
+                attack_pace: 3.0,
+                rate_spread: 2.0,
+                burstiness: 1.5,
+                zones: 2.0,
+                travel: 3.0,
+                on_call: 2.0,
+                adoption: 0.5,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_shape_knob_is_refused_by_name_before_writing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("e.ndjson").display().to_string();
+        let args = parse(&["--out", &out, "--burstiness", "0"]).expect("parses");
+        let err = run(args).await.expect_err("refused");
+        assert!(
+            format!("{err:#}").contains("shape.burstiness must be"),
+            "{err:#}"
+        );
+        assert!(!dir.path().join("e.ndjson").exists());
     }
 
     #[test]
