@@ -95,8 +95,8 @@ pub struct ShapeArgs {
     /// 3 spreads a sweep over most of an hour); kept within 2s-8h.
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub attack_pace: f64,
-    /// Log-normal sigma of per-user daily volume (2: users span about two
-    /// orders of magnitude).
+    /// Log-normal sigma of per-user daily volume, at the same mean (2: users
+    /// span about two orders of magnitude).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub rate_spread: f64,
     /// Calls per session times X, sessions per day divided by X.

@@ -53,8 +53,8 @@ pub struct Shape {
     /// session still ends by 06:00 local time.
     pub attack_pace: f64,
     /// Inequality of per-user volume: the log-normal sigma (0.75) of a
-    /// user's base rate is multiplied by this (2.0 spans about two orders of
-    /// magnitude).
+    /// user's base rate is multiplied by this, and the median lowered to keep
+    /// the mean (2.0 spans about two orders of magnitude).
     pub rate_spread: f64,
     /// Burstiness: calls per session are multiplied by this and sessions
     /// divided by it, keeping the day's volume.

@@ -55,9 +55,9 @@
 //!   volume varies, with the odd day off. Volume per user is log-normal (from
 //!   ~10 to several hundred calls per working day, ~50-150 on average), and
 //!   heavier for users who run agents. `rate_spread` multiplies the
-//!   log-normal sigma (0.75): at 2 the 5th and 95th percentile users are
-//!   about two orders of magnitude apart (volume stays within 5-900 calls a
-//!   day, and the mean rises with the spread). `zones` multiplies the share of
+//!   log-normal sigma (0.75) and lowers the median to keep the mean: at 2
+//!   the 5th and 95th percentile users are about two orders of magnitude
+//!   apart (volume stays within 5-900 calls a day). `zones` multiplies the share of
 //!   users living outside their tenant's home region (16%, at most all).
 //! - **Sessions** are bursts of calls from one client, address and gateway:
 //!   a person's at seconds apart, an agent's (principal `agent`, with an

@@ -120,9 +120,11 @@ fn new_user(
     } else {
         0.0
     };
+    // A wider spread lowers the median so that the mean volume stays put:
+    // users more unequal, not busier (the factor is exactly 1 by default).
     let sigma = VOLUME_SIGMA * world.shape.rate_spread;
-    let calls_per_day =
-        (lognormal(rng, role.calls_median * 0.9, sigma) * (1.0 + agent_share)).clamp(5.0, 900.0);
+    let median = role.calls_median * 0.9 * ((VOLUME_SIGMA.powi(2) - sigma.powi(2)) / 2.0).exp();
+    let calls_per_day = (lognormal(rng, median, sigma) * (1.0 + agent_share)).clamp(5.0, 900.0);
     let weekend_factor = if service {
         0.9
     } else {

@@ -243,11 +243,15 @@ fn rate_spread_widens_per_user_daily_volume() {
         .expect("valid config");
         let mut v: Vec<f64> = sim.world.users.iter().map(|u| u.calls_per_day).collect();
         v.sort_by(f64::total_cmp);
-        v[v.len() * 95 / 100] / v[v.len() * 5 / 100]
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        (v[v.len() * 95 / 100] / v[v.len() * 5 / 100], mean)
     };
-    let (today, wide) = (spread(1.0), spread(2.0));
+    let ((today, mean), (wide, wide_mean)) = (spread(1.0), spread(2.0));
     assert!(wide > today * 3.0, "p95/p5 {wide} against {today}");
     assert!(wide > 50.0, "two orders of magnitude, roughly: {wide}");
+    // More unequal, not busier.
+    let ratio = wide_mean / mean;
+    assert!((0.8..1.25).contains(&ratio), "mean volume changed {ratio}x");
 }
 
 #[test]
