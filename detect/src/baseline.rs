@@ -192,6 +192,31 @@ impl HourProfile {
         (0.2 * local + 0.8 * daily) / total
     }
 
+    /// How many hours of the day lie between `hour` and the nearest hour of
+    /// the day that holds at least `usual` of the user's activity (that hour
+    /// on every day of the week together), either way round the clock; 12 if
+    /// none does. An hour just past someone's usual evening is 1; the
+    /// middle of their night is several.
+    pub fn hours_from_usual(&self, hour: usize, usual: f64) -> u32 {
+        let total = self.total();
+        if total <= 0.0 {
+            return 0;
+        }
+        let of_day = |h: usize| -> f64 {
+            (0..7)
+                .map(|d| f64::from(self.counts[h % 24 + 24 * d]))
+                .sum::<f64>()
+                / total
+        };
+        let h = hour % 24;
+        (0..=12u32)
+            .find(|&k| {
+                let k = k as usize;
+                of_day((h + k) % 24) >= usual || of_day((h + 24 - k) % 24) >= usual
+            })
+            .unwrap_or(12)
+    }
+
     /// [`share`](Self::share) as it would be without `mass` of the counts:
     /// exact if `mass` was added to `hour` itself, and otherwise smaller
     /// than the true share (mass added elsewhere weighs less in `hour`).
@@ -319,6 +344,18 @@ mod tests {
             }
         }
         p
+    }
+
+    #[test]
+    fn hours_from_usual_measures_how_deep_into_the_night_an_hour_is() {
+        let p = office_hours();
+        assert_eq!(p.hours_from_usual(10, 0.02), 0);
+        // 17:00, the first hour after work; 03:00, six before it starts.
+        assert_eq!(p.hours_from_usual(17, 0.02), 1);
+        assert_eq!(p.hours_from_usual(3, 0.02), 6);
+        // Saturday 03:00 is as deep as any other night.
+        assert_eq!(p.hours_from_usual(5 * 24 + 3, 0.02), 6);
+        assert_eq!(HourProfile::default().hours_from_usual(3, 0.02), 0);
     }
 
     #[test]

@@ -278,6 +278,15 @@ pub struct OffHoursConfig {
     /// the user: a new address, client or tool. Set it to
     /// `min_active_minutes` to page on every such run.
     pub alone_minutes: u32,
+    /// ... and only this many hours or more from the nearest hour of the
+    /// day holding 2% of the user's activity: deep in their night, not an
+    /// evening that ran late (which pages with one more signal).
+    pub alone_hours_from_usual: u32,
+    /// ... and only once the run has gone on this long (its first call to
+    /// its latest): someone keeping at it for most of an hour, not one long
+    /// session of late work.
+    #[serde(with = "humantime_serde")]
+    pub alone_span: Duration,
 }
 
 impl Default for OffHoursConfig {
@@ -287,7 +296,9 @@ impl Default for OffHoursConfig {
             min_history: Duration::from_secs(14 * 86_400),
             window: Duration::from_secs(2 * 3600),
             min_active_minutes: 15,
-            alone_minutes: 40,
+            alone_minutes: 20,
+            alone_hours_from_usual: 3,
+            alone_span: Duration::from_secs(40 * 60),
         }
     }
 }
@@ -372,6 +383,8 @@ pub struct Settings {
     pub off_hours_window_secs: i64,
     pub off_hours_min_minutes: u32,
     pub off_hours_alone_minutes: u32,
+    pub off_hours_alone_depth: u32,
+    pub off_hours_alone_span_secs: i64,
     pub corroboration_secs: i64,
     pub corroboration_threshold: f64,
     pub enumeration: EnumerationConfig,
@@ -534,6 +547,8 @@ impl DetectConfig {
             off_hours_window_secs: self.off_hours.window.as_secs() as i64,
             off_hours_min_minutes: self.off_hours.min_active_minutes,
             off_hours_alone_minutes: self.off_hours.alone_minutes,
+            off_hours_alone_depth: self.off_hours.alone_hours_from_usual,
+            off_hours_alone_span_secs: self.off_hours.alone_span.as_secs() as i64,
             corroboration_secs: self.corroboration.window.as_secs() as i64,
             corroboration_threshold: self.corroboration.threshold,
             enumeration: self.enumeration.clone(),

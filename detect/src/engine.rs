@@ -50,9 +50,9 @@ pub struct TenantState {
     pub new_resources: Moments,
     /// Calls per active window.
     pub volume: Moments,
-    /// Calls per active long window (`user::LONG_WINDOWS`).
+    /// Calls per active clock hour.
     #[serde(default)]
-    pub volume_long: [Moments; user::LONG_WINDOWS.len()],
+    pub volume_hour: Moments,
     /// Day of the tenant's first event: until it has `min_history` days, no
     /// one in it can be judged against peers either.
     pub first_day: Option<u32>,
@@ -393,9 +393,7 @@ fn decay_user(user: &mut UserState, tenant: &mut TenantState, day: u32, half_lif
         user.malformed.scale(f);
         user.new_resources.scale(f);
         user.volume.scale(f);
-        for m in &mut user.volume_long {
-            m.scale(f);
-        }
+        user.volume_hour.scale(f);
         let peak = user
             .volume_peak
             .max(std::mem::take(&mut user.volume_day_peak));
@@ -409,9 +407,7 @@ fn decay_user(user: &mut UserState, tenant: &mut TenantState, day: u32, half_lif
         tenant.malformed.scale(f);
         tenant.new_resources.scale(f);
         tenant.volume.scale(f);
-        for m in &mut tenant.volume_long {
-            m.scale(f);
-        }
+        tenant.volume_hour.scale(f);
         tenant.decayed_day = day;
     }
 }

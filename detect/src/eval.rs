@@ -270,6 +270,8 @@ pub struct Paging {
     pub by_intensity: BTreeMap<String, Paged>,
     /// Pages near no incident of their user.
     pub false_pages: usize,
+    /// ... by detector.
+    pub false_by_source: BTreeMap<String, usize>,
     /// For each paged incident, the pages that matched it.
     pub pages: Vec<usize>,
     /// Seconds from each paged incident's start to its first page.
@@ -297,6 +299,9 @@ impl Paging {
             self.by_intensity.entry(k.clone()).or_default().add(*v);
         }
         self.false_pages += other.false_pages;
+        for (k, v) in &other.false_by_source {
+            *self.false_by_source.entry(k.clone()).or_default() += v;
+        }
         self.pages.extend(&other.pages);
         self.ttd.extend(&other.ttd);
     }
@@ -336,6 +341,7 @@ pub fn paging(detections: &[Detection], incidents: &[Incident], user_days: u64) 
         }
         if !matched {
             report.false_pages += 1;
+            *report.false_by_source.entry(d.source.clone()).or_default() += 1;
         }
     }
     for (i, inc) in incidents.iter().enumerate() {
@@ -664,6 +670,7 @@ mod tests {
         assert_eq!(p.ttd, vec![0]);
         assert_eq!(p.missed, vec![1, 2]);
         assert_eq!(p.false_pages, 1);
+        assert_eq!(p.false_by_source["denial_spike"], 1);
         assert!((p.false_per_1000_user_days() - 0.5).abs() < 1e-9);
     }
 }

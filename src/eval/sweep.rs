@@ -266,7 +266,7 @@ fn render(file: &SweepFile, cells: &[usize], runs: &[Run]) -> Rendered {
     let mut failed = Vec::new();
     let _ = writeln!(
         text,
-        "{:<28} {:>17} {:>11} {:>17} {:>9} {:>8}  missed (normal)",
+        "{:<28} {:>17} {:>11} {:>17} {:>9} {:>8}  missed (normal); false pages by detector",
         "cell", "normal recall", "low&slow", "false/1kud", "pages/inc", "ttd p50"
     );
     let mut all = Paging::default();
@@ -324,9 +324,14 @@ fn render(file: &SweepFile, cells: &[usize], runs: &[Run]) -> Rendered {
         } else {
             cell.name.clone()
         };
+        let falses: Vec<String> = total
+            .false_by_source
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let _ = writeln!(
             text,
-            "{name:<28} {:>5.3} {:>11} {:>5.3}({:>3}) {:>5.2} {:>11} {:>9.2} {:>8}  {}",
+            "{name:<28} {:>5.3} {:>11} {:>5.3}({:>3}) {:>5.2} {:>11} {:>9.2} {:>8}  {}; {}",
             normal.recall(),
             format!("({normal_spread})"),
             slow.recall(),
@@ -339,6 +344,11 @@ fn render(file: &SweepFile, cells: &[usize], runs: &[Run]) -> Rendered {
                 "-".to_owned()
             } else {
                 missed.join(", ")
+            },
+            if falses.is_empty() {
+                "-".to_owned()
+            } else {
+                falses.join(", ")
             }
         );
         let target = if cell.reduced {

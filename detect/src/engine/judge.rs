@@ -490,23 +490,24 @@ impl Context<'_> {
         let boundary = end % BLOCK_MINUTES == 0;
         if boundary {
             let block = self.user.close_block(end);
-            self.learn_stretches(block);
+            self.learn_hour(block);
         }
         // Scales: the minute (rates only), the window, the long windows.
         let long = LONG_WINDOWS.iter().filter(|&&len| len > w).count() as f64;
         let rate_alpha = s.p_value / (long + 1.0 + f64::from(w > 1));
         let count_alpha = s.p_value / (long + 1.0);
+        let volume_alpha = s.p_value / (1.0 + f64::from(SUSTAINED_MINUTES > w));
         if w > 1 {
             let (last, active) = self.user.window(end, 1);
             self.rates(last, active, 1, end, rate_alpha);
         }
         self.rates(sum, active, w, end, rate_alpha);
-        self.counts(sum, active, w, end, count_alpha, None);
+        self.counts(sum, active, w, end, (count_alpha, volume_alpha), false);
         if boundary {
-            for (i, &len) in LONG_WINDOWS.iter().enumerate().filter(|(_, l)| **l > w) {
+            for len in LONG_WINDOWS.into_iter().filter(|&l| l > w) {
                 let (sum, active) = self.user.long_window(end, len);
                 self.rates(sum, active, len, end, rate_alpha);
-                self.counts(sum, active, len, end, count_alpha, Some(i));
+                self.counts(sum, active, len, end, (count_alpha, volume_alpha), true);
             }
         }
 
@@ -528,25 +529,36 @@ impl Context<'_> {
         still_active.then_some(end + 1)
     }
 
-    /// Adds a closed block to the clock-aligned stretches of the long
-    /// windows; a stretch that ended before it, with calls and no alert
-    /// since it began, is learned as the user's (and tenant's) usual calls
-    /// per active stretch. Blocks close in time order, so a stretch is
-    /// complete once a later one's block arrives, however long after.
-    fn learn_stretches(&mut self, block: Block) {
+    /// Adds a closed block to the clock hour in progress; an hour that
+    /// ended before it, with calls and no alert since it began, is learned
+    /// as the user's (and tenant's) usual calls per active hour. Blocks
+    /// close in time order, so an hour is complete once a later hour's
+    /// block arrives, however long after.
+    fn learn_hour(&mut self, block: Block) {
         let start = block.sum.minute;
-        for (i, &len) in LONG_WINDOWS.iter().enumerate() {
-            let stretch = start - start.rem_euclid(len);
-            let (began, calls) = self.user.long_stretch[i];
-            if began != stretch {
-                if calls > 0 && began >= self.user.learn_from {
-                    self.user.volume_long[i].add(f64::from(calls));
-                    self.tenant.volume_long[i].add(f64::from(calls));
-                }
-                self.user.long_stretch[i] = (stretch, 0);
+        let hour = start - start.rem_euclid(SUSTAINED_MINUTES);
+        let (began, calls) = self.user.hour_stretch;
+        if began != hour {
+            if calls > 0 && began >= self.user.learn_from {
+                self.user.volume_hour.add(f64::from(calls));
+                self.tenant.volume_hour.add(f64::from(calls));
             }
-            self.user.long_stretch[i].1 += u32::from(block.sum.total);
+            self.user.hour_stretch = (hour, 0);
         }
+        self.user.hour_stretch.1 += u32::from(block.sum.total);
+    }
+
+    /// The user's new resources expected over `active` minutes.
+    fn new_resource_pred(&self, active: f64) -> Predictive {
+        self.user.new_resources.predict(
+            prior(
+                &self.tenant.new_resources,
+                DEFAULT_NEW_RESOURCE_RATE,
+                self.settings.prior_weight,
+            ),
+            active,
+            1.0,
+        )
     }
 
     /// Denial and malformed-call spikes over the `len` minutes to `end`,
@@ -571,6 +583,7 @@ impl Context<'_> {
             let test = Test {
                 detector: DetectorKind::DenialSpike,
                 x: u64::from(sum.denied),
+                p: pred.tail(u64::from(sum.denied)),
                 pred,
                 window: (from, to),
                 len,
@@ -599,6 +612,7 @@ impl Context<'_> {
             let test = Test {
                 detector: DetectorKind::MalformedSpike,
                 x: u64::from(sum.malformed),
+                p: pred.tail(u64::from(sum.malformed)),
                 pred,
                 window: (from, to),
                 len,
@@ -615,18 +629,19 @@ impl Context<'_> {
     }
 
     /// Sweeps of new resources and volume spikes over the `len` minutes to
-    /// `end`: the configured window (`long` is `None`), whose volume is
-    /// also held against the user's busiest window lately, or one of the
-    /// [`LONG_WINDOWS`], where a sustained rise of `volume_spike.sustained_ratio`
-    /// over the user's rate for the hour of the week is enough.
+    /// `end`: the configured window, whose volume is also held against the
+    /// user's busiest window lately, or one of the [`LONG_WINDOWS`] (`long`),
+    /// where the hour's volume is judged against the user's calls per active
+    /// hour at this hour of the week: a rise of
+    /// `volume_spike.sustained_ratio` is enough when improbable.
     fn counts(
         &mut self,
         sum: Minute,
         active: u32,
         len: i64,
         end: i64,
-        alpha: f64,
-        long: Option<usize>,
+        (alpha, volume_alpha): (f64, f64),
+        long: bool,
     ) {
         let s = self.settings;
         let (from, to) = ((end - len) * 60, end * 60);
@@ -650,15 +665,22 @@ impl Context<'_> {
         if !s.enabled(DetectorKind::VolumeSpike) || u32::from(sum.total) < s.volume.min_count {
             return;
         }
+        // A sustained rise is judged over the hour, and only against a
+        // user's own history: a quarter of an hour is a session's length,
+        // and a newcomer's first busy hour is no rise.
+        if long && (len != SUSTAINED_MINUTES || !settled) {
+            return;
+        }
         let hour = HourProfile::hour_of_week(from);
         let factor = (self.user.hours.share(hour) * 168.0).sqrt().clamp(0.5, 2.0);
-        let (user, tenant, ratio) = match long {
-            None => (&self.user.volume, &self.tenant.volume, s.volume.min_ratio),
-            Some(i) => (
-                &self.user.volume_long[i],
-                &self.tenant.volume_long[i],
+        let (user, tenant, ratio) = if long {
+            (
+                &self.user.volume_hour,
+                &self.tenant.volume_hour,
                 s.volume.sustained_ratio,
-            ),
+            )
+        } else {
+            (&self.user.volume, &self.tenant.volume, s.volume.min_ratio)
         };
         let default = DEFAULT_WINDOW_VOLUME * len as f64 / 5.0;
         let pred = user.predict(prior(tenant, default, s.prior_weight / 5.0), 1.0, factor);
@@ -666,17 +688,28 @@ impl Context<'_> {
         if x < ratio * pred.expected {
             return;
         }
-        let test = Test {
+        let mut test = Test {
             detector: DetectorKind::VolumeSpike,
             x: u64::from(sum.total),
+            p: pred.tail(u64::from(sum.total)),
             pred,
             window: (from, to),
             len,
-            alpha,
+            alpha: volume_alpha,
             flags: 0,
         };
         let new = sum.new_resources;
-        if long.is_some() {
+        if long {
+            // A bulk read rises in calls and in resources new to the user
+            // together: the two tails combine (Fisher's method), so that
+            // neither must be extreme alone.
+            let p_new = if new == 0 {
+                1.0
+            } else {
+                self.new_resource_pred(f64::from(active))
+                    .tail(u64::from(new))
+            };
+            test.p = test.p.min(fisher(test.p, p_new));
             self.spike(test, |who, x, w, exp| {
                 (
                     format!("{who}: {x} calls in {w}"),
@@ -722,15 +755,7 @@ impl Context<'_> {
         if !sweep && !single {
             return;
         }
-        let pred = self.user.new_resources.predict(
-            prior(
-                &self.tenant.new_resources,
-                DEFAULT_NEW_RESOURCE_RATE,
-                s.prior_weight,
-            ),
-            active,
-            1.0,
-        );
+        let pred = self.new_resource_pred(active);
         let w = minutes(len);
         let p = pred.tail(u64::from(new));
         if p >= alpha {
@@ -832,7 +857,7 @@ impl Context<'_> {
 
     /// A rate detector's alert, if the count is improbable enough.
     fn spike(&mut self, t: Test, text: impl FnOnce(&str, u64, &str, f64) -> (String, String)) {
-        let p = t.pred.tail(t.x);
+        let p = t.p;
         if p >= t.alpha {
             return;
         }
@@ -980,16 +1005,28 @@ impl Context<'_> {
     }
 }
 
+/// The long window over which a sustained rise in volume is judged.
+const SUSTAINED_MINUTES: i64 = 60;
+
 /// One count to judge: `x` events of `detector` over `len` minutes.
 struct Test {
     detector: DetectorKind,
     x: u64,
     pred: Predictive,
+    /// P-value of the count (`pred.tail(x)`, or a combined test's).
+    p: f64,
     window: (i64, i64),
     len: i64,
     alpha: f64,
     /// Flags of the events to give as evidence (0: any).
     flags: u8,
+}
+
+/// Fisher's combination of two independent p-values: the chance of both
+/// being this small together (chi-square with 4 degrees of freedom).
+fn fisher(p1: f64, p2: f64) -> f64 {
+    let x = -2.0 * (p1.max(1e-300).ln() + p2.max(1e-300).ln());
+    ((-x / 2.0).exp() * (1.0 + x / 2.0)).min(1.0)
 }
 
 /// "1 min", "15 min", "1 h".

@@ -932,9 +932,10 @@ fn a_new_address_as_a_night_run_began_corroborates_it_more_than_an_hour_later() 
     let night = DAY0 + 22 * 86_400 + 2 * 3600;
     let with_first_ip = |ip: &'static str| {
         let mut calls = history("alice", 21, 0);
-        // 20 calls five minutes apart: the run reaches `min_active_minutes`
-        // 70 minutes after its first call, the only one from `ip`.
-        let mut session = run_of("alice", night, 100, 20);
+        // 16 calls six minutes apart: the run reaches `min_active_minutes`
+        // 84 minutes after its first call, the only one from `ip`, and
+        // stays short of `alone_minutes`.
+        let mut session = run_of("alice", night, 96, 16);
         session[0].ip = ip;
         calls.extend(session);
         run(&mut engine(), &calls)
@@ -1096,4 +1097,27 @@ fn a_sweep_spread_over_most_of_an_hour_is_enumeration() {
         "{}",
         sweeps[0].title
     );
+}
+
+#[test]
+fn twenty_calls_over_an_hour_deep_in_the_night_page_alone_but_a_late_evening_does_not() {
+    let day = DAY0 + 22 * 86_400;
+    let pages_for = |start: i64| {
+        let mut calls = history("alice", 21, 0);
+        // 24 calls, one every 2.5 minutes, for an hour, usual address.
+        calls.extend(run_of("alice", start, 60, 24));
+        let alerts = run(&mut engine(), &calls);
+        alerts
+            .into_iter()
+            .filter(|a| a.repeats == 0 && a.detector == DetectorKind::OffHours)
+            .collect::<Vec<_>>()
+    };
+    // 02:00, seven hours before her day starts.
+    let night = pages_for(day + 2 * 3600);
+    assert_eq!(night.len(), 1, "{night:#?}");
+    assert!(night[0].evidence.details["hours_from_usual"].as_u64() >= Some(3));
+    assert!(night[0].time.timestamp() - (day + 2 * 3600) >= 40 * 60);
+    // 18:00, the hour after her day ends: a task finished late, not a page.
+    let evening = pages_for(day + 18 * 3600);
+    assert!(evening.is_empty(), "{evening:#?}");
 }

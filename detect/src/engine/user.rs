@@ -191,6 +191,10 @@ pub struct UserState {
     /// profile without it.
     #[serde(default)]
     pub off_hours_run_mass: f32,
+    /// How many hours from the user's usual hours the current off-hours
+    /// run has gone, at its deepest (see `HourProfile::hours_from_usual`).
+    #[serde(default)]
+    pub off_hours_depth: u8,
     /// Weak signals of the last correlation window.
     pub signals: Vec<Signal>,
     pub suppressions: Vec<Suppression>,
@@ -198,14 +202,13 @@ pub struct UserState {
     /// user's first complete block).
     #[serde(default)]
     pub blocks: Vec<Block>,
-    /// Calls per active long window, one per [`LONG_WINDOWS`] entry.
+    /// Calls per active clock hour.
     #[serde(default)]
-    pub volume_long: [Moments; LONG_WINDOWS.len()],
-    /// The stretch of each long window's length in progress (aligned to
-    /// the clock: its first minute) and its calls so far; learned into
-    /// `volume_long` once a block of a later stretch closes.
+    pub volume_hour: Moments,
+    /// The clock hour in progress (its first minute) and its calls so far;
+    /// learned into `volume_hour` once a block of a later hour closes.
     #[serde(default)]
-    pub long_stretch: [(i64, u32); LONG_WINDOWS.len()],
+    pub hour_stretch: (i64, u32),
 }
 
 impl UserState {

@@ -21,13 +21,17 @@ use tooltrail_schemas::ToolCallEvent;
 use super::corroborate::{OFF_HOURS_CALL, STRONG};
 use super::{Context, Finding, round3, with_trigger};
 use crate::alert::{DetectorKind, Evidence, Severity};
-use crate::baseline::DAY;
+use crate::baseline::{DAY, HourProfile};
 use crate::baseline::{Moments, Prior};
 use crate::engine::user::flag;
 
 const HOUR: i64 = 3600;
 /// Calls expected in an hour the user never works in: not zero.
 const MIN_EXPECTED: f64 = 0.05;
+/// The share of a user's activity an hour of the day must hold to count as
+/// one of their usual hours, for how deep into their night a run is (a
+/// working hour holds about an eighth).
+const USUAL_HOUR_SHARE: f64 = 0.02;
 
 impl Context<'_> {
     /// Whether an off-hours run is in progress at `secs`: an off-hours call
@@ -59,6 +63,17 @@ impl Context<'_> {
             share as f32
         } else {
             user.off_hours_share.min(share as f32)
+        };
+        // How deep into the user's night: measured as the run begins, as
+        // the run's own calls soon make a light user's night look usual;
+        // the deepest point reached counts.
+        let depth = user
+            .hours
+            .hours_from_usual(HourProfile::hour_of_week(secs), USUAL_HOUR_SHARE);
+        user.off_hours_depth = if user.off_hours_calls.len() == 1 {
+            depth as u8
+        } else {
+            user.off_hours_depth.max(depth as u8)
         };
         let minutes = user.off_hours_calls.len() as u32;
         let first = user.off_hours_calls.iter().copied().min().unwrap_or(secs);
@@ -96,7 +111,7 @@ impl Context<'_> {
             evidence
                 .details
                 .insert("hour_share_percent".into(), json!(round3(share * 100.0)));
-            let finding = Finding {
+            let mut finding = Finding {
                 detector: DetectorKind::OffHours,
                 value: String::new(),
                 severity: if p < 1e-12 {
@@ -117,7 +132,15 @@ impl Context<'_> {
                 window: (first, secs),
                 time: secs,
             };
-            if minutes >= self.settings.off_hours_alone_minutes {
+            let depth = self.user.off_hours_depth;
+            finding
+                .evidence
+                .details
+                .insert("hours_from_usual".into(), json!(depth));
+            if minutes >= self.settings.off_hours_alone_minutes
+                && u32::from(depth) >= self.settings.off_hours_alone_depth
+                && secs - first >= self.settings.off_hours_alone_span_secs
+            {
                 self.raise(finding);
             } else {
                 self.episode_signal(finding, STRONG, first);
