@@ -52,7 +52,7 @@ pub struct DetectConfig {
     /// minutes: a user with less history than this is judged mostly by peers.
     pub prior_weight_minutes: f64,
     pub corroboration: CorroborationConfig,
-    pub denial_spike: SpikeConfig,
+    pub denial_spike: DenialSpikeConfig,
     pub malformed_spike: SpikeConfig,
     pub volume_spike: VolumeConfig,
     pub first_seen: FirstSeenConfig,
@@ -78,7 +78,7 @@ impl Default for DetectConfig {
             p_value: 1e-6,
             prior_weight_minutes: 60.0,
             corroboration: CorroborationConfig::default(),
-            denial_spike: SpikeConfig { min_count: 5 },
+            denial_spike: DenialSpikeConfig::default(),
             malformed_spike: SpikeConfig { min_count: 5 },
             volume_spike: VolumeConfig::default(),
             first_seen: FirstSeenConfig::default(),
@@ -113,7 +113,32 @@ impl Default for CorroborationConfig {
     }
 }
 
-/// `denial_spike` and `malformed_spike`.
+/// `denial_spike`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenialSpikeConfig {
+    /// Never alert on fewer denials than this in a window, however unusual.
+    pub min_count: u32,
+    /// Refusals of access within `new_identity_window` that page at once for
+    /// an identity first seen today or yesterday (UTC), whatever its
+    /// tenant's new identities usually do: the "403 spike" of a freshly
+    /// created or stolen identity.
+    pub new_identity_refusals: u32,
+    #[serde(with = "humantime_serde")]
+    pub new_identity_window: Duration,
+}
+
+impl Default for DenialSpikeConfig {
+    fn default() -> Self {
+        DenialSpikeConfig {
+            min_count: 5,
+            new_identity_refusals: 15,
+            new_identity_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `malformed_spike`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpikeConfig {
@@ -368,6 +393,8 @@ pub struct Settings {
     pub p_value: f64,
     pub prior_weight: f64,
     pub denial_min: u32,
+    pub new_identity_refusals: u32,
+    pub new_identity_window_secs: i64,
     pub malformed_min: u32,
     pub volume: VolumeConfig,
     pub resource_window_days: u32,
@@ -445,6 +472,21 @@ impl DetectConfig {
         }
         if !(self.volume_spike.min_ratio.is_finite() && self.volume_spike.min_ratio >= 1.0) {
             bad("volume_spike.min_ratio", "must be at least 1".into());
+        }
+        // Counted over the recent events each user keeps.
+        let most = crate::engine::RECENT_EVENTS as u32;
+        if !(2..=most).contains(&self.denial_spike.new_identity_refusals) {
+            bad(
+                "denial_spike.new_identity_refusals",
+                format!("must be between 2 and {most}"),
+            );
+        }
+        let window = self.denial_spike.new_identity_window;
+        if window.is_zero() || window > Duration::from_secs(3600) {
+            bad(
+                "denial_spike.new_identity_window",
+                "must be between 1s and 1h".into(),
+            );
         }
         if !(self.volume_spike.sustained_ratio.is_finite()
             && self.volume_spike.sustained_ratio >= 1.0)
@@ -532,6 +574,8 @@ impl DetectConfig {
             p_value: self.p_value,
             prior_weight: self.prior_weight_minutes,
             denial_min: self.denial_spike.min_count,
+            new_identity_refusals: self.denial_spike.new_identity_refusals,
+            new_identity_window_secs: self.denial_spike.new_identity_window.as_secs() as i64,
             malformed_min: self.malformed_spike.min_count,
             volume: self.volume_spike.clone(),
             resource_window_days: days(self.first_seen.resource_window),
@@ -602,6 +646,10 @@ mod tests {
         let config = DetectConfig {
             allowed_lateness: Duration::from_secs(600),
             p_value: 2.0,
+            denial_spike: DenialSpikeConfig {
+                new_identity_refusals: 25,
+                ..DenialSpikeConfig::default()
+            },
             forget_after: Duration::from_secs(30 * 86_400),
             sensitive_tool: SensitiveConfig {
                 tools: vec!["ok_*".into(), "bad[".into()],
@@ -621,9 +669,15 @@ mod tests {
                 "allowed_lateness",
                 "p_value",
                 "forget_after",
+                "denial_spike.new_identity_refusals",
                 "sensitive_tool.tools[1]",
                 "cross_tenant.pattern"
             ]
+        );
+        assert!(
+            errors[3].to_string().contains("between 2 and 20"),
+            "{}",
+            errors[3]
         );
         assert!(
             errors[2]
@@ -632,7 +686,7 @@ mod tests {
             "{}",
             errors[2]
         );
-        assert!(errors[4].to_string().contains("no `tenant` group"));
+        assert!(errors[5].to_string().contains("no `tenant` group"));
     }
 
     #[test]

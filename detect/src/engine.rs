@@ -26,8 +26,8 @@ use crate::baseline::{DAY, HourProfile, Moments, Prior, decay};
 use crate::config::Settings;
 use crate::seen::{Sighting, value_hash};
 
-pub use user::UserState;
 use user::{CompactId, Recent, flag};
+pub use user::{RECENT_EVENTS, UserState};
 
 /// Kinds of values, for [`value_hash`].
 mod kind {
@@ -53,6 +53,10 @@ pub struct TenantState {
     /// Calls per active clock hour.
     #[serde(default)]
     pub volume_hour: Moments,
+    /// Denials per active minute of identities in their first two days: the
+    /// prior a new identity's denials are judged against.
+    #[serde(default)]
+    pub newcomer_denied: Moments,
     /// Day of the tenant's first event: until it has `min_history` days, no
     /// one in it can be judged against peers either.
     pub first_day: Option<u32>,
@@ -408,6 +412,7 @@ fn decay_user(user: &mut UserState, tenant: &mut TenantState, day: u32, half_lif
         tenant.new_resources.scale(f);
         tenant.volume.scale(f);
         tenant.volume_hour.scale(f);
+        tenant.newcomer_denied.scale(f);
         tenant.decayed_day = day;
     }
 }

@@ -21,11 +21,6 @@ use crate::seen::{Sighting, value_hash};
 
 /// Default priors when a tenant has no history either (per active minute).
 const DEFAULT_DENIED_RATE: f64 = 0.02;
-/// Refusals of access within [`NEW_IDENTITY_WINDOW`] seconds that page for an
-/// identity first seen today or yesterday (UTC), with no baseline to judge
-/// against: the denial burst of a freshly created or stolen identity.
-const NEW_IDENTITY_REFUSALS: usize = 15;
-const NEW_IDENTITY_WINDOW: i64 = 60;
 const DEFAULT_MALFORMED_RATE: f64 = 0.02;
 const DEFAULT_NEW_RESOURCE_RATE: f64 = 0.3;
 /// ... and calls per active window.
@@ -430,12 +425,12 @@ impl Context<'_> {
     }
 
     /// A burst of refusals from an identity too new for a baseline: at least
-    /// [`NEW_IDENTITY_REFUSALS`] within [`NEW_IDENTITY_WINDOW`] s pages as a
+    /// `new_identity_refusals` within `new_identity_window` pages as a
     /// `denial_spike` at once, without waiting for the window's test (whose
     /// newcomer prior is lenient). It shares the window alert's suppression,
     /// so the burst pages once.
     fn new_identity_burst(&mut self, e: &ToolCallEvent, secs: i64, day: u32) {
-        let from = secs - NEW_IDENTITY_WINDOW;
+        let from = secs - self.settings.new_identity_window_secs;
         let earlier: Vec<i64> = self
             .user
             .recent
@@ -444,7 +439,7 @@ impl Context<'_> {
             .map(|r| r.secs)
             .collect();
         let refusals = earlier.len() + 1;
-        if refusals < NEW_IDENTITY_REFUSALS {
+        if refusals < self.settings.new_identity_refusals as usize {
             return;
         }
         let first = earlier.iter().copied().min().unwrap_or(secs);
@@ -568,8 +563,17 @@ impl Context<'_> {
         let (from, to) = ((end - len) * 60, end * 60);
         let active = f64::from(active);
         if s.enabled(DetectorKind::DenialSpike) && u32::from(sum.denied) >= s.denial_min {
+            // A new identity is judged against what the tenant's new
+            // identities do (onboarding scripts probing their grants are
+            // not the tenant's veterans), once there is enough of that.
+            let newcomer = self.user.history_days((from / crate::baseline::DAY) as u32) <= 1;
+            let pooled = if newcomer && self.tenant.newcomer_denied.n > 100.0 {
+                &self.tenant.newcomer_denied
+            } else {
+                &self.tenant.denied
+            };
             let pred = self.user.denied.predict(
-                prior(&self.tenant.denied, DEFAULT_DENIED_RATE, s.prior_weight),
+                prior(pooled, DEFAULT_DENIED_RATE, s.prior_weight),
                 active,
                 1.0,
             );
@@ -814,11 +818,26 @@ impl Context<'_> {
 
     /// Folds `minute` into the baselines of the user and their tenant.
     fn fold(&mut self, minute: i64) {
-        if minute < self.user.learn_from {
-            return;
-        }
         let c = self.user.minute(minute);
         if c.total == 0 {
+            return;
+        }
+        // New identities: in their first two days, and first seen once the
+        // tenant had history (on the day tooltrail is switched on, everyone
+        // is new). Their minutes teach what new identities in the tenant do
+        // even when they alerted: a tenant whose new bots all probe their
+        // grants would otherwise page on each and never learn it.
+        let newcomer =
+            self.user
+                .history_days((minute * 60 / crate::baseline::DAY) as u32)
+                <= 1
+                && self.tenant.first_day.is_some_and(|first| {
+                    self.user.first_day >= first + self.settings.min_history_days
+                });
+        if newcomer {
+            self.tenant.newcomer_denied.add(f64::from(c.denied));
+        }
+        if minute < self.user.learn_from {
             return;
         }
         // Off-hours calls are learned slowly, so that an attack at night

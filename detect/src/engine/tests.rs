@@ -1121,3 +1121,48 @@ fn twenty_calls_over_an_hour_deep_in_the_night_page_alone_but_a_late_evening_doe
     let evening = pages_for(day + 18 * 3600);
     assert!(evening.is_empty(), "{evening:#?}");
 }
+
+#[test]
+fn a_new_identity_is_judged_against_the_tenants_new_identities() {
+    // A hundred veterans, each with a misconfigured agent refused twice a
+    // day: the tenant's pooled rate is theirs.
+    let mut calls = Vec::new();
+    for v in 0..100 {
+        let name: &'static str = Box::leak(format!("v{v}").into_boxed_str());
+        calls.extend(history(name, 21, 2));
+    }
+    let with_bots = |refused: bool| {
+        let mut calls = calls.clone();
+        // Five new bots a day for ten days, each finding its way for three
+        // minutes; in one tenant they are never refused, in the other as
+        // often as the newcomer below.
+        for day in 12..22 {
+            for bot in 0..5 {
+                let start = DAY0 + day * 86_400 + (9 + bot) * 3600;
+                let name: &'static str = Box::leak(format!("bot-{day}-{bot}").into_boxed_str());
+                calls.extend((0..36).map(|k| {
+                    let mut c = Call::new(start + k * 5, name, "search_issues");
+                    c.denied = refused && k % 2 == 0;
+                    c
+                }));
+            }
+        }
+        // Day 22: a new identity refused 14 times in a minute, just below
+        // the immediate floor of 15.
+        let t = DAY0 + 22 * 86_400 + 15 * 3600;
+        calls.extend((0..28).map(|k| {
+            let mut c = Call::new(t + k * 2, "newbie", "search_issues");
+            c.denied = k % 2 == 0;
+            c
+        }));
+        calls.sort_by_key(|c| c.secs);
+        run(&mut engine(), &calls)
+            .into_iter()
+            .filter(|a| {
+                a.user_id == "newbie" && a.detector == DetectorKind::DenialSpike && a.repeats == 0
+            })
+            .count()
+    };
+    assert_eq!(with_bots(false), 1, "new identities here are never refused");
+    assert_eq!(with_bots(true), 0, "as this tenant's new identities are");
+}
