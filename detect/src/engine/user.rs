@@ -29,6 +29,8 @@ pub mod flag {
     pub const RESOURCE: u8 = 16;
     /// Denied for want of access (not rate-limited, not an expired token).
     pub const REFUSED: u8 = 32;
+    /// What detectors count besides volume: kept longest as evidence.
+    pub const NOTABLE: u8 = DENIED | MALFORMED | NEW_RESOURCE | OFF_HOURS | REFUSED;
 }
 
 /// Counts for one minute of event time.
@@ -340,9 +342,24 @@ impl UserState {
             .prefetch(crate::baseline::HourProfile::hour_of_week(secs));
     }
 
+    /// Keeps `recent` among the last [`RECENT_EVENTS`]. When full, the
+    /// oldest plain event (no flag that a detector counts) makes room
+    /// before any flagged one: a denial burst followed by a run of ordinary
+    /// calls still has its denials as evidence, at no extra memory.
     pub fn remember(&mut self, recent: Recent) {
         if self.recent.len() >= RECENT_EVENTS {
-            self.recent.pop_front();
+            match self
+                .recent
+                .iter()
+                .position(|r| r.flags & flag::NOTABLE == 0)
+            {
+                Some(oldest_plain) => {
+                    self.recent.remove(oldest_plain);
+                }
+                None => {
+                    self.recent.pop_front();
+                }
+            }
         }
         // Exactly the ring's size: growing by doubling would leave room for
         // 32, a third of a user's state unused.
@@ -419,6 +436,37 @@ mod tests {
         let upper = id.to_uppercase();
         assert_eq!(CompactId::new(&upper).render(), upper);
         assert_eq!(CompactId::new("evt-1").render(), "evt-1");
+    }
+
+    #[test]
+    fn flagged_events_outlive_plain_ones_as_evidence() {
+        let mut u = UserState::new("acme", "alice", 0);
+        let event = |secs: i64, flags: u8| Recent {
+            secs,
+            id: CompactId::new(&format!("e{secs}")),
+            tool: 0,
+            flags,
+        };
+        for s in 0..5 {
+            u.remember(event(s, flag::DENIED));
+        }
+        for s in 5..100 {
+            u.remember(event(s, 0));
+        }
+        assert_eq!(u.recent.len(), RECENT_EVENTS);
+        // The five denials are still there, with the latest plain calls.
+        assert_eq!(
+            u.samples(0, 5, flag::DENIED),
+            ["e0", "e1", "e2", "e3", "e4"]
+        );
+        assert_eq!(u.recent.back().map(|r| r.secs), Some(99));
+        assert_eq!(u.recent[5].secs, 85);
+        // Once the ring holds only flagged events, the oldest goes.
+        for s in 100..125 {
+            u.remember(event(s, flag::NEW_RESOURCE));
+        }
+        assert_eq!(u.recent.front().map(|r| r.secs), Some(105));
+        assert!(u.recent.iter().all(|r| r.flags != 0));
     }
 
     #[test]
