@@ -367,3 +367,123 @@ async fn up_with_kafka_detects_on_what_it_ingests() -> Result<()> {
     up.stop().await?;
     Ok(())
 }
+
+/// Runs `tooltrail` to its end, whatever its exit status.
+async fn tooltrail_output(args: &[&str]) -> Result<std::process::Output> {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_tooltrail"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    Ok(tokio::time::timeout(Duration::from_secs(300), run).await??)
+}
+
+const SWEEP: &str = r#"
+users = 60
+days = 8
+incident_rate = 60.0
+seeds = [5, 6]
+
+[[cell]]
+name = "plain"
+
+[[cell]]
+name = "weak"
+reduced = true
+shape = { attack_scale = 0.33, attack_pace = 3.0 }
+
+[[cell]]
+name = "unequal"
+held_out = true
+shape = { rate_spread = 2.0, travel = 3.0 }
+"#;
+
+#[tokio::test]
+async fn a_sweep_scores_every_cell_and_exits_1_exactly_when_a_target_is_missed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(&file, SWEEP)?;
+    let out = tooltrail_output(&["eval", "--sweep", path_str(&file)?, "--missed"]).await?;
+    let (text, err) = (
+        String::from_utf8(out.stdout)?,
+        String::from_utf8_lossy(&out.stderr),
+    );
+    for needle in [
+        "normal recall",
+        "false/1kud",
+        "\nplain ",
+        "\nweak ",
+        "\nunequal (held out) ",
+        "by attack kind",
+        "probing/normal",
+        "worst tuning cell: normal recall",
+        "worst held-out cell: normal recall ",
+        "pages per paged incident, over all cells",
+    ] {
+        ensure!(text.contains(needle), "no `{needle}` in:\n{text}\n{err}");
+    }
+    let met = text.contains("<= 2 pages per incident: met");
+    ensure!(
+        met || text.contains("<= 2 pages per incident: MISSED"),
+        "no verdict:\n{text}"
+    );
+    ensure!(
+        out.status.success() == met,
+        "exit {} but the verdict says met = {met}:\n{text}\n{err}",
+        out.status
+    );
+    if !met {
+        ensure!(out.status.code() == Some(1), "{}", out.status);
+        ensure!(err.contains("targets missed: "), "{err}");
+    }
+    // Every incident a cell missed is listed, with what it was.
+    for line in text.lines().filter(|l| l.starts_with("missed in ")) {
+        ensure!(line.contains(": ") && line.contains(" seed "), "{line}");
+    }
+
+    // One cell alone.
+    let one = tooltrail_output(&["eval", "--sweep", path_str(&file)?, "--cell", "weak"]).await?;
+    let text = String::from_utf8(one.stdout)?;
+    ensure!(
+        text.contains("\nweak ") && !text.contains("\nplain "),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sweep_file_with_a_wrong_knob_or_cell_is_refused_naming_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("sweep.toml");
+    for (body, named) in [
+        (
+            SWEEP.replace("attack_scale = 0.33", "attack_scal = 0.33"),
+            "attack_scal",
+        ),
+        (
+            SWEEP.replace("attack_scale = 0.33", "attack_scale = 0.0"),
+            "attack_scale",
+        ),
+        (SWEEP.replace("seeds = [5, 6]", "seeds = []"), "seeds"),
+        (
+            SWEEP.replace("name = \"weak\"", "name = \"plain\""),
+            "two cells are named \"plain\"",
+        ),
+    ] {
+        std::fs::write(&file, body)?;
+        let out = tooltrail_output(&["eval", "--sweep", path_str(&file)?]).await?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(1), "{}: {err}", out.status);
+        ensure!(
+            err.contains(named) && err.contains("sweep.toml"),
+            "`{named}` or the file not named in: {err}"
+        );
+    }
+    std::fs::write(&file, SWEEP)?;
+    let out = tooltrail_output(&["eval", "--sweep", path_str(&file)?, "--cell", "nope"]).await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && err.contains("no cell is named \"nope\""),
+        "{err}"
+    );
+    Ok(())
+}
