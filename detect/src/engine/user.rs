@@ -320,6 +320,12 @@ impl UserState {
         for m in (end - len)..end {
             crate::prefetch::prefetch(&self.ring[m.rem_euclid(RING_MINUTES as i64) as usize]);
         }
+        // At a block boundary the long windows read the whole hour.
+        if end % BLOCK_MINUTES == 0 {
+            for block in self.blocks.iter().step_by(2) {
+                crate::prefetch::prefetch(block);
+            }
+        }
     }
 
     /// Starts loading what one event at `secs` will touch (its minute's
@@ -348,13 +354,20 @@ impl UserState {
     /// calls still has its denials as evidence, at no extra memory.
     pub fn remember(&mut self, recent: Recent) {
         if self.recent.len() >= RECENT_EVENTS {
-            match self
+            let front_plain = self
                 .recent
-                .iter()
-                .position(|r| r.flags & flag::NOTABLE == 0)
-            {
-                Some(oldest_plain) => {
-                    self.recent.remove(oldest_plain);
+                .front()
+                .is_some_and(|r| r.flags & flag::NOTABLE == 0);
+            let oldest_plain = if front_plain {
+                None
+            } else {
+                self.recent
+                    .iter()
+                    .position(|r| r.flags & flag::NOTABLE == 0)
+            };
+            match oldest_plain {
+                Some(i) => {
+                    self.recent.remove(i);
                 }
                 None => {
                     self.recent.pop_front();
