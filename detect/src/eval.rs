@@ -143,8 +143,8 @@ impl Report {
     }
 }
 
-/// Scores `detections` against `incidents`.
-pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -> Report {
+/// The incidents of each (tenant, user), by index.
+fn by_user(incidents: &[Incident]) -> HashMap<(&str, &str), Vec<usize>> {
     let mut by_user: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, inc) in incidents.iter().enumerate() {
         by_user
@@ -152,6 +152,12 @@ pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -
             .or_default()
             .push(i);
     }
+    by_user
+}
+
+/// Scores `detections` against `incidents`.
+pub fn score(detections: &[Detection], incidents: &[Incident], user_days: u64) -> Report {
+    let by_user = by_user(incidents);
     let id_sets: Vec<HashSet<&str>> = incidents
         .iter()
         .map(|i| i.event_ids.iter().map(String::as_str).collect())
@@ -312,13 +318,7 @@ impl Paging {
 /// and [`PAGE_GRACE`] after its end; a page near no incident of its user is
 /// a false page.
 pub fn paging(detections: &[Detection], incidents: &[Incident], user_days: u64) -> Paging {
-    let mut by_user: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-    for (i, inc) in incidents.iter().enumerate() {
-        by_user
-            .entry((inc.tenant_id.as_str(), inc.user_id.as_str()))
-            .or_default()
-            .push(i);
-    }
+    let by_user = by_user(incidents);
     let mut first: Vec<Option<DateTime<Utc>>> = vec![None; incidents.len()];
     let mut pages = vec![0usize; incidents.len()];
     let mut report = Paging {
@@ -486,20 +486,10 @@ mod tests {
         }
     }
 
-    fn det(source: &str, user: &str, time: &str, ids: &[&str]) -> Detection {
-        Detection {
-            source: source.into(),
-            tenant_id: "acme".into(),
-            user_id: user.into(),
-            time: t(time),
-            event_ids: ids.iter().map(|s| s.to_string()).collect(),
-            pages: true,
-        }
-    }
-
-    #[test]
-    fn detections_match_by_event_or_by_time_and_the_rest_are_false() {
-        let mut incidents = vec![
+    /// Three incidents on three days: alice's ten minutes (events a1, a2),
+    /// bob's and carol's five (b1, c1).
+    fn alice_bob_and_carol() -> Vec<Incident> {
+        vec![
             incident(
                 "alice",
                 "2026-10-20T10:00:00Z",
@@ -518,7 +508,23 @@ mod tests {
                 "2026-10-22T10:05:00Z",
                 &["c1"],
             ),
-        ];
+        ]
+    }
+
+    fn det(source: &str, user: &str, time: &str, ids: &[&str]) -> Detection {
+        Detection {
+            source: source.into(),
+            tenant_id: "acme".into(),
+            user_id: user.into(),
+            time: t(time),
+            event_ids: ids.iter().map(|s| s.to_string()).collect(),
+            pages: true,
+        }
+    }
+
+    #[test]
+    fn detections_match_by_event_or_by_time_and_the_rest_are_false() {
+        let mut incidents = alice_bob_and_carol();
         incidents[2].intensity = "low_and_slow".into();
         let detections = vec![
             // By event id, even though late.
@@ -627,26 +633,7 @@ mod tests {
 
     #[test]
     fn paging_counts_pages_by_time_alone_within_a_minute_before_and_15_after() {
-        let incidents = vec![
-            incident(
-                "alice",
-                "2026-10-20T10:00:00Z",
-                "2026-10-20T10:10:00Z",
-                &["a1"],
-            ),
-            incident(
-                "bob",
-                "2026-10-21T10:00:00Z",
-                "2026-10-21T10:05:00Z",
-                &["b1"],
-            ),
-            incident(
-                "carol",
-                "2026-10-22T10:00:00Z",
-                "2026-10-22T10:05:00Z",
-                &["c1"],
-            ),
-        ];
+        let incidents = alice_bob_and_carol();
         let mut low = det("off_hours", "carol", "2026-10-22T10:01:00Z", &["c1"]);
         low.pages = false;
         let detections = vec![

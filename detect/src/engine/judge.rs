@@ -584,16 +584,16 @@ impl Context<'_> {
                 1 => " on 1 tool".to_owned(),
                 n => format!(" across {n} tools"),
             };
-            let test = Test {
-                detector: DetectorKind::DenialSpike,
-                x: u64::from(sum.denied),
-                p: pred.tail(u64::from(sum.denied)),
+            let x = u64::from(sum.denied);
+            let test = Test::new(
+                DetectorKind::DenialSpike,
+                x,
                 pred,
-                window: (from, to),
+                (from, to),
                 len,
                 alpha,
-                flags: flag::DENIED,
-            };
+                flag::DENIED,
+            );
             self.spike(test, |who, x, w, exp| {
                 (
                     format!("{who}: {x} denied calls in {w}{across}"),
@@ -613,16 +613,16 @@ impl Context<'_> {
                 active,
                 1.0,
             );
-            let test = Test {
-                detector: DetectorKind::MalformedSpike,
-                x: u64::from(sum.malformed),
-                p: pred.tail(u64::from(sum.malformed)),
+            let x = u64::from(sum.malformed);
+            let test = Test::new(
+                DetectorKind::MalformedSpike,
+                x,
                 pred,
-                window: (from, to),
+                (from, to),
                 len,
                 alpha,
-                flags: flag::MALFORMED,
-            };
+                flag::MALFORMED,
+            );
             self.spike(test, |who, x, w, exp| {
                 (
                     format!("{who}: {x} malformed or failing calls in {w}"),
@@ -692,16 +692,15 @@ impl Context<'_> {
         if x < ratio * pred.expected {
             return;
         }
-        let mut test = Test {
-            detector: DetectorKind::VolumeSpike,
-            x: u64::from(sum.total),
-            p: pred.tail(u64::from(sum.total)),
+        let mut test = Test::new(
+            DetectorKind::VolumeSpike,
+            u64::from(sum.total),
             pred,
-            window: (from, to),
+            (from, to),
             len,
-            alpha: volume_alpha,
-            flags: 0,
-        };
+            volume_alpha,
+            0,
+        );
         let new = sum.new_resources;
         if long {
             // A bulk read rises in calls and in resources new to the user
@@ -1046,6 +1045,30 @@ struct Test {
 fn fisher(p1: f64, p2: f64) -> f64 {
     let x = -2.0 * (p1.max(1e-300).ln() + p2.max(1e-300).ln());
     ((-x / 2.0).exp() * (1.0 + x / 2.0)).min(1.0)
+}
+
+impl Test {
+    /// The test of count `x` under `pred`.
+    fn new(
+        detector: DetectorKind,
+        x: u64,
+        pred: Predictive,
+        window: (i64, i64),
+        len: i64,
+        alpha: f64,
+        flags: u8,
+    ) -> Self {
+        Test {
+            detector,
+            x,
+            p: pred.tail(x),
+            pred,
+            window,
+            len,
+            alpha,
+            flags,
+        }
+    }
 }
 
 /// "1 min", "15 min", "1 h".

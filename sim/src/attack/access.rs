@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use rand::Rng;
 
 use super::{Attack, span_text};
-use crate::call::{HOUR, Method, Origin, Outcome, Principal, ResRef, flags};
+use crate::call::{Call, HOUR, Method, Origin, Outcome, Principal, ResRef, flags};
 use crate::catalog::{Access, CLIENTS, ClientClass, Kind, ServerId, ToolId, pick_client};
 use crate::population::{User, attacker_ip};
 use crate::rng::between;
@@ -47,6 +47,18 @@ fn outsider_origin(a: &mut Attack<'_>, new_ip: bool) -> Origin {
     }
     o.principal = Principal::User;
     o
+}
+
+/// With probability `own`, a new session of the victim's own (their
+/// address and client); otherwise an outsider's from a new address.
+fn own_or_outsider_origin(a: &mut Attack<'_>, own: f64) -> Origin {
+    if a.rng.random_bool(own) {
+        let mut o = a.fresh_victim_origin();
+        o.session = a.rng.random();
+        o
+    } else {
+        outsider_origin(a, true)
+    }
 }
 
 /// A uniformly random resource of `kind` in a tenant.
@@ -135,13 +147,7 @@ pub(super) fn enumeration(a: &mut Attack<'_>) -> String {
         }
     }
     let (n, span) = (a.scaled(n), a.paced(span));
-    let origin = if a.rng.random_bool(0.5) {
-        let mut o = a.fresh_victim_origin();
-        o.session = a.rng.random();
-        o
-    } else {
-        outsider_origin(a, true)
-    };
+    let origin = own_or_outsider_origin(a, 0.5);
     let user = a.user;
     let mut kinds: Vec<(ServerId, Kind)> = user
         .servers
@@ -214,13 +220,7 @@ pub(super) fn exfiltration(a: &mut Attack<'_>) -> String {
         (between(&mut a.rng, 40, 150), a.hours(48, 120))
     };
     let (n, span) = (a.scaled(n), a.paced(span));
-    let origin = if a.rng.random_bool(0.6) {
-        let mut o = a.fresh_victim_origin();
-        o.session = a.rng.random();
-        o
-    } else {
-        outsider_origin(a, true)
-    };
+    let origin = own_or_outsider_origin(a, 0.6);
     let user = a.user;
     let kinds = sensitive_kinds(user);
     let exports: Vec<ToolId> = user
@@ -244,29 +244,48 @@ pub(super) fn exfiltration(a: &mut Attack<'_>) -> String {
             .expect("only sensitive kinds are listed");
         let members = &a.world.tenants[usize::from(user.tenant)].users;
         let owner = members[a.rng.random_range(0..members.len())];
-        let tool = read_tool(server, kind);
-        let mut c = a.call(t, origin, tool.unwrap_or(ToolId { server, index: 0 }));
-        if tool.is_none() || a.rng.random_bool(0.2) {
-            c.method = Method::ResourcesRead;
-        }
-        if kind == Kind::PgTable && c.method == Method::ToolsCall {
-            c.flags |= flags::BULK;
-        }
+        let mut c = read_call(a, t, origin, server, kind);
         c.resource = Some(ResRef {
             kind,
             tenant: user.tenant,
             idx,
             owner,
         });
-        c.outcome = if user.can(server, Access::Read) {
-            Outcome::Ok
-        } else {
-            Outcome::DenyScope
-        };
         a.calls.push(c);
     }
-    for &t in tail {
-        let tool = a.pick(&exports);
+    exports_at(a, origin, &exports, tail);
+    format!(
+        "{n} sensitive reads and {n_exports} exports from {} over {}",
+        origin.ip,
+        span_text(&times)
+    )
+}
+
+/// A read of a resource of `kind` on `server` by the victim's session, its
+/// resource left to the caller: the server's read tool (or, without one or
+/// now and then, `resources/read`), allowed if the user may read there.
+fn read_call(a: &mut Attack<'_>, t: i64, origin: Origin, server: ServerId, kind: Kind) -> Call {
+    let tool = read_tool(server, kind);
+    let mut c = a.call(t, origin, tool.unwrap_or(ToolId { server, index: 0 }));
+    if tool.is_none() || a.rng.random_bool(0.2) {
+        c.method = Method::ResourcesRead;
+    }
+    if kind == Kind::PgTable && c.method == Method::ToolsCall {
+        c.flags |= flags::BULK;
+    }
+    c.outcome = if a.user.can(server, Access::Read) {
+        Outcome::Ok
+    } else {
+        Outcome::DenyScope
+    };
+    c
+}
+
+/// The bulk exports that end an exfiltration, one at each of `times`.
+fn exports_at(a: &mut Attack<'_>, origin: Origin, exports: &[ToolId], times: &[i64]) {
+    let user = a.user;
+    for &t in times {
+        let tool = a.pick(exports);
         let mut c = a.call(t, origin, tool);
         c.flags |= flags::BULK;
         c.resource = tool
@@ -280,11 +299,6 @@ pub(super) fn exfiltration(a: &mut Attack<'_>) -> String {
         };
         a.calls.push(c);
     }
-    format!(
-        "{n} sensitive reads and {n_exports} exports from {} over {}",
-        origin.ip,
-        span_text(&times)
-    )
 }
 
 /// Resource URIs naming another tenant, mostly stopped by tenant isolation.
@@ -343,13 +357,7 @@ fn sustained_exfiltration(a: &mut Attack<'_>) -> String {
     let multiple: f64 = a.rng.random_range(5.0..40.0);
     let span = a.minutes(25, 100);
     let new_share: f64 = a.rng.random_range(0.2..0.6);
-    let origin = if a.rng.random_bool(0.6) {
-        let mut o = a.fresh_victim_origin();
-        o.session = a.rng.random();
-        o
-    } else {
-        outsider_origin(a, true)
-    };
+    let origin = own_or_outsider_origin(a, 0.6);
     let user = a.user;
     let (server, kind) = a.pick(&sensitive_kinds(user));
     let (_, hour) = user.local(a.start, a.day);
@@ -368,16 +376,9 @@ fn sustained_exfiltration(a: &mut Attack<'_>) -> String {
     };
     let times = a.times(n + n_exports, a.paced(span));
     let (reads, tail) = times.split_at(n);
-    let tool = read_tool(server, kind);
     let mut new = 0;
     for &t in reads {
-        let mut c = a.call(t, origin, tool.unwrap_or(ToolId { server, index: 0 }));
-        if tool.is_none() || a.rng.random_bool(0.2) {
-            c.method = Method::ResourcesRead;
-        }
-        if kind == Kind::PgTable && c.method == Method::ToolsCall {
-            c.flags |= flags::BULK;
-        }
+        let mut c = read_call(a, t, origin, server, kind);
         c.resource = Some(if a.rng.random_bool(new_share) {
             new += 1;
             let idx = kind
@@ -394,28 +395,9 @@ fn sustained_exfiltration(a: &mut Attack<'_>) -> String {
         } else {
             pick_resource(a.world, user, kind, a.day, &mut a.rng)
         });
-        c.outcome = if user.can(server, Access::Read) {
-            Outcome::Ok
-        } else {
-            Outcome::DenyScope
-        };
         a.calls.push(c);
     }
-    for &t in tail {
-        let tool = a.pick(&exports);
-        let mut c = a.call(t, origin, tool);
-        c.flags |= flags::BULK;
-        c.resource = tool
-            .get()
-            .kind
-            .map(|k| pick_resource(a.world, user, k, a.day, &mut a.rng));
-        c.outcome = if user.can(tool.server, tool.get().access) {
-            Outcome::Ok
-        } else {
-            Outcome::DenyScope
-        };
-        a.calls.push(c);
-    }
+    exports_at(a, origin, &exports, tail);
     format!(
         "{n} reads of {} ({new} new to the user) at {:.1}x the usual rate and {n_exports} exports from {} over {}",
         kind.scheme(),
