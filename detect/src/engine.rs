@@ -237,6 +237,7 @@ impl Engine {
             user,
             stats: &mut self.stats,
             out,
+            tail: None,
         };
         let tenant_settled = day.saturating_sub(tenant_day) >= self.settings.min_history_days;
         let (flags, tool_hash) = ctx.immediate(event, resource, secs, day, tenant_settled);
@@ -326,6 +327,7 @@ impl Engine {
                     user,
                     stats: &mut self.stats,
                     out,
+                    tail: None,
                 };
                 let next = ctx.window(end);
                 ctx.user.next_eval = next;

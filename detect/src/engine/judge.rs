@@ -40,6 +40,11 @@ pub(super) struct Context<'a> {
     pub user: &'a mut UserState,
     pub stats: &'a mut Stats,
     pub out: &'a mut Vec<Alert>,
+    /// While a long window that reaches back into a stretch that alerted
+    /// is judged: `Some(fired)`. Such a window only says whether the rise
+    /// goes on (the stretch then extends); it never pages, or the hour
+    /// would page the old stretch's tail again once its suppression ends.
+    pub tail: Option<bool>,
 }
 
 impl Context<'_> {
@@ -481,7 +486,7 @@ impl Context<'_> {
         let s = self.settings;
         let w = s.window_minutes;
         let (sum, active) = self.user.window(end, w);
-        let before = self.out.len();
+        let (before, suppressed_before) = (self.out.len(), self.stats.suppressed);
         let boundary = end % BLOCK_MINUTES == 0;
         if boundary {
             let block = self.user.close_block(end);
@@ -498,15 +503,22 @@ impl Context<'_> {
         }
         self.rates(sum, active, w, end, rate_alpha);
         self.counts(sum, active, w, end, (count_alpha, volume_alpha), false);
+        let mut goes_on = false;
         if boundary {
+            let learn_from = self.user.learn_from;
             for len in LONG_WINDOWS.into_iter().filter(|&l| l > w) {
+                self.tail = (end - len < learn_from).then_some(false);
                 let (sum, active) = self.user.long_window(end, len);
                 self.rates(sum, active, len, end, rate_alpha);
                 self.counts(sum, active, len, end, (count_alpha, volume_alpha), true);
+                goes_on |= self.tail.take() == Some(true);
             }
         }
 
-        if self.out.len() > before {
+        // A window whose finding was a repeat of an open alert, or whose
+        // hour shows the alerted rise going on, is as much part of the
+        // attack as the one that paged.
+        if self.out.len() > before || self.stats.suppressed > suppressed_before || goes_on {
             self.user.learn_from = end;
             // A day with an alert teaches no peak: the windows before it
             // were the attack ramping up, those after it may be its tail.
@@ -764,6 +776,10 @@ impl Context<'_> {
         if p >= alpha {
             return;
         }
+        if let Some(fired) = &mut self.tail {
+            *fired = true;
+            return;
+        }
         let who = self.who();
         let evidence = Evidence {
             observed: Some(f64::from(new)),
@@ -877,6 +893,10 @@ impl Context<'_> {
     fn spike(&mut self, t: Test, text: impl FnOnce(&str, u64, &str, f64) -> (String, String)) {
         let p = t.p;
         if p >= t.alpha {
+            return;
+        }
+        if let Some(fired) = &mut self.tail {
+            *fired = true;
             return;
         }
         let who = self.who();

@@ -1166,3 +1166,19 @@ fn a_new_identity_is_judged_against_the_tenants_new_identities() {
     assert_eq!(with_bots(false), 1, "new identities here are never refused");
     assert_eq!(with_bots(true), 0, "as this tenant's new identities are");
 }
+
+#[test]
+fn a_rise_sustained_past_the_suppression_pages_once() {
+    // 200 calls over 100 minutes against four an hour: the hour's test pages
+    // early on, and the hour that still holds the rise when the suppression
+    // ends is its tail, not a second incident.
+    let at = DAY0 + 22 * 86_400 + 11 * 3600;
+    let mut calls = history("alice", 21, 0);
+    calls.extend(run_of("alice", at, 100, 200));
+    // Ordinary work for two more hours after it.
+    for k in 0..24 {
+        calls.push(Call::new(at + 100 * 60 + k * 300, "alice", "search_issues"));
+    }
+    let alerts = volume_alerts(DetectConfig::default(), &calls);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+}
