@@ -489,7 +489,9 @@ impl Context<'_> {
         let (before, suppressed_before) = (self.out.len(), self.stats.suppressed);
         let boundary = end % BLOCK_MINUTES == 0;
         if boundary {
-            let block = self.user.close_block(end);
+            let block = self
+                .user
+                .close_block(end, (w == BLOCK_MINUTES).then_some((sum, active)));
             self.learn_hour(block);
         }
         // Scales: the minute (rates only), the window, the long windows.

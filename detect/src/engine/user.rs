@@ -29,8 +29,10 @@ pub mod flag {
     pub const RESOURCE: u8 = 16;
     /// Denied for want of access (not rate-limited, not an expired token).
     pub const REFUSED: u8 = 32;
-    /// What detectors count besides volume: kept longest as evidence.
-    pub const NOTABLE: u8 = DENIED | MALFORMED | NEW_RESOURCE | OFF_HOURS | REFUSED;
+    /// Kept longest as evidence: what the spike and off-hours detectors
+    /// count. New resources are not among them: they are common (a busy
+    /// user's every other call), and a sweep is all new resources anyway.
+    pub const NOTABLE: u8 = DENIED | MALFORMED | OFF_HOURS | REFUSED;
 }
 
 /// Counts for one minute of event time.
@@ -262,8 +264,9 @@ impl UserState {
 
     /// Keeps the block of minutes `[end - BLOCK_MINUTES, end)`; `end` is
     /// a block boundary whose minutes are all final.
-    pub fn close_block(&mut self, end: i64) -> Block {
-        let (sum, active) = self.window(end, BLOCK_MINUTES);
+    /// `window` is the sum of the block's minutes if the caller has it.
+    pub fn close_block(&mut self, end: i64, window: Option<(Minute, u32)>) -> Block {
+        let (sum, active) = window.unwrap_or_else(|| self.window(end, BLOCK_MINUTES));
         if self.blocks.is_empty() {
             self.blocks = vec![Block::default(); BLOCKS];
         }
@@ -320,12 +323,6 @@ impl UserState {
         for m in (end - len)..end {
             crate::prefetch::prefetch(&self.ring[m.rem_euclid(RING_MINUTES as i64) as usize]);
         }
-        // At a block boundary the long windows read the whole hour.
-        if end % BLOCK_MINUTES == 0 {
-            for block in self.blocks.iter().step_by(2) {
-                crate::prefetch::prefetch(block);
-            }
-        }
     }
 
     /// Starts loading what one event at `secs` will touch (its minute's
@@ -349,27 +346,15 @@ impl UserState {
     }
 
     /// Keeps `recent` among the last [`RECENT_EVENTS`]. When full, the
-    /// oldest plain event (no flag that a detector counts) makes room
+    /// oldest plain event (none of the [`flag::NOTABLE`] flags) makes room
     /// before any flagged one: a denial burst followed by a run of ordinary
     /// calls still has its denials as evidence, at no extra memory.
+    #[inline]
     pub fn remember(&mut self, recent: Recent) {
         if self.recent.len() >= RECENT_EVENTS {
-            let front_plain = self
-                .recent
-                .front()
-                .is_some_and(|r| r.flags & flag::NOTABLE == 0);
-            let oldest_plain = if front_plain {
-                None
-            } else {
-                self.recent
-                    .iter()
-                    .position(|r| r.flags & flag::NOTABLE == 0)
-            };
-            match oldest_plain {
-                Some(i) => {
-                    self.recent.remove(i);
-                }
-                None => {
+            match self.recent.front() {
+                Some(r) if r.flags & flag::NOTABLE != 0 => self.drop_oldest_plain(),
+                _ => {
                     self.recent.pop_front();
                 }
             }
@@ -378,6 +363,24 @@ impl UserState {
         // 32, a third of a user's state unused.
         self.recent.reserve_exact(RECENT_EVENTS - self.recent.len());
         self.recent.push_back(recent);
+    }
+
+    /// Makes room in a full ring whose oldest event is flagged: the oldest
+    /// plain one goes, or the oldest if all are flagged.
+    #[cold]
+    fn drop_oldest_plain(&mut self) {
+        match self
+            .recent
+            .iter()
+            .position(|r| r.flags & flag::NOTABLE == 0)
+        {
+            Some(i) => {
+                self.recent.remove(i);
+            }
+            None => {
+                self.recent.pop_front();
+            }
+        }
     }
 
     /// Event ids of recent events in `[from, to)` with any of `flags` (all
@@ -476,7 +479,7 @@ mod tests {
         assert_eq!(u.recent[5].secs, 85);
         // Once the ring holds only flagged events, the oldest goes.
         for s in 100..125 {
-            u.remember(event(s, flag::NEW_RESOURCE));
+            u.remember(event(s, flag::MALFORMED));
         }
         assert_eq!(u.recent.front().map(|r| r.secs), Some(105));
         assert!(u.recent.iter().all(|r| r.flags != 0));
