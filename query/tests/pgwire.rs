@@ -593,12 +593,17 @@ with psycopg.connect(sys.argv[1]) as conn:
         .output()
         .await
         .unwrap();
+    assert_succeeded(&out);
+    server.shutdown().await;
+}
+
+/// Fails with the client's stderr unless it exited successfully.
+fn assert_succeeded(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    server.shutdown().await;
 }
 
 /// pgjdbc's jar, if java and the driver are installed (Debian:
@@ -626,11 +631,7 @@ async fn run_java(jar: &str, class: &str, program: &str, args: &[&str]) {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
 
 /// pgjdbc, the driver of DBeaver and Metabase: server-prepared statements
