@@ -91,3 +91,26 @@ pub fn write_alerts(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
     w.flush()
         .with_context(|| format!("write {}", path.display()))
 }
+
+/// Builds alert delivery with its outbox under `data_dir` and runs it under
+/// `supervisor`; returns the handle alerts are enqueued through.
+pub fn start_delivery(
+    config: &tooltrail_detect::deliver::DeliveryConfig,
+    data_dir: &Path,
+    registry: &mut prometheus_client::registry::Registry,
+    supervisor: &crate::supervisor::Supervisor,
+) -> anyhow::Result<tooltrail_detect::deliver::DeliveryHandle> {
+    let delivery = tooltrail_detect::deliver::Delivery::build(
+        config.clone(),
+        &data_dir.join("outbox"),
+        tooltrail_detect::deliver::metrics::Metrics::register(registry),
+    )
+    .context("starting alert delivery")?;
+    let handle = delivery.handle();
+    let token = supervisor.token();
+    supervisor.spawn(
+        "alert delivery",
+        async move { Ok(delivery.run(token).await?) },
+    );
+    Ok(handle)
+}

@@ -6,7 +6,6 @@ mod compact;
 mod config;
 mod demo;
 mod detect;
-mod detector;
 mod eval;
 mod export;
 mod ingest;
@@ -21,7 +20,6 @@ mod simulate;
 mod sql;
 mod supervisor;
 mod up;
-mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

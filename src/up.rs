@@ -11,6 +11,9 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tooltrail_detect::clock::SystemClock;
+use tooltrail_detect::publish::Publisher;
+use tooltrail_detect::service::Detector;
 use tooltrail_detect::{Alert, Engine};
 use tooltrail_ingest::config::KafkaConfig;
 use tooltrail_ingest::lake::Lake;
@@ -20,7 +23,6 @@ use tooltrail_ingest::source::{http, kafka};
 use tooltrail_query::auth::backoff::{LoginLimiter, LoginMetrics};
 
 use crate::config::Config;
-use crate::detector::Detector;
 use crate::supervisor::Supervisor;
 
 #[derive(clap::Args, Debug)]
@@ -94,12 +96,12 @@ pub async fn run_with(
     let settings = crate::config::detect_settings(&config.detect)?;
     let mut engine = Engine::new(settings);
     let started = std::time::Instant::now();
-    let warmed = crate::warm::warm(&lake, since, &mut engine)
+    let warmed = tooltrail_detect::service::warm::warm(&lake, since, &mut engine)
         .context("warming the detector from the lake")?;
     tracing::info!(
         events = warmed.events,
         files = warmed.files,
-        new_alerts = warmed.new_alerts.len(),
+        alerts = warmed.alerts.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "detector warmed from the lake"
     );
@@ -109,7 +111,7 @@ pub async fn run_with(
         &lake_dir,
         &mut registry,
         &supervisor,
-        (engine, warmed.new_alerts),
+        (engine, warmed.alerts),
         alerts,
     )?;
     let routes = match &config.kafka {
@@ -207,18 +209,17 @@ fn start_detection(
     alerts: broadcast::Sender<Alert>,
 ) -> anyhow::Result<EventTap> {
     let handle =
-        crate::detector::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
-    let detector = Detector {
-        engine,
-        pending,
-        lake: crate::detector::open_alert_lake(lake_dir)?,
-        delivery: Some(handle),
-        metrics: tooltrail_detect::metrics::Metrics::register(registry),
-        alerts,
-    };
+        crate::detect::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
+    let metrics = tooltrail_detect::metrics::Metrics::register(registry);
+    let publisher =
+        Publisher::open(lake_dir, Some(handle), metrics.clone())?.with_listeners(alerts);
+    let detector = Detector::new(engine, pending, publisher, metrics, Arc::new(SystemClock));
     let (tap, events) = mpsc::channel(256);
     let token = supervisor.token();
-    supervisor.spawn("detector", detector.run(events, token));
+    supervisor.spawn(
+        "detector",
+        async move { Ok(detector.run(events, token).await?) },
+    );
     Ok(tap)
 }
 

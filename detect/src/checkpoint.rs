@@ -30,13 +30,13 @@ const ZSTD_LEVEL: i32 = 1;
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("checkpoint io error on {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{path}: not a detector checkpoint: {source}")]
+    #[error("{path}: not a detector checkpoint")]
     Corrupt {
         path: PathBuf,
         #[source]

@@ -323,7 +323,7 @@ impl Delivery {
                 }),
             };
             if let Err(error) = result {
-                warn!(%error, "alert delivery stopping");
+                warn!(error = %tooltrail_schemas::Report(&error), "alert delivery stopping");
                 stop.cancel();
                 failure.get_or_insert(error);
             }

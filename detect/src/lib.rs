@@ -15,6 +15,12 @@
 //!   partition, for `tooltrail detect --kafka`.
 //! - [`sink`]: alerts in the lake; [`deliver`]: the outbox and the webhook,
 //!   Slack and Teams senders; [`metrics`]: the detector's Prometheus metrics.
+//! - [`publish`]: the one path every alert takes (outbox, topic, lake),
+//!   which writes no alert version twice.
+//! - [`service`]: the engine running on a stream: in process beside ingest
+//!   ([`service::Detector`]), or as its own consumer group
+//!   ([`service::kafka`]), warmed from the lake ([`service::warm`]); its
+//!   wall clock injected ([`clock`]).
 //!
 //! ```
 //! use tooltrail_detect::{DetectConfig, DetectorKind, Engine};
@@ -33,13 +39,16 @@
 pub mod alert;
 pub mod baseline;
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod eval;
 pub mod metrics;
 mod prefetch;
+pub mod publish;
 pub mod seen;
+pub mod service;
 pub mod sink;
 
 pub use alert::{Alert, DetectorKind, Evidence, Severity};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tooltrail_schemas::lake::{BuilderSizes, EventBatchBuilder, QuarantineBatchBuilder, Source};
-use tooltrail_schemas::{DecodeError, EventView, Problem, ToolCallEvent, decode_view};
+use tooltrail_schemas::{DecodeError, EventView, Problem, ToolCallEvent, decode, decode_view};
 
 use crate::error::Result;
 use crate::lake::log::{Operation, PositionRange};
@@ -134,18 +134,40 @@ impl Pending {
         self.file(raw, decoded, received_at, source)
     }
 
+    /// [`Pending::push_checked`] for a consumer that keeps the event too
+    /// (the detector): the record is decoded once, into an owned event,
+    /// which is returned when it is accepted.
+    pub fn push_owned_checked(
+        &mut self,
+        raw: &[u8],
+        received_at: DateTime<Utc>,
+        source: Source<'_>,
+        check: impl FnOnce(&ToolCallEvent) -> Result<(), DecodeError>,
+    ) -> Result<ToolCallEvent, DecodeError> {
+        let decoded = decode(raw)
+            .and_then(|e| check(&e).map(|()| e))
+            .and_then(|e| self.window.check(e.time, received_at).map(|()| e));
+        match decoded {
+            Ok(event) => {
+                self.file(raw, Ok(event.view()), received_at, source)?;
+                Ok(event)
+            }
+            Err(error) => {
+                self.file(raw, Err(error.clone()), received_at, source)?;
+                Err(error)
+            }
+        }
+    }
+
     /// Files a record already decoded (by the HTTP handler, off this thread).
     pub fn push_decoded(
         &mut self,
         raw: &[u8],
-        decoded: Result<ToolCallEvent, DecodeError>,
+        decoded: Result<&ToolCallEvent, DecodeError>,
         received_at: DateTime<Utc>,
         source: Source<'_>,
     ) -> Result<(), DecodeError> {
-        match decoded {
-            Ok(event) => self.file(raw, Ok(event.view()), received_at, source),
-            Err(error) => self.file(raw, Err(error), received_at, source),
-        }
+        self.file(raw, decoded.map(ToolCallEvent::view), received_at, source)
     }
 
     fn file(

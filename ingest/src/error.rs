@@ -5,17 +5,17 @@ use thiserror::Error;
 /// What went wrong in ingest. Each variant names what failed and where.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("io error on {path}: {source}")]
+    #[error("io error on {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("encoding parquet for {path}: {source}")]
+    #[error("encoding parquet for {path}")]
     WriteParquet {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
-    #[error("building an arrow batch: {0}")]
+    #[error("building an arrow batch")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("lake log entry {path} is unreadable: {message}")]
     CorruptLog { path: PathBuf, message: String },
@@ -33,14 +33,21 @@ pub enum Error {
     },
     #[error("partition {dir} changed while it was being compacted")]
     PartitionChanged { dir: String },
-    #[error("file {path} was already imported into this lake (sha256 {sha256})")]
-    AlreadyImported { path: String, sha256: String },
-    #[error("kafka: {context}: {source}")]
+    /// Another writer committed the same idempotency key (an HTTP
+    /// `Idempotency-Key`, an import's file key) between this writer's check
+    /// and its commit: the data under that key is in the lake already.
+    #[error("idempotency key `{key}` was committed by another writer first")]
+    KeyConflict { key: String },
+    /// Events are durable but the detector's channel is closed: it stopped
+    /// or failed, so they would go unexamined.
+    #[error("the detector stopped taking events")]
+    DetectorGone,
+    #[error("kafka: {context}")]
     Kafka {
         context: String,
         source: rdkafka::error::KafkaError,
     },
-    #[error("http server on {addr}: {source}")]
+    #[error("http server on {addr}")]
     Serve {
         addr: String,
         source: std::io::Error,
@@ -55,7 +62,9 @@ pub enum Error {
     CorruptDigest { path: PathBuf, message: String },
     #[error("another writer published lake digest {seq} first")]
     DigestConflict { seq: u64 },
-    #[error("reading parquet file {path}: {source}")]
+    #[error("lake file {path} does not hold what the lake wrote: {message}")]
+    CorruptFile { path: PathBuf, message: String },
+    #[error("reading parquet file {path}")]
     ReadParquet {
         path: PathBuf,
         source: parquet::errors::ParquetError,
@@ -89,6 +98,7 @@ impl Error {
             Error::Io { .. }
             | Error::Kafka { .. }
             | Error::Conflict { .. }
+            | Error::KeyConflict { .. }
             | Error::DigestConflict { .. }
             | Error::PartitionChanged { .. }
             | Error::RetentionBusy { .. } => true,
@@ -96,13 +106,14 @@ impl Error {
             | Error::Arrow(_)
             | Error::CorruptLog { .. }
             | Error::MissingFile { .. }
-            | Error::AlreadyImported { .. }
             | Error::Serve { .. }
             | Error::WriterGone
+            | Error::DetectorGone
             | Error::Config(_)
             | Error::NotALake { .. }
             | Error::CorruptDigest { .. }
             | Error::ReadParquet { .. }
+            | Error::CorruptFile { .. }
             | Error::CorruptHolds { .. }
             | Error::InvalidHold { .. }
             | Error::HoldNotFound { .. }

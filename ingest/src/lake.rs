@@ -27,6 +27,7 @@ pub mod compact;
 pub mod digest;
 pub mod log;
 pub mod parquet;
+pub mod replay;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -310,7 +311,7 @@ impl Lake {
             self.log.write_checkpoint()
         })();
         if let Err(error) = result {
-            tracing::warn!(%error, "could not write a lake log checkpoint; the next commit retries");
+            tracing::warn!(error = %tooltrail_schemas::Report(&error), "could not write a lake log checkpoint; the next commit retries");
         }
     }
 
@@ -596,10 +597,7 @@ fn check_append(state: &LogState, positions: &[PositionRange], keys: &[String]) 
     }
     for key in keys {
         if state.keys.contains(key) {
-            return Err(Error::AlreadyImported {
-                path: key.clone(),
-                sha256: String::new(),
-            });
+            return Err(Error::KeyConflict { key: key.clone() });
         }
     }
     Ok(())

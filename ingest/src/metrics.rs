@@ -52,6 +52,9 @@ pub struct Metrics {
     /// Events quarantined because their credential (an ingest token,
     /// `kafka.tenants`) may not write their tenant, by source kind.
     pub tenant_not_allowed: Family<SourceLabels, Counter>,
+    /// Times durable events could not be handed to the detector because its
+    /// channel had closed (it stopped or failed): detection is not running.
+    pub detector_gone: Counter,
 }
 
 impl Metrics {
@@ -68,6 +71,7 @@ impl Metrics {
             http_inflight_bytes: Gauge::default(),
             http_overloaded: Counter::default(),
             tenant_not_allowed: Family::default(),
+            detector_gone: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("tooltrail_ingest");
         r.register(
@@ -76,6 +80,11 @@ impl Metrics {
             m.events.clone(),
         );
         r.register("bytes", "Bytes of records received", m.bytes.clone());
+        r.register(
+            "detector_gone",
+            "Durable events the detector's closed channel could not take",
+            m.detector_gone.clone(),
+        );
         r.register(
             "quarantined",
             "Records quarantined, by reason",

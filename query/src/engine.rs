@@ -190,7 +190,6 @@ impl Engine {
         if !Sessions::may_read(principal, table) {
             return Err(forbidden_table(principal, table));
         }
-        use datafusion::catalog::TableProvider;
         Ok(self.inner.sessions.tables().provider(table).schema())
     }
 

@@ -133,11 +133,11 @@ pub enum ExportError {
     #[error("{0}")]
     Busy(String),
     /// The export's query failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Query(#[from] QueryError),
     #[error("the export ran longer than {0:?} (query.exports.timeout) and was cancelled")]
     Timeout(std::time::Duration),
-    #[error("{path}: {source}")]
+    #[error("export io error on {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

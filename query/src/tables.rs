@@ -9,13 +9,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::view::ViewTable;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::provider_as_source;
 use datafusion::error::Result;
 use datafusion::execution::cache::cache_manager::FileStatisticsCache;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlanBuilder, col, lit};
 
 use crate::auth::Role;
 
@@ -63,7 +68,7 @@ impl Table {
         match self {
             Table::Events => "every accepted tool-call event (Parquet, by dt and hour)",
             Table::Alerts => {
-                "detector alerts (NDJSON, by dt); the highest repeats per alert_id is current"
+                "detector alerts (NDJSON, by dt): each alert_id once, its latest version (the highest repeats)"
             }
             Table::Quarantine => "input that failed validation, with its raw bytes and reason",
             Table::QueryAudit => "every query run against this endpoint: who, what, outcome",
@@ -138,7 +143,8 @@ pub fn query_audit_schema() -> SchemaRef {
 #[derive(Debug, Clone)]
 pub struct LakeTables {
     pub events: Arc<ListingTable>,
-    pub alerts: Arc<ListingTable>,
+    /// One row per alert: see [`latest_versions`].
+    pub alerts: Arc<dyn TableProvider>,
     pub quarantine: Arc<ListingTable>,
     pub query_audit: Arc<ListingTable>,
 }
@@ -174,7 +180,7 @@ impl LakeTables {
                 tooltrail_schemas::lake::events_schema(),
                 &statistics,
             )?,
-            alerts: listing(
+            alerts: latest_versions(listing(
                 root,
                 Table::Alerts,
                 ListingOptions::new(ndjson())
@@ -182,7 +188,7 @@ impl LakeTables {
                     .with_table_partition_cols(daily.clone()),
                 alerts_schema(),
                 &statistics,
-            )?,
+            )?)?,
             quarantine: listing(
                 root,
                 Table::Quarantine,
@@ -204,14 +210,41 @@ impl LakeTables {
         })
     }
 
-    pub fn provider(&self, table: Table) -> &Arc<ListingTable> {
+    pub fn provider(&self, table: Table) -> Arc<dyn TableProvider> {
         match table {
-            Table::Events => &self.events,
-            Table::Alerts => &self.alerts,
-            Table::Quarantine => &self.quarantine,
-            Table::QueryAudit => &self.query_audit,
+            Table::Events => self.events.clone(),
+            Table::Alerts => self.alerts.clone(),
+            Table::Quarantine => self.quarantine.clone(),
+            Table::QueryAudit => self.query_audit.clone(),
         }
     }
+}
+
+/// The lake's `alerts/` holds every version of an alert: the first, and
+/// each update carrying a higher repeat count. The `alerts` table shows each
+/// `alert_id` once, as its latest version (the highest `repeats`; of equal
+/// ones, the latest day's).
+fn latest_versions(versions: Arc<ListingTable>) -> Result<Arc<dyn TableProvider>> {
+    let columns: Vec<Expr> = versions
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| col(f.name()))
+        .collect();
+    let latest_first = row_number()
+        .partition_by(vec![col("alert_id")])
+        .order_by(vec![
+            col("repeats").sort(false, true),
+            col("dt").sort(false, true),
+        ])
+        .build()?
+        .alias("__version");
+    let plan = LogicalPlanBuilder::scan("alerts", provider_as_source(versions), None)?
+        .window(vec![latest_first])?
+        .filter(col("__version").eq(lit(1u64)))?
+        .project(columns)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 fn listing(

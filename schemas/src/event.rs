@@ -29,7 +29,7 @@ impl Decision {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "allow" => Some(Decision::Allow),
             "deny" => Some(Decision::Deny),

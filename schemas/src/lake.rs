@@ -20,6 +20,9 @@ use crate::error::DecodeError;
 use crate::event::{SCHEMA_VERSION, ToolCallEvent};
 use crate::view::{EventView, Ip};
 
+mod rows;
+pub use rows::{DETECTOR_COLUMNS, EventRows};
+
 /// Where an event entered tooltrail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source<'a> {

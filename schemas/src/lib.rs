@@ -31,6 +31,7 @@ mod decode;
 mod error;
 mod event;
 pub mod lake;
+mod report;
 mod secret;
 pub mod signing;
 mod view;
@@ -41,6 +42,7 @@ pub use event::{
     Decision, FIELDS, FieldSpec, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent, WireType,
     format_time, kafka_key,
 };
+pub use report::Report;
 pub use secret::{REDACTED, Secret, SecretMap, SecretUrl};
 pub use view::{EventView, Extra, Ip, StrList, StrMap};
 

@@ -8,16 +8,16 @@ use thiserror::Error;
 pub enum Error {
     #[error("invalid delivery configuration: {}", describe(.0))]
     Config(Vec<(String, String)>),
-    #[error("outbox io error on {path}: {source}")]
+    #[error("outbox io error on {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("alert id `{0}` cannot name an outbox file")]
     InvalidAlertId(String),
-    #[error("building the http client: {0}")]
+    #[error("building the http client")]
     HttpClient(#[source] reqwest::Error),
-    #[error("delivery task `{task}` failed: {source}")]
+    #[error("delivery task `{task}` failed")]
     Task {
         /// A destination's name, or what else the task did.
         task: String,

@@ -215,7 +215,7 @@ pub(crate) fn apply_with(
             }
             Ok(Outcome::Skipped(why)) => summary.skipped.push(Skipped { partition, why }),
             Err(error) => {
-                tracing::error!(%partition, %error, "retention failed on a partition; retried at the next run");
+                tracing::error!(%partition, error = %tooltrail_schemas::Report(&error), "retention failed on a partition; retried at the next run");
                 summary.failed.push(Skipped {
                     partition,
                     why: error.to_string(),

@@ -534,6 +534,7 @@ impl Committer {
         let lake = Arc::clone(&self.lake);
         let metrics = self.metrics.clone();
         let window = self.ingest.time_window();
+        let tapping = self.tap.is_some();
         let (replies, outcome, tapped) = tokio::task::spawn_blocking(move || {
             let mut lake = lake
                 .lock()
@@ -543,56 +544,79 @@ impl Committer {
             let mut tapped = Vec::new();
             let mut seen_keys = std::collections::HashSet::new();
             for sub in batch {
-                let duplicate = sub
-                    .idempotency_key
+                let key = sub.idempotency_key;
+                let duplicate = key
                     .as_ref()
                     .is_some_and(|k| lake.state().keys.contains(k) || !seen_keys.insert(k.clone()));
                 if !duplicate {
-                    if let Some(key) = sub.idempotency_key {
-                        pending.add_key(key);
+                    if let Some(key) = &key {
+                        pending.add_key(key.clone());
                     }
                     for (index, (range, decoded)) in sub.records.into_iter().enumerate() {
-                        if let Ok(event) = &decoded {
-                            tapped.push(event.clone());
-                        }
                         let source = Source::Http {
                             request_id: &sub.request_id,
                             index: index as i64,
                         };
-                        let _ = pending.push_decoded(
-                            &sub.body[range],
-                            decoded,
-                            sub.received_at,
-                            source,
-                        );
+                        let raw = &sub.body[range];
+                        // A rejection is filed in the quarantine; the reply counted it.
+                        let _ = match decoded {
+                            Ok(event) => {
+                                let filed =
+                                    pending.push_decoded(raw, Ok(&event), sub.received_at, source);
+                                // Decoded once, by the handler: the detector takes it as is.
+                                if tapping {
+                                    tapped.push(event);
+                                }
+                                filed
+                            }
+                            Err(error) => {
+                                pending.push_decoded(raw, Err(error), sub.received_at, source)
+                            }
+                        };
                     }
                 }
-                replies.push((sub.reply, duplicate));
+                replies.push((sub.reply, key, duplicate));
             }
             let outcome = pending.commit_to(&mut lake, &metrics, "http");
             (replies, outcome, tapped)
         })
         .await
         .map_err(|_| Error::WriterGone)?;
-        let failed = outcome.as_ref().err().map(|e| e.to_string());
-        for (reply, duplicate) in replies {
-            let answer = match &failed {
-                None => Ok(Committed { duplicate }),
-                Some(message) => Err(message.clone()),
+        for (reply, key, duplicate) in replies {
+            let answer = match &outcome {
+                Ok(_) => Ok(Committed { duplicate }),
+                // Another writer committed this request's key first: what it
+                // holds under the key is this request's retry, already in.
+                Err(Error::KeyConflict { key: taken }) if key.as_ref() == Some(taken) => {
+                    Ok(Committed { duplicate: true })
+                }
+                Err(Error::KeyConflict { .. }) => Err(
+                    "another writer committed a request of this batch first; retry with the same Idempotency-Key"
+                        .to_string(),
+                ),
+                Err(e) => Err(e.to_string()),
             };
+            // A client that hung up is not waiting for the answer.
             let _ = reply.send(answer);
         }
         match outcome {
             Ok(_) => {
                 if let Some(tap) = &self.tap
                     && !tapped.is_empty()
+                    && tap.send(tapped).await.is_err()
                 {
-                    let _ = tap.send(tapped).await;
+                    self.metrics.detector_gone.inc();
+                    return Err(Error::DetectorGone);
                 }
                 Ok(())
             }
+            Err(Error::KeyConflict { key }) => {
+                tracing::warn!(%key, "another writer committed an idempotency key of this batch first; its request was answered as a duplicate, the others 503");
+                self.metrics.conflicts.inc();
+                Ok(())
+            }
             Err(e) if e.is_retryable() => {
-                tracing::error!(error = %e, "http ingest commit failed; requests were answered 503");
+                tracing::error!(error = %tooltrail_schemas::Report(&e), "http ingest commit failed; requests were answered 503");
                 Ok(())
             }
             Err(e) => Err(e),

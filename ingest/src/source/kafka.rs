@@ -12,13 +12,19 @@
 //! - a transaction whose offsets another writer already committed (a zombie
 //!   after a rebalance) is refused by the log and dropped, and the consumer is
 //!   repositioned at the lake's offsets.
+//!
+//! With a detector in the process, each accepted record is decoded once,
+//! into an owned event that is filed in the lake and then handed on; the
+//! events of a transaction go to the detector once it is durable, outside
+//! the state lock (see [`KafkaIngest::run`]).
+
+pub mod consumer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -28,8 +34,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Timestamp};
 use tokio_util::sync::CancellationToken;
-use tooltrail_schemas::DecodeError;
 use tooltrail_schemas::lake::Source;
+use tooltrail_schemas::{DecodeError, ToolCallEvent};
 
 use crate::batch::Pending;
 use crate::config::{IngestConfig, KafkaConfig};
@@ -38,6 +44,7 @@ use crate::lake::Lake;
 use crate::lake::log::PositionRange;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::source::http::EventTap;
+use consumer::Position;
 
 /// State shared between the poll loop and the rebalance callback (both run
 /// on the polling thread; the lock is never contended).
@@ -45,10 +52,11 @@ struct Shared {
     lake: Lake,
     pending: Pending,
     metrics: Metrics,
-    /// Where events go once durable (the detector), and those of the open
-    /// transaction waiting to go.
-    tap: Option<EventTap>,
-    tapped: Vec<tooltrail_schemas::ToolCallEvent>,
+    /// Whether events go on to a detector once durable: then the events of
+    /// the open transaction, and the durable batches waiting to be sent.
+    tapping: bool,
+    tapped: Vec<ToolCallEvent>,
+    durable: Vec<Vec<ToolCallEvent>>,
     /// A failure inside a callback, surfaced by the poll loop.
     failure: Option<Error>,
 }
@@ -123,7 +131,15 @@ impl ConsumerContext for IngestContext {
                     // A crash between a lake commit and its Kafka commit leaves Kafka behind
                     // the lake; a partition with no new records would never catch up, and its
                     // lag would be reported forever. The lake is the record: tell Kafka.
-                    commit_lake_positions(base_consumer, &positions);
+                    let positions: Vec<Position> = positions
+                        .into_iter()
+                        .map(|(topic, partition, next_offset)| Position {
+                            topic,
+                            partition,
+                            next_offset,
+                        })
+                        .collect();
+                    consumer::commit(base_consumer, &positions, CommitMode::Async);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -169,12 +185,12 @@ fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then
         lake,
         pending,
         metrics,
-        tap,
         tapped,
+        durable,
         ..
     } = shared;
     let outcome = pending.commit_to(lake, metrics, "kafka");
-    let durable = std::mem::take(tapped);
+    let events = std::mem::take(tapped);
     match outcome {
         Ok(None) => Ok(()),
         Ok(Some((entry, stats))) => {
@@ -184,11 +200,10 @@ fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then
                 "committed to the lake"
             );
             commit_offsets(consumer, &entry.positions, mode);
-            // Only what is durable reaches the detector, as on the HTTP path.
-            if let Some(tap) = tap
-                && !durable.is_empty()
-            {
-                let _ = tap.blocking_send(durable);
+            // Only what is durable reaches the detector, as on the HTTP path;
+            // the poll loop sends it once the lock is released.
+            if !events.is_empty() {
+                durable.push(events);
             }
             Ok(())
         }
@@ -219,34 +234,16 @@ fn commit_offsets(
     positions: &[PositionRange],
     mode: CommitMode,
 ) {
-    let mut tpl = TopicPartitionList::new();
-    for p in positions {
-        if let Err(e) = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.end + 1)) {
-            tracing::warn!(error = %e, "cannot build offset list");
-        }
-    }
-    // The lake already holds these offsets: a failed Kafka commit only delays
-    // what monitoring sees; the next commit or the lake's own record covers it.
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "committing offsets to kafka failed; the lake's log still holds them");
-    }
-}
-
-/// Commits the lake's next offsets to Kafka (asynchronously; a failure only
-/// delays what monitoring sees).
-fn commit_lake_positions(consumer: &BaseConsumer<IngestContext>, positions: &[(String, i32, i64)]) {
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (topic, partition, next) in positions {
-        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-            tracing::warn!(error = %e, "cannot build offset list");
-        }
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::warn!(error = %e, "committing the lake's offsets to kafka failed");
-    }
+    let positions: Vec<Position> = positions
+        .iter()
+        .map(|p| Position {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            next_offset: p.end + 1,
+        })
+        .collect();
+    // The lake already holds these offsets.
+    consumer::commit(consumer, &positions, mode);
 }
 
 /// Moves every assigned partition to the lake's position.
@@ -277,6 +274,8 @@ fn reposition(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>) -> Re
 /// Kafka ingest, connected and ready to run.
 pub struct KafkaIngest {
     consumer: BaseConsumer<IngestContext>,
+    /// The detector's channel, fed outside the state lock.
+    tap: Option<EventTap>,
     shared: Arc<Mutex<Shared>>,
     dead_letter: Option<(FutureProducer, String)>,
     config: IngestConfig,
@@ -307,27 +306,24 @@ pub fn build(
     metrics: Metrics,
     tap: Option<EventTap>,
 ) -> Result<KafkaIngest> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        .set("statistics.interval.ms", "5000")
-        .set("fetch.max.bytes", "52428800")
-        .set("queued.max.messages.kbytes", "262144");
-    for (k, v) in kafka.properties.expose() {
-        client.set(k, v);
+    let mut client = consumer::client_config(&kafka.brokers, &kafka.group_id, &kafka.properties);
+    // Ingest's own defaults, under the operator's `properties`.
+    for (key, value) in [
+        ("statistics.interval.ms", "5000"),
+        ("fetch.max.bytes", "52428800"),
+        ("queued.max.messages.kbytes", "262144"),
+    ] {
+        if client.get(key).is_none() {
+            client.set(key, value);
+        }
     }
     let shared = Arc::new(Mutex::new(Shared {
         lake,
         pending: Pending::new(ingest.time_window()),
         metrics,
-        tap,
+        tapping: tap.is_some(),
         tapped: Vec::new(),
+        durable: Vec::new(),
         failure: None,
     }));
     let consumer: BaseConsumer<IngestContext> = client
@@ -347,23 +343,21 @@ pub fn build(
     let dead_letter = match &kafka.dead_letter_topic {
         None => None,
         Some(topic) => {
-            let mut client = ClientConfig::new();
-            client.set("bootstrap.servers", &kafka.brokers);
             // The same credentials as the consumer: a broker that requires
             // SASL or mTLS requires it of the dead-letter producer too.
-            // (librdkafka ignores the consumer-only properties, with a warning.)
-            for (k, v) in kafka.properties.expose() {
-                client.set(k, v);
-            }
-            let producer: FutureProducer = client.create().map_err(|e| Error::Kafka {
-                context: "creating the dead-letter producer".into(),
-                source: e,
-            })?;
+            let producer: FutureProducer =
+                consumer::producer_config(&kafka.brokers, &kafka.properties)
+                    .create()
+                    .map_err(|e| Error::Kafka {
+                        context: "creating the dead-letter producer".into(),
+                        source: e,
+                    })?;
             Some((producer, topic.clone()))
         }
     };
     Ok(KafkaIngest {
         consumer,
+        tap,
         shared,
         dead_letter,
         config: ingest.clone(),
@@ -394,18 +388,22 @@ impl KafkaIngest {
                         offset,
                     };
                     let allowed = self.tenants.as_ref();
-                    let checked = shared
-                        .pending
-                        .push_checked(payload, Utc::now(), source, |e| {
-                            check_tenant(allowed, &e.tenant_id, topic)
-                        });
+                    let check = |tenant: &str| check_tenant(allowed, tenant, topic);
+                    let checked = if shared.tapping {
+                        // Decoded once, owned: filed, then kept for the detector.
+                        shared
+                            .pending
+                            .push_owned_checked(payload, Utc::now(), source, |e| {
+                                check(&e.tenant_id)
+                            })
+                            .map(|event| shared.tapped.push(event))
+                    } else {
+                        // Nobody keeps it: a view that borrows the payload.
+                        shared
+                            .pending
+                            .push_checked(payload, Utc::now(), source, |e| check(&e.tenant_id))
+                    };
                     match checked {
-                        Ok(()) if shared.tap.is_some() => {
-                            // Accepted, so it decodes: an owned copy for the detector.
-                            if let Ok(event) = tooltrail_schemas::decode(payload) {
-                                shared.tapped.push(event);
-                            }
-                        }
                         Ok(()) => {}
                         Err(error) => {
                             tracing::warn!(topic, partition, offset, reason = error.reason(), %error, "quarantined invalid event");
@@ -424,13 +422,34 @@ impl KafkaIngest {
             if due {
                 flush(&mut shared, &self.consumer, Then::Continue)?;
             }
+            let durable = std::mem::take(&mut shared.durable);
+            drop(shared);
+            self.hand_on(durable)?;
         }
         tracing::info!("kafka ingest stopping: committing open work");
-        {
+        let durable = {
             let mut shared = lock(&self.shared);
             flush(&mut shared, &self.consumer, Then::Leave)?;
-        }
+            std::mem::take(&mut shared.durable)
+        };
+        self.hand_on(durable)?;
         self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Sends durable events to the detector, waiting while its channel is
+    /// full (back-pressure on the poll loop, never under the state lock). A
+    /// closed channel means detection stopped: an error, not a silent loss.
+    fn hand_on(&self, durable: Vec<Vec<ToolCallEvent>>) -> Result<()> {
+        let Some(tap) = &self.tap else {
+            return Ok(());
+        };
+        for events in durable {
+            if tap.blocking_send(events).is_err() {
+                lock(&self.shared).metrics.detector_gone.inc();
+                return Err(Error::DetectorGone);
+            }
+        }
         Ok(())
     }
 
