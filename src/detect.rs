@@ -107,8 +107,9 @@ pub fn start_delivery(
     )
     .context("starting alert delivery")?;
     let handle = delivery.handle();
-    let token = supervisor.token();
+    let token = supervisor.token(crate::supervisor::Phase::Deliver);
     supervisor.spawn(
+        crate::supervisor::Phase::Deliver,
         "alert delivery",
         async move { Ok(delivery.run(token).await?) },
     );

@@ -15,7 +15,7 @@ use tooltrail_ingest::metrics::Metrics;
 use tooltrail_ingest::source::{file, kafka};
 
 use crate::config::Config;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Phase, Supervisor};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["kafka", "file"])))]
@@ -71,16 +71,20 @@ pub async fn run(
     }
     let supervisor = Supervisor::new(shutdown);
     let ingest = kafka::build(&kafka_config, &config.ingest, lake, metrics, None)?;
-    let token = supervisor.token();
-    supervisor.spawn_blocking("kafka ingest", move || Ok(ingest.run(token)?));
+    let token = supervisor.token(Phase::Intake);
+    supervisor.spawn_blocking(
+        Phase::Intake,
+        "kafka ingest",
+        move || Ok(ingest.run(token)?),
+    );
     let (addr, serve) = crate::serve::bind(
         config.http.listen,
         axum::Router::new(),
         registry,
-        supervisor.token(),
+        supervisor.token(Phase::Serve),
     )
     .await?;
-    supervisor.spawn("http server", serve);
+    supervisor.spawn(Phase::Serve, "http server", serve);
     tracing::info!(%addr, topic = %kafka_config.topic, group = %kafka_config.group_id, "kafka ingest running");
     eprintln!("listening on http://{addr}");
     supervisor.wait().await

@@ -230,9 +230,9 @@ pub fn spawn_digester(
     interval: Duration,
 ) {
     let metrics = DigestMetrics::register(registry);
-    let token = supervisor.token();
+    let token = supervisor.token(crate::supervisor::Phase::Serve);
     let lake = lake.to_owned();
-    supervisor.spawn("lake digester", async move {
+    supervisor.spawn(crate::supervisor::Phase::Serve, "lake digester", async move {
         // tokio's interval panics on zero.
         let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -20,7 +20,7 @@ use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::retention::{HoldStore, Retention, RetentionConfig, RetentionSummary};
 
 use crate::config::Config;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Phase, Supervisor};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RetentionCommand {
@@ -113,14 +113,14 @@ pub fn spawn(supervisor: &Supervisor, registry: &mut Registry, lake_dir: &Path, 
         tracing::info!("retention is disabled (retention.enabled = false)");
         return;
     }
-    let token = supervisor.token();
+    let token = supervisor.token(Phase::Serve);
     let task = Periodic {
         metrics: RetentionMetrics::register(registry),
         lake_dir: lake_dir.to_owned(),
         zstd_level: config.ingest.zstd_level,
         config: config.retention.clone(),
     };
-    supervisor.spawn("retention", task.run(token));
+    supervisor.spawn(Phase::Serve, "retention", task.run(token));
 }
 
 /// `tooltrail_retention_*`: what `up`'s retention runs delete, and whether they fail.

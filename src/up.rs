@@ -23,7 +23,7 @@ use tooltrail_ingest::source::{http, kafka};
 use tooltrail_query::auth::backoff::{LoginLimiter, LoginMetrics};
 
 use crate::config::Config;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Phase, Supervisor};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -117,16 +117,20 @@ pub async fn run_with(
     let routes = match &config.kafka {
         Some(kafka_config) => {
             let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics, Some(tap))?;
-            let token = supervisor.token();
-            supervisor.spawn_blocking("kafka ingest", move || Ok(ingest.run(token)?));
+            let token = supervisor.token(Phase::Intake);
+            supervisor.spawn_blocking(
+                Phase::Intake,
+                "kafka ingest",
+                move || Ok(ingest.run(token)?),
+            );
             tracing::info!(brokers = %kafka_config.brokers, topic = %kafka_config.topic, "consuming from kafka");
             axum::Router::new()
         }
         None => {
             let (handle, committer) =
                 http::build(lake, &config.http, &config.ingest, metrics, Some(tap));
-            let token = supervisor.token();
-            supervisor.spawn("http ingest committer", async move {
+            let token = supervisor.token(Phase::Intake);
+            supervisor.spawn(Phase::Intake, "http ingest committer", async move {
                 Ok(committer.run(token).await?)
             });
             handle.router()
@@ -161,8 +165,8 @@ pub async fn run_with(
             .with_context(|| format!("cannot listen on {pg_listen} (query.pgwire.listen)"))?;
         let pg_addr = listener.local_addr()?;
         let tls = server.tls();
-        let token = supervisor.token();
-        supervisor.spawn("postgres wire", async move {
+        let token = supervisor.token(Phase::Serve);
+        supervisor.spawn(Phase::Serve, "postgres wire", async move {
             server.serve(listener, token.cancelled_owned()).await;
             Ok(())
         });
@@ -177,8 +181,8 @@ pub async fn run_with(
         signer.clone(),
         &mut registry,
     )?;
-    let (sweeper, token) = (exports.clone(), supervisor.token());
-    supervisor.spawn("export sweeper", async move {
+    let (sweeper, token) = (exports.clone(), supervisor.token(Phase::Serve));
+    supervisor.spawn(Phase::Serve, "export sweeper", async move {
         sweeper.run(token.cancelled_owned()).await;
         Ok(())
     });
@@ -188,9 +192,14 @@ pub async fn run_with(
         .merge(tooltrail_query::http::router(query))
         .merge(tooltrail_query::export::http::router(exports));
     let routes = routes.merge(tooltrail_query::auth::peer::guard(authenticated, logins));
-    let (addr, serve) =
-        crate::serve::bind(config.http.listen, routes, registry, supervisor.token()).await?;
-    supervisor.spawn("http server", serve);
+    let (addr, serve) = crate::serve::bind(
+        config.http.listen,
+        routes,
+        registry,
+        supervisor.token(Phase::Serve),
+    )
+    .await?;
+    supervisor.spawn(Phase::Serve, "http server", serve);
     tracing::info!(%addr, lake = %lake_dir.display(), "tooltrail is up");
     // Scripts and tests read this line to find the port.
     eprintln!("listening on http://{addr}");
@@ -215,11 +224,10 @@ fn start_detection(
         Publisher::open(lake_dir, Some(handle), metrics.clone())?.with_listeners(alerts);
     let detector = Detector::new(engine, pending, publisher, metrics, Arc::new(SystemClock));
     let (tap, events) = mpsc::channel(256);
-    let token = supervisor.token();
-    supervisor.spawn(
-        "detector",
-        async move { Ok(detector.run(events, token).await?) },
-    );
+    let token = supervisor.token(Phase::Detect);
+    supervisor.spawn(Phase::Detect, "detector", async move {
+        Ok(detector.run(events, token).await?)
+    });
     Ok(tap)
 }
 

@@ -296,6 +296,7 @@ impl Delivery {
                 metrics: self.metrics.clone(),
                 pending: d.pending.clone(),
                 events: self.shared.events.clone(),
+                drain_timeout: self.config.drain_timeout,
             };
             let id = tasks.spawn(worker.run(stop.clone())).id();
             names.insert(id, d.config.name.clone());

@@ -256,6 +256,8 @@ fn config(destinations: Vec<DestinationConfig>) -> DeliveryConfig {
             give_up_after: Duration::from_secs(3600),
         },
         request_timeout: Duration::from_secs(30),
+        // A request that hangs at shutdown is abandoned after this.
+        drain_timeout: Duration::from_secs(1),
         ..DeliveryConfig::default()
     }
 }
@@ -596,6 +598,26 @@ async fn shutdown_stops_promptly_and_keeps_undelivered_alerts() -> Result<()> {
     assert!(outbox.join(format!("{}.json", alert.alert_id)).exists());
     assert_eq!(handle.enqueue(&high(2))?, 1);
     assert_eq!(std::fs::read_dir(outbox)?.count(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn alerts_queued_when_told_to_stop_are_sent_in_the_drain() -> Result<()> {
+    let receiver = Receiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let running = start(
+        config(vec![webhook("siem", receiver.url("/hook"))]),
+        dir.path(),
+    )?;
+    // Told to stop first, then handed the alerts the detector's last
+    // windows raised: the drain still sends them, then stops.
+    running.shutdown.cancel();
+    let alerts = [high(1), high(2)];
+    for alert in &alerts {
+        running.handle.enqueue(alert)?;
+    }
+    tokio::time::timeout(GUARD, running.stop()).await??;
+    assert_eq!(receiver.requests().len(), alerts.len());
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::source::kafka::consumer;
 
 use crate::config::Config;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Phase, Supervisor};
 
 #[derive(clap::Args, Debug)]
 pub struct ServiceArgs {
@@ -124,12 +124,20 @@ pub async fn run(
         Arc::new(SystemClock),
     )?;
     if let Some(listen) = args.listen {
-        let (addr, serve) =
-            crate::serve::bind(listen, axum::Router::new(), registry, supervisor.token()).await?;
-        supervisor.spawn("http server", serve);
+        let (addr, serve) = crate::serve::bind(
+            listen,
+            axum::Router::new(),
+            registry,
+            supervisor.token(Phase::Serve),
+        )
+        .await?;
+        supervisor.spawn(Phase::Serve, "http server", serve);
         eprintln!("listening on http://{addr}");
     }
-    let token = supervisor.token();
-    supervisor.spawn_blocking("kafka detect", move || Ok(service.run(token)?));
+    // It stops consuming and checkpoints, as intake does.
+    let token = supervisor.token(Phase::Intake);
+    supervisor.spawn_blocking(Phase::Intake, "kafka detect", move || {
+        Ok(service.run(token)?)
+    });
     supervisor.wait().await
 }

@@ -259,72 +259,190 @@ async fn receiver() -> Result<(String, Received)> {
     Ok((hook, received))
 }
 
-#[tokio::test]
-async fn a_burst_in_flight_at_kill_9_is_still_alerted_once_after_the_restart() -> Result<()> {
-    let (hook, received) = receiver().await?;
-    let setup = UpWithWebhook::new(&hook, "[detect]\nallowed_lateness = \"5s\"\n", "")?;
-    let up = setup.start().await?;
-    // Post early in a minute, so that its window cannot have been judged
-    // (that needs the minute to end, plus the lateness) before the kill.
-    let second = chrono::Utc::now().timestamp().rem_euclid(60);
-    if second > 40 {
-        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+/// `user`'s three ordinary weeks before `now` (four calls an hour, 9 to 17
+/// UTC on weekdays, never denied), then thirty denials on two tools within
+/// `now`'s minute: a denial spike, judged when that minute's window closes.
+/// With `allowed_lateness = "5m"` the window stays open for six minutes,
+/// so nothing but a shutdown's drain judges it within a test.
+fn history_then_burst(user: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::{Datelike, DurationRound, Timelike};
+    let line = |id: String, time: chrono::DateTime<chrono::Utc>, tool: &str, denied: bool| {
+        let (decision, status) = if denied {
+            ("deny", 403)
+        } else {
+            ("allow", 200)
+        };
+        format!(
+            "{}\n",
+            json!({
+                "schema_version": 1, "event_id": id, "time": time.to_rfc3339(),
+                "tenant_id": "acme", "user_id": user, "server": "github", "method": "tools/call",
+                "tool": tool, "decision": decision, "status": status
+            })
+        )
+    };
+    let midnight = now
+        .duration_trunc(chrono::TimeDelta::days(1))
+        .expect("a day");
+    let mut body = String::new();
+    // Oldest first, as a gateway sends them.
+    for day in (1..=21).rev() {
+        let date = midnight - chrono::TimeDelta::days(day);
+        if date.weekday().number_from_monday() > 5 {
+            continue;
+        }
+        for hour in 9..17 {
+            for k in 0..4 {
+                let time = date + chrono::TimeDelta::minutes(hour * 60 + k * 15);
+                body.push_str(&line(
+                    format!("{user}-h{}", time.timestamp()),
+                    time,
+                    "search_issues",
+                    false,
+                ));
+            }
+        }
     }
-    let now = chrono::Utc::now();
-    let body: String = (0..40)
-        .map(|i| {
-            format!(
-                "{}\n",
-                json!({
-                    "schema_version": 1, "event_id": format!("d-{i}"), "time": now.to_rfc3339(),
-                    "tenant_id": "acme", "user_id": "mallory", "server": "github", "method": "tools/call",
-                    "tool": format!("admin_tool_{}", i % 8), "decision": "deny", "status": 403
-                })
-            )
-        })
-        .collect();
-    let reply = up.post_events(body, &[]).await?;
+    let minute = now
+        .with_second(0)
+        .expect("second 0")
+        .with_nanosecond(0)
+        .expect("nanosecond 0");
+    for i in 0..30 {
+        let time = minute + chrono::TimeDelta::seconds(i);
+        body.push_str(&line(
+            format!("{user}-d{i}"),
+            time,
+            ["close_issue", "merge_pr"][i as usize % 2],
+            true,
+        ));
+    }
+    body
+}
+
+/// The denial spikes of `user` the receiver got.
+fn spikes_of(received: &Received, user: &str) -> Vec<Value> {
+    received
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(_, body, _)| serde_json::from_slice::<Value>(body).ok())
+        .filter(|a| a["user_id"] == user && a["detector"] == "denial_spike")
+        .collect()
+}
+
+#[tokio::test]
+async fn an_alert_raised_in_the_shutdown_drain_is_delivered_before_the_process_exits() -> Result<()>
+{
+    let (hook, received) = receiver().await?;
+    let setup = UpWithWebhook::new(&hook, "[detect]\nallowed_lateness = \"5m\"\n", "")?;
+    let up = setup.start().await?;
+    let reply = up
+        .post_events(history_then_burst("alice", chrono::Utc::now()), &[])
+        .await?;
     ensure!(reply.0 == 200, "{}", reply.1);
+    ensure!(
+        spikes_of(&received, "alice").is_empty(),
+        "the window was judged before the shutdown; the test needs it open"
+    );
+    // SIGTERM: intake stops, the detector judges its open windows, delivery
+    // sends what they raised, then the process exits.
+    let stderr = up.stop_with_stderr().await?;
+    let spikes = spikes_of(&received, "alice");
+    let all: Vec<String> = received
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, body, _)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    ensure!(
+        spikes.len() == 1,
+        "expected the burst's page, got {all:#?}\n{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_burst_in_flight_at_kill_9_is_alerted_once_across_restarts_and_the_lake_holds_it_once()
+-> Result<()> {
+    let (hook, received) = receiver().await?;
+    let setup = UpWithWebhook::new(&hook, "[detect]\nallowed_lateness = \"5m\"\n", "")?;
+    let up = setup.start().await?;
+    let reply = up
+        .post_events(history_then_burst("mallory", chrono::Utc::now()), &[])
+        .await?;
+    ensure!(reply.0 == 200, "{}", reply.1);
+    let lake = up.lake();
     up.kill_9().await?;
     ensure!(
-        received.requests.lock().expect("lock").is_empty(),
+        spikes_of(&received, "mallory").is_empty(),
         "the window was judged before the kill; the test needs it open"
     );
 
-    // Restarted, the detector warms from the lake and judges the window.
-    let up = setup.start().await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // The burst's page: its denials on new tools (enumeration) and its
-    // denial spike are one incident, one page.
-    let spikes = |r: &Received| -> Vec<Value> {
-        r.requests
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|(_, body, _)| serde_json::from_slice::<Value>(body).ok())
-            .filter(|a| a["user_id"] == "mallory")
-            .collect()
-    };
-    while spikes(&received).is_empty() {
-        ensure!(
-            Instant::now() < deadline,
-            "no page for the burst after the restart:\n{}",
-            up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Another restart replays the same history: no second alert.
-    up.stop().await?;
-    let up = setup.start().await?;
-    let (status, _) = up.get("/healthz").await?;
-    ensure!(status == 200);
-    up.stop().await?;
-    let alerts = spikes(&received);
+    // Restarted, the detector warms from the lake; the window is open again
+    // and the shutdown's drain judges it.
+    setup.start().await?.stop().await?;
     ensure!(
-        alerts.len() == 1,
-        "expected exactly one alert, got {alerts:#?}"
+        spikes_of(&received, "mallory").len() == 1,
+        "no page for the burst after the restart"
     );
-    ensure!(alerts[0]["user_id"] == "mallory");
+    // An idle restart, then one with a little more work: they replay the
+    // same history, and neither sends nor writes anything twice.
+    setup.start().await?.stop().await?;
+    let up = setup.start().await?;
+    let more = format!(
+        "{}\n",
+        json!({
+            "schema_version": 1, "event_id": "m-later", "time": chrono::Utc::now().to_rfc3339(),
+            "tenant_id": "acme", "user_id": "mallory", "server": "github", "method": "tools/call",
+            "tool": "search_issues", "decision": "allow", "status": 200
+        })
+    );
+    ensure!(up.post_events(more, &[]).await?.0 == 200);
+    up.stop().await?;
+    let spikes = spikes_of(&received, "mallory");
+    ensure!(
+        spikes.len() == 1,
+        "expected exactly one page, got {spikes:#?}"
+    );
+
+    // Every alert version is in the lake once, and `alerts` shows each once.
+    let mut versions = std::collections::HashSet::new();
+    let mut rows = 0;
+    for day in std::fs::read_dir(lake.join("alerts"))? {
+        for file in std::fs::read_dir(day?.path())? {
+            for line in std::fs::read_to_string(file?.path())?.lines() {
+                let alert: Value = serde_json::from_str(line)?;
+                rows += 1;
+                ensure!(
+                    versions.insert((alert["alert_id"].to_string(), alert["repeats"].to_string())),
+                    "written twice: {line}"
+                );
+            }
+        }
+    }
+    ensure!(rows > 0, "no alerts in the lake");
+    let out = crate::support::process::run_tooltrail_env(
+        &[
+            "sql",
+            "--lake",
+            path_str(&lake)?,
+            "--format",
+            "csv",
+            "SELECT count(*) - count(DISTINCT alert_id) AS twice FROM alerts",
+        ],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout)?, "twice\n0\n");
     Ok(())
 }
 

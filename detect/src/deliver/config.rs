@@ -26,6 +26,12 @@ pub struct DeliveryConfig {
     /// alert enqueued again (a replay, a restart) is not sent twice.
     #[serde(with = "humantime_serde")]
     pub delivered_retention: Duration,
+    /// At shutdown, how long delivery goes on sending the alerts that are
+    /// queued and ready (those the detector's last windows raised among
+    /// them) before it stops. What is left waits in the outbox for the next
+    /// start.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -35,6 +41,7 @@ impl Default for DeliveryConfig {
             retry: RetryConfig::default(),
             request_timeout: Duration::from_secs(10),
             delivered_retention: Duration::from_secs(7 * 24 * 3600),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +167,10 @@ impl DeliveryConfig {
         }
         if self.delivered_retention.is_zero() {
             issue(at("delivered_retention"), "must be more than 0s".into());
+        }
+        // The process's deliver phase allows a minute (src/supervisor.rs).
+        if self.drain_timeout > Duration::from_secs(50) {
+            issue(at("drain_timeout"), "must be at most 50s".into());
         }
         let retry = &self.retry;
         if retry.base_delay.is_zero() {
@@ -357,6 +368,7 @@ mod tests {
             },
             request_timeout: Duration::ZERO,
             delivered_retention: Duration::ZERO,
+            drain_timeout: Duration::from_secs(51),
         };
         let paths: Vec<String> = config.validate().into_iter().map(|(p, _)| p).collect();
         assert_eq!(
@@ -364,6 +376,7 @@ mod tests {
             [
                 "detect.delivery.request_timeout",
                 "detect.delivery.delivered_retention",
+                "detect.delivery.drain_timeout",
                 "detect.delivery.retry.base_delay",
                 "detect.delivery.retry.give_up_after",
                 "detect.delivery.destinations[0].name",

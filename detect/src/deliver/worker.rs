@@ -20,9 +20,6 @@ use super::metrics::{Metrics, Outcome};
 use super::outbox::{Entry, Outbox};
 use super::send::{Attempt, attempt};
 
-/// How long an attempt in flight at shutdown may still take.
-const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
-
 /// Alerts enqueued since the worker last looked, and its wake-up call.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
@@ -77,6 +74,9 @@ pub(crate) struct Worker {
     pub metrics: Metrics,
     pub pending: Gauge,
     pub events: broadcast::Sender<DeliveryEvent>,
+    /// How long, once told to stop, the worker goes on sending what is
+    /// queued and ready (`detect.delivery.drain_timeout`).
+    pub drain_timeout: Duration,
 }
 
 impl Worker {
@@ -96,26 +96,40 @@ impl Worker {
         let mut limiter = RateLimiter::per_minute(self.destination.max_per_minute);
         // Failed attempts in a row: the destination's backoff.
         let mut failures: u32 = 0;
+        // Once told to stop, the worker drains: it sends what is queued and
+        // ready until this deadline, and waits for nothing new.
+        let mut drain_until: Option<Instant> = None;
         loop {
-            if shutdown.is_cancelled() {
+            if drain_until.is_none() && shutdown.is_cancelled() {
+                drain_until = Some(Instant::now() + self.drain_timeout);
+            }
+            if drain_until.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Ok(());
             }
             for entry in self.inbox.take() {
                 queue.push(entry, 0);
             }
             let Some((attempts, entry)) = queue.pop() else {
+                if drain_until.is_some() {
+                    return Ok(());
+                }
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => continue,
                     () = self.inbox.wake.notified() => continue,
                 }
             };
             if let Some(at) = limiter.next_slot(Instant::now()) {
                 debug!(destination = %self.destination.name, host = %self.destination.url.host(), wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "rate limit reached; alerts wait in the outbox");
                 queue.push(entry, attempts);
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep_until(at) => continue,
+                match drain_until {
+                    Some(deadline) if at >= deadline => return Ok(()),
+                    Some(_) => tokio::time::sleep_until(at).await,
+                    None => tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    },
                 }
+                continue;
             }
             // Enqueued while the startup scan ran, it can come twice: the
             // file tells whether it is still pending.
@@ -130,13 +144,25 @@ impl Worker {
             let outcome = {
                 let send = attempt(&self.client, &self.destination, &entry.alert);
                 tokio::pin!(send);
-                tokio::select! {
-                    outcome = &mut send => outcome,
-                    () = shutdown.cancelled() => {
-                        // A request about to finish may; one that hangs is
-                        // abandoned and made again, same idempotency key, later.
-                        match tokio::time::timeout(IN_FLIGHT_GRACE, &mut send).await {
+                let finished = match drain_until {
+                    Some(_) => None,
+                    None => tokio::select! {
+                        outcome = &mut send => Some(outcome),
+                        () = shutdown.cancelled() => {
+                            // The drain begins: the request may finish within it.
+                            drain_until = Some(Instant::now() + self.drain_timeout);
+                            None
+                        }
+                    },
+                };
+                match (finished, drain_until) {
+                    (Some(outcome), _) => outcome,
+                    (None, deadline) => {
+                        let deadline = deadline.expect("set when the send was not finished");
+                        match tokio::time::timeout_at(deadline, &mut send).await {
                             Ok(outcome) => outcome,
+                            // Abandoned: made again, with the same
+                            // idempotency key, at the next start.
                             Err(_) => return Ok(()),
                         }
                     }
@@ -179,9 +205,14 @@ impl Worker {
                     warn!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, delay_ms = delay.as_millis() as u64, reason, "alert delivery failed; will retry");
                     self.metrics.count(&self.destination.name, Outcome::Retry);
                     self.event(&entry, Outcome::Retry, Some(reason));
+                    if drain_until.is_some() {
+                        // No second try in the drain: it waits in the outbox
+                        // for the next start.
+                        continue;
+                    }
                     queue.push(entry, attempts);
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
+                        () = shutdown.cancelled() => {}
                         () = tokio::time::sleep(delay) => {}
                     }
                 }

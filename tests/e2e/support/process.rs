@@ -216,6 +216,14 @@ impl Tooltrail {
     }
 
     /// SIGTERM, and a clean exit expected.
+    /// [`Tooltrail::stop`], returning everything it wrote to stderr.
+    pub async fn stop_with_stderr(self) -> Result<String> {
+        let stderr = self.stderr.clone();
+        self.stop().await?;
+        let text = stderr.lock().unwrap().clone();
+        Ok(text)
+    }
+
     pub async fn stop(self) -> Result<()> {
         let stderr = self.stderr.clone();
         let status = self.terminate().await?;
