@@ -130,11 +130,21 @@ fn print_alert(alert: &Alert, lake: &std::path::Path, elapsed: Duration) {
         alert.title
     );
     println!("          {}", alert.explanation);
-    println!(
-        "          investigate: duckdb -c \"CREATE VIEW events AS SELECT * FROM read_parquet('{}/events/**/*.parquet', hive_partitioning=true); {}\"\n",
+    let script = format!(
+        "CREATE VIEW events AS SELECT * FROM read_parquet('{}/events/**/*.parquet', hive_partitioning=true); {}",
         lake.display(),
         alert.investigation_sql()
     );
+    println!(
+        "          investigate: duckdb -c {}\n",
+        shell_quote(&script)
+    );
+}
+
+/// `s` as one shell word: single-quoted, its own single quotes closed,
+/// escaped and reopened.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn free_local_addr() -> anyhow::Result<SocketAddr> {

@@ -212,17 +212,23 @@ impl Alert {
 
     /// A SQL query over the lake's `events` table that shows the user's
     /// calls around the alert: the starting point of an investigation.
+    ///
+    /// Its times are `TIMESTAMPTZ` literals in UTC (`…Z`), so it selects the
+    /// same rows in tooltrail, DuckDB and PostgreSQL whatever the session's
+    /// time zone (a naive `TIMESTAMP '…'` is read in the session's zone
+    /// when compared with the `time` column). Values are SQL string
+    /// literals and nothing else: chat renders the query verbatim.
     pub fn investigation_sql(&self) -> String {
         let from = self.window_start - chrono::Duration::minutes(30);
         let to = self.window_end + chrono::Duration::minutes(30);
         format!(
             "SELECT time, server, tool, resource, decision, status, source_ip, client_id, session_id \
              FROM events WHERE tenant_id = {} AND user_id = {} \
-             AND time BETWEEN TIMESTAMP '{}' AND TIMESTAMP '{}' ORDER BY time",
+             AND time BETWEEN TIMESTAMPTZ '{}' AND TIMESTAMPTZ '{}' ORDER BY time",
             sql_string(&self.tenant_id),
             sql_string(&self.user_id),
-            from.format("%Y-%m-%d %H:%M:%S"),
-            to.format("%Y-%m-%d %H:%M:%S"),
+            from.format("%Y-%m-%dT%H:%M:%SZ"),
+            to.format("%Y-%m-%dT%H:%M:%SZ"),
         )
     }
 }
@@ -379,8 +385,8 @@ mod tests {
         alert.user_id = "o'brien".into();
         let sql = alert.investigation_sql();
         assert!(sql.contains("user_id = 'o''brien'"), "{sql}");
-        assert!(sql.contains("TIMESTAMP '2026-10-20 09:05:00'"), "{sql}");
-        assert!(sql.contains("TIMESTAMP '2026-10-20 10:10:00'"), "{sql}");
+        assert!(sql.contains("TIMESTAMPTZ '2026-10-20T09:05:00Z'"), "{sql}");
+        assert!(sql.contains("TIMESTAMPTZ '2026-10-20T10:10:00Z'"), "{sql}");
     }
 
     #[test]

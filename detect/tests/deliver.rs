@@ -393,7 +393,14 @@ async fn slack_and_teams_get_their_message_formats() -> Result<()> {
     assert_eq!(
         kinds,
         [
-            "header", "section", "section", "section", "section", "actions", "context"
+            "header",
+            "section",
+            "section",
+            "section",
+            "section",
+            "rich_text",
+            "actions",
+            "context"
         ]
     );
     let header = blocks[0]["text"]["text"].as_str().expect("header");
@@ -424,13 +431,13 @@ async fn slack_and_teams_get_their_message_formats() -> Result<()> {
             .expect("events")
             .contains("`evt-1`")
     );
-    let sql = blocks[4]["text"]["text"].as_str().expect("sql");
-    assert!(
-        sql.contains("```SELECT") && sql.contains("tenant_id = 'acme'"),
-        "{sql}"
+    assert_eq!(blocks[4]["text"]["text"], "*Investigate*");
+    assert_eq!(
+        blocks[5]["elements"][0]["elements"][0]["text"],
+        alert.investigation_sql()
     );
     assert_eq!(
-        blocks[5]["elements"][0]["url"],
+        blocks[6]["elements"][0]["url"],
         format!("https://console.example.com/alerts/{}", alert.alert_id)
     );
 
@@ -455,7 +462,7 @@ async fn slack_and_teams_get_their_message_formats() -> Result<()> {
     assert!(
         card_body
             .iter()
-            .any(|b| b["fontType"] == "Monospace" && b["text"] == alert.investigation_sql())
+            .any(|b| b["type"] == "CodeBlock" && b["codeSnippet"] == alert.investigation_sql())
     );
     assert!(card.get("actions").is_none(), "no console_url, no button");
     running.stop().await

@@ -605,3 +605,99 @@ async fn a_sweep_file_with_a_wrong_knob_or_cell_is_refused_naming_it() -> Result
     );
     Ok(())
 }
+
+/// Runs `sql` with DuckDB over the lake's events, in a session whose time
+/// zone is `zone`; returns the rows as CSV lines.
+async fn duckdb_rows(lake: &std::path::Path, zone: &str, sql: &str) -> Result<Vec<String>> {
+    let script = r#"
+import csv, duckdb, sys
+lake, zone, sql = sys.argv[1:4]
+con = duckdb.connect()
+con.execute(f"SET TimeZone = '{zone}'")
+con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{lake}/events/**/*.parquet', hive_partitioning = true)")
+out = csv.writer(sys.stdout, lineterminator="\n")
+for row in con.execute(sql).fetchall():
+    out.writerow(row)
+"#;
+    let output = tokio::process::Command::new("python3")
+        .args(["-c", script, path_str(lake)?, zone, sql])
+        .output()
+        .await
+        .context("running python3 with duckdb")?;
+    ensure!(
+        output.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+#[tokio::test]
+async fn the_sql_a_teams_card_carries_selects_the_same_rows_in_tooltrail_and_in_duckdb_in_new_york()
+-> Result<()> {
+    let (hook, received) = receiver().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tooltrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detect]\nallowed_lateness = \"5m\"\n[[detect.delivery.destinations]]\nname = \"chat\"\nkind = \"teams\"\nurl = \"{hook}\"\n"
+        ),
+    )?;
+    let up = Tooltrail::up_with_config(&config, &dir.path().join("data"), &[]).await?;
+    // A user id that is markdown in Teams and needs quoting in SQL.
+    let user = "o'neil](x)";
+    let reply = up
+        .post_events(history_then_burst(user, chrono::Utc::now()), &[])
+        .await?;
+    ensure!(reply.0 == 200, "{}", reply.1);
+    let lake = up.lake();
+    up.stop().await?;
+
+    let cards: Vec<Value> = received
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(_, body, _)| serde_json::from_slice::<Value>(body).ok())
+        .collect();
+    let sql = cards
+        .iter()
+        .flat_map(|card| {
+            card["attachments"][0]["content"]["body"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|block| block["type"] == "CodeBlock")
+        .find_map(|block| block["codeSnippet"].as_str().map(str::to_owned))
+        .with_context(|| format!("no card with a code block among {cards:#?}"))?;
+    ensure!(sql.contains("user_id = 'o''neil](x)'"), "{sql}");
+
+    // The burst's thirty calls, whoever runs it and wherever.
+    let out = crate::support::process::run_tooltrail_env(
+        &["sql", "--lake", path_str(&lake)?, "--format", "csv", &sql],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = String::from_utf8(out.stdout)?.lines().count() - 1;
+    ensure!(ours == 30, "tooltrail found {ours} rows for\n{sql}");
+    for zone in ["UTC", "America/New_York", "Asia/Kolkata"] {
+        let rows = duckdb_rows(&lake, zone, &sql).await?;
+        ensure!(
+            rows.len() == 30,
+            "DuckDB in {zone} found {} rows for\n{sql}",
+            rows.len()
+        );
+    }
+    Ok(())
+}

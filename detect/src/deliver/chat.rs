@@ -91,12 +91,17 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A code block that no ```` ``` ```` in the text can close early.
-fn slack_code(s: &str) -> String {
-    format!(
-        "```{}```",
-        slack_escape(s).replace("```", "`\u{200b}`\u{200b}`")
-    )
+/// A preformatted block whose text Slack shows verbatim: rich text is not
+/// parsed as mrkdwn, so nothing in it needs escaping or can end it early,
+/// and what is copied is exactly `s`.
+fn slack_preformatted(s: &str) -> Value {
+    json!({
+        "type": "rich_text",
+        "elements": [{
+            "type": "rich_text_preformatted",
+            "elements": [{"type": "text", "text": truncate(s, SLACK_TEXT_MAX)}],
+        }],
+    })
 }
 
 /// A Slack Block Kit message for an incoming webhook.
@@ -130,8 +135,9 @@ pub fn slack_message(alert: &Alert, console_url: Option<&str>) -> Value {
     }
     blocks.push(json!({
         "type": "section",
-        "text": {"type": "mrkdwn", "text": truncate(&format!("*Investigate*\n{}", slack_code(&alert.investigation_sql())), SLACK_TEXT_MAX)},
+        "text": {"type": "mrkdwn", "text": "*Investigate*"},
     }));
+    blocks.push(slack_preformatted(&alert.investigation_sql()));
     if let Some(base) = console_url {
         blocks.push(json!({
             "type": "actions",
@@ -202,7 +208,16 @@ pub fn teams_message(alert: &Alert, console_url: Option<&str>) -> Value {
         );
     }
     body.push(json!({"type": "TextBlock", "text": "Investigate", "weight": "Bolder", "spacing": "Medium"}));
-    body.push(json!({"type": "TextBlock", "text": t(&alert.investigation_sql()), "fontType": "Monospace", "wrap": true}));
+    // A code block: Teams shows its text verbatim (no Markdown), so the SQL
+    // copied from it is the SQL. A client without CodeBlock shows the
+    // fallback, guarded like any other text.
+    let sql = alert.investigation_sql();
+    body.push(json!({
+        "type": "CodeBlock",
+        "codeSnippet": sql,
+        "language": "SQL",
+        "fallback": {"type": "TextBlock", "text": t(&sql), "fontType": "Monospace", "wrap": true},
+    }));
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -250,9 +265,9 @@ mod tests {
             fields[2]["text"],
             "*Window*\n2026-10-20 09:35:00 \u{2013} 09:40:00 UTC"
         );
-        let sql_block = blocks[4]["text"]["text"].as_str().expect("sql");
-        assert!(sql_block.contains("```SELECT time"), "{sql_block}");
-        let button = &blocks[5]["elements"][0];
+        assert_eq!(blocks[4]["text"]["text"], "*Investigate*");
+        assert!(preformatted(&msg).starts_with("SELECT time"));
+        let button = &blocks[6]["elements"][0];
         assert_eq!(
             button["url"],
             format!("https://console.example.com/alerts/{}", alert.alert_id)
@@ -288,11 +303,9 @@ mod tests {
         for text in &mrkdwn {
             assert!(!text.contains('<') && !text.contains('>'), "{text}");
         }
-        let sql = mrkdwn
-            .iter()
-            .find(|t| t.starts_with("*Investigate*"))
-            .expect("sql block");
-        assert_eq!(sql.matches("```").count(), 2, "{sql}");
+        // The SQL is rich text, shown and copied verbatim.
+        assert_eq!(preformatted(&msg), alert.investigation_sql());
+        assert!(alert.investigation_sql().contains("'x```<@U1>'"));
     }
 
     #[test]
@@ -331,13 +344,28 @@ mod tests {
         assert_eq!(facts[0]["title"], "Detector");
         assert_eq!(facts[0]["value"], "denial_spike");
         let sql = body.last().expect("sql block");
-        assert_eq!(sql["fontType"], "Monospace");
-        assert_eq!(sql["text"], alert.investigation_sql());
+        assert_eq!(sql["type"], "CodeBlock");
+        assert_eq!(sql["codeSnippet"], alert.investigation_sql());
         assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
         assert_eq!(
             card["actions"][0]["url"],
             format!("https://console.example.com/alerts/{}", alert.alert_id)
         );
+    }
+
+    /// The text of the Slack message's preformatted (SQL) block.
+    fn preformatted(msg: &Value) -> String {
+        let block = msg["blocks"]
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .find(|b| b["type"] == "rich_text")
+            .expect("a rich text block");
+        assert_eq!(block["elements"][0]["type"], "rich_text_preformatted");
+        block["elements"][0]["elements"][0]["text"]
+            .as_str()
+            .expect("text")
+            .to_owned()
     }
 
     #[test]
@@ -346,6 +374,31 @@ mod tests {
         alert.title = "[reset password](https://evil.example)".into();
         let text = teams_message(&alert, None).to_string();
         assert!(!text.contains("](https://evil"), "{text}");
+    }
+
+    #[test]
+    fn the_sql_in_chat_is_the_sql_whatever_the_values_hold() {
+        let mut alert = test_alert();
+        alert.user_id = "o'neil](x)`*_".into();
+        let sql = alert.investigation_sql();
+        assert!(sql.contains("user_id = 'o''neil](x)`*_'"), "{sql}");
+        assert_eq!(preformatted(&slack_message(&alert, None)), sql);
+        let card = teams_message(&alert, None);
+        let body = card["attachments"][0]["content"]["body"]
+            .as_array()
+            .expect("body");
+        let code = body
+            .iter()
+            .find(|b| b["type"] == "CodeBlock")
+            .expect("a code block");
+        assert_eq!(code["codeSnippet"], sql);
+        // The fallback for older clients is guarded like any other text.
+        assert!(
+            !code["fallback"]["text"]
+                .as_str()
+                .expect("text")
+                .contains("](")
+        );
     }
 
     #[test]
