@@ -204,12 +204,16 @@ impl Encoder {
 
     /// What to send when the query fails after rows went out: a trailing
     /// error record for ndjson; `None` means break the body off.
-    pub fn fail(&self, code: &str, message: &str) -> Option<Vec<u8>> {
+    pub fn fail(&self, code: &'static str, message: &str) -> Option<Vec<u8>> {
         match self {
             Encoder::Ndjson => {
-                let mut line =
-                    serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
-                        .expect("json values serialize");
+                // The status line went out with the first rows; only the body is left.
+                let error = tooltrail_schemas::http::ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    code,
+                    message,
+                );
+                let mut line = error.body();
                 line.push(b'\n');
                 Some(line)
             }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use serde::Deserialize;
+use tooltrail_schemas::http::ApiError;
 
 use crate::engine::{Engine, Transport};
 use crate::error::QueryError;
@@ -35,8 +36,7 @@ impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = ApiError::new(status, self.code(), self.to_string()).into_response();
         match self {
             QueryError::Unauthorized => {
                 response.headers_mut().insert(

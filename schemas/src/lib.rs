@@ -30,6 +30,7 @@
 mod decode;
 mod error;
 mod event;
+pub mod http;
 pub mod lake;
 mod report;
 mod secret;

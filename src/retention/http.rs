@@ -42,10 +42,7 @@ pub fn router(holds: HoldStore, query: Engine) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": code, "message": message.into()});
-    (status, axum::Json(body)).into_response()
-}
+use tooltrail_schemas::http::error_response as error;
 
 /// The caller, if it holds an admin token.
 fn admin(state: &Admin, headers: &HeaderMap) -> Result<Principal, QueryError> {

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tooltrail_schemas::http::error_response;
 use tooltrail_schemas::lake::Source;
 use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
 
@@ -272,12 +273,6 @@ fn idempotency_key(headers: &HeaderMap) -> std::result::Result<Option<String>, S
         ));
     }
     Ok(Some(format!("http:{key}")))
-}
-
-/// A JSON error body: `{"error": "<code>", "message": "..."}`.
-pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": code, "message": message.into()});
-    (status, axum::Json(body)).into_response()
 }
 
 async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body: Body) -> Response {

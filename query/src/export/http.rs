@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::AsyncReadExt;
+use tooltrail_schemas::http::ApiError;
 
 use super::service::ExportService;
 use super::{ExportError, MANIFEST, MANIFEST_SIG};
@@ -45,15 +46,18 @@ impl IntoResponse for ExportError {
         }
         let status =
             StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = serde_json::json!({"error": self.code(), "message": self.to_string()});
-        if let ExportError::Invalid { field, .. } = &self {
-            body["field"] = serde_json::json!(field);
+        let message = if matches!(self, ExportError::Io { .. } | ExportError::Internal(_)) {
+            tracing::error!(error = %tooltrail_schemas::Report(&self), "export request failed");
+            "internal error; see the server log".to_string()
+        } else {
+            self.to_string()
+        };
+        let error = ApiError::new(status, self.code(), message);
+        match &self {
+            ExportError::Invalid { field, .. } => error.with_field(*field),
+            _ => error,
         }
-        if matches!(self, ExportError::Io { .. } | ExportError::Internal(_)) {
-            tracing::error!(error = %self, "export request failed");
-            body["message"] = serde_json::json!("internal error; see the server log");
-        }
-        (status, axum::Json(body)).into_response()
+        .into_response()
     }
 }
 
