@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tooltrail_ingest::lake::digest::periodic::Digester;
 use tooltrail_ingest::lake::digest::{self, VerifyReport};
+use tooltrail_ingest::metrics::DigestMetrics;
 use tooltrail_schemas::signing::Signer;
 
 use crate::config::Config;
@@ -194,34 +194,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// `tooltrail_lake_digest_*`: whether `up`'s digests keep coming.
-#[derive(Clone, Default)]
-struct DigestMetrics {
-    written: Counter,
-    failures: Counter,
-    last_success: Gauge,
-}
-
-impl DigestMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = DigestMetrics::default();
-        let r = registry.sub_registry_with_prefix("tooltrail_lake_digest");
-        r.register("written", "Digests written", m.written.clone());
-        r.register(
-            "failures",
-            "Digest writes that failed (the chain is not advancing)",
-            m.failures.clone(),
-        );
-        r.register(
-            "last_success_timestamp_seconds",
-            "Unix time of the last digest written",
-            m.last_success.clone(),
-        );
-        m
-    }
-}
-
-/// Runs `up`'s digester: a digest at start, then every `interval`. A failed
-/// write is logged at ERROR and retried at the next tick; it never stops `up`.
+/// Runs `up`'s digester ([`Digester`]) in the serve phase.
 pub fn spawn_digester(
     supervisor: &Supervisor,
     registry: &mut Registry,
@@ -229,44 +202,13 @@ pub fn spawn_digester(
     signer: Signer,
     interval: Duration,
 ) {
-    let metrics = DigestMetrics::register(registry);
+    let digester = Digester::new(lake, signer, interval, DigestMetrics::register(registry));
     let token = supervisor.token(crate::supervisor::Phase::Serve);
-    let lake = lake.to_owned();
-    supervisor.spawn(crate::supervisor::Phase::Serve, "lake digester", async move {
-        // tokio's interval panics on zero.
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                _ = ticks.tick() => {}
-            }
-            let (lake, signer) = (lake.clone(), signer.clone());
-            let written =
-                tokio::task::spawn_blocking(move || digest::write_digest(&lake, &signer, Utc::now()))
-                    .await
-                    .context("the digest writer panicked")?;
-            match written {
-                Ok(summary) => {
-                    metrics.written.inc();
-                    metrics.last_success.set(Utc::now().timestamp());
-                    tracing::info!(
-                        seq = summary.seq,
-                        log_from = summary.log_from,
-                        log_to = summary.log_to,
-                        added = summary.added,
-                        removed = summary.removed,
-                        observed = summary.observed,
-                        "lake digest written"
-                    );
-                }
-                Err(error) => {
-                    metrics.failures.inc();
-                    tracing::error!(%error, "writing the lake digest failed; the tamper evidence is not advancing");
-                }
-            }
-        }
-    });
+    supervisor.spawn(
+        crate::supervisor::Phase::Serve,
+        "lake digester",
+        async move { Ok(digester.run(token).await?) },
+    );
 }
 
 #[cfg(test)]

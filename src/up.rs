@@ -188,7 +188,7 @@ pub async fn run_with(
     });
     let holds = tooltrail_ingest::retention::HoldStore::open(&lake_dir, &config.retention);
     // Every route that authenticates with a query token answers to the back-off.
-    let authenticated = crate::retention::http::router(holds, query.clone())
+    let authenticated = tooltrail_query::holds::router(holds, query.clone())
         .merge(tooltrail_query::http::router(query))
         .merge(tooltrail_query::export::http::router(exports));
     let routes = routes.merge(tooltrail_query::auth::peer::guard(authenticated, logins));

@@ -54,6 +54,8 @@ pub enum Error {
     },
     #[error("the lake writer stopped")]
     WriterGone,
+    #[error("the lake digester panicked")]
+    DigesterPanicked,
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{path} is not a tooltrail lake: it has no _tooltrail/log")]
@@ -108,6 +110,7 @@ impl Error {
             | Error::MissingFile { .. }
             | Error::Serve { .. }
             | Error::WriterGone
+            | Error::DigesterPanicked
             | Error::DetectorGone
             | Error::Config(_)
             | Error::NotALake { .. }

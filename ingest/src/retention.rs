@@ -38,6 +38,7 @@
 pub mod apply;
 pub mod config;
 pub mod holds;
+pub mod periodic;
 pub mod plan;
 mod rewrite;
 pub mod scan;

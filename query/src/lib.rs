@@ -17,6 +17,7 @@ pub mod error;
 pub mod export;
 pub mod format;
 pub mod functions;
+pub mod holds;
 pub mod http;
 pub mod metrics;
 pub mod optimizer;

@@ -29,6 +29,7 @@
 //! legitimately gone.
 
 pub mod format;
+pub mod periodic;
 mod report;
 mod verify;
 mod write;

@@ -1,4 +1,5 @@
-//! The legal-hold admin API, merged into `up`'s listener:
+//! The legal-hold admin API (the holds themselves are
+//! `tooltrail_ingest::retention`'s), merged into `up`'s listener:
 //!
 //! - `GET /v1/legal-holds`: every hold on the caller's tenants, configured
 //!   and set through the API;
@@ -14,6 +15,7 @@
 
 use std::sync::Arc;
 
+use crate::{Engine, Principal, QueryError, Role};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -22,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use tooltrail_ingest::Error as IngestError;
 use tooltrail_ingest::retention::{HoldStore, LegalHold, NewHold};
-use tooltrail_query::{Engine, Principal, QueryError, Role};
 
 #[derive(Clone)]
 struct Admin {
@@ -46,7 +47,7 @@ use tooltrail_schemas::http::error_response as error;
 
 /// The caller, if it holds an admin token.
 fn admin(state: &Admin, headers: &HeaderMap) -> Result<Principal, QueryError> {
-    let principal = tooltrail_query::http::principal(&state.query, headers)?;
+    let principal = crate::http::principal(&state.query, headers)?;
     if principal.role < Role::Admin {
         let message = format!(
             "legal holds need the admin role; {} is {}",
