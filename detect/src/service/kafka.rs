@@ -29,18 +29,16 @@
 //!   open: they are judged after the restart, with the records that follow.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 use tokio_util::sync::CancellationToken;
 use tooltrail_ingest::lake::Lake;
-use tooltrail_ingest::source::kafka::consumer as scaffold;
+use tooltrail_ingest::source::kafka::consumer::{self as scaffold, lock};
 use tooltrail_schemas::SecretMap;
 
 use super::{Error, Result, TICK};
@@ -223,63 +221,39 @@ impl Shared {
     }
 }
 
-struct DetectContext {
-    shared: Arc<Mutex<Shared>>,
-}
+type DetectContext = scaffold::GroupContext<Shared>;
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .expect("detect state lock is never poisoned: holders do not panic")
-}
+impl scaffold::Rebalance for Shared {
+    type Error = Error;
 
-impl ClientContext for DetectContext {}
+    fn assigned(&mut self, tpl: &mut TopicPartitionList) -> Result<Vec<scaffold::Position>> {
+        self.assign(tpl)?;
+        // The checkpoints are the record; Kafka hears of them at the next one.
+        Ok(Vec::new())
+    }
 
-impl ConsumerContext for DetectContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let mut shared = lock(&self.shared);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Err(e) = shared.assign(tpl) {
-                    shared.failure = Some(e);
-                    return;
-                }
-                if let Err(source) = consumer.assign(tpl) {
-                    shared.failure = Some(Error::Kafka {
-                        context: "assigning partitions".into(),
-                        source: Box::new(source),
-                    });
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                tracing::info!(?revoked, "partitions revoked; checkpointing them");
-                match shared.checkpoint(Some(&revoked)) {
-                    Ok(saved) => scaffold::commit(consumer, &saved, CommitMode::Sync),
-                    Err(e) => shared.failure = Some(e),
-                }
-                for number in revoked {
-                    shared.partitions.remove(&number);
-                }
-                if let Err(source) = consumer.unassign() {
-                    shared.failure = Some(Error::Kafka {
-                        context: "unassigning partitions".into(),
-                        source: Box::new(source),
-                    });
-                }
-            }
-            other => {
-                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
-                shared.partitions.clear();
-                if let Err(error) = consumer.unassign() {
-                    tracing::warn!(%error, "unassigning after a failed rebalance");
-                }
-            }
+    fn revoked(&mut self, tpl: &TopicPartitionList) -> Result<Vec<scaffold::Position>> {
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(?revoked, "partitions revoked; checkpointing them");
+        let saved = self.checkpoint(Some(&revoked));
+        for number in revoked {
+            self.partitions.remove(&number);
+        }
+        saved
+    }
+
+    fn lost(&mut self) {
+        self.partitions.clear();
+    }
+
+    fn failed(&mut self, error: Error) {
+        self.failure = Some(error);
+    }
+
+    fn kafka_error(context: &str, source: rdkafka::error::KafkaError) -> Error {
+        Error::Kafka {
+            context: context.to_owned(),
+            source: Box::new(source),
         }
     }
 }
@@ -319,9 +293,7 @@ pub fn build(
     }));
     let client = scaffold::client_config(&config.brokers, &config.group, &config.properties);
     let consumer: BaseConsumer<DetectContext> = client
-        .create_with_context(DetectContext {
-            shared: Arc::clone(&shared),
-        })
+        .create_with_context(scaffold::GroupContext::new(Arc::clone(&shared)))
         .map_err(|source| Error::Kafka {
             context: "creating the consumer".into(),
             source: Box::new(source),

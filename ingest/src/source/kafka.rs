@@ -21,18 +21,17 @@
 pub mod consumer;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::Timestamp;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tooltrail_schemas::lake::Source;
 use tooltrail_schemas::{DecodeError, ToolCallEvent};
@@ -44,7 +43,7 @@ use crate::lake::Lake;
 use crate::lake::log::PositionRange;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::source::http::EventTap;
-use consumer::Position;
+use consumer::{GroupContext, Position, Rebalance, lock};
 
 /// State shared between the poll loop and the rebalance callback (both run
 /// on the polling thread; the lock is never contended).
@@ -61,24 +60,73 @@ struct Shared {
     failure: Option<Error>,
 }
 
-struct IngestContext {
-    shared: Arc<Mutex<Shared>>,
-}
+type IngestContext = GroupContext<Shared>;
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .expect("kafka ingest state lock is never poisoned: holders do not panic")
-}
+impl Rebalance for Shared {
+    type Error = Error;
 
-impl ClientContext for IngestContext {
-    fn stats(&self, statistics: Statistics) {
-        let shared = lock(&self.shared);
+    fn assigned(&mut self, tpl: &mut TopicPartitionList) -> Result<Vec<Position>> {
+        if let Err(e) = self.lake.refresh() {
+            self.failure = Some(e);
+        }
+        let state = self.lake.state();
+        let mut positions = Vec::new();
+        for elem in tpl.elements() {
+            if let Some(next_offset) = state.next_offset(elem.topic(), elem.partition()) {
+                positions.push(Position {
+                    topic: elem.topic().to_owned(),
+                    partition: elem.partition(),
+                    next_offset,
+                });
+            }
+        }
+        for p in &positions {
+            if let Err(e) =
+                tpl.set_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset))
+            {
+                tracing::error!(topic = %p.topic, partition = p.partition, error = %e, "cannot position partition");
+            }
+        }
+        tracing::info!(
+            partitions = ?tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(),
+            "partitions assigned; positioned at the lake's offsets"
+        );
+        // A crash between a lake commit and its Kafka commit leaves Kafka behind
+        // the lake; a partition with no new records would never catch up, and its
+        // lag would be reported forever. The lake is the record: tell Kafka.
+        Ok(positions)
+    }
+
+    fn revoked(&mut self, tpl: &TopicPartitionList) -> Result<Vec<Position>> {
+        tracing::info!(
+            partitions = tpl.count(),
+            "partitions revoked; committing open work"
+        );
+        Ok(flush(self)?.positions)
+    }
+
+    fn lost(&mut self) {
+        if let Err(error) = flush(self) {
+            tracing::warn!(error = %tooltrail_schemas::Report(&error), "committing open work after a failed rebalance");
+        }
+    }
+
+    fn failed(&mut self, error: Error) {
+        self.failure = Some(error);
+    }
+
+    fn kafka_error(context: &str, source: KafkaError) -> Error {
+        Error::Kafka {
+            context: context.to_owned(),
+            source,
+        }
+    }
+
+    fn statistics(&self, statistics: &Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    shared
-                        .metrics
+                    self.metrics
                         .consumer_lag
                         .get_or_create(&PartitionLabels {
                             topic: topic.clone(),
@@ -91,96 +139,19 @@ impl ClientContext for IngestContext {
     }
 }
 
-impl ConsumerContext for IngestContext {
-    fn rebalance(
-        &self,
-        base_consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let mut shared = lock(&self.shared);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Err(e) = shared.lake.refresh() {
-                    shared.failure = Some(e);
-                }
-                let state = shared.lake.state();
-                let mut positions = Vec::new();
-                for elem in tpl.elements() {
-                    if let Some(next) = state.next_offset(elem.topic(), elem.partition()) {
-                        positions.push((elem.topic().to_owned(), elem.partition(), next));
-                    }
-                }
-                for (topic, partition, next) in &positions {
-                    if let Err(e) =
-                        tpl.set_partition_offset(topic, *partition, Offset::Offset(*next))
-                    {
-                        tracing::error!(topic, partition, error = %e, "cannot position partition");
-                    }
-                }
-                tracing::info!(
-                    partitions = ?tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(),
-                    "partitions assigned; positioned at the lake's offsets"
-                );
-                if let Err(e) = base_consumer.assign(tpl) {
-                    shared.failure = Some(Error::Kafka {
-                        context: "assign".into(),
-                        source: e,
-                    });
-                } else {
-                    // A crash between a lake commit and its Kafka commit leaves Kafka behind
-                    // the lake; a partition with no new records would never catch up, and its
-                    // lag would be reported forever. The lake is the record: tell Kafka.
-                    let positions: Vec<Position> = positions
-                        .into_iter()
-                        .map(|(topic, partition, next_offset)| Position {
-                            topic,
-                            partition,
-                            next_offset,
-                        })
-                        .collect();
-                    consumer::commit(base_consumer, &positions, CommitMode::Async);
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(
-                    partitions = tpl.count(),
-                    "partitions revoked; committing open work"
-                );
-                if let Err(e) = flush(&mut shared, base_consumer, Then::Leave) {
-                    shared.failure = Some(e);
-                }
-                if let Err(e) = base_consumer.unassign() {
-                    shared.failure = Some(Error::Kafka {
-                        context: "unassign".into(),
-                        source: e,
-                    });
-                }
-            }
-            other => {
-                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
-                let _ = flush(&mut shared, base_consumer, Then::Leave);
-                let _ = base_consumer.unassign();
-            }
-        }
-    }
+/// What a flush made durable.
+#[derive(Default)]
+struct Flushed {
+    /// The offsets to commit to Kafka.
+    positions: Vec<Position>,
+    /// Another writer held these offsets: the batch was dropped, and the
+    /// partitions must move to the lake's positions to go on.
+    conflict: bool,
 }
 
-/// What happens to the partitions after a flush.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Then {
-    /// Keep consuming them: after a conflict, move them to the lake's offsets.
-    Continue,
-    /// They are being revoked or the consumer is closing: nothing to move.
-    Leave,
-}
-
-/// Commits the open transaction to the lake, then its offsets to Kafka.
-fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then) -> Result<()> {
-    let mode = match then {
-        Then::Continue => CommitMode::Async,
-        Then::Leave => CommitMode::Sync,
-    };
+/// Commits the open transaction to the lake; returns the offsets to commit
+/// to Kafka. The events it made durable wait in `durable` for the poll loop.
+fn flush(shared: &mut Shared) -> Result<Flushed> {
     let Shared {
         lake,
         pending,
@@ -192,20 +163,22 @@ fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then
     let outcome = pending.commit_to(lake, metrics, "kafka");
     let events = std::mem::take(tapped);
     match outcome {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(Flushed::default()),
         Ok(Some((entry, stats))) => {
             tracing::debug!(
                 seq = entry.seq,
                 events = stats.events,
                 "committed to the lake"
             );
-            commit_offsets(consumer, &entry.positions, mode);
             // Only what is durable reaches the detector, as on the HTTP path;
             // the poll loop sends it once the lock is released.
             if !events.is_empty() {
                 durable.push(events);
             }
-            Ok(())
+            Ok(Flushed {
+                positions: entry.positions.iter().map(position_after).collect(),
+                conflict: false,
+            })
         }
         Err(Error::Conflict {
             topic,
@@ -220,30 +193,22 @@ fn flush(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>, then: Then
                 start,
                 "another ingest instance committed these offsets first; dropping this batch"
             );
-            match then {
-                Then::Continue => reposition(shared, consumer),
-                Then::Leave => Ok(()),
-            }
+            Ok(Flushed {
+                positions: Vec::new(),
+                conflict: true,
+            })
         }
         Err(e) => Err(e),
     }
 }
 
-fn commit_offsets(
-    consumer: &BaseConsumer<IngestContext>,
-    positions: &[PositionRange],
-    mode: CommitMode,
-) {
-    let positions: Vec<Position> = positions
-        .iter()
-        .map(|p| Position {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            next_offset: p.end + 1,
-        })
-        .collect();
-    // The lake already holds these offsets.
-    consumer::commit(consumer, &positions, mode);
+/// The position after a range the lake holds.
+fn position_after(range: &PositionRange) -> Position {
+    Position {
+        topic: range.topic.clone(),
+        partition: range.partition,
+        next_offset: range.end + 1,
+    }
 }
 
 /// Moves every assigned partition to the lake's position.
@@ -327,9 +292,7 @@ pub fn build(
         failure: None,
     }));
     let consumer: BaseConsumer<IngestContext> = client
-        .create_with_context(IngestContext {
-            shared: Arc::clone(&shared),
-        })
+        .create_with_context(GroupContext::new(Arc::clone(&shared)))
         .map_err(|e| Error::Kafka {
             context: "creating the consumer".into(),
             source: e,
@@ -420,7 +383,12 @@ impl KafkaIngest {
                 || (!shared.pending.is_empty()
                     && shared.pending.age() >= self.config.max_batch_delay);
             if due {
-                flush(&mut shared, &self.consumer, Then::Continue)?;
+                let flushed = flush(&mut shared)?;
+                // The lake already holds these offsets.
+                consumer::commit(&self.consumer, &flushed.positions, CommitMode::Async);
+                if flushed.conflict {
+                    reposition(&mut shared, &self.consumer)?;
+                }
             }
             let durable = std::mem::take(&mut shared.durable);
             drop(shared);
@@ -429,7 +397,8 @@ impl KafkaIngest {
         tracing::info!("kafka ingest stopping: committing open work");
         let durable = {
             let mut shared = lock(&self.shared);
-            flush(&mut shared, &self.consumer, Then::Leave)?;
+            let flushed = flush(&mut shared)?;
+            consumer::commit(&self.consumer, &flushed.positions, CommitMode::Sync);
             std::mem::take(&mut shared.durable)
         };
         self.hand_on(durable)?;
