@@ -3,7 +3,6 @@
 
 pub mod kafka;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -61,22 +60,7 @@ pub fn replay_alerts(
     Ok((merge_repeats(out), stats))
 }
 
-/// Folds later copies of an alert (carrying its repeat count) into the
-/// first, keeping emission order.
-pub fn merge_repeats(alerts: Vec<Alert>) -> Vec<Alert> {
-    let mut position: HashMap<String, usize> = HashMap::new();
-    let mut merged: Vec<Alert> = Vec::new();
-    for alert in alerts {
-        match position.get(&alert.alert_id) {
-            Some(&i) => merged[i].repeats = merged[i].repeats.max(alert.repeats),
-            None => {
-                position.insert(alert.alert_id.clone(), merged.len());
-                merged.push(alert);
-            }
-        }
-    }
-    merged
-}
+pub use tooltrail_detect::alert::merge_repeats;
 
 pub fn write_alerts(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = if path == Path::new("-") {

@@ -1,13 +1,12 @@
 //! `tooltrail eval`: the detector and two naive anchors over a labelled
 //! simulation, scored side by side.
 
-mod sweep;
-
 use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use tooltrail_detect::eval::anchors::{FixedThreshold, NewTerms};
+use tooltrail_detect::eval::sweep;
 use tooltrail_detect::eval::{Detection, Incident, score};
 use tooltrail_detect::{DetectConfig, Engine};
 
@@ -42,7 +41,31 @@ pub fn run(args: EvalArgs, config: &DetectConfig) -> anyhow::Result<()> {
     let settings = crate::config::detect_settings(config)?;
     if let Some(path) = &args.sweep {
         let file = sweep::load(path)?;
-        return sweep::run(&file, &args.cell, args.missed, &settings);
+        let cells = if args.cell.is_empty() {
+            file.cells.len()
+        } else {
+            args.cell.len()
+        };
+        eprintln!(
+            "sweep: {cells} cells x {} seeds ({} users, {} days each), on every core",
+            file.seeds.len(),
+            file.users,
+            file.days
+        );
+        let report = sweep::run(&file, &args.cell, &settings)?;
+        print!("{}", report.text);
+        if args.missed {
+            for (cell, missed) in &report.missed {
+                println!("missed in {cell:?}, {missed}");
+            }
+        }
+        println!("({:.0} s)", report.elapsed.as_secs_f64());
+        anyhow::ensure!(
+            report.failed.is_empty(),
+            "targets missed: {}",
+            report.failed.join("; ")
+        );
+        return Ok(());
     }
     let (Some(events), Some(labels)) = (&args.events, &args.labels) else {
         anyhow::bail!("--events and --labels are required without --sweep");

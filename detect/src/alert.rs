@@ -233,6 +233,23 @@ impl Alert {
     }
 }
 
+/// Folds later copies of an alert (carrying its repeat count) into the
+/// first, keeping emission order.
+pub fn merge_repeats(alerts: Vec<Alert>) -> Vec<Alert> {
+    let mut position: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut merged: Vec<Alert> = Vec::new();
+    for alert in alerts {
+        match position.get(&alert.alert_id) {
+            Some(&i) => merged[i].repeats = merged[i].repeats.max(alert.repeats),
+            None => {
+                position.insert(alert.alert_id.clone(), merged.len());
+                merged.push(alert);
+            }
+        }
+    }
+    merged
+}
+
 /// A SQL string literal: quotes doubled.
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -12,6 +12,7 @@
 //! [`anchors`] holds the two naive rules the detector must beat.
 
 pub mod anchors;
+pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;

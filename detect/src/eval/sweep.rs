@@ -1,6 +1,6 @@
-//! `tooltrail eval --sweep FILE`: the detectors over a grid of simulated
+//! The sweep behind `tooltrail eval --sweep FILE`: the detectors over a grid of simulated
 //! traffic shapes and seeds, scored cell by cell as the held-out sets are
-//! (pages only, matched by time; see [`tooltrail_detect::eval::paging`]).
+//! (pages only, matched by time; see [`crate::eval::paging`]).
 //!
 //! A cell is one [`Shape`] of traffic (attack strength and pace, how unequal
 //! users are, how bursty, how many travel or go on call, ...); every cell
@@ -15,14 +15,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
 use serde::Deserialize;
-use tooltrail_detect::config::Settings;
-use tooltrail_detect::eval::{Detection, Incident, Paging, paging};
-use tooltrail_detect::{Alert, Engine};
 use tooltrail_sim::{Shape, SimConfig, Simulation};
 
-use crate::detect::merge_repeats;
+use crate::alert::merge_repeats;
+use crate::config::Settings;
+use crate::eval::{Detection, Incident, Paging, paging};
+use crate::{Alert, Engine};
 
 /// Recall on normal-intensity incidents every cell must reach.
 const NORMAL_RECALL: f64 = 0.95;
@@ -76,26 +75,62 @@ pub struct Cell {
     pub shape: Shape,
 }
 
+/// Why a sweep could not run. Each names the file or the cell.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("reading sweep file {path}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a sweep file")]
+    Parse {
+        path: std::path::PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+    #[error("no cell is named {0:?}")]
+    NoSuchCell(String),
+    #[error("cell {cell:?} seed {seed}: invalid simulation settings: {problem}")]
+    Simulation {
+        cell: String,
+        seed: u64,
+        problem: String,
+    },
+}
+
 /// Reads and checks a sweep file.
-pub fn load(path: &Path) -> anyhow::Result<SweepFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read sweep file {}", path.display()))?;
-    let file: SweepFile =
-        toml::from_str(&text).with_context(|| format!("{}: not a sweep file", path.display()))?;
+pub fn load(path: &Path) -> Result<SweepFile, SweepError> {
+    let invalid = |problem: String| SweepError::Invalid {
+        path: path.to_owned(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: SweepFile = toml::from_str(&text).map_err(|source| SweepError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
     if file.seeds.is_empty() {
-        bail!("{}: `seeds` is empty", path.display());
+        return Err(invalid("`seeds` is empty".into()));
     }
     if file.cells.is_empty() {
-        bail!("{}: no [[cell]]", path.display());
+        return Err(invalid("no [[cell]]".into()));
     }
     let mut names = HashSet::new();
     for cell in &file.cells {
         if !names.insert(cell.name.as_str()) {
-            bail!("{}: two cells are named {:?}", path.display(), cell.name);
+            return Err(invalid(format!("two cells are named {:?}", cell.name)));
         }
         sim_config(&file, cell, file.seeds[0])
             .validate()
-            .with_context(|| format!("{}: cell {:?}", path.display(), cell.name))?;
+            .map_err(|e| invalid(format!("cell {:?}: {e}", cell.name)))?;
     }
     Ok(file)
 }
@@ -120,17 +155,27 @@ struct Run {
     missed: Vec<String>,
 }
 
-/// Runs the sweep (only the cells named in `only`, if any) and prints the
-/// table; fails if a cell misses its targets.
+/// What a sweep found.
+#[derive(Debug)]
+pub struct SweepReport {
+    /// The table: per cell, then per attack kind, the worst cells and the verdict.
+    pub text: String,
+    /// The targets missed, described; empty when every cell met them.
+    pub failed: Vec<String>,
+    /// Every normal-intensity incident no page caught, as (cell, description).
+    pub missed: Vec<(String, String)>,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs the sweep (only the cells named in `only`, if any) on every core.
 pub fn run(
     file: &SweepFile,
     only: &[String],
-    list_missed: bool,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> Result<SweepReport, SweepError> {
     for name in only {
         if !file.cells.iter().any(|c| &c.name == name) {
-            bail!("no cell is named {name:?}");
+            return Err(SweepError::NoSuchCell(name.clone()));
         }
     }
     let cells: Vec<usize> = (0..file.cells.len())
@@ -143,12 +188,13 @@ pub fn run(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(jobs.len());
-    eprintln!(
-        "sweep: {} cells x {} seeds ({} users, {} days each) on {threads} threads",
-        cells.len(),
-        file.seeds.len(),
-        file.users,
-        file.days
+    tracing::info!(
+        cells = cells.len(),
+        seeds = file.seeds.len(),
+        users = file.users,
+        days = file.days,
+        threads,
+        "sweep starting"
     );
     let started = Instant::now();
     let next = AtomicUsize::new(0);
@@ -167,10 +213,13 @@ pub fn run(
                                 paging,
                                 missed,
                             }),
-                        Err(e) => {
-                            *failure.lock().expect("no thread panicked holding it") = Some(
-                                e.context(format!("cell {:?} seed {seed}", file.cells[cell].name)),
-                            );
+                        Err(problem) => {
+                            *failure.lock().expect("no thread panicked holding it") =
+                                Some(SweepError::Simulation {
+                                    cell: file.cells[cell].name.clone(),
+                                    seed,
+                                    problem,
+                                });
                             return;
                         }
                     }
@@ -181,30 +230,29 @@ pub fn run(
     if let Some(e) = failure.into_inner().expect("threads joined") {
         return Err(e);
     }
-    let runs = runs.into_inner().expect("threads joined");
-    let report = render(file, &cells, &runs);
-    print!("{}", report.text);
-    if list_missed {
-        let mut runs = runs;
-        runs.sort_by_key(|r| r.cell);
-        for r in &runs {
-            for m in &r.missed {
-                println!("missed in {:?}, {m}", file.cells[r.cell].name);
-            }
-        }
-    }
-    println!("({:.0} s)", started.elapsed().as_secs_f64());
-    if report.failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("targets missed: {}", report.failed.join("; "))
-    }
+    let mut runs = runs.into_inner().expect("threads joined");
+    let rendered = render(file, &cells, &runs);
+    runs.sort_by_key(|r| r.cell);
+    let missed = runs
+        .iter()
+        .flat_map(|r| {
+            r.missed
+                .iter()
+                .map(|m| (file.cells[r.cell].name.clone(), m.clone()))
+        })
+        .collect();
+    Ok(SweepReport {
+        text: rendered.text,
+        failed: rendered.failed,
+        missed,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// The detectors on one simulation, scored.
-fn run_one(config: SimConfig, settings: &Settings) -> anyhow::Result<(Paging, Vec<String>)> {
+fn run_one(config: SimConfig, settings: &Settings) -> Result<(Paging, Vec<String>), String> {
     let seed = config.seed;
-    let mut sim = Simulation::new(config).context("invalid simulation settings")?;
+    let mut sim = Simulation::new(config).map_err(|e| e.to_string())?;
     let mut engine = Engine::new(settings.clone());
     let mut alerts: Vec<Alert> = Vec::new();
     let mut user_days = HashSet::new();
