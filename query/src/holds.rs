@@ -125,14 +125,7 @@ async fn create(State(state): State<Admin>, headers: HeaderMap, body: Bytes) -> 
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
-    tracing::info!(
-        hold = %hold.id,
-        tenant = %hold.tenant,
-        range = %hold.range(),
-        reason = %hold.reason,
-        by = %principal.name,
-        "legal hold set"
-    );
+    log_change(&hold, &principal, "set");
     let mut response = (StatusCode::CREATED, axum::Json(&hold)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/legal-holds/{}", hold.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -171,15 +164,20 @@ async fn remove(
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
-    tracing::info!(
-        hold = %removed.id,
-        tenant = %removed.tenant,
-        range = %removed.range(),
-        reason = %removed.reason,
-        by = %principal.name,
-        "legal hold removed"
-    );
+    log_change(&removed, &principal, "removed");
     axum::Json(serde_json::json!({"removed": removed})).into_response()
+}
+
+/// Logs who set or removed a hold, and which.
+fn log_change(hold: &LegalHold, by: &Principal, change: &'static str) {
+    tracing::info!(
+        hold = %hold.id,
+        tenant = %hold.tenant,
+        range = %hold.range(),
+        reason = %hold.reason,
+        by = %by.name,
+        "legal hold {change}"
+    );
 }
 
 fn not_found(id: &str) -> Response {

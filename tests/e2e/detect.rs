@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::support::process::{Tooltrail, path_str};
+use crate::support::process::{Tooltrail, path_str, sql_csv};
 use crate::support::run_tooltrail;
 
 #[tokio::test]
@@ -424,25 +424,12 @@ async fn a_burst_in_flight_at_kill_9_is_alerted_once_across_restarts_and_the_lak
         }
     }
     ensure!(rows > 0, "no alerts in the lake");
-    let out = crate::support::process::run_tooltrail_env(
-        &[
-            "sql",
-            "--lake",
-            path_str(&lake)?,
-            "--format",
-            "csv",
-            "SELECT count(*) - count(DISTINCT alert_id) AS twice FROM alerts",
-        ],
-        &[],
-        Duration::from_secs(60),
+    let twice = sql_csv(
+        &lake,
+        "SELECT count(*) - count(DISTINCT alert_id) AS twice FROM alerts",
     )
     .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8(out.stdout)?, "twice\n0\n");
+    assert_eq!(twice, "twice\n0\n");
     Ok(())
 }
 
@@ -678,18 +665,7 @@ async fn the_sql_a_teams_card_carries_selects_the_same_rows_in_tooltrail_and_in_
     ensure!(sql.contains("user_id = 'o''neil](x)'"), "{sql}");
 
     // The burst's thirty calls, whoever runs it and wherever.
-    let out = crate::support::process::run_tooltrail_env(
-        &["sql", "--lake", path_str(&lake)?, "--format", "csv", &sql],
-        &[],
-        Duration::from_secs(60),
-    )
-    .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours = String::from_utf8(out.stdout)?.lines().count() - 1;
+    let ours = sql_csv(&lake, &sql).await?.lines().count() - 1;
     ensure!(ours == 30, "tooltrail found {ours} rows for\n{sql}");
     for zone in ["UTC", "America/New_York", "Asia/Kolkata"] {
         let rows = duckdb_rows(&lake, zone, &sql).await?;

@@ -1,12 +1,10 @@
 //! The SQL API of `tooltrail up`: tokens, formats, JSON errors, streaming
 //! failures, and hostile queries that must not starve a normal one.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::support::process::{Tooltrail, path_str, run_tooltrail_env};
+use crate::support::process::{Tooltrail, path_str};
 
 const ACME: usize = 300;
 const GLOBEX: usize = 50;
@@ -352,26 +350,13 @@ async fn the_sql_command_runs_the_same_engine_on_a_lake() -> Result<()> {
     let (dir, up) = up("").await?;
     let lake = up.lake();
     up.stop().await?;
-    let out = run_tooltrail_env(
-        &[
-            "sql",
-            "--lake",
-            path_str(&lake)?,
-            "--format",
-            "csv",
-            "SELECT tenant_id, count(*) AS n FROM events GROUP BY 1 ORDER BY 1",
-        ],
-        &[],
-        Duration::from_secs(60),
+    let counts = crate::support::process::sql_csv(
+        &lake,
+        "SELECT tenant_id, count(*) AS n FROM events GROUP BY 1 ORDER BY 1",
     )
     .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8(out.stdout)?,
+        counts,
         format!("tenant_id,n\nacme,{ACME}\nglobex,{GLOBEX}\n")
     );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tooltrail"))

@@ -417,9 +417,14 @@ fn a_replay_yields_each_hour_in_order_since_a_time_and_one_partition_in_offset_o
     pending_with(&zero, "events", 0, 0)
         .commit_to(&mut lake, &metrics, "kafka")
         .unwrap();
-    pending_with(&[event_line("p1", "bob", "2026-11-22T09:20:00Z")], "events", 1, 0)
-        .commit_to(&mut lake, &metrics, "kafka")
-        .unwrap();
+    pending_with(
+        &[event_line("p1", "bob", "2026-11-22T09:20:00Z")],
+        "events",
+        1,
+        0,
+    )
+    .commit_to(&mut lake, &metrics, "kafka")
+    .unwrap();
     let since = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
     let ids = |replay: replay::Replay| -> Vec<Vec<String>> {
         replay

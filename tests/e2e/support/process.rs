@@ -269,3 +269,14 @@ pub async fn run_tooltrail_env(
     );
     Ok(output)
 }
+
+/// `tooltrail sql --lake LAKE --format csv SQL`: the CSV it prints.
+pub async fn sql_csv(lake: &Path, sql: &str) -> Result<String> {
+    let out = run_tooltrail_env(
+        &["sql", "--lake", path_str(lake)?, "--format", "csv", sql],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(String::from_utf8(out.stdout)?)
+}
