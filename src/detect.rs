@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tooltrail_detect::{Alert, DetectConfig, Engine};
 
-use crate::replay::{ReplayStats, replay};
+use tooltrail_detect::replay::{ReplayStats, replay};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["replay", "kafka"])))]
@@ -56,11 +56,26 @@ pub fn replay_alerts(
     let mut engine = Engine::new(settings);
     let mut out = Vec::new();
     let stats = replay(path, |e| engine.observe(e, &mut out))?;
+    print_skipped(path, &stats);
     engine.finish(&mut out);
     Ok((merge_repeats(out), stats))
 }
 
 pub use tooltrail_detect::alert::merge_repeats;
+
+/// Names the invalid lines a replay skipped, on stderr.
+pub fn print_skipped(path: &Path, stats: &ReplayStats) {
+    for (line, problem) in &stats.reported {
+        eprintln!("{}:{line}: skipped: {problem}", path.display());
+    }
+    if stats.invalid > stats.reported.len() as u64 {
+        eprintln!(
+            "{}: {} invalid lines skipped in all",
+            path.display(),
+            stats.invalid
+        );
+    }
+}
 
 pub fn write_alerts(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = if path == Path::new("-") {

@@ -11,7 +11,7 @@ use tooltrail_detect::eval::{Detection, Incident, score};
 use tooltrail_detect::{DetectConfig, Engine};
 
 use crate::detect::{merge_repeats, write_alerts};
-use crate::replay::replay;
+use tooltrail_detect::replay::replay;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["events", "sweep"])))]
@@ -80,6 +80,7 @@ pub fn run(args: EvalArgs, config: &DetectConfig) -> anyhow::Result<()> {
         fixed.observe(e, &mut fixed_hits);
         terms.observe(e, &mut terms_hits);
     })?;
+    crate::detect::print_skipped(events, &stats);
     engine.finish(&mut alerts);
     let alerts = merge_repeats(alerts);
     if let Some(path) = &args.alerts {

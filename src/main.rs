@@ -11,7 +11,6 @@ mod export;
 mod ingest;
 mod lake;
 mod logging;
-mod replay;
 mod retention;
 mod serve;
 mod shutdown;

@@ -15,6 +15,7 @@
 //!   partition, for `tooltrail detect --kafka`.
 //! - [`sink`]: alerts in the lake; [`deliver`]: the outbox and the webhook,
 //!   Slack and Teams senders; [`metrics`]: the detector's Prometheus metrics.
+//! - [`replay`]: an NDJSON event file in event-time order (`detect --replay`, `eval`).
 //! - [`publish`]: the one path every alert takes (outbox, topic, lake),
 //!   which writes no alert version twice.
 //! - [`service`]: the engine running on a stream: in process beside ingest
@@ -47,6 +48,7 @@ pub mod eval;
 pub mod metrics;
 mod prefetch;
 pub mod publish;
+pub mod replay;
 pub mod seen;
 pub mod service;
 pub mod sink;

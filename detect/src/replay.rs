@@ -1,5 +1,5 @@
 //! Reading an NDJSON event file in event-time order, for `detect --replay`
-//! and `eval`. The file is indexed first (time and byte range of each valid
+//! and `eval`: the engine wants events in time order, files rarely are. The file is indexed first (time and byte range of each valid
 //! line); a file already in time order is then read straight through, any
 //! other is read in sorted order by seeking.
 
@@ -7,26 +7,48 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use anyhow::Context;
+use std::path::PathBuf;
+
 use tooltrail_schemas::ToolCallEvent;
 
-/// Invalid lines are reported, by line number, up to this many.
-const MAX_REPORTED: usize = 10;
+/// Invalid lines are kept, with their line numbers, up to this many.
+pub const MAX_REPORTED: usize = 10;
 
 /// What a replay read.
 #[derive(Debug, Default)]
 pub struct ReplayStats {
     pub events: u64,
     pub invalid: u64,
+    /// The first [`MAX_REPORTED`] invalid lines: their numbers and why.
+    pub reported: Vec<(u64, String)>,
     /// Distinct (tenant, user, UTC day) with at least one event.
     pub user_days: u64,
 }
 
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} changed while being read (at byte {offset})")]
+    Changed { path: PathBuf, offset: u64 },
+}
+
 /// Calls `each` with every valid event of `path` in time order (ties in file
-/// order). Invalid lines are skipped and reported on stderr with their line
-/// numbers.
-pub fn replay(path: &Path, mut each: impl FnMut(&ToolCallEvent)) -> anyhow::Result<ReplayStats> {
-    let open = || File::open(path).with_context(|| format!("open {}", path.display()));
+/// order). Invalid lines are skipped, counted, and the first few kept with
+/// their line numbers.
+pub fn replay(
+    path: &Path,
+    mut each: impl FnMut(&ToolCallEvent),
+) -> Result<ReplayStats, ReplayError> {
+    let read_error = |source| ReplayError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let open = || File::open(path).map_err(read_error);
     let mut stats = ReplayStats::default();
     let mut index: Vec<(i64, u64, u32)> = Vec::new();
     let mut user_days = std::collections::HashSet::new();
@@ -36,9 +58,7 @@ pub fn replay(path: &Path, mut each: impl FnMut(&ToolCallEvent)) -> anyhow::Resu
         let (mut offset, mut number) = (0u64, 0u64);
         loop {
             line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .with_context(|| format!("read {}", path.display()))?;
+            let n = reader.read_until(b'\n', &mut line).map_err(read_error)?;
             if n == 0 {
                 break;
             }
@@ -48,26 +68,19 @@ pub fn replay(path: &Path, mut each: impl FnMut(&ToolCallEvent)) -> anyhow::Resu
                 match tooltrail_schemas::decode(body) {
                     Ok(e) => {
                         let micros = e.time_micros();
-                        user_days.insert(crate::replay::user_day(&e, micros));
+                        user_days.insert(user_day(&e, micros));
                         index.push((micros, offset, n as u32));
                     }
                     Err(err) => {
                         stats.invalid += 1;
-                        if stats.invalid as usize <= MAX_REPORTED {
-                            eprintln!("{}:{number}: skipped: {err}", path.display());
+                        if stats.reported.len() < MAX_REPORTED {
+                            stats.reported.push((number, err.to_string()));
                         }
                     }
                 }
             }
             offset += n as u64;
         }
-    }
-    if stats.invalid as usize > MAX_REPORTED {
-        eprintln!(
-            "{}: {} invalid lines skipped in all",
-            path.display(),
-            stats.invalid
-        );
     }
     stats.user_days = user_days.len() as u64;
     drop(user_days);
@@ -77,15 +90,15 @@ pub fn replay(path: &Path, mut each: impl FnMut(&ToolCallEvent)) -> anyhow::Resu
     let mut line = Vec::new();
     for (_, offset, len) in index {
         if offset != position {
-            reader.seek(SeekFrom::Start(offset))?;
+            reader.seek(SeekFrom::Start(offset)).map_err(read_error)?;
         }
         line.resize(len as usize, 0);
-        reader
-            .read_exact(&mut line)
-            .with_context(|| format!("read {} at byte {offset}", path.display()))?;
+        reader.read_exact(&mut line).map_err(read_error)?;
         position = offset + u64::from(len);
-        let event = tooltrail_schemas::decode(trim(&line))
-            .with_context(|| format!("{} changed while being read", path.display()))?;
+        let event = tooltrail_schemas::decode(trim(&line)).map_err(|_| ReplayError::Changed {
+            path: path.to_owned(),
+            offset,
+        })?;
         stats.events += 1;
         each(&event);
     }
@@ -136,5 +149,7 @@ mod tests {
         let stats = replay(&path, |e| ids.push(e.event_id.clone())).expect("replay");
         assert_eq!(ids, ["a", "b", "d", "c"]);
         assert_eq!((stats.events, stats.invalid, stats.user_days), (4, 1, 2));
+        assert_eq!(stats.reported.len(), 1);
+        assert_eq!(stats.reported[0].0, 2, "the bad line's number");
     }
 }
