@@ -3,8 +3,6 @@
 //! task ([`spawn`]). The decisions, the deletions and the periodic task are
 //! `tooltrail_ingest::retention`'s; the admin API is `tooltrail_query::holds`.
 
-mod report;
-
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -13,6 +11,7 @@ use prometheus_client::registry::Registry;
 use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::RetentionMetrics;
 use tooltrail_ingest::retention::periodic::Periodic;
+use tooltrail_ingest::retention::text as report;
 use tooltrail_ingest::retention::{HoldStore, Retention};
 
 use crate::config::Config;

@@ -42,6 +42,7 @@ pub mod periodic;
 pub mod plan;
 mod rewrite;
 pub mod scan;
+pub mod text;
 #[cfg(test)]
 mod tests;
 

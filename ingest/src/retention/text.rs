@@ -1,14 +1,12 @@
-//! What `tooltrail retention` prints: the plan as a table (what is deleted,
+//! Retention as text, what `tooltrail retention` prints: the plan as a table (what is deleted,
 //! rewritten and kept, and why), the outcome, one summary line, the holds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use tooltrail_ingest::retention::apply::Skipped;
-use tooltrail_ingest::retention::{
-    KeptReason, LegalHold, RetentionPlan, RetentionSummary, Table, format_time,
-};
+use super::apply::Skipped;
+use super::{KeptReason, LegalHold, RetentionPlan, RetentionSummary, Table, format_time};
 
 fn tenant_name(table: Table, tenant: Option<&str>) -> &str {
     match tenant {
@@ -140,7 +138,7 @@ fn kept_groups(plan: &RetentionPlan) -> Vec<KeptGroup> {
         // Retention "until" differs per partition: group by the retention.
         let (key, reason) = match &kept.reason {
             KeptReason::WithinRetention { retention, until } => {
-                let d = tooltrail_ingest::retention::config::format_duration(*retention);
+                let d = crate::retention::config::format_duration(*retention);
                 (
                     format!("within retention ({d})"),
                     format!(
@@ -253,8 +251,8 @@ pub fn holds(holds: &[LegalHold]) -> String {
     );
     for h in holds {
         let source = match h.source {
-            tooltrail_ingest::retention::HoldSource::Config => "config",
-            tooltrail_ingest::retention::HoldSource::Api => "api",
+            crate::retention::HoldSource::Config => "config",
+            crate::retention::HoldSource::Api => "api",
         };
         let _ = writeln!(
             out,
