@@ -42,9 +42,9 @@ pub mod periodic;
 pub mod plan;
 mod rewrite;
 pub mod scan;
-pub mod text;
 #[cfg(test)]
 mod tests;
+pub mod text;
 
 use std::fmt;
 

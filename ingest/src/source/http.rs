@@ -731,4 +731,70 @@ mod tests {
                 .contains("not a JSON array")
         );
     }
+
+    /// Two writers on one lake, each with its own committer running.
+    async fn post(ingest: &HttpIngest, key: &str, id: &str) -> (StatusCode, serde_json::Value) {
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", key.parse().expect("a header value"));
+        let line = format!(
+            r#"{{"schema_version":1,"event_id":"{id}","time":"{}","tenant_id":"acme","user_id":"u","server":"s","method":"tools/call","tool":"t","decision":"allow","status":200}}"#,
+            tooltrail_schemas::format_time(&Utc::now())
+        );
+        let response = post_events(State(ingest.clone()), headers, Body::from(line)).await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (status, serde_json::from_slice(&body).expect("a JSON reply"))
+    }
+
+    #[tokio::test]
+    async fn a_key_another_writer_committed_first_is_answered_as_a_duplicate_and_ingest_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = || {
+            let lake = Lake::open(dir.path(), 1).expect("lake");
+            let mut registry = prometheus_client::registry::Registry::default();
+            let (handle, committer) = build(
+                lake,
+                &HttpConfig::default(),
+                &IngestConfig::default(),
+                Metrics::register(&mut registry),
+                None,
+            );
+            let stop = CancellationToken::new();
+            let running = tokio::spawn(committer.run(stop.clone()));
+            (handle, stop, running)
+        };
+        // Both open the lake before either commits: B's view of the keys is stale.
+        let (a, stop_a, running_a) = writer();
+        let (b, stop_b, running_b) = writer();
+        let (status, reply) = post(&a, "retry-1", "e1").await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["accepted"], 1);
+        // The client's retry of the same request reaches B.
+        let (status, reply) = post(&b, "retry-1", "e1").await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["duplicate"], true, "{reply}");
+        assert_eq!(reply["accepted"], 0, "{reply}");
+        // B is still taking requests.
+        let (status, reply) = post(&b, "other", "e2").await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["accepted"], 1, "{reply}");
+        for (stop, running) in [(stop_a, running_a), (stop_b, running_b)] {
+            stop.cancel();
+            running
+                .await
+                .expect("joined")
+                .expect("the committer ends cleanly");
+        }
+        let lake = Lake::open(dir.path(), 1).expect("lake");
+        let events: u64 = lake
+            .state()
+            .live
+            .values()
+            .filter(|f| f.table == "events")
+            .map(|f| f.rows)
+            .sum();
+        assert_eq!(events, 2, "e1 once, e2 once");
+    }
 }
