@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use prometheus_client::registry::Registry;
+use tooltrail_ingest::lake::digest;
 use tooltrail_ingest::lake::digest::periodic::Digester;
-use tooltrail_ingest::lake::digest::{self, VerifyReport};
 use tooltrail_ingest::metrics::DigestMetrics;
 use tooltrail_schemas::signing::Signer;
 
@@ -129,7 +129,7 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
                     .extend(digest::check_anchor(&lake, seq, &sha256)?);
             }
             match format {
-                ReportFormat::Text => print_text(&report),
+                ReportFormat::Text => print!("{report}"),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
             if report.is_clean() {
@@ -138,46 +138,10 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "the lake at {} failed verification: {}",
                     lake.display(),
-                    count(report.findings.len(), "finding")
+                    tooltrail_ingest::lake::digest::count(report.findings.len(), "finding")
                 )
             }
         }
-    }
-}
-
-fn print_text(report: &VerifyReport) {
-    for finding in &report.findings {
-        println!("{finding}");
-    }
-    let head = report.head.as_ref().map_or_else(
-        || "none".to_owned(),
-        |h| match h.created_at {
-            Some(at) => format!(
-                "{} at {} sha256 {}",
-                h.seq,
-                at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                h.sha256
-            ),
-            None => format!("{} sha256 {}", h.seq, h.sha256),
-        },
-    );
-    println!(
-        "{} (head {head}), {}, {} checked ({} bytes), {} pending, {}",
-        count(report.digests, "digest"),
-        count(report.log_entries_checked, "log entry"),
-        count(report.files_checked, "file"),
-        report.bytes_checked,
-        report.pending.len(),
-        count(report.findings.len(), "finding")
-    );
-}
-
-/// `1 finding`, `2 findings`, `0 log entries`.
-fn count(n: usize, noun: &str) -> String {
-    match (n, noun.strip_suffix('y')) {
-        (1, _) => format!("1 {noun}"),
-        (_, Some(stem)) => format!("{n} {stem}ies"),
-        _ => format!("{n} {noun}s"),
     }
 }
 
@@ -193,7 +157,6 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("`{text}` is neither RFC 3339 nor YYYY-MM-DD"))
 }
 
-/// `tooltrail_lake_digest_*`: whether `up`'s digests keep coming.
 /// Runs `up`'s digester ([`Digester`]) in the serve phase.
 pub fn spawn_digester(
     supervisor: &Supervisor,
@@ -229,18 +192,11 @@ mod tests {
     }
 
     #[test]
-    fn counts_read_as_english() {
-        assert_eq!(count(1, "finding"), "1 finding");
-        assert_eq!(count(0, "finding"), "0 findings");
-    }
-
-    #[test]
     fn an_anchor_is_a_seq_and_a_sha256() {
         let sha = "AB".repeat(32);
         assert_eq!(parse_anchor(&format!("7:{sha}")), Ok((7, "ab".repeat(32))));
         assert!(parse_anchor("7").unwrap_err().contains("SEQ:SHA256"));
         assert!(parse_anchor("x:00").unwrap_err().contains("seq"));
         assert!(parse_anchor("7:00").unwrap_err().contains("SHA-256"));
-        assert_eq!(count(2, "log entry"), "2 log entries");
     }
 }

@@ -45,7 +45,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Result};
 
 pub use self::format::DIGEST_FORMAT_VERSION;
-pub use self::report::{Finding, Head, Pending, PendingReason, VerifyReport};
+pub use self::report::{Finding, Head, Pending, PendingReason, VerifyReport, count};
 pub use self::verify::{check_anchor, verify};
 pub use self::write::{DigestSummary, write_digest};
 

@@ -217,3 +217,56 @@ impl VerifyReport {
         self.findings.is_empty()
     }
 }
+
+/// The findings, one per line, then a summary line: what `tooltrail lake
+/// verify` prints.
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for finding in &self.findings {
+            writeln!(f, "{finding}")?;
+        }
+        let head = self.head.as_ref().map_or_else(
+            || "none".to_owned(),
+            |h| match h.created_at {
+                Some(at) => format!(
+                    "{} at {} sha256 {}",
+                    h.seq,
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    h.sha256
+                ),
+                None => format!("{} sha256 {}", h.seq, h.sha256),
+            },
+        );
+        writeln!(
+            f,
+            "{} (head {head}), {}, {} checked ({} bytes), {} pending, {}",
+            count(self.digests, "digest"),
+            count(self.log_entries_checked, "log entry"),
+            count(self.files_checked, "file"),
+            self.bytes_checked,
+            self.pending.len(),
+            count(self.findings.len(), "finding")
+        )
+    }
+}
+
+/// `1 finding`, `2 findings`, `0 log entries`.
+pub fn count(n: usize, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::count;
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(count(1, "finding"), "1 finding");
+        assert_eq!(count(0, "finding"), "0 findings");
+        assert_eq!(count(2, "log entry"), "2 log entries");
+    }
+}
