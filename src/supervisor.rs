@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tooltrail_detect::deliver::config::MAX_DRAIN_TIMEOUT;
 
 /// Where a component stops in the drain; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl Phase {
             // The last windows and their publication.
             Phase::Detect => Duration::from_secs(30),
             // Delivery's own drain is bounded by `detect.delivery.drain_timeout`.
-            Phase::Deliver => Duration::from_secs(60),
+            Phase::Deliver => MAX_DRAIN_TIMEOUT + Duration::from_secs(10),
             Phase::Serve => Duration::from_secs(15),
         }
     }

@@ -9,6 +9,10 @@ pub use tooltrail_schemas::{Secret, SecretUrl};
 
 use crate::alert::{Alert, DetectorKind, Severity};
 
+/// The longest `drain_timeout` taken: a process gives its delivery phase
+/// this long plus a margin to stop.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(50);
+
 /// `[detect.delivery]`: alert destinations and how hard to try to reach them.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,9 +172,9 @@ impl DeliveryConfig {
         if self.delivered_retention.is_zero() {
             issue(at("delivered_retention"), "must be more than 0s".into());
         }
-        // The process's deliver phase allows a minute (src/supervisor.rs).
-        if self.drain_timeout > Duration::from_secs(50) {
-            issue(at("drain_timeout"), "must be at most 50s".into());
+        if self.drain_timeout > MAX_DRAIN_TIMEOUT {
+            let max = humantime::format_duration(MAX_DRAIN_TIMEOUT);
+            issue(at("drain_timeout"), format!("must be at most {max}"));
         }
         let retry = &self.retry;
         if retry.base_delay.is_zero() {
