@@ -17,6 +17,8 @@ pub enum Error {
     },
     #[error("building an arrow batch")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Lake(#[from] tooltrail_lake::Error),
     #[error("lake log entry {path} is unreadable: {message}")]
     CorruptLog { path: PathBuf, message: String },
     #[error("lake log entry {seq} lists {path}, which is missing and has no staged copy")]
@@ -104,6 +106,7 @@ impl Error {
             | Error::DigestConflict { .. }
             | Error::PartitionChanged { .. }
             | Error::RetentionBusy { .. } => true,
+            Error::Lake(e) => e.is_retryable(),
             Error::WriteParquet { .. }
             | Error::Arrow(_)
             | Error::CorruptLog { .. }

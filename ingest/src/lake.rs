@@ -26,8 +26,9 @@
 pub mod compact;
 pub mod digest;
 pub mod log;
-pub mod parquet;
 pub mod replay;
+
+pub use tooltrail_lake::parquet;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;

@@ -265,17 +265,16 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes `batch` to `path` as Parquet and fsyncs it.
-pub fn write_file(path: &Path, batch: &RecordBatch, props: WriterProperties) -> Result<Written> {
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+/// Encodes `batch` as Parquet into `sink`, hashing what is written.
+fn encode_into<W: Write + Send>(
+    sink: W,
+    batch: &RecordBatch,
+    props: WriterProperties,
+) -> std::result::Result<(W, Written), parquet::errors::ParquetError> {
     let sink = HashingWriter {
-        inner: BufWriter::with_capacity(64 << 10, file),
+        inner: sink,
         hasher: Sha256::new(),
         bytes: 0,
-    };
-    let wrap = |source| Error::WriteParquet {
-        path: path.to_owned(),
-        source,
     };
     // No embedded Arrow schema: the Parquet schema maps back to the lake's
     // Arrow types as they are, and the copy cost 2.7 KiB in every file's
@@ -283,23 +282,47 @@ pub fn write_file(path: &Path, batch: &RecordBatch, props: WriterProperties) -> 
     let options = ArrowWriterOptions::new()
         .with_properties(props)
         .with_skip_arrow_metadata(true);
-    let mut writer = ArrowWriter::try_new_with_options(sink, Arc::clone(&batch.schema()), options)
-        .map_err(wrap)?;
-    writer.write(batch).map_err(wrap)?;
-    let sink = writer.into_inner().map_err(wrap)?;
+    let mut writer = ArrowWriter::try_new_with_options(sink, Arc::clone(&batch.schema()), options)?;
+    writer.write(batch)?;
     let HashingWriter {
         inner,
         hasher,
         bytes,
-    } = sink;
-    let file = inner
+    } = writer.into_inner()?;
+    let written = Written {
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+    };
+    Ok((inner, written))
+}
+
+/// Encodes `batch` as Parquet in memory, for an object store. `path` only
+/// names the file in errors.
+pub fn encode(
+    batch: &RecordBatch,
+    props: WriterProperties,
+    path: &str,
+) -> Result<(Vec<u8>, Written)> {
+    let capacity = batch.get_array_memory_size() / 4;
+    encode_into(Vec::with_capacity(capacity), batch, props).map_err(|source| Error::WriteParquet {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Writes `batch` to `path` as Parquet and fsyncs it.
+pub fn write_file(path: &Path, batch: &RecordBatch, props: WriterProperties) -> Result<Written> {
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let (sink, written) = encode_into(BufWriter::with_capacity(64 << 10, file), batch, props)
+        .map_err(|source| Error::WriteParquet {
+            path: path.to_owned(),
+            source,
+        })?;
+    let file = sink
         .into_inner()
         .map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
-    Ok(Written {
-        bytes,
-        sha256: hex::encode(hasher.finalize()),
-    })
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -1,0 +1,59 @@
+//! The lake's Prometheus metrics. Labels are bounded: a table name.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+/// Every lake metric. Cheap to clone (the handles share state).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Commits that found the table moved on and tried again.
+    pub commit_conflicts: Family<TableLabels, Counter>,
+    /// Time from a commit's first attempt to its success, conflicts included.
+    pub commit_seconds: Family<TableLabels, Histogram>,
+    /// Data files committed.
+    pub files: Family<TableLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            commit_conflicts: Family::default(),
+            commit_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+            files: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under `tooltrail_lake_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let lake = registry.sub_registry_with_prefix("tooltrail_lake");
+        lake.register(
+            "commit_conflicts",
+            "Commits that found the table moved on and tried again",
+            self.commit_conflicts.clone(),
+        );
+        lake.register(
+            "commit_seconds",
+            "Time to commit, conflicts and back-off included",
+            self.commit_seconds.clone(),
+        );
+        lake.register("files", "Data files committed", self.files.clone());
+    }
+
+    pub(crate) fn table(table: &str) -> TableLabels {
+        TableLabels {
+            table: table.to_owned(),
+        }
+    }
+}

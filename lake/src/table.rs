@@ -1,0 +1,656 @@
+//! One Delta table of the lake: its definition ([`TableSpec`]), the writer
+//! that puts data files and commits them ([`Table`]), and the read-only view
+//! everything else reads through ([`Snapshot`]).
+//!
+//! Data files are ours (see [`crate::parquet`]: sorted, zstd, bloom filters,
+//! page index) and are committed as `add` actions with statistics and their
+//! SHA-256 in `tags`. A file is invisible until its commit exists, so a
+//! writer that dies between writing and committing leaves only an orphan,
+//! which vacuum removes after its grace period.
+//!
+//! Commits are create-if-absent writes of the next log version, on a local
+//! disk and on S3 alike, so several writers need no lock. A writer that finds
+//! the table moved on counts a conflict, backs off with jitter, reads the new
+//! versions and checks its commit against them itself (Kafka positions,
+//! files it removes) before trying again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::parquet::arrow::ProjectionMask;
+use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use ::parquet::file::metadata::KeyValue;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use datafusion::catalog::{Session, TableProvider};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Add, Remove, StructType, Transaction, Version};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+use rand::Rng;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::keys::{KEYS_FIELD, RecentKeys};
+use crate::location::Location;
+use crate::metrics::Metrics;
+use crate::parquet;
+use crate::stats;
+
+/// The tag of an `add` action that holds the file's SHA-256 (hex).
+pub const SHA256_TAG: &str = "tooltrail.sha256";
+
+/// Conflicts a commit survives before it gives up.
+const MAX_CONFLICTS: u32 = 25;
+
+/// Back-off after the first conflict; doubles with each, up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(20);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// What the lake knows of one table.
+#[derive(Debug)]
+pub struct TableSpec {
+    /// Directory under the lake root, and the name SQL uses.
+    pub name: &'static str,
+    /// The data columns, without the partition columns.
+    pub schema: fn() -> SchemaRef,
+    /// Partition columns, strings, in path order.
+    pub partitions: &'static [&'static str],
+    /// Columns with min/max statistics: those predicates filter on.
+    pub stats_columns: &'static [&'static str],
+}
+
+impl TableSpec {
+    /// The table's full schema: data columns, then partition columns.
+    pub fn table_schema(&self) -> SchemaRef {
+        let data = (self.schema)();
+        let mut fields: Vec<Field> = data.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(
+            self.partitions
+                .iter()
+                .map(|p| Field::new(*p, DataType::Utf8, false)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// Partition values of one file, in the order of [`TableSpec::partitions`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition(Vec<String>);
+
+impl Partition {
+    /// `dt=YYYY-MM-DD/hour=HH` of `time`.
+    pub fn hour(time: DateTime<Utc>) -> Partition {
+        Partition(vec![
+            time.date_naive().format("%Y-%m-%d").to_string(),
+            format!("{:02}", time.hour()),
+        ])
+    }
+
+    /// `dt=YYYY-MM-DD`.
+    pub fn day(date: NaiveDate) -> Partition {
+        Partition(vec![date.format("%Y-%m-%d").to_string()])
+    }
+
+    /// The partition `file` belongs to.
+    pub fn of(spec: &TableSpec, file: &FileEntry) -> Partition {
+        Partition(
+            spec.partitions
+                .iter()
+                .map(|name| {
+                    file.partition
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .and_then(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        )
+    }
+
+    pub fn values(&self) -> &[String] {
+        &self.0
+    }
+
+    fn dir(&self, spec: &TableSpec) -> String {
+        spec.partitions
+            .iter()
+            .zip(&self.0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    fn map(&self, spec: &TableSpec) -> HashMap<String, Option<String>> {
+        spec.partitions
+            .iter()
+            .zip(&self.0)
+            .map(|(k, v)| ((*k).to_owned(), Some(v.clone())))
+            .collect()
+    }
+}
+
+/// A data file written and not yet committed.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    pub add: Add,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+/// Kafka offsets a commit covers: the table's `txn` for `app_id` becomes
+/// `last`. A commit whose `first` the table already holds is fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub app_id: String,
+    pub first: i64,
+    pub last: i64,
+}
+
+impl Position {
+    /// The application id of a Kafka partition: `<group>/<topic>/<partition>`.
+    pub fn app_id(group: &str, topic: &str, partition: i32) -> String {
+        format!("{group}/{topic}/{partition}")
+    }
+}
+
+/// What a commit does to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// New data (ingest, alerts, the query audit).
+    Append,
+    /// Files rewritten into fewer, same rows.
+    Compact,
+    /// Rows deleted by the retention policy.
+    Retention,
+}
+
+/// One commit: files in, files out, the Kafka positions it covers and the
+/// idempotency keys it consumes.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub operation: Operation,
+    pub adds: Vec<DataFile>,
+    pub removes: Vec<Remove>,
+    pub positions: Vec<Position>,
+    /// Keys honoured for [`crate::keys::KEY_TTL`] (HTTP `Idempotency-Key`s).
+    pub keys: Vec<String>,
+}
+
+impl Commit {
+    pub fn append(adds: Vec<DataFile>) -> Commit {
+        Commit {
+            operation: Operation::Append,
+            adds,
+            removes: Vec::new(),
+            positions: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn with_keys(mut self, keys: Vec<String>) -> Commit {
+        self.keys = keys;
+        self
+    }
+
+    pub fn with_positions(mut self, positions: Vec<Position>) -> Commit {
+        self.positions = positions;
+        self
+    }
+}
+
+/// A commit that took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The table version it created.
+    pub version: Version,
+    /// Times it found the table moved on and tried again.
+    pub conflicts: u32,
+}
+
+/// The writer of one table.
+pub struct Table {
+    spec: &'static TableSpec,
+    table: DeltaTable,
+    zstd_level: i32,
+    metrics: Metrics,
+    keys: RecentKeys,
+}
+
+impl Table {
+    /// Opens the table at `location`, creating it if no writer has yet.
+    pub async fn open(
+        location: &Location,
+        spec: &'static TableSpec,
+        zstd_level: i32,
+        metrics: Metrics,
+    ) -> Result<Table> {
+        let table = match load(location, spec).await? {
+            Some(table) => table,
+            None => create(location, spec).await?,
+        };
+        Ok(Table {
+            spec,
+            table,
+            zstd_level,
+            metrics,
+            keys: RecentKeys::default(),
+        })
+    }
+
+    pub fn spec(&self) -> &'static TableSpec {
+        self.spec
+    }
+
+    /// What this writer last read or committed.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            spec: self.spec,
+            table: self.table.clone(),
+        }
+    }
+
+    /// Reads the versions other writers committed since.
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| Error::delta(self.spec.name, "reading new versions", e))
+    }
+
+    /// Sorts, encodes and stores `batch` as one file of `partition`. Nothing
+    /// reads it until a commit adds it.
+    pub async fn write(
+        &self,
+        partition: Partition,
+        batch: RecordBatch,
+        metadata: Vec<KeyValue>,
+    ) -> Result<DataFile> {
+        let path = format!(
+            "{}/part-{}.zstd.parquet",
+            partition.dir(self.spec),
+            uuid::Uuid::now_v7()
+        );
+        let zstd_level = self.zstd_level;
+        let stats_columns = self.spec.stats_columns;
+        let encode_path = path.clone();
+        let (bytes, written, stats, rows) = tokio::task::spawn_blocking(move || {
+            let batch = parquet::sort_for_lake(&batch)?;
+            let props = parquet::writer_properties(&batch, zstd_level, metadata);
+            let (bytes, written) = parquet::encode(&batch, props, &encode_path)?;
+            let stats = stats::of(&batch, stats_columns);
+            Ok::<_, Error>((bytes, written, stats, batch.num_rows() as u64))
+        })
+        .await
+        .expect("encoding a batch does not panic")?;
+        let size = bytes.len() as i64;
+        self.table
+            .object_store()
+            .put(&StorePath::from(path.as_str()), PutPayload::from(bytes))
+            .await
+            .map_err(|e| Error::store(format!("writing {}/{path}", self.spec.name), e))?;
+        let add = Add {
+            path,
+            partition_values: partition.map(self.spec),
+            size,
+            modification_time: Utc::now().timestamp_millis(),
+            data_change: true,
+            stats: Some(stats),
+            tags: Some(HashMap::from([(
+                SHA256_TAG.to_owned(),
+                Some(written.sha256.clone()),
+            )])),
+            ..Default::default()
+        };
+        Ok(DataFile {
+            add,
+            rows,
+            sha256: written.sha256,
+        })
+    }
+
+    /// Commits `commit` as the table's next version. On a conflict it backs
+    /// off, reads what the other writers committed, checks `commit` against
+    /// it and tries again; an HTTP request or a Kafka batch is acknowledged
+    /// only after this returns.
+    pub async fn commit(&mut self, commit: &Commit) -> Result<Committed> {
+        let labels = Metrics::table(self.spec.name);
+        let started = Instant::now();
+        let mut conflicts = 0;
+        loop {
+            self.check(commit).await?;
+            match self.try_commit(commit).await {
+                Ok(version) => {
+                    let now = Utc::now().timestamp_millis();
+                    self.keys.record(version, now, &commit.keys);
+                    self.metrics
+                        .commit_seconds
+                        .get_or_create(&labels)
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .files
+                        .get_or_create(&labels)
+                        .inc_by(commit.adds.len() as u64);
+                    return Ok(Committed { version, conflicts });
+                }
+                Err(e) if is_conflict(&e) => {
+                    conflicts += 1;
+                    self.metrics.commit_conflicts.get_or_create(&labels).inc();
+                    if conflicts > MAX_CONFLICTS {
+                        return Err(Error::TooManyConflicts {
+                            table: self.spec.name.to_owned(),
+                            attempts: conflicts,
+                        });
+                    }
+                    tokio::time::sleep(backoff(conflicts)).await;
+                    self.refresh().await?;
+                }
+                Err(e) => return Err(Error::delta(self.spec.name, "committing", e)),
+            }
+        }
+    }
+
+    async fn try_commit(&mut self, commit: &Commit) -> Result<Version, DeltaTableError> {
+        let txns = commit
+            .positions
+            .iter()
+            .map(|p| Transaction::new(&p.app_id, p.last))
+            .collect();
+        let mut properties = CommitProperties::default()
+            .with_max_retries(0)
+            .with_application_transactions(txns);
+        if !commit.keys.is_empty() {
+            properties = properties.with_metadata([(KEYS_FIELD.to_owned(), json!(commit.keys))]);
+        }
+        let actions = commit
+            .adds
+            .iter()
+            .map(|f| Action::Add(f.add.clone()))
+            .chain(commit.removes.iter().cloned().map(Action::Remove))
+            .collect();
+        let operation = match commit.operation {
+            Operation::Append => DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: Some(self.spec.partitions.iter().map(|p| (*p).into()).collect()),
+                predicate: None,
+            },
+            Operation::Compact => DeltaOperation::Optimize {
+                predicate: None,
+                target_size: 0,
+            },
+            Operation::Retention => DeltaOperation::Delete { predicate: None },
+        };
+        let done = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(self.table.snapshot()?),
+                self.table.log_store(),
+                operation,
+            )
+            .await?;
+        let version = done.version();
+        self.table.state = Some(done.snapshot());
+        Ok(version)
+    }
+
+    /// Whether a commit within [`crate::keys::KEY_TTL`] consumed `key`, as
+    /// of the version last read.
+    pub async fn holds_key(&mut self, key: &str) -> Result<bool> {
+        let latest = self.table.version().unwrap_or(0);
+        let now = Utc::now().timestamp_millis();
+        let log = self.table.log_store();
+        self.keys
+            .catch_up(self.spec.name, log.as_ref(), latest, now)
+            .await?;
+        Ok(self.keys.contains(key))
+    }
+
+    /// Whether `commit` still holds against the table as last read.
+    async fn check(&mut self, commit: &Commit) -> Result<()> {
+        let snapshot = self.snapshot();
+        for key in &commit.keys {
+            if self.holds_key(key).await? {
+                return Err(Error::KeyConflict {
+                    table: self.spec.name.to_owned(),
+                    key: key.clone(),
+                });
+            }
+        }
+        for p in &commit.positions {
+            if let Some(committed) = snapshot.position(&p.app_id).await?
+                && committed >= p.first
+            {
+                return Err(Error::Fenced {
+                    table: self.spec.name.to_owned(),
+                    app_id: p.app_id.clone(),
+                    committed,
+                    start: p.first,
+                });
+            }
+        }
+        if !commit.removes.is_empty() {
+            let live: HashSet<String> = snapshot.files()?.into_iter().map(|f| f.path).collect();
+            if let Some(gone) = commit.removes.iter().find(|r| !live.contains(&r.path)) {
+                return Err(Error::FileGone {
+                    table: self.spec.name.to_owned(),
+                    path: gone.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a failed commit lost a race for its version (and may try again).
+fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
+/// Full jitter: a random wait up to an exponentially growing cap, so that
+/// writers that collided do not collide again in step.
+fn backoff(conflicts: u32) -> Duration {
+    let cap = BACKOFF_BASE
+        .saturating_mul(1 << conflicts.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    rand::rng().random_range(Duration::ZERO..=cap)
+}
+
+async fn load(location: &Location, spec: &TableSpec) -> Result<Option<DeltaTable>> {
+    // On a local disk a missing directory is an error to delta-rs, not an
+    // absent table.
+    if let Some(dir) = location.local_dir()
+        && !dir.join(spec.name).join("_delta_log").is_dir()
+    {
+        return Ok(None);
+    }
+    let url = location.table_url(spec.name);
+    let builder = DeltaTableBuilder::from_url(url)
+        .map_err(|e| Error::delta(spec.name, "resolving the table's location", e))?;
+    match builder.load().await {
+        Ok(table) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(Error::delta(spec.name, "loading", e)),
+    }
+}
+
+async fn create(location: &Location, spec: &TableSpec) -> Result<DeltaTable> {
+    if let Some(dir) = location.local_dir() {
+        let dir = dir.join(spec.name);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let schema: StructType = spec
+        .table_schema()
+        .try_into_kernel()
+        .map_err(|e| Error::delta(spec.name, "mapping the schema", DeltaTableError::from(e)))?;
+    let created = deltalake::operations::create::CreateBuilder::new()
+        .with_location(location.table_url(spec.name).to_string())
+        .with_table_name(spec.name)
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns(spec.partitions.iter().copied())
+        .with_save_mode(SaveMode::Ignore)
+        // Racing creators: one wins version 0, the others load it.
+        .with_commit_properties(CommitProperties::default().with_max_retries(0))
+        .with_configuration_property(
+            TableProperty::DataSkippingStatsColumns,
+            Some(spec.stats_columns.join(",")),
+        )
+        // The log is the audit trail the digest chain covers: kept.
+        .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+        .await;
+    match created {
+        Ok(table) => Ok(table),
+        // Another writer created it first.
+        Err(e) => match load(location, spec).await? {
+            Some(table) => Ok(table),
+            None => Err(Error::delta(spec.name, "creating", e)),
+        },
+    }
+}
+
+/// A file of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative to the table's root.
+    pub path: String,
+    pub partition: Vec<(String, Option<String>)>,
+    pub size: i64,
+    pub rows: Option<usize>,
+}
+
+/// One version of a table, read-only. Query, exports, warm-up and
+/// verification read through it; none of them holds a writer.
+#[derive(Clone)]
+pub struct Snapshot {
+    spec: &'static TableSpec,
+    table: DeltaTable,
+}
+
+impl Snapshot {
+    /// The newest version, or `None` if no writer has created the table.
+    pub async fn load(location: &Location, spec: &'static TableSpec) -> Result<Option<Snapshot>> {
+        Ok(load(location, spec)
+            .await?
+            .map(|table| Snapshot { spec, table }))
+    }
+
+    pub fn spec(&self) -> &'static TableSpec {
+        self.spec
+    }
+
+    /// The table version read; `None` only before the table's creation.
+    pub fn version(&self) -> Option<Version> {
+        self.table.version()
+    }
+
+    /// The last Kafka offset the table holds for `app_id`.
+    pub async fn position(&self, app_id: &str) -> Result<Option<i64>> {
+        let state = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(self.spec.name, "reading the snapshot", e))?;
+        state
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| Error::delta(self.spec.name, "reading application versions", e))
+    }
+
+    /// The files of this version.
+    pub fn files(&self) -> Result<Vec<FileEntry>> {
+        let state = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(self.spec.name, "reading the snapshot", e))?;
+        let mut files: Vec<FileEntry> = state
+            .log_data()
+            .iter()
+            .map(|f| {
+                let mut partition: Vec<_> = f.partition_values_map().into_iter().collect();
+                partition.sort();
+                FileEntry {
+                    path: f.path().into_owned(),
+                    partition,
+                    size: f.size(),
+                    rows: f.num_records(),
+                }
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// The rows of the data file `path`, only `columns` if given.
+    pub async fn read_file(
+        &self,
+        path: &str,
+        columns: Option<&'static [&'static str]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let location = format!("{}/{path}", self.spec.name);
+        let bytes = self
+            .table
+            .object_store()
+            .get(&StorePath::from(path))
+            .await
+            .map_err(|e| Error::store(format!("reading {location}"), e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {location}"), e))?;
+        tokio::task::spawn_blocking(move || {
+            let wrap = |source| Error::ReadParquet {
+                path: location.clone(),
+                source,
+            };
+            let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(wrap)?;
+            if let Some(columns) = columns {
+                let mask =
+                    ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+                builder = builder.with_projection(mask);
+            }
+            let reader = builder.build().map_err(wrap)?;
+            reader.map(|b| b.map_err(Error::from)).collect()
+        })
+        .await
+        .expect("decoding a file does not panic")
+    }
+
+    /// The `remove` action that takes `path` out of the table.
+    pub fn remove(&self, path: &str) -> Result<Option<Remove>> {
+        let state = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(self.spec.name, "reading the snapshot", e))?;
+        Ok(state
+            .log_data()
+            .iter()
+            .find(|f| f.path() == path)
+            .map(|f| f.remove_action(true)))
+    }
+
+    /// A DataFusion provider over this version, for `session`.
+    pub async fn provider(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>> {
+        self.table
+            .update_datafusion_session(session)
+            .map_err(|e| Error::delta(self.spec.name, "registering its store", e))?;
+        self.table
+            .table_provider()
+            .await
+            .map_err(|source| Error::Provider {
+                table: self.spec.name.to_owned(),
+                source: Box::new(source),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests;

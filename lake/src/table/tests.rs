@@ -1,0 +1,333 @@
+use chrono::TimeZone;
+use datafusion::prelude::SessionContext;
+use tooltrail_schemas::lake::{EventBatchBuilder, Source};
+
+use super::*;
+use crate::tables::EVENTS;
+
+fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, hour, minute, 0).unwrap()
+}
+
+/// `n` events of `users` users at `time`, as a lake batch.
+fn events(n: usize, users: usize, time: DateTime<Utc>) -> RecordBatch {
+    let mut builder = EventBatchBuilder::new();
+    for i in 0..n {
+        let line = format!(
+            r#"{{"schema_version":1,"event_id":"e{i}-{}","time":"{}","tenant_id":"acme","user_id":"u{}","server":"mail","method":"tools/call","tool":"send","decision":"allow","status":200}}"#,
+            time.timestamp(),
+            time.to_rfc3339(),
+            i % users
+        );
+        let event = tooltrail_schemas::decode(line.as_bytes()).unwrap();
+        builder.append(
+            &event,
+            time,
+            Source::File {
+                path: "f",
+                line: i as i64,
+            },
+        );
+    }
+    builder.finish().unwrap()
+}
+
+async fn open(location: &Location) -> Table {
+    Table::open(location, &EVENTS, 1, Metrics::default())
+        .await
+        .unwrap()
+}
+
+async fn sql(snapshot: &Snapshot, query: &str) -> Vec<RecordBatch> {
+    let ctx = SessionContext::new();
+    let provider = snapshot.provider(&ctx.state()).await.unwrap();
+    ctx.register_table("events", provider).unwrap();
+    ctx.sql(query).await.unwrap().collect().await.unwrap()
+}
+
+async fn count(snapshot: &Snapshot) -> i64 {
+    let batches = sql(snapshot, "SELECT count(*) FROM events").await;
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batches[0].column(0))
+        .value(0)
+}
+
+#[tokio::test]
+async fn committed_files_read_back_with_their_partitions_and_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = open(&location).await;
+    let nine = table
+        .write(
+            Partition::hour(at(9, 5)),
+            events(30, 3, at(9, 5)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let ten = table
+        .write(
+            Partition::hour(at(10, 1)),
+            events(12, 2, at(10, 1)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        nine.add.path.starts_with("dt=2026-11-22/hour=09/"),
+        "{}",
+        nine.add.path
+    );
+    let stats: serde_json::Value = serde_json::from_str(nine.add.stats.as_ref().unwrap()).unwrap();
+    assert_eq!(stats["numRecords"], 30);
+    assert_eq!(stats["minValues"]["user_id"], "u0");
+    assert_eq!(stats["maxValues"]["user_id"], "u2");
+    table
+        .commit(&Commit::append(vec![nine.clone(), ten]))
+        .await
+        .unwrap();
+
+    // The SHA-256 in the tag is that of the bytes stored.
+    let stored = std::fs::read(dir.path().join("events").join(&nine.add.path)).unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored));
+    assert_eq!(
+        nine.add.tags.unwrap()[SHA256_TAG].as_deref(),
+        Some(sha.as_str())
+    );
+
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(count(&reader).await, 42);
+    let by_hour = sql(
+        &reader,
+        "SELECT hour, count(*) AS n FROM events WHERE dt = '2026-11-22' GROUP BY hour ORDER BY hour",
+    )
+    .await;
+    let text = arrow::util::pretty::pretty_format_batches(&by_hour)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("| 09   | 30 |") && text.contains("| 10   | 12 |"),
+        "{text}"
+    );
+    let files = reader.files().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].rows, Some(30));
+}
+
+#[tokio::test]
+async fn a_file_is_invisible_until_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let table = open(&location).await;
+    table
+        .write(
+            Partition::hour(at(9, 0)),
+            events(5, 1, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(count(&reader).await, 0);
+    assert!(reader.files().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_partition_resumes_from_the_table_and_a_replayed_batch_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let app_id = Position::app_id("tooltrail", "audit", 3);
+    let mut first = open(&location).await;
+    let mut second = open(&location).await;
+    let file = first
+        .write(
+            Partition::hour(at(9, 0)),
+            events(10, 2, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let commit = Commit::append(vec![file]).with_positions(vec![Position {
+        app_id: app_id.clone(),
+        first: 0,
+        last: 9,
+    }]);
+    first.commit(&commit).await.unwrap();
+    assert_eq!(first.snapshot().position(&app_id).await.unwrap(), Some(9));
+
+    // A writer that read offsets 5..=14 before the first committed (a
+    // rebalance moved the partition) must not land 5..=9 twice.
+    let file = second
+        .write(
+            Partition::hour(at(9, 0)),
+            events(10, 2, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let replay = Commit::append(vec![file]).with_positions(vec![Position {
+        app_id: app_id.clone(),
+        first: 5,
+        last: 14,
+    }]);
+    let err = second.commit(&replay).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fenced {
+                committed: 9,
+                start: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(count(&reader).await, 10);
+    assert_eq!(reader.position(&app_id).await.unwrap(), Some(9));
+    assert_eq!(reader.position("tooltrail/audit/4").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_lose_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let metrics = Metrics::default();
+    let writers: u32 = 3;
+    let commits = 12;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let location = location.clone();
+        let metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut table = Table::open(&location, &EVENTS, 1, metrics).await.unwrap();
+            for c in 0..commits {
+                let time = at(9, c);
+                let file = table
+                    .write(Partition::hour(time), events(7, 2, time), Vec::new())
+                    .await
+                    .unwrap();
+                let position = Position {
+                    app_id: Position::app_id("g", "t", w as i32),
+                    first: i64::from(c) * 10,
+                    last: i64::from(c) * 10 + 9,
+                };
+                let commit = Commit::append(vec![file]).with_positions(vec![position]);
+                table.commit(&commit).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(
+        count(&reader).await,
+        i64::from(writers) * i64::from(commits) * 7
+    );
+    // One creating version, then one per commit.
+    assert_eq!(
+        reader.version(),
+        Some(u64::from(writers) * u64::from(commits))
+    );
+    for w in 0..writers {
+        let app_id = Position::app_id("g", "t", w as i32);
+        assert_eq!(
+            reader.position(&app_id).await.unwrap(),
+            Some(i64::from(commits) * 10 - 1)
+        );
+    }
+}
+
+#[tokio::test]
+async fn removing_a_file_another_writer_removed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut first = open(&location).await;
+    let file = first
+        .write(
+            Partition::hour(at(9, 0)),
+            events(4, 1, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let path = file;
+    first
+        .commit(&Commit::append(vec![path.clone()]))
+        .await
+        .unwrap();
+    let mut second = open(&location).await;
+    let remove = first.snapshot().remove(&path.add.path).unwrap().unwrap();
+    let retire = Commit {
+        operation: Operation::Retention,
+        adds: Vec::new(),
+        removes: vec![remove],
+        positions: Vec::new(),
+        keys: Vec::new(),
+    };
+    first.commit(&retire).await.unwrap();
+    let err = second.commit(&retire).await.unwrap_err();
+    assert!(matches!(err, Error::FileGone { .. }), "{err}");
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(count(&reader).await, 0);
+}
+
+#[test]
+fn backoff_grows_to_its_cap_with_jitter() {
+    for conflicts in 1..40 {
+        let cap = BACKOFF_BASE
+            .saturating_mul(1 << (conflicts - 1).min(16))
+            .min(BACKOFF_CAP);
+        assert!(backoff(conflicts) <= cap);
+    }
+    let late: Vec<_> = (0..50).map(|_| backoff(30)).collect();
+    assert!(late.iter().all(|d| *d <= BACKOFF_CAP));
+    assert!(late.iter().any(|d| *d != late[0]), "jittered");
+}
+
+#[tokio::test]
+async fn a_key_is_consumed_once_across_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut first = open(&location).await;
+    let mut second = open(&location).await;
+    let keys = vec!["http:retry-me".to_owned()];
+    let file = first
+        .write(
+            Partition::hour(at(9, 0)),
+            events(3, 1, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let commit = Commit::append(vec![file]).with_keys(keys.clone());
+    first.commit(&commit).await.unwrap();
+    // The same request retried on another instance.
+    let file = second
+        .write(
+            Partition::hour(at(9, 0)),
+            events(3, 1, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let retry = Commit::append(vec![file]).with_keys(keys.clone());
+    let err = second.commit(&retry).await.unwrap_err();
+    assert!(matches!(err, Error::KeyConflict { .. }), "{err}");
+    // ... and on the first one, and on a writer opened afterwards.
+    assert!(matches!(
+        first.commit(&retry).await.unwrap_err(),
+        Error::KeyConflict { .. }
+    ));
+    let mut third = open(&location).await;
+    assert!(matches!(
+        third.commit(&retry).await.unwrap_err(),
+        Error::KeyConflict { .. }
+    ));
+    // Another key goes through.
+    let other = Commit::append(Vec::new()).with_keys(vec!["http:other".into()]);
+    third.commit(&other).await.unwrap();
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(count(&reader).await, 3);
+}
