@@ -21,6 +21,8 @@ pub enum Error {
         path: String,
         source: parquet::errors::ParquetError,
     },
+    #[error("lake file {path} does not hold what the lake wrote: {message}")]
+    CorruptFile { path: String, message: String },
     #[error("building an arrow batch")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("`{location}` is not a lake location: {problem}")]
@@ -103,6 +105,7 @@ impl Error {
             | Error::FileGone { .. } => true,
             Error::WriteParquet { .. }
             | Error::ReadParquet { .. }
+            | Error::CorruptFile { .. }
             | Error::Arrow(_)
             | Error::Location { .. }
             | Error::Provider { .. }

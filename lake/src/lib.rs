@@ -36,9 +36,11 @@ pub mod keys;
 pub mod location;
 pub mod metrics;
 pub mod parquet;
+pub mod replay;
 pub mod stats;
 pub mod table;
 pub mod tables;
+pub mod vacuum;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -247,6 +247,11 @@ impl Table {
         self.spec
     }
 
+    /// The delta-rs table, for operations delta-rs implements whole (vacuum).
+    pub(crate) fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
     /// What this writer last read or committed.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -594,8 +599,10 @@ impl Snapshot {
     pub async fn read_file(
         &self,
         path: &str,
-        columns: Option<&'static [&'static str]>,
+        columns: Option<&[&str]>,
     ) -> Result<Vec<RecordBatch>> {
+        let columns: Option<Vec<String>> =
+            columns.map(|c| c.iter().map(|s| (*s).to_owned()).collect());
         let location = format!("{}/{path}", self.spec.name);
         let bytes = self
             .table
@@ -613,8 +620,10 @@ impl Snapshot {
             };
             let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(wrap)?;
             if let Some(columns) = columns {
-                let mask =
-                    ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+                let mask = ProjectionMask::columns(
+                    builder.parquet_schema(),
+                    columns.iter().map(String::as_str),
+                );
                 builder = builder.with_projection(mask);
             }
             let reader = builder.build().map_err(wrap)?;

@@ -2,7 +2,7 @@
 //!
 //! [`Replay`] lists the live event files of a lake state whose newest event
 //! is at or after `since`, grouped by hour partition, and yields one hour
-//! at a time. Each file is read with only the [`DETECTOR_COLUMNS`]
+//! at a time. Each file is read with only the detector's columns
 //! projected (plus the source columns when replaying one Kafka partition),
 //! straight from Arrow into events.
 
@@ -10,13 +10,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Int32Type, Int64Type};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tooltrail_schemas::ToolCallEvent;
-use tooltrail_schemas::lake::{DETECTOR_COLUMNS, EventRows};
 
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -91,63 +88,18 @@ impl Replay {
         };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(read_error)?;
-        let source_columns = ["source_name", "source_partition", "source_offset"];
-        let wanted: Vec<&str> = match self.only {
-            None => DETECTOR_COLUMNS.to_vec(),
-            Some(_) => DETECTOR_COLUMNS
-                .iter()
-                .chain(&source_columns)
-                .copied()
-                .collect(),
-        };
+        let wanted = tooltrail_lake::replay::columns(self.only.is_some());
         let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().copied());
         let reader = builder.with_projection(mask).build().map_err(read_error)?;
+        let only = self.only.as_ref().map(|(t, p)| (t.as_str(), *p));
         for batch in reader {
             let batch = batch.map_err(Error::Arrow)?;
-            let rows = EventRows::new(&batch).map_err(Error::Arrow)?;
-            let source = match &self.only {
-                None => None,
-                Some(wanted) => {
-                    let column = |name: &str| {
-                        batch
-                            .column_by_name(name)
-                            .ok_or_else(|| Error::CorruptFile {
-                                path: path.to_path_buf(),
-                                message: format!("no `{name}` column"),
-                            })
-                    };
-                    Some((
-                        wanted,
-                        column("source_name")?.as_string::<i32>(),
-                        column("source_partition")?.as_primitive::<Int32Type>(),
-                        column("source_offset")?.as_primitive::<Int64Type>(),
-                    ))
-                }
-            };
-            for row in 0..rows.len() {
-                let time = rows.time_micros(row);
-                if time < self.since_micros {
-                    continue;
-                }
-                let order = match &source {
-                    None => time,
-                    Some(((topic, partition), names, partitions, offsets)) => {
-                        let from_it = names.is_valid(row)
-                            && names.value(row) == topic
-                            && partitions.is_valid(row)
-                            && partitions.value(row) == *partition;
-                        if !from_it {
-                            continue;
-                        }
-                        offsets.value(row)
-                    }
-                };
-                let event = rows.event(row).map_err(|e| Error::CorruptFile {
+            tooltrail_lake::replay::events_of(&batch, self.since_micros, only, out).map_err(
+                |message| Error::CorruptFile {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                out.push((order, event));
-            }
+                    message,
+                },
+            )?;
         }
         Ok(())
     }

@@ -85,7 +85,10 @@ async fn merges_the_small_files_of_closed_hours_in_sort_order_and_old_versions_s
         .await
         .unwrap();
     // Projected columns come in the file's order.
-    let users = rows[0].column_by_name("user_id").unwrap().as_string::<i32>();
+    let users = rows[0]
+        .column_by_name("user_id")
+        .unwrap()
+        .as_string::<i32>();
     let times = rows[0].column_by_name("time").unwrap();
     let times = times.as_primitive::<TimestampMicrosecondType>();
     let keys: Vec<_> = (0..rows[0].num_rows())
