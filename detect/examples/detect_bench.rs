@@ -79,7 +79,10 @@ fn main() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let checkpoints = Checkpoints::open(dir.path()).expect("checkpoint dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lake = tooltrail_lake::Location::local(dir.path()).expect("lake dir");
+    let checkpoints =
+        Checkpoints::open(&lake, "bench", runtime.handle().clone()).expect("checkpoint dir");
     let started = Instant::now();
     let size = checkpoints
         .save("events", 0, 0, &engine)

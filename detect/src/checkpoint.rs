@@ -1,22 +1,28 @@
 //! Checkpoints of the detector, one per Kafka partition: the engine's state
-//! and the offset of the next record it has not seen, in one file, so state
-//! and position can never disagree.
+//! and the offset of the next record it has not seen, in one object, so
+//! state and position can never disagree.
 //!
-//! `<dir>/<topic>-<partition>.ckpt` is zstd-compressed MessagePack, a map
-//! with named fields: `{version: 1, topic, partition, next_offset, engine}`
-//! (self-describing like JSON, so fields can be added; several times faster
-//! to write and read than JSON for the engine's nested numbers).
-//! It is written to a hidden temporary file, fsynced, renamed over the old
-//! one and the directory fsynced: after a crash the file is the old
-//! checkpoint or the new one, never a mix. The engine's settings are not
-//! stored; they come from configuration when the state is restored, so a
-//! changed threshold applies from the next start.
+//! They live with the lake, `<lake>/_tooltrail/detect/<group>/<topic>-<partition>.ckpt`,
+//! on a local disk or in object storage alike: a partition that moves to a
+//! detector on another machine resumes from its checkpoint there rather than
+//! warming up cold.
+//!
+//! A checkpoint is zstd-compressed MessagePack, a map with named fields:
+//! `{version: 1, topic, partition, next_offset, engine}` (self-describing like
+//! JSON, so fields can be added; several times faster to write and read than
+//! JSON for the engine's nested numbers). It is written in one put, which
+//! replaces the old one whole (a rename on a local disk, one PUT on S3): a
+//! reader finds the old checkpoint or the new, never a mix. The engine's
+//! settings are not stored; they come from configuration when the state is
+//! restored, so a changed threshold applies from the next start.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
 
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tooltrail_lake::Location;
 
 use crate::config::Settings;
 use crate::engine::{Engine, State, StateRef};
@@ -24,31 +30,40 @@ use crate::engine::{Engine, State, StateRef};
 /// The checkpoint format's version; bumped on any incompatible change.
 pub const VERSION: u32 = 1;
 
+/// Where the checkpoints of all consumer groups live, under the lake.
+pub const CHECKPOINT_DIR: &str = "_tooltrail/detect";
+
 /// zstd level: state is rewritten every checkpoint interval, so fast.
 const ZSTD_LEVEL: i32 = 1;
 
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    #[error("checkpoint store {path}")]
+    Store {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("checkpoint io error on {path}")]
     Io {
-        path: PathBuf,
+        path: String,
         #[source]
         source: io::Error,
     },
     #[error("{path}: not a detector checkpoint")]
     Corrupt {
-        path: PathBuf,
+        path: String,
         #[source]
         source: rmp_serde::decode::Error,
     },
     #[error(
         "{path}: checkpoint version {found}, this build reads {VERSION}; move it away to start this partition cold"
     )]
-    Version { path: PathBuf, found: u32 },
+    Version { path: String, found: u32 },
     #[error("{path}: holds {found}, expected {expected}")]
     Mismatch {
-        path: PathBuf,
+        path: String,
         found: String,
         expected: String,
     },
@@ -84,29 +99,46 @@ struct Header {
     version: u32,
 }
 
-/// The checkpoints of one consumer group, in one directory.
+/// The checkpoints of one consumer group.
+///
+/// `load` and `save` block on `runtime`: call them from a blocking thread
+/// (the detect service's consumer thread), not from an async task.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
-    dir: PathBuf,
+    store: std::sync::Arc<dyn ObjectStore>,
+    /// `<lake>/_tooltrail/detect/<group>`, for messages.
+    location: String,
+    runtime: Handle,
 }
 
 impl Checkpoints {
-    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
-        fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-            path: dir.to_owned(),
-            source,
+    /// The checkpoints of consumer group `group` in the lake at `lake`.
+    pub fn open(lake: &Location, group: &str, runtime: Handle) -> Result<Self, CheckpointError> {
+        let prefix = format!("{CHECKPOINT_DIR}/{group}");
+        let location = format!("{}/{prefix}", lake.to_string().trim_end_matches('/'));
+        let store = lake.store(&prefix).map_err(|e| CheckpointError::Store {
+            path: location.clone(),
+            source: Box::new(e),
         })?;
         Ok(Checkpoints {
-            dir: dir.to_owned(),
+            store,
+            location,
+            runtime,
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// `<lake>/_tooltrail/detect/<group>`.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
-    pub fn path(&self, topic: &str, partition: i32) -> PathBuf {
-        self.dir.join(format!("{topic}-{partition}.ckpt"))
+    /// The checkpoint's name within [`Self::location`].
+    pub fn name(topic: &str, partition: i32) -> String {
+        format!("{topic}-{partition}.ckpt")
+    }
+
+    fn path(&self, topic: &str, partition: i32) -> String {
+        format!("{}/{}", self.location, Self::name(topic, partition))
     }
 
     /// The partition's checkpoint, if it has one.
@@ -117,16 +149,25 @@ impl Checkpoints {
         settings: &Settings,
     ) -> Result<Option<Restored>, CheckpointError> {
         let path = self.path(topic, partition);
-        let io = |source| CheckpointError::Io {
+        let name = StorePath::from(Self::name(topic, partition));
+        let store_error = |source: object_store::Error| CheckpointError::Store {
+            path: path.clone(),
+            source: Box::new(source),
+        };
+        let fetched = self.runtime.block_on(async {
+            match self.store.get(&name).await {
+                Ok(got) => got.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let Some(bytes) = fetched.map_err(store_error)? else {
+            return Ok(None);
+        };
+        let body = zstd::decode_all(bytes.as_ref()).map_err(|source| CheckpointError::Io {
             path: path.clone(),
             source,
-        };
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(e)),
-        };
-        let body = zstd::decode_all(bytes.as_slice()).map_err(io)?;
+        })?;
         let corrupt = |source| CheckpointError::Corrupt {
             path: path.clone(),
             source,
@@ -153,7 +194,7 @@ impl Checkpoints {
         }))
     }
 
-    /// Replaces the partition's checkpoint, durably; returns its size.
+    /// Replaces the partition's checkpoint whole; returns its size.
     pub fn save(
         &self,
         topic: &str,
@@ -162,13 +203,11 @@ impl Checkpoints {
         engine: &Engine,
     ) -> Result<u64, CheckpointError> {
         let path = self.path(topic, partition);
-        let tmp = self.dir.join(format!(".{topic}-{partition}.ckpt.tmp"));
         let io = |source| CheckpointError::Io {
             path: path.clone(),
             source,
         };
-        let file = File::create(&tmp).map_err(io)?;
-        let mut encoder = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL).map_err(io)?;
+        let mut encoder = zstd::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(io)?;
         let record = FileRef {
             version: VERSION,
             topic,
@@ -178,16 +217,17 @@ impl Checkpoints {
         };
         rmp_serde::encode::write_named(&mut encoder, &record)
             .map_err(|e| io(io::Error::other(e)))?;
-        let mut writer = encoder.finish().map_err(io)?;
-        writer.flush().map_err(io)?;
-        let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        let bytes = file.metadata().map_err(io)?.len();
-        fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(bytes)
+        let mut bytes = encoder.finish().map_err(io)?;
+        bytes.flush().map_err(io)?;
+        let size = bytes.len() as u64;
+        let name = StorePath::from(Self::name(topic, partition));
+        self.runtime
+            .block_on(self.store.put(&name, PutPayload::from(bytes)))
+            .map_err(|source| CheckpointError::Store {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(size)
     }
 }
 
@@ -208,11 +248,27 @@ mod tests {
         tooltrail_schemas::decode(line.as_bytes()).expect("valid event")
     }
 
+    /// Checkpoints of group `g` in a lake at `dir`, and where their files are.
+    fn open(
+        dir: &std::path::Path,
+        runtime: &tokio::runtime::Runtime,
+    ) -> (Checkpoints, std::path::PathBuf) {
+        let lake = Location::local(dir).expect("lake");
+        let checkpoints = Checkpoints::open(&lake, "g", runtime.handle().clone()).expect("open");
+        let files = lake
+            .local_dir()
+            .expect("local")
+            .join(CHECKPOINT_DIR)
+            .join("g");
+        (checkpoints, files)
+    }
+
     #[test]
     fn a_restored_engine_goes_on_exactly_like_the_one_that_was_saved() {
         let settings = DetectConfig::default().validate().expect("defaults");
         let dir = tempfile::tempdir().expect("tempdir");
-        let checkpoints = Checkpoints::open(&dir.path().join("ckpt")).expect("open");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (checkpoints, files) = open(dir.path(), &runtime);
         assert!(
             checkpoints
                 .load("events", 0, &settings)
@@ -237,6 +293,7 @@ mod tests {
             first.observe(e, &mut alerts);
         }
         checkpoints.save("events", 0, 1800, &first).expect("save");
+        assert!(files.join("events-0.ckpt").is_file(), "kept with the lake");
         drop(first);
         let restored = checkpoints
             .load("events", 0, &settings)
@@ -257,11 +314,13 @@ mod tests {
     fn a_bad_checkpoint_is_refused_with_its_path_and_reason() {
         let settings = DetectConfig::default().validate().expect("defaults");
         let dir = tempfile::tempdir().expect("tempdir");
-        let checkpoints = Checkpoints::open(dir.path()).expect("open");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (checkpoints, files) = open(dir.path(), &runtime);
         let engine = Engine::new(settings.clone());
         checkpoints.save("events", 1, 7, &engine).expect("save");
         // Another partition's file under this partition's name.
-        fs::rename(checkpoints.path("events", 1), checkpoints.path("events", 2)).expect("mv");
+        let file = |partition| files.join(Checkpoints::name("events", partition));
+        std::fs::rename(file(1), file(2)).expect("mv");
         let err = checkpoints
             .load("events", 2, &settings)
             .err()
@@ -274,7 +333,7 @@ mod tests {
         let write = |value: serde_json::Value| {
             let body = rmp_serde::to_vec_named(&value).expect("encode");
             let bytes = zstd::encode_all(body.as_slice(), 1).expect("compress");
-            fs::write(checkpoints.path("events", 3), bytes).expect("write");
+            std::fs::write(file(3), bytes).expect("write");
         };
         write(serde_json::json!({"version": 2}));
         let err = checkpoints.load("events", 3, &settings).err().expect("v2");
@@ -291,7 +350,7 @@ mod tests {
             err.to_string().contains("not a detector checkpoint"),
             "{err}"
         );
-        fs::write(checkpoints.path("events", 3), b"plain text").expect("write");
+        std::fs::write(file(3), b"plain text").expect("write");
         let err = checkpoints
             .load("events", 3, &settings)
             .err()

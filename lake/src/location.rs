@@ -9,6 +9,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::ObjectStore;
 
 use url::Url;
 
@@ -82,6 +85,29 @@ impl Location {
         (self.root.scheme() == "file")
             .then(|| self.root.to_file_path().ok())
             .flatten()
+    }
+
+    /// An object store rooted at `<lake>/<prefix>/`, for what the lake
+    /// keeps beside its tables (detector checkpoints).
+    pub fn store(&self, prefix: &str) -> Result<Arc<dyn ObjectStore>> {
+        let url = self
+            .root
+            .join(&format!("{}/", prefix.trim_matches('/')))
+            .map_err(|e| Error::Location {
+                location: self.to_string(),
+                problem: format!("`{prefix}` is not a relative path: {e}"),
+            })?;
+        if let Some(dir) = self.local_dir() {
+            let dir = dir.join(prefix);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        deltalake::logstore::store_for(&url, std::iter::empty::<(String, String)>()).map_err(|e| {
+            Error::Delta {
+                table: prefix.to_owned(),
+                context: "opening its store".into(),
+                source: Box::new(e),
+            }
+        })
     }
 
     /// Where the table `name` lives, ending in `/`.

@@ -34,7 +34,8 @@ pub struct ServiceArgs {
     /// The lake whose `alerts/` receives the alerts (with --kafka).
     #[arg(long, value_name = "DIR", requires = "kafka")]
     pub lake: Option<PathBuf>,
-    /// Where checkpoints and the delivery outbox live.
+    /// Where the delivery outbox lives (checkpoints live with the lake, in
+    /// `<lake>/_tooltrail/detect/<group>/`).
     #[arg(long, value_name = "DIR", default_value = "tooltrail-data")]
     pub data_dir: PathBuf,
     /// The detector's consumer group (not ingest's).
@@ -93,7 +94,8 @@ pub async fn run(
             tokio::runtime::Handle::current(),
         ));
     }
-    let checkpoints = Checkpoints::open(&args.data_dir.join("detect").join(&args.group))?;
+    let location = tooltrail_lake::Location::local(&lake_dir)?;
+    let checkpoints = Checkpoints::open(&location, &args.group, tokio::runtime::Handle::current())?;
     let warm = if args.warm_from_lake.is_zero() {
         None
     } else {

@@ -277,7 +277,7 @@ pub fn build(
     clock: Arc<dyn Clock>,
 ) -> Result<KafkaDetect> {
     tracing::info!(
-        checkpoints = %checkpoints.dir().display(),
+        checkpoints = checkpoints.location(),
         alerts_known = publisher.known(),
         "detect service starting"
     );
