@@ -158,11 +158,8 @@ async fn compact_hour(
     }
     let written = adds.len();
     let commit = Commit {
-        operation: Operation::Compact,
         adds,
-        removes,
-        positions: Vec::new(),
-        keys: Vec::new(),
+        ..Commit::removing(Operation::Compact, removes)
     };
     table.commit(&commit).await?;
     Ok(written)

@@ -43,6 +43,9 @@ pub mod tables;
 pub mod vacuum;
 pub mod writer;
 
+#[cfg(test)]
+mod testing;
+
 pub use error::{Error, Result};
 pub use location::Location;
 pub use metrics::Metrics;

@@ -193,6 +193,17 @@ impl Commit {
         }
     }
 
+    /// Takes `removes` out of the table (compaction adds their replacements).
+    pub fn removing(operation: Operation, removes: Vec<Remove>) -> Commit {
+        Commit {
+            operation,
+            adds: Vec::new(),
+            removes,
+            positions: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
     pub fn with_keys(mut self, keys: Vec<String>) -> Commit {
         self.keys = keys;
         self

@@ -80,9 +80,8 @@ mod tests {
 
     fn batch() -> arrow::array::RecordBatch {
         let mut builder = EventBatchBuilder::new();
-        let line = r#"{"schema_version":1,"event_id":"e1","time":"2026-11-22T09:00:00Z","tenant_id":"t","user_id":"u","server":"s","method":"resources/read","decision":"allow","status":200}"#;
-        let event = tooltrail_schemas::decode(line.as_bytes()).unwrap();
         let at = Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap();
+        let event = crate::testing::event("e1", at, "u");
         builder.append(&event, at, Source::File { path: "f", line: 1 });
         builder.finish().unwrap()
     }
@@ -110,13 +109,7 @@ mod tests {
         // A writer died after writing this one.
         let orphan = table.write(hour, batch(), Vec::new()).await.unwrap();
         let remove = table.snapshot().remove(&removed.add.path).unwrap().unwrap();
-        let retire = Commit {
-            operation: Operation::Retention,
-            adds: Vec::new(),
-            removes: vec![remove],
-            positions: Vec::new(),
-            keys: Vec::new(),
-        };
+        let retire = Commit::removing(Operation::Retention, vec![remove]);
         table.commit(&retire).await.unwrap();
         let exists = |path: &str| dir.path().join("events").join(path).exists();
 

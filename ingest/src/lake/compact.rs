@@ -30,37 +30,7 @@ use crate::error::{Error, Result};
 use crate::lake::log::{DirSwap, FileRecord, LOG_FORMAT_VERSION, LogEntry, LogState, Operation};
 use crate::lake::{Lake, parquet, time_range};
 
-/// What to compact.
-#[derive(Debug, Clone)]
-pub struct CompactOptions {
-    /// Only hours that ended at least this long ago.
-    pub min_age: Duration,
-    /// Files smaller than this are merged.
-    pub small_file_bytes: u64,
-    /// At most this many rows per merged file.
-    pub max_rows_per_file: usize,
-}
-
-impl Default for CompactOptions {
-    fn default() -> Self {
-        Self {
-            min_age: Duration::from_secs(3600),
-            small_file_bytes: 64 << 20,
-            max_rows_per_file: 1 << 21,
-        }
-    }
-}
-
-/// What a compaction run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CompactSummary {
-    pub hours: usize,
-    pub files_in: usize,
-    pub files_out: usize,
-    pub rows: u64,
-    /// Hours left for the next run because a write landed during compaction.
-    pub deferred: usize,
-}
+pub use tooltrail_lake::compact::{CompactOptions, CompactSummary};
 
 /// Compacts every eligible hour of the events table.
 pub fn compact(

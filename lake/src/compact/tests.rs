@@ -16,12 +16,8 @@ fn events(file: usize, n: usize, time: DateTime<Utc>) -> RecordBatch {
     let mut builder = EventBatchBuilder::new();
     for i in 0..n {
         let t = time + chrono::TimeDelta::seconds((i * 7 + file) as i64);
-        let line = format!(
-            r#"{{"schema_version":1,"event_id":"f{file}-{i}","time":"{}","tenant_id":"t","user_id":"u{}","server":"s","method":"resources/read","decision":"allow","status":200}}"#,
-            t.to_rfc3339(),
-            (i + file) % 3
-        );
-        let event = tooltrail_schemas::decode(line.as_bytes()).unwrap();
+        let user = format!("u{}", (i + file) % 3);
+        let event = crate::testing::event(&format!("f{file}-{i}"), t, &user);
         builder.append(
             &event,
             t,
@@ -133,13 +129,7 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
         .unwrap();
     let files = other.snapshot().files().unwrap();
     let remove = other.snapshot().remove(&files[0].path).unwrap().unwrap();
-    let commit = Commit {
-        operation: Operation::Retention,
-        adds: Vec::new(),
-        removes: vec![remove],
-        positions: Vec::new(),
-        keys: Vec::new(),
-    };
+    let commit = Commit::removing(Operation::Retention, vec![remove]);
     // The compactor read its snapshot before that commit.
     let snapshot_files = table.snapshot().files().unwrap();
     other.commit(&commit).await.unwrap();

@@ -16,11 +16,7 @@ fn events(ids: &[i64], time: DateTime<Utc>, partition: i32) -> arrow::array::Rec
     let mut builder = EventBatchBuilder::new();
     for &id in ids {
         let t = time - TimeDelta::seconds(id);
-        let line = format!(
-            r#"{{"schema_version":1,"event_id":"e{partition}-{id}","time":"{}","tenant_id":"t","user_id":"u","server":"s","method":"resources/read","decision":"allow","status":200}}"#,
-            t.to_rfc3339()
-        );
-        let event = tooltrail_schemas::decode(line.as_bytes()).unwrap();
+        let event = crate::testing::event(&format!("e{partition}-{id}"), t, "u");
         let source = Source::Kafka {
             topic: "audit",
             partition,

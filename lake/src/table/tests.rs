@@ -13,13 +13,8 @@ fn at(hour: u32, minute: u32) -> DateTime<Utc> {
 fn events(n: usize, users: usize, time: DateTime<Utc>) -> RecordBatch {
     let mut builder = EventBatchBuilder::new();
     for i in 0..n {
-        let line = format!(
-            r#"{{"schema_version":1,"event_id":"e{i}-{}","time":"{}","tenant_id":"acme","user_id":"u{}","server":"mail","method":"tools/call","tool":"send","decision":"allow","status":200}}"#,
-            time.timestamp(),
-            time.to_rfc3339(),
-            i % users
-        );
-        let event = tooltrail_schemas::decode(line.as_bytes()).unwrap();
+        let id = format!("e{i}-{}", time.timestamp());
+        let event = crate::testing::event(&id, time, &format!("u{}", i % users));
         builder.append(
             &event,
             time,
@@ -259,13 +254,7 @@ async fn removing_a_file_another_writer_removed_is_refused() {
         .unwrap();
     let mut second = open(&location).await;
     let remove = first.snapshot().remove(&path.add.path).unwrap().unwrap();
-    let retire = Commit {
-        operation: Operation::Retention,
-        adds: Vec::new(),
-        removes: vec![remove],
-        positions: Vec::new(),
-        keys: Vec::new(),
-    };
+    let retire = Commit::removing(Operation::Retention, vec![remove]);
     first.commit(&retire).await.unwrap();
     let err = second.commit(&retire).await.unwrap_err();
     assert!(matches!(err, Error::FileGone { .. }), "{err}");

@@ -33,10 +33,7 @@ fn batch(offsets: std::ops::RangeInclusive<i64>, resume: Resume) -> Batch {
             let error = tooltrail_schemas::decode(raw).unwrap_err();
             rejects.append(raw, &error, at(), source);
         } else {
-            let line = format!(
-                r#"{{"schema_version":1,"event_id":"e{offset}","time":"2026-11-22T09:30:00Z","tenant_id":"t","user_id":"u","server":"s","method":"resources/read","decision":"allow","status":200}}"#
-            );
-            let event = tooltrail_schemas::decode(line.as_bytes()).unwrap();
+            let event = crate::testing::event(&format!("e{offset}"), at(), "u");
             events.append(&event, at(), source);
         }
     }

@@ -1,6 +1,6 @@
 //! Commit latency and conflicts with several writers on one table.
 //!
-//! `cargo bench -p tooltrail-lake --bench commits` runs 3 writers, each
+//! `cargo run --release -p tooltrail-lake --example commit_bench` runs 3 writers, each
 //! committing a file of 1,000 events 100 times as fast as it can, on a
 //! temporary local table, and prints commit latency (p50, p99, max; back-off
 //! included), conflicts and throughput. Environment:
