@@ -11,6 +11,8 @@
 //!   one Delta version. Several writers share a table without a lock.
 //! - [`Snapshot`] is a read-only version: what query, exports, warm-up and
 //!   verification read.
+//! - [`appender::Appender`] group-commits small records (alerts, the query
+//!   audit) from many callers: one version per interval, not per record.
 //!
 //! Invariants: a data file is visible only once a commit names it; a Kafka
 //! partition's position (`txn` action, app id `<group>/<topic>/<partition>`)
@@ -30,6 +32,7 @@
 //! # }
 //! ```
 
+pub mod appender;
 pub mod compact;
 pub mod error;
 pub mod keys;

@@ -1,7 +1,9 @@
 //! The lake's tables. Every component that reads or writes one names it
 //! here; nothing else knows a table's directory, partitioning or schema.
 
-use tooltrail_schemas::lake::{events_schema, quarantine_schema};
+use tooltrail_schemas::lake::{
+    alerts_schema, events_schema, quarantine_schema, query_audit_schema,
+};
 
 use crate::table::TableSpec;
 
@@ -47,5 +49,46 @@ pub static QUARANTINE: TableSpec = TableSpec {
         "source_name",
         "source_partition",
         "source_offset",
+    ],
+};
+
+/// Every version of every alert the detector published (the first, and each
+/// update with a higher `repeats`), partitioned by the UTC day of the
+/// alert's event `time`. The whole record is in `record`.
+pub static ALERTS: TableSpec = TableSpec {
+    name: "alerts",
+    schema: alerts_schema,
+    partitions: &["dt"],
+    stats_columns: &[
+        "alert_id",
+        "time",
+        "tenant_id",
+        "user_id",
+        "detector",
+        "severity",
+        "score",
+        "window_start",
+        "window_end",
+        "repeats",
+    ],
+};
+
+/// Every query run against the query endpoint, a `start` and an `end` row
+/// each, partitioned by the UTC day of the record's `time`.
+pub static QUERY_AUDIT: TableSpec = TableSpec {
+    name: "query_audit",
+    schema: query_audit_schema,
+    partitions: &["dt"],
+    stats_columns: &[
+        "query_id",
+        "phase",
+        "time",
+        "principal",
+        "role",
+        "transport",
+        "sql_sha256",
+        "outcome",
+        "rows",
+        "duration_ms",
     ],
 };

@@ -1,4 +1,6 @@
-//! The lake's Arrow schema for events, and a builder from decoded events.
+//! The lake's Arrow schemas and the builders that fill them: events (from
+//! decoded events), quarantine, and, in submodules, `alerts` and
+//! `query_audit`.
 //!
 //! Columns carry the contract's names. Ingest adds `received_at` and where the
 //! event came from (`source_*`). Hive partition columns (`dt`, `hour`) live in
@@ -20,7 +22,11 @@ use crate::error::DecodeError;
 use crate::event::{SCHEMA_VERSION, ToolCallEvent};
 use crate::view::{EventView, Ip};
 
+mod alerts;
+mod query_audit;
 mod rows;
+pub use alerts::{AlertBatchBuilder, AlertRow, alerts_schema};
+pub use query_audit::{QueryAuditBatchBuilder, QueryAuditRow, query_audit_schema};
 pub use rows::{DETECTOR_COLUMNS, EventRows};
 
 /// Where an event entered tooltrail.
