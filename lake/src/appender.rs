@@ -87,7 +87,10 @@ impl Default for AppenderOptions {
 pub enum AppendError {
     /// The rows do not fit the table: a caller's bug, nothing was queued.
     #[error("appending to {table}: {problem}")]
-    Mismatch { table: &'static str, problem: String },
+    Mismatch {
+        table: &'static str,
+        problem: String,
+    },
     /// Writing or committing the group this append was in failed.
     #[error("appending to {table}: the group commit failed")]
     Commit {
@@ -201,7 +204,11 @@ impl Appender {
 
     /// Queues `batch` for `partition` (waiting only for room in the queue)
     /// and returns what tells when it is committed.
-    pub async fn submit(&self, partition: Partition, batch: RecordBatch) -> Result<Pending, AppendError> {
+    pub async fn submit(
+        &self,
+        partition: Partition,
+        batch: RecordBatch,
+    ) -> Result<Pending, AppendError> {
         self.check(&partition, &batch)?;
         let (done, answer) = oneshot::channel();
         let request = Request {
@@ -209,10 +216,7 @@ impl Appender {
             batch,
             done,
         };
-        self.queue
-            .send(request)
-            .await
-            .map_err(|_| self.stopped())?;
+        self.queue.send(request).await.map_err(|_| self.stopped())?;
         Ok(Pending {
             table: self.spec.name,
             done: answer,

@@ -101,7 +101,11 @@ async fn concurrent_appends_share_one_commit_and_every_row_is_read_back() {
         .map(|i| {
             let appender = appender.clone();
             let time = at(20 + i % 2);
-            tokio::spawn(async move { appender.append(day(time), row(&format!("q{i:03}"), time)).await })
+            tokio::spawn(async move {
+                appender
+                    .append(day(time), row(&format!("q{i:03}"), time))
+                    .await
+            })
         })
         .collect();
     let mut versions = BTreeSet::new();
@@ -124,11 +128,17 @@ async fn concurrent_appends_share_one_commit_and_every_row_is_read_back() {
         "no commit but the groups'"
     );
     // One file per partition and commit, and the table reads as a table.
-    let snapshot = Snapshot::load(&location, &QUERY_AUDIT).await.unwrap().unwrap();
+    let snapshot = Snapshot::load(&location, &QUERY_AUDIT)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(snapshot.files().unwrap().len() <= 2 * versions.len());
     let ctx = SessionContext::new();
-    ctx.register_table("query_audit", snapshot.provider(&ctx.state()).await.unwrap())
-        .unwrap();
+    ctx.register_table(
+        "query_audit",
+        snapshot.provider(&ctx.state()).await.unwrap(),
+    )
+    .unwrap();
     let by_day = ctx
         .sql("SELECT dt, count(*) AS n FROM query_audit GROUP BY dt ORDER BY dt")
         .await
@@ -154,7 +164,10 @@ async fn an_append_returns_once_its_rows_are_in_the_table() {
     let (appender, running, shutdown) = start(&location, Duration::from_millis(20)).await;
     for i in 0..3 {
         let id = format!("q{i}");
-        let committed = appender.append(day(at(20)), row(&id, at(20))).await.unwrap();
+        let committed = appender
+            .append(day(at(20)), row(&id, at(20)))
+            .await
+            .unwrap();
         let (ids, version) = committed_ids(&location).await;
         assert_eq!(version, committed.version);
         assert!(ids.contains(&id), "{id} not readable once append returned");
@@ -192,7 +205,12 @@ async fn a_failed_commit_is_reported_to_every_caller_of_its_group() {
     let mut pending = Vec::new();
     for i in 0..5 {
         let id = format!("lost{i}");
-        pending.push(appender.submit(day(at(20)), row(&id, at(20))).await.unwrap());
+        pending.push(
+            appender
+                .submit(day(at(20)), row(&id, at(20)))
+                .await
+                .unwrap(),
+        );
     }
     for p in pending {
         let error = tokio::time::timeout(GUARD, p.committed())
@@ -200,7 +218,13 @@ async fn a_failed_commit_is_reported_to_every_caller_of_its_group() {
             .unwrap()
             .expect_err("the commit failed");
         assert!(
-            matches!(error, AppendError::Commit { table: "query_audit", .. }),
+            matches!(
+                error,
+                AppendError::Commit {
+                    table: "query_audit",
+                    ..
+                }
+            ),
             "{error:?}"
         );
         assert!(error.is_retryable(), "{error:?}");
@@ -232,7 +256,12 @@ async fn shutdown_commits_what_is_queued_and_refuses_what_comes_after() {
     let mut pending = Vec::new();
     for i in 0..3 {
         let id = format!("queued{i}");
-        pending.push(appender.submit(day(at(20)), row(&id, at(20))).await.unwrap());
+        pending.push(
+            appender
+                .submit(day(at(20)), row(&id, at(20)))
+                .await
+                .unwrap(),
+        );
     }
     shutdown.cancel();
     for p in pending {
@@ -246,10 +275,7 @@ async fn shutdown_commits_what_is_queued_and_refuses_what_comes_after() {
     assert_eq!(ids, ["first", "queued0", "queued1", "queued2"]);
 
     let late = appender.append(day(at(20)), row("late", at(20))).await;
-    assert!(
-        matches!(late, Err(AppendError::Stopped { .. })),
-        "{late:?}"
-    );
+    assert!(matches!(late, Err(AppendError::Stopped { .. })), "{late:?}");
 }
 
 #[tokio::test]
@@ -265,8 +291,14 @@ async fn rows_of_another_shape_are_refused_before_they_reach_a_group() {
     );
     let hourly = Partition::hour(at(20));
     let wrong = appender.append(hourly, row("q", at(20))).await;
-    assert!(matches!(wrong, Err(AppendError::Mismatch { .. })), "{wrong:?}");
-    appender.append(day(at(20)), row("q", at(20))).await.unwrap();
+    assert!(
+        matches!(wrong, Err(AppendError::Mismatch { .. })),
+        "{wrong:?}"
+    );
+    appender
+        .append(day(at(20)), row("q", at(20)))
+        .await
+        .unwrap();
     assert_eq!(committed_ids(&location).await.0, ["q"]);
     shutdown.cancel();
     running.await.unwrap();
@@ -282,9 +314,17 @@ async fn a_lazily_opened_appender_creates_its_table_on_the_first_commit() {
         options(Duration::from_millis(20)),
         Metrics::default(),
     );
-    assert!(Snapshot::load(&location, &QUERY_AUDIT).await.unwrap().is_none());
+    assert!(
+        Snapshot::load(&location, &QUERY_AUDIT)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let running = tokio::spawn(task.run(CancellationToken::new()));
-    appender.append(day(at(20)), row("q", at(20))).await.unwrap();
+    appender
+        .append(day(at(20)), row("q", at(20)))
+        .await
+        .unwrap();
     assert_eq!(committed_ids(&location).await.0, ["q"]);
     // Every handle dropped: the task ends by itself.
     drop(appender);

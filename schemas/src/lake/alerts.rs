@@ -179,7 +179,8 @@ impl AlertBatchBuilder {
         self.event_ids.append(true);
         self.window_start
             .append_value(row.window_start.timestamp_micros());
-        self.window_end.append_value(row.window_end.timestamp_micros());
+        self.window_end
+            .append_value(row.window_end.timestamp_micros());
         self.repeats.append_value(row.repeats);
         self.record.append_value(row.record);
         self.rows += 1;
@@ -262,7 +263,10 @@ mod tests {
         assert!(builder.is_empty());
         assert_eq!(batch.schema(), alerts_schema());
         let evidence = batch.column_by_name("evidence").unwrap().as_struct();
-        let new_values = evidence.column_by_name("new_values").unwrap().as_list::<i32>();
+        let new_values = evidence
+            .column_by_name("new_values")
+            .unwrap()
+            .as_list::<i32>();
         assert_eq!(new_values.value(0).as_string::<i32>().value(0), "merge_pr");
         assert!(new_values.is_null(1), "an empty list is left out");
         let record = batch.column_by_name("record").unwrap().as_string::<i32>();
