@@ -3,7 +3,7 @@
 //! `tooltrail detect --kafka` both publish through a [`Publisher`].
 //!
 //! The order is the outbox, then the Kafka alerts topic (when configured),
-//! then the lake's `alerts/`:
+//! then the lake's `alerts` table:
 //!
 //! - The outbox is durable and idempotent by `alert_id` (an update carrying a
 //!   repeat count is not sent again). After a crash between it and the lake,
@@ -11,28 +11,25 @@
 //!   the same id; the lake takes it and the outbox ignores the copy. The
 //!   other order would leave an alert in the lake that was never sent.
 //! - The alerts topic is at least once: a crash between its produce and the
-//!   lake write repeats a record with the same key.
+//!   lake commit repeats a record with the same key.
 //! - The lake is the record of what was published. A version of an alert
 //!   (its id and repeat count) the lake already holds, or holds a later one
 //!   of, is dropped before any of the three: a restart writes nothing it
-//!   wrote before.
+//!   wrote before. One publish is one lake commit: a crash leaves all of its
+//!   alerts in the table or none.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::broadcast;
+use tooltrail_lake::Location;
 
 use crate::alert::Alert;
 use crate::deliver::DeliveryHandle;
 use crate::metrics::{AlertLabels, Metrics};
 use crate::service::{Error, Result};
 use crate::sink::AlertLake;
-
-/// A temporary alert file older than this was left by a writer killed
-/// mid-write: a live one renames its file within milliseconds.
-const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
 
 /// How long producing one alert to the alerts topic may take.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,6 +73,8 @@ pub struct Publisher {
     delivery: Option<DeliveryHandle>,
     topic: Option<AlertTopic>,
     lake: AlertLake,
+    /// Drives the lake's writes from the publishing thread.
+    runtime: tokio::runtime::Handle,
     /// Alert ids the lake holds, with the highest repeat count written.
     written: HashMap<String, u32>,
     metrics: Metrics,
@@ -84,36 +83,28 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Opens `<lake>/alerts`, sweeps the temporary files killed writers left
-    /// there, and reads which alerts it holds.
-    pub fn open(
-        lake_dir: &Path,
+    /// Opens the `alerts` table of the lake at `lake` (creating it) and
+    /// reads which alerts it holds. [`Publisher::publish`] blocks on the
+    /// runtime this is called on.
+    pub async fn open(
+        lake: &Location,
         delivery: Option<DeliveryHandle>,
         metrics: Metrics,
+        lake_metrics: tooltrail_lake::Metrics,
     ) -> Result<Self> {
-        let lake = AlertLake::open(lake_dir).map_err(|source| Error::AlertLake {
-            path: lake_dir.join("alerts"),
-            source,
-        })?;
         let lake_error = |source| Error::AlertLake {
-            path: lake.root().to_path_buf(),
+            lake: lake.to_string(),
             source,
         };
-        let removed = lake
-            .remove_stale_temporaries(STALE_TEMPORARY)
+        let alerts = AlertLake::open(lake, lake_metrics)
+            .await
             .map_err(lake_error)?;
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                dir = %lake.root().display(),
-                "removed temporary alert files left by a killed writer"
-            );
-        }
-        let written = lake.written().map_err(lake_error)?;
+        let written = alerts.written().await.map_err(lake_error)?;
         Ok(Publisher {
             delivery,
             topic: None,
-            lake,
+            lake: alerts,
+            runtime: tokio::runtime::Handle::current(),
             written,
             metrics,
             listeners: None,
@@ -143,8 +134,9 @@ impl Publisher {
     }
 
     /// Publishes `alerts` (emptying it), skipping versions already written;
-    /// returns how many were published. Blocking (fsync, and the topic's
-    /// acknowledgement): from async code, run it on the blocking pool.
+    /// returns how many were published. Blocking (the lake's commit, and the
+    /// topic's acknowledgement): from async code, run it on the blocking
+    /// pool.
     pub fn publish(&mut self, alerts: &mut Vec<Alert>) -> Result<usize> {
         let mut fresh: Vec<Alert> = Vec::with_capacity(alerts.len());
         for alert in alerts.drain(..) {
@@ -177,10 +169,12 @@ impl Publisher {
                 topic.produce(alert)?;
             }
         }
-        self.lake.write(&fresh).map_err(|source| Error::AlertLake {
-            path: self.lake.root().to_path_buf(),
-            source,
-        })?;
+        self.runtime
+            .block_on(self.lake.write(&fresh))
+            .map_err(|source| Error::AlertLake {
+                lake: self.lake.location().to_string(),
+                source,
+            })?;
         let published = fresh.len();
         for alert in fresh {
             let known = self.written.entry(alert.alert_id.clone()).or_default();
@@ -219,17 +213,31 @@ fn announce(alert: &Alert, metrics: &Metrics) {
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    use tooltrail_lake::{Snapshot, tables};
+
     use super::*;
 
     /// Alert rows in the lake, as (alert_id, repeats).
-    fn rows(lake: &Path) -> Vec<(String, u32)> {
+    async fn rows(lake: &Location) -> Vec<(String, u32)> {
+        let snapshot = Snapshot::load(lake, &tables::ALERTS)
+            .await
+            .expect("load")
+            .expect("the alerts table");
         let mut rows = Vec::new();
-        for day in std::fs::read_dir(lake.join("alerts")).expect("alerts dir") {
-            for file in std::fs::read_dir(day.expect("day").path()).expect("day dir") {
-                let text = std::fs::read_to_string(file.expect("file").path()).expect("read");
-                for line in text.lines() {
-                    let alert: Alert = serde_json::from_str(line).expect("an alert record");
-                    rows.push((alert.alert_id, alert.repeats));
+        for file in snapshot.files().expect("files") {
+            let batches = snapshot
+                .read_file(&file.path, Some(&["alert_id", "repeats"]))
+                .await
+                .expect("read");
+            for batch in batches {
+                let ids = batch.column(0).as_string::<i32>();
+                let repeats = batch.column(1).as_primitive::<Int64Type>();
+                for row in 0..batch.num_rows() {
+                    assert!(!repeats.is_null(row));
+                    let count = u32::try_from(repeats.value(row)).expect("a count");
+                    rows.push((ids.value(row).to_owned(), count));
                 }
             }
         }
@@ -247,8 +255,24 @@ mod tests {
 
     #[test]
     fn each_alert_version_is_written_once_across_restarts() {
-        let lake = tempfile::tempdir().expect("temp dir");
-        let open = || Publisher::open(lake.path(), None, Metrics::default()).expect("open");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lake = Location::local(dir.path()).expect("a local lake");
+        // `publish` blocks on the runtime, from this thread, as the service's.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let open = || {
+            runtime
+                .block_on(Publisher::open(
+                    &lake,
+                    None,
+                    Metrics::default(),
+                    tooltrail_lake::Metrics::default(),
+                ))
+                .expect("open")
+        };
 
         // A first run raises two alerts, then one repeats twice.
         let mut first = open();
@@ -265,6 +289,7 @@ mod tests {
         // An idle restart replays the same history and raises the same
         // versions (and an older one): nothing is written.
         let mut idle = open();
+        assert_eq!(idle.known(), 2);
         let mut replayed = vec![
             version("a", 0),
             version("a", 2),
@@ -282,7 +307,7 @@ mod tests {
         assert_eq!(published, 2);
 
         assert_eq!(
-            rows(lake.path()),
+            runtime.block_on(rows(&lake)),
             [
                 ("a".to_string(), 0),
                 ("a".to_string(), 2),

@@ -15,7 +15,6 @@
 pub mod kafka;
 pub mod warm;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,10 +34,10 @@ pub const TICK: Duration = Duration::from_secs(2);
 /// What stops a detector service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("writing alerts to {path}")]
+    #[error("the alerts table of the lake at {lake}")]
     AlertLake {
-        path: PathBuf,
-        source: std::io::Error,
+        lake: String,
+        source: tooltrail_lake::Error,
     },
     #[error("enqueuing alert {alert_id} for delivery")]
     Enqueue {
@@ -70,7 +69,8 @@ impl Error {
     /// Whether trying again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::AlertLake { .. } | Error::Produce { .. } | Error::Kafka { .. } => true,
+            Error::AlertLake { source, .. } => source.is_retryable(),
+            Error::Produce { .. } | Error::Kafka { .. } => true,
             Error::Enqueue { source, .. } => source.is_retryable(),
             Error::Warm { source } => source.is_retryable(),
             Error::Checkpoint(_) | Error::Config(_) | Error::Task(_) => false,
@@ -162,7 +162,8 @@ impl Detector {
     }
 }
 
-/// Publishes on the blocking pool (fsync and the topic's acknowledgement).
+/// Publishes on the blocking pool (the lake's commit and the topic's
+/// acknowledgement).
 async fn publish(publisher: &Arc<Mutex<Publisher>>, out: &mut Vec<Alert>) -> Result<()> {
     if out.is_empty() {
         return Ok(());
@@ -238,14 +239,24 @@ mod tests {
             .collect()
     }
 
-    fn detector(
-        lake: &std::path::Path,
+    fn lake(dir: &tempfile::TempDir) -> tooltrail_lake::Location {
+        tooltrail_lake::Location::local(dir.path()).expect("a local lake")
+    }
+
+    async fn detector(
+        lake: &tooltrail_lake::Location,
         clock: &ManualClock,
     ) -> (Detector, broadcast::Receiver<Alert>) {
         let (listeners, alerts) = broadcast::channel(64);
-        let publisher = Publisher::open(lake, None, Metrics::default())
-            .expect("open the alert lake")
-            .with_listeners(listeners);
+        let publisher = Publisher::open(
+            lake,
+            None,
+            Metrics::default(),
+            tooltrail_lake::Metrics::default(),
+        )
+        .await
+        .expect("open the alert lake")
+        .with_listeners(listeners);
         let engine = Engine::new(DetectConfig::default().validate().expect("defaults"));
         let detector = Detector::new(
             engine,
@@ -259,9 +270,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_streams_burst_is_judged_once_the_clock_passes_its_window() {
-        let lake = tempfile::tempdir().expect("temp dir");
+        let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::default();
-        let (detector, mut alerts) = detector(lake.path(), &clock);
+        let (detector, mut alerts) = detector(&lake(&dir), &clock).await;
         let (tap, events) = mpsc::channel(8);
         let stop = CancellationToken::new();
         let running = tokio::spawn(detector.run(events, stop.clone()));
@@ -288,9 +299,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn when_intake_stops_the_open_windows_are_judged_and_published() {
-        let lake = tempfile::tempdir().expect("temp dir");
+        let dir = tempfile::tempdir().expect("temp dir");
         let clock = ManualClock::default();
-        let (detector, mut alerts) = detector(lake.path(), &clock);
+        let (detector, mut alerts) = detector(&lake(&dir), &clock).await;
         let (tap, events) = mpsc::channel(8);
         tap.send(history()).await.expect("send");
         tap.send(burst()).await.expect("send");
@@ -302,8 +313,11 @@ mod tests {
             .expect("drained");
         let alert = alerts.try_recv().expect("the burst's alert, published");
         assert_eq!(alert.detector, crate::DetectorKind::DenialSpike);
-        let written = crate::sink::AlertLake::open(lake.path())
-            .and_then(|l| l.written())
+        let written = crate::sink::AlertLake::open(&lake(&dir), Default::default())
+            .await
+            .expect("open the alert lake")
+            .written()
+            .await
             .expect("read the alert lake");
         assert!(written.contains_key(&alert.alert_id));
     }

@@ -1,20 +1,24 @@
 //! The query audit: every query's principal, time, SQL, tenants, rows, bytes,
-//! duration and outcome, appended durably to the lake's `query_audit` table.
+//! duration and outcome, in the lake's Delta table `query_audit`
+//! ([`tooltrail_lake::tables::QUERY_AUDIT`], partitioned by the UTC day of
+//! each record's `time`).
 //!
 //! Each query writes two records with the same `query_id`: `phase: "start"`
 //! before any result leaves the server, and `phase: "end"` with the outcome.
 //! A query whose end record is missing was cut off by a crash.
 //!
-//! Files: `<lake>/query_audit/dt=YYYY-MM-DD/part-<opened-micros>-<pid>.ndjson`,
-//! one per process and day, appended a line at a time and fsynced after each.
-
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+//! Invariant: [`AuditLog::append`] returns `Ok` only once the commit holding
+//! the record exists, so a query runs only after its start record is
+//! durable (the engine waits for it, and refuses the query when it fails).
+//! Records go through a group-commit [`Appender`]: those of concurrent
+//! queries share one commit, and the table's log grows by at most one
+//! version per [`AppenderOptions::interval`], not one per query.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tooltrail_lake::appender::{AppendError, Appender, AppenderOptions, AppenderTask};
+use tooltrail_lake::{Committed, Location, Metrics, Partition, tables};
+use tooltrail_schemas::lake::{QueryAuditBatchBuilder, QueryAuditRow};
 
 /// One `query_audit` row.
 #[derive(Debug, Clone, Serialize)]
@@ -48,48 +52,94 @@ fn utc<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(&tooltrail_schemas::format_time(t))
 }
 
-/// Appends audit records.
-#[derive(Debug)]
+impl AuditRecord {
+    /// The record as a one-row batch of the table, and its partition.
+    fn batch(&self) -> Result<(Partition, arrow::array::RecordBatch), AppendError> {
+        let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut builder = QueryAuditBatchBuilder::new();
+        builder.append(&QueryAuditRow {
+            query_id: &self.query_id,
+            phase: self.phase,
+            time: self.time,
+            principal: &self.principal,
+            role: &self.role,
+            tenants: &self.tenants,
+            transport: self.transport,
+            sql: &self.sql,
+            sql_sha256: &self.sql_sha256,
+            outcome: self.outcome,
+            error: self.error.as_deref(),
+            rows: count(self.rows),
+            bytes: count(self.bytes),
+            duration_ms: self.duration_ms,
+        });
+        let batch = builder.finish().map_err(|e| AppendError::Mismatch {
+            table: tables::QUERY_AUDIT.name,
+            problem: e.to_string(),
+        })?;
+        Ok((Partition::day(self.time.date_naive()), batch))
+    }
+}
+
+/// Appends audit records to the lake. Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct AuditLog {
-    dir: PathBuf,
-    current: Mutex<Option<(String, File)>>,
+    appender: Appender,
 }
 
 impl AuditLog {
-    pub fn open(lake: &Path) -> io::Result<AuditLog> {
-        let dir = lake.join("query_audit");
-        fs::create_dir_all(&dir)?;
-        Ok(AuditLog {
-            dir,
-            current: Mutex::new(None),
-        })
+    /// Opens (or creates) the `query_audit` table of the lake at `lake` now.
+    /// Spawn the returned task ([`AppenderTask::run`]) and cancel its token
+    /// after the last query has ended (it then commits what is queued).
+    pub async fn open(
+        lake: &Location,
+        options: AppenderOptions,
+        metrics: Metrics,
+    ) -> tooltrail_lake::Result<(AuditLog, AppenderTask)> {
+        let (appender, task) = Appender::open(lake, &tables::QUERY_AUDIT, options, metrics).await?;
+        Ok((Self::with(appender), task))
     }
 
-    /// Appends `record` and waits until it is on disk. Blocking: call it
-    /// from a blocking thread.
-    pub fn append(&self, record: &AuditRecord) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let day = record.time.format("%Y-%m-%d").to_string();
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref().is_none_or(|(d, _)| *d != day) {
-            let dir = self.dir.join(format!("dt={day}"));
-            fs::create_dir_all(&dir)?;
-            let name = format!(
-                "part-{}-{}.ndjson",
-                Utc::now().timestamp_micros(),
-                std::process::id()
-            );
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(name))?;
-            File::open(&dir)?.sync_all()?;
-            File::open(&self.dir)?.sync_all()?;
-            *current = Some((day, file));
-        }
-        let (_, file) = current.as_mut().expect("opened above");
-        file.write_all(&line)?;
-        file.sync_data()
+    /// Like [`AuditLog::open`] without IO: the task opens the table before
+    /// its first commit (for a caller that cannot wait).
+    pub fn new(
+        lake: &Location,
+        options: AppenderOptions,
+        metrics: Metrics,
+    ) -> (AuditLog, AppenderTask) {
+        let (appender, task) = Appender::new(lake, &tables::QUERY_AUDIT, options, metrics);
+        (Self::with(appender), task)
+    }
+
+    fn with(appender: Appender) -> AuditLog {
+        AuditLog { appender }
+    }
+
+    /// Appends `record` and waits until it is committed to the lake.
+    pub async fn append(&self, record: &AuditRecord) -> Result<Committed, AppendError> {
+        let (partition, batch) = record.batch()?;
+        self.appender.append(partition, batch).await
+    }
+
+    /// [`AuditLog::append`] from a thread outside any async runtime (the
+    /// appender's task runs elsewhere). Panics if called from async code.
+    pub fn blocking_append(&self, record: &AuditRecord) -> Result<Committed, AppendError> {
+        let (partition, batch) = record.batch()?;
+        self.appender.blocking_append(partition, batch)
     }
 }
+
+/// `error` and its sources, for a message.
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

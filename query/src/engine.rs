@@ -49,7 +49,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::audit::{AuditLog, AuditRecord};
+use crate::audit::{AuditLog, AuditRecord, describe};
 use crate::auth::{Principal, Role, TokenStore};
 use crate::config::QueryConfig;
 use crate::error::QueryError;
@@ -140,15 +140,15 @@ impl Engine {
         functions::restrict(&mut base, config.max_function_output)?;
         let statistics = base.runtime_env().cache_manager.get_file_statistic_cache();
         let tables = LakeTables::new(lake, statistics)?;
-        let audit =
-            AuditLog::open(lake).map_err(|e| QueryError::Internal(format!("query audit: {e}")))?;
         let threads = config.threads.unwrap_or_else(runtime::default_threads);
+        let query_runtime = runtime::QueryRuntime::new(threads)?;
+        let audit = open_audit(lake, &query_runtime)?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 tokens: TokenStore::new(&config.tokens),
                 sessions: Arc::new(Sessions::new(base, tables)?),
-                runtime: runtime::QueryRuntime::new(threads)?,
+                runtime: query_runtime,
                 lanes: Arc::default(),
                 audit: Arc::new(audit),
                 running: Arc::new(Semaphore::new(config.max_concurrent)),
@@ -337,6 +337,7 @@ impl Engine {
         let inner = &self.inner;
         let finish = Finish {
             audit: Arc::clone(&inner.audit),
+            runtime: inner.runtime.handle().clone(),
             metrics: inner.metrics.clone(),
             record: AuditRecord {
                 query_id: uuid::Uuid::now_v7().to_string(),
@@ -358,12 +359,9 @@ impl Engine {
             transport,
             done: false,
         };
-        let audit = Arc::clone(&inner.audit);
-        let start = finish.record.clone();
-        tokio::task::spawn_blocking(move || audit.append(&start))
-            .await
-            .map_err(|e| QueryError::Internal(format!("query audit: {e}")))?
-            .map_err(|e| QueryError::Internal(format!("query audit is not writable: {e}")))?;
+        inner.audit.append(&finish.record).await.map_err(|e| {
+            QueryError::Internal(format!("query audit is not writable: {}", describe(&e)))
+        })?;
         Ok(finish)
     }
 
@@ -594,9 +592,30 @@ fn forbidden_table(principal: &Principal, table: Table) -> QueryError {
     ))
 }
 
+/// The audit of the engine over the lake at `lake`. Its appender task runs
+/// on the caller's runtime, or on the query runtime when there is none; it
+/// commits what is queued and ends when the last handle (the engine's, a
+/// running query's) is dropped.
+fn open_audit(lake: &Path, query_runtime: &runtime::QueryRuntime) -> Result<AuditLog, QueryError> {
+    let location = tooltrail_lake::Location::local(lake)
+        .map_err(|e| QueryError::Internal(format!("query audit: {}", describe(&e))))?;
+    let (audit, task) = AuditLog::new(
+        &location,
+        tooltrail_lake::appender::AppenderOptions::default(),
+        tooltrail_lake::Metrics::default(),
+    );
+    Handle::try_current()
+        .unwrap_or_else(|_| query_runtime.handle().clone())
+        .spawn(task.run(tokio_util::sync::CancellationToken::new()));
+    Ok(audit)
+}
+
 /// Writes the end record once, however the query ends.
 struct Finish {
     audit: Arc<AuditLog>,
+    /// Where the end record is appended from when the query ends outside
+    /// any runtime (the query runtime: always running while the engine is).
+    runtime: Handle,
     metrics: QueryMetrics,
     record: AuditRecord,
     started: Instant,
@@ -635,17 +654,20 @@ impl Finish {
         record.bytes = Some(bytes);
         record.duration_ms = Some(elapsed.as_secs_f64() * 1e3);
         let audit = Arc::clone(&self.audit);
-        let write = move || {
-            if let Err(e) = audit.append(&record) {
-                tracing::error!(error = %e, query_id = %record.query_id, "query audit end record not written");
+        let write = async move {
+            if let Err(e) = audit.append(&record).await {
+                tracing::error!(
+                    query_id = %record.query_id,
+                    error = %describe(&e),
+                    "query audit end record not written"
+                );
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn_blocking(write);
-            }
-            Err(_) => write(),
-        }
+        // Nobody waits for the end record; the appender commits it with its
+        // group (or at shutdown).
+        Handle::try_current()
+            .unwrap_or_else(|_| self.runtime.clone())
+            .spawn(write);
     }
 }
 
