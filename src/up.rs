@@ -113,7 +113,8 @@ pub async fn run_with(
         &supervisor,
         (engine, warmed.alerts),
         alerts,
-    )?;
+    )
+    .await?;
     let routes = match &config.kafka {
         Some(kafka_config) => {
             let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics, Some(tap))?;
@@ -208,7 +209,7 @@ pub async fn run_with(
 
 /// Starts the detector and alert delivery; returns the tap HTTP ingest
 /// feeds durable events into.
-fn start_detection(
+async fn start_detection(
     config: &Config,
     data_dir: &Path,
     lake_dir: &Path,
@@ -220,8 +221,14 @@ fn start_detection(
     let handle =
         crate::detect::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
     let metrics = tooltrail_detect::metrics::Metrics::register(registry);
-    let publisher =
-        Publisher::open(lake_dir, Some(handle), metrics.clone())?.with_listeners(alerts);
+    let publisher = Publisher::open(
+        &tooltrail_lake::Location::local(lake_dir)?,
+        Some(handle),
+        metrics.clone(),
+        tooltrail_lake::Metrics::default(),
+    )
+    .await?
+    .with_listeners(alerts);
     let detector = Detector::new(engine, pending, publisher, metrics, Arc::new(SystemClock));
     let (tap, events) = mpsc::channel(256);
     let token = supervisor.token(Phase::Detect);

@@ -81,7 +81,14 @@ pub async fn run(
         .map(|k| k.properties.clone())
         .unwrap_or_default();
     let metrics = Metrics::register(&mut registry);
-    let mut publisher = Publisher::open(&lake_dir, Some(delivery), metrics.clone())?;
+    let location = tooltrail_lake::Location::local(&lake_dir)?;
+    let mut publisher = Publisher::open(
+        &location,
+        Some(delivery),
+        metrics.clone(),
+        tooltrail_lake::Metrics::default(),
+    )
+    .await?;
     if let Some(alerts_topic) = &args.alerts_topic {
         let producer: FutureProducer = consumer::producer_config(&brokers, &properties)
             .set("enable.idempotence", "true")
@@ -94,7 +101,6 @@ pub async fn run(
             tokio::runtime::Handle::current(),
         ));
     }
-    let location = tooltrail_lake::Location::local(&lake_dir)?;
     let checkpoints = Checkpoints::open(&location, &args.group, tokio::runtime::Handle::current())?;
     let warm = if args.warm_from_lake.is_zero() {
         None
