@@ -416,7 +416,7 @@ impl AppenderTask {
         let schema = (self.spec.schema)();
         let mut files = Vec::with_capacity(partitions.len());
         for (partition, batches) in partitions {
-            let batch = concat_batches(&schema, batches.into_iter())?;
+            let batch = concat_batches(&schema, batches)?;
             if batch.num_rows() == 0 {
                 continue;
             }

@@ -99,7 +99,7 @@ async fn a_record_is_in_the_table_of_its_day_when_append_returns() {
         None,
         None,
     );
-    assert_eq!(rows(&lake).await, [start.clone()]);
+    assert_eq!(rows(&lake).await, std::slice::from_ref(&start));
     let end = AuditRecord {
         outcome: Some("ok"),
         rows: Some(1),
