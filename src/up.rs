@@ -16,7 +16,6 @@ use tooltrail_detect::publish::Publisher;
 use tooltrail_detect::service::Detector;
 use tooltrail_detect::{Alert, Engine};
 use tooltrail_ingest::config::KafkaConfig;
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
 use tooltrail_ingest::source::http::EventTap;
 use tooltrail_ingest::source::{http, kafka};
@@ -72,19 +71,18 @@ pub async fn run_with(
         .lake
         .clone()
         .unwrap_or_else(|| args.data_dir.join("lake"));
-    let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
-        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+    let mut registry = Registry::default();
+    let writer = crate::lake::open_writer(&lake_dir, &config, &mut registry).await?;
     // Signs export manifests and the lake's digests.
     let signer = crate::signing::load_or_create(&config.signing, &args.data_dir)
         .context("loading the signing key")?;
     tracing::info!(key_id = %signer.key_id(), "signing key loaded");
-    let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let supervisor = Supervisor::new(shutdown.clone());
     crate::lake::spawn_digester(
         &supervisor,
         &mut registry,
-        &lake_dir,
+        &tooltrail_lake::Location::local(&lake_dir)?,
         signer.clone(),
         config.digest.interval,
     );
@@ -96,8 +94,10 @@ pub async fn run_with(
     let settings = crate::config::detect_settings(&config.detect)?;
     let mut engine = Engine::new(settings);
     let started = std::time::Instant::now();
-    let warmed = tooltrail_detect::service::warm::warm(&lake, since, &mut engine)
-        .context("warming the detector from the lake")?;
+    let warmed =
+        tooltrail_detect::service::warm::warm(&writer.events().snapshot(), since, &mut engine)
+            .await
+            .context("warming the detector from the lake")?;
     tracing::info!(
         events = warmed.events,
         files = warmed.files,
@@ -116,7 +116,15 @@ pub async fn run_with(
     )?;
     let routes = match &config.kafka {
         Some(kafka_config) => {
-            let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics, Some(tap))?;
+            let runtime = tokio::runtime::Handle::current();
+            let ingest = kafka::build(
+                kafka_config,
+                &config.ingest,
+                writer,
+                runtime,
+                metrics,
+                Some(tap),
+            )?;
             let token = supervisor.token(Phase::Intake);
             supervisor.spawn_blocking(
                 Phase::Intake,
@@ -128,7 +136,7 @@ pub async fn run_with(
         }
         None => {
             let (handle, committer) =
-                http::build(lake, &config.http, &config.ingest, metrics, Some(tap));
+                http::build(writer, &config.http, &config.ingest, metrics, Some(tap));
             let token = supervisor.token(Phase::Intake);
             supervisor.spawn(Phase::Intake, "http ingest committer", async move {
                 Ok(committer.run(token).await?)

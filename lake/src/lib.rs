@@ -31,6 +31,7 @@
 //! ```
 
 pub mod compact;
+pub mod digest;
 pub mod error;
 pub mod keys;
 pub mod location;

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -55,5 +56,33 @@ impl Metrics {
         TableLabels {
             table: table.to_owned(),
         }
+    }
+}
+
+/// The digest chain's metrics, registered under `tooltrail_lake_digest_`.
+#[derive(Clone, Debug, Default)]
+pub struct DigestMetrics {
+    /// Digests written.
+    pub written: Counter,
+    /// Digest writes that failed: the chain is not advancing.
+    pub failures: Counter,
+    /// Unix time of the last digest written.
+    pub last_success: Gauge,
+}
+
+impl DigestMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let digest = registry.sub_registry_with_prefix("tooltrail_lake_digest");
+        digest.register("written", "Digests written", self.written.clone());
+        digest.register(
+            "failures",
+            "Digest writes that failed (the chain is not advancing)",
+            self.failures.clone(),
+        );
+        digest.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last digest written",
+            self.last_success.clone(),
+        );
     }
 }

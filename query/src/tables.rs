@@ -1,12 +1,24 @@
-//! The lake's tables as DataFusion sees them: one listing table per lake
-//! directory, hive partitions (`dt`, `hour`) as columns, schemas fixed by the
-//! lake's formats rather than inferred.
+//! The lake's tables as DataFusion sees them. `events` and `quarantine` are
+//! Delta tables: each scan reads the table's newest version (only the
+//! commits since the last scan are read) and plans over its files, pruned by
+//! their partition values and statistics. `alerts` and `query_audit` are
+//! listing tables over NDJSON files. Schemas are fixed by the lake's formats
+//! rather than inferred.
 //!
 //! These providers are never registered by name. [`crate::session`] wraps
 //! each in a tenant-filtered view, and that view is all a query can reach.
 
+use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::TableProviderFilterPushDown;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use tooltrail_lake::{Location, Snapshot, TableSpec};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
@@ -142,10 +154,10 @@ pub fn query_audit_schema() -> SchemaRef {
 /// The providers, built once and shared by every session.
 #[derive(Debug, Clone)]
 pub struct LakeTables {
-    pub events: Arc<ListingTable>,
+    pub events: Arc<DeltaTable>,
     /// One row per alert: see [`latest_versions`].
     pub alerts: Arc<dyn TableProvider>,
-    pub quarantine: Arc<ListingTable>,
+    pub quarantine: Arc<DeltaTable>,
     pub query_audit: Arc<ListingTable>,
 }
 
@@ -157,29 +169,17 @@ impl LakeTables {
     /// for every file it might scan (a fifth of the CPU of a query over a
     /// month of hourly files).
     pub fn new(root: &Path, statistics: Option<Arc<FileStatisticsCache>>) -> Result<LakeTables> {
-        for table in Table::ALL {
+        for table in [Table::Alerts, Table::QueryAudit] {
             std::fs::create_dir_all(root.join(table.dir()))?;
         }
-        let hourly = vec![
-            ("dt".to_string(), DataType::Utf8),
-            ("hour".to_string(), DataType::Utf8),
-        ];
+        let location = Location::local(root).map_err(external)?;
         let daily = vec![("dt".to_string(), DataType::Utf8)];
-        let parquet = || {
-            Arc::new(ParquetFormat::default().with_enable_pruning(true))
-                as Arc<dyn datafusion::datasource::file_format::FileFormat>
-        };
         let ndjson = || Arc::new(JsonFormat::default()) as _;
         Ok(LakeTables {
-            events: listing(
-                root,
-                Table::Events,
-                ListingOptions::new(parquet())
-                    .with_file_extension(".parquet")
-                    .with_table_partition_cols(hourly),
-                tooltrail_schemas::lake::events_schema(),
-                &statistics,
-            )?,
+            events: Arc::new(DeltaTable::new(
+                location.clone(),
+                &tooltrail_lake::tables::EVENTS,
+            )?),
             alerts: latest_versions(listing(
                 root,
                 Table::Alerts,
@@ -189,15 +189,10 @@ impl LakeTables {
                 alerts_schema(),
                 &statistics,
             )?)?,
-            quarantine: listing(
-                root,
-                Table::Quarantine,
-                ListingOptions::new(parquet())
-                    .with_file_extension(".parquet")
-                    .with_table_partition_cols(daily.clone()),
-                tooltrail_schemas::lake::quarantine_schema(),
-                &statistics,
-            )?,
+            quarantine: Arc::new(DeltaTable::new(
+                location,
+                &tooltrail_lake::tables::QUARANTINE,
+            )?),
             query_audit: listing(
                 root,
                 Table::QueryAudit,
@@ -262,4 +257,89 @@ fn listing(
     Ok(Arc::new(
         ListingTable::try_new(config)?.with_cache(statistics.clone()),
     ))
+}
+
+fn external(e: tooltrail_lake::Error) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
+}
+
+/// A Delta table of the lake, read at its newest version by every scan.
+#[derive(Debug)]
+pub struct DeltaTable {
+    location: Location,
+    spec: &'static TableSpec,
+    schema: SchemaRef,
+    /// The version the last scan read; `None` until the table exists.
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+}
+
+impl DeltaTable {
+    fn new(location: Location, spec: &'static TableSpec) -> Result<DeltaTable> {
+        Ok(DeltaTable {
+            schema: spec.read_schema().map_err(external)?,
+            location,
+            spec,
+            snapshot: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The newest version, or `None` while no writer has created the table.
+    pub async fn snapshot(&self) -> Result<Option<Snapshot>> {
+        let mut held = self.snapshot.lock().await;
+        match held.as_mut() {
+            Some(snapshot) => snapshot.update().await.map_err(external)?,
+            None => {
+                *held = Snapshot::load(&self.location, self.spec)
+                    .await
+                    .map_err(external)?
+            }
+        }
+        Ok(held.clone())
+    }
+}
+
+#[async_trait]
+impl TableProvider for DeltaTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // The scan prunes files and row groups with them; the filter stays
+        // above it for the rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match self.snapshot().await? {
+            None => {
+                let schema = match projection {
+                    Some(columns) => Arc::new(self.schema.project(columns)?),
+                    None => self.schema.clone(),
+                };
+                Ok(Arc::new(EmptyExec::new(schema)))
+            }
+            Some(snapshot) => {
+                let provider = snapshot.provider(state).map_err(external)?;
+                provider.scan(state, projection, filters, limit).await
+            }
+        }
+    }
 }

@@ -597,11 +597,14 @@ async fn a_sweep_file_with_a_wrong_knob_or_cell_is_refused_naming_it() -> Result
 /// zone is `zone`; returns the rows as CSV lines.
 async fn duckdb_rows(lake: &std::path::Path, zone: &str, sql: &str) -> Result<Vec<String>> {
     let script = r#"
-import csv, duckdb, sys
+import csv, duckdb, duckdb_extension_delta, os, sys
 lake, zone, sql = sys.argv[1:4]
 con = duckdb.connect()
+con.execute("SET autoinstall_known_extensions = false")
+extensions = os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions")
+con.execute(f"LOAD '{extensions}/v{duckdb.__version__}/delta.duckdb_extension'")
 con.execute(f"SET TimeZone = '{zone}'")
-con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{lake}/events/**/*.parquet', hive_partitioning = true)")
+con.execute(f"CREATE VIEW events AS SELECT * FROM delta_scan('{lake}/events')")
 out = csv.writer(sys.stdout, lineterminator="\n")
 for row in con.execute(sql).fetchall():
     out.writerow(row)

@@ -1,5 +1,8 @@
-//! Reading a lake the way an outside reader would: every `*.parquet` file under a directory.
+//! Reading a lake the way an outside reader would: a table's live files are
+//! those its Delta log (`_delta_log/<version>.json`) added and did not
+//! remove, read here from the log's JSON with no lake code involved.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -7,28 +10,39 @@ use arrow::array::{Array, StringArray};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// Every visible Parquet file below `dir` (hidden staging files excluded), sorted.
+/// The live data files of the Delta table at `dir`, sorted; none when no
+/// writer has created it yet.
 pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.push(path);
+    let log = dir.join("_delta_log");
+    let Ok(entries) = std::fs::read_dir(&log) else {
+        return Ok(Vec::new());
+    };
+    let mut commits: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    commits.retain(|p| {
+        p.extension().is_some_and(|e| e == "json")
+            && p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+    });
+    commits.sort();
+    let mut live = BTreeSet::new();
+    for commit in commits {
+        let text = std::fs::read_to_string(&commit)?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let action: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{} holds a line that is not JSON", commit.display()))?;
+            if let Some(path) = action["add"]["path"].as_str() {
+                live.insert(path.to_owned());
+            } else if let Some(path) = action["remove"]["path"].as_str() {
+                live.remove(path);
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(live.into_iter().map(|p| dir.join(p)).collect())
 }
 
-/// Rows in all Parquet files below `dir`.
+/// Rows in the live files of the table at `dir`.
 pub fn lake_rows(dir: &Path) -> Result<usize> {
     let mut rows = 0;
     for file in parquet_files(dir)? {
