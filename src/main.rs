@@ -234,7 +234,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Retention(command) => {
             let config = start(cli.config, &overrides)?;
-            Ok(retention::run(command, &config)?)
+            block_on(retention::run(command, &config))
         }
         Command::Keys(command) => {
             let config = start(cli.config, &overrides)?;

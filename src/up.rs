@@ -79,15 +79,16 @@ pub async fn run_with(
     tracing::info!(key_id = %signer.key_id(), "signing key loaded");
     let metrics = Metrics::register(&mut registry);
     let supervisor = Supervisor::new(shutdown.clone());
+    let location = tooltrail_lake::Location::local(&lake_dir)?;
     crate::lake::spawn_digester(
         &supervisor,
         &mut registry,
-        &tooltrail_lake::Location::local(&lake_dir)?,
+        &location,
         signer.clone(),
         config.digest.interval,
     );
 
-    crate::retention::spawn(&supervisor, &mut registry, &lake_dir, &config);
+    crate::retention::spawn(&supervisor, &mut registry, &location, &config);
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
@@ -194,7 +195,7 @@ pub async fn run_with(
         sweeper.run(token.cancelled_owned()).await;
         Ok(())
     });
-    let holds = tooltrail_ingest::retention::HoldStore::open(&lake_dir, &config.retention);
+    let holds = tooltrail_lake::retention::HoldStore::open(&location, &config.retention)?;
     // Every route that authenticates with a query token answers to the back-off.
     let authenticated = tooltrail_query::holds::router(holds, query.clone())
         .merge(tooltrail_query::http::router(query))

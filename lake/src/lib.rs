@@ -38,6 +38,7 @@ pub mod location;
 pub mod metrics;
 pub mod parquet;
 pub mod replay;
+pub mod retention;
 pub mod stats;
 pub mod table;
 pub mod tables;

@@ -86,3 +86,67 @@ impl DigestMetrics {
         );
     }
 }
+
+/// A run's outcome: `ok`, `partial` (some partitions failed) or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// `tooltrail_retention_*`: what `up`'s retention runs delete, and whether
+/// they fail. Labels: the outcome, the table name.
+#[derive(Clone, Debug, Default)]
+pub struct RetentionMetrics {
+    pub runs: Family<OutcomeLabel, Counter>,
+    pub partitions: Family<TableLabels, Counter>,
+    pub rows: Family<TableLabels, Counter>,
+    pub bytes: Family<TableLabels, Counter>,
+}
+
+impl RetentionMetrics {
+    /// Registers every retention metric under `tooltrail_retention_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tooltrail_retention");
+        r.register(
+            "runs",
+            "Retention runs by outcome (ok, partial: some partitions failed, error)",
+            self.runs.clone(),
+        );
+        r.register(
+            "partitions",
+            "Partitions deleted or rewritten by retention",
+            self.partitions.clone(),
+        );
+        r.register(
+            "rows_deleted",
+            "Rows deleted by retention",
+            self.rows.clone(),
+        );
+        r.register(
+            "bytes_deleted",
+            "Bytes of files removed from the tables by retention",
+            self.bytes.clone(),
+        );
+    }
+
+    /// Counts one run by its outcome, and what it removed by table.
+    pub fn record(
+        &self,
+        result: &Result<crate::retention::RetentionSummary, crate::retention::Error>,
+    ) {
+        let outcome = match result {
+            Ok(summary) if summary.failed.is_empty() => "ok",
+            Ok(_) => "partial",
+            Err(_) => "error",
+        };
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
+        if let Ok(summary) = result {
+            for done in summary.deleted.iter().chain(&summary.rewritten) {
+                let table = Metrics::table(done.partition.table.name());
+                self.partitions.get_or_create(&table).inc();
+                self.rows.get_or_create(&table).inc_by(done.rows);
+                self.bytes.get_or_create(&table).inc_by(done.bytes);
+            }
+        }
+    }
+}
