@@ -182,6 +182,22 @@ pub fn spawn_digester(
     );
 }
 
+/// Opens ingest's writer of the lake at `dir` (creating its tables on
+/// first use), with the lake's metrics in `registry`.
+pub async fn open_writer(
+    dir: &Path,
+    config: &Config,
+    registry: &mut Registry,
+) -> anyhow::Result<tooltrail_lake::Writer> {
+    let location = tooltrail_lake::Location::local(dir)
+        .with_context(|| format!("opening the lake at {}", dir.display()))?;
+    let metrics = tooltrail_lake::Metrics::default();
+    metrics.register(registry);
+    tooltrail_lake::Writer::open(&location, config.ingest.zstd_level, metrics)
+        .await
+        .with_context(|| format!("opening the lake at {}", dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,20 +223,4 @@ mod tests {
         assert!(parse_anchor("x:00").unwrap_err().contains("seq"));
         assert!(parse_anchor("7:00").unwrap_err().contains("SHA-256"));
     }
-}
-
-/// Opens ingest's writer of the lake at `dir` (creating its tables on
-/// first use), with the lake's metrics in `registry`.
-pub async fn open_writer(
-    dir: &Path,
-    config: &Config,
-    registry: &mut Registry,
-) -> anyhow::Result<tooltrail_lake::Writer> {
-    let location = tooltrail_lake::Location::local(dir)
-        .with_context(|| format!("opening the lake at {}", dir.display()))?;
-    let metrics = tooltrail_lake::Metrics::default();
-    metrics.register(registry);
-    tooltrail_lake::Writer::open(&location, config.ingest.zstd_level, metrics)
-        .await
-        .with_context(|| format!("opening the lake at {}", dir.display()))
 }

@@ -580,6 +580,15 @@ pub struct Snapshot {
     table: DeltaTable,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("table", &self.spec.name)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
 impl Snapshot {
     /// The newest version, or `None` if no writer has created the table.
     pub async fn load(location: &Location, spec: &'static TableSpec) -> Result<Option<Snapshot>> {

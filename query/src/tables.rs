@@ -8,7 +8,6 @@
 //! These providers are never registered by name. [`crate::session`] wraps
 //! each in a tenant-filtered view, and that view is all a query can reach.
 
-use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +23,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
 use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -300,10 +298,6 @@ impl DeltaTable {
 
 #[async_trait]
 impl TableProvider for DeltaTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
