@@ -10,11 +10,13 @@ walks <LAKE>/_tooltrail/digest/<seq>.json in order and checks that:
      given public keys (raw Ed25519 over the exact file bytes):
        openssl pkeyutl -verify -pubin -inkey KEY -rawin -in F -sigfile F.sig
   2. each digest names the previous one by the SHA-256 of its exact bytes,
-     seqs run 1, 2, 3, ... and the log ranges join up (from_seq = previous
-     to_seq + 1);
-  3. each commit-log entry a digest lists still has the recorded SHA-256;
-  4. every file a digest lists (added or observed), minus those a digest lists
-     as removed, exists with the recorded SHA-256.
+     seqs run 1, 2, 3, ... and each table's Delta versions join up (a table's
+     from_version is its previous to_version + 1, or 0 where it first appears);
+  3. each Delta commit file a digest lists (<table>/_delta_log/<version>.json)
+     still has the recorded SHA-256;
+  4. every data file a digest lists as added, minus those a digest lists as
+     removed, exists with the recorded SHA-256 (a removed file may be gone:
+     vacuum deletes it after its grace period).
 
 Prints one line per finding and exits 1 if there is any. Files committed after
 the newest digest are not covered (nothing signed vouches for them yet);
@@ -56,7 +58,7 @@ def main(lake, keys):
     if not seqs:
         findings.append("no digests")
     listed, removed, log_entries = {}, set(), {}
-    prev_seq, prev_sha, prev_to = 0, None, 0
+    prev_seq, prev_sha, versions = 0, None, {}
     for seq in seqs:
         path = os.path.join(digest_dir, f"{seq:020}.json")
         raw = open(path, "rb").read()
@@ -73,14 +75,17 @@ def main(lake, keys):
                 link is not None and (link["seq"], link["sha256"]) == (prev_seq, prev_sha))
             if not linked:
                 findings.append(f"digest {seq}: broken link to digest {prev_seq}")
-            if digest["log"]["from_seq"] != prev_to + 1:
-                findings.append(f"gap: log ranges of digests {prev_seq} and {seq} do not join")
-        for entry in digest["log"]["entries"]:
-            log_entries[f"_tooltrail/log/{entry['seq']:020}.json"] = entry["sha256"]
-        for f in digest.get("added", []) + digest.get("observed", []):
-            listed.setdefault(f["path"], (f["sha256"], seq))
-        removed.update(f["path"] for f in digest.get("removed", []))
-        prev_seq, prev_sha, prev_to = seq, hashlib.sha256(raw).hexdigest(), digest["log"]["to_seq"]
+        for table in digest["tables"]:
+            name = table["table"]
+            if table["from_version"] != versions.get(name, -1) + 1:
+                findings.append(f"gap: {name}'s versions in digest {seq} do not join the previous")
+            versions[name] = max(versions.get(name, -1), table["to_version"])
+            for commit in table["commits"]:
+                log_entries[commit["path"]] = commit["sha256"]
+                for f in commit.get("added", []):
+                    listed.setdefault(f["path"], (f["sha256"], seq))
+                removed.update(f["path"] for f in commit.get("removed", []))
+        prev_seq, prev_sha = seq, hashlib.sha256(raw).hexdigest()
 
     expected = dict(log_entries)
     expected.update({p: sha for p, (sha, _) in listed.items() if p not in removed})

@@ -1,12 +1,12 @@
-//! `tooltrail compact`: merges the small files of closed hours, atomically for
-//! every reader (see `tooltrail_ingest::lake::compact`).
+//! `tooltrail compact`: merges the small files of closed hours of `events`,
+//! atomically for every reader (see `tooltrail_lake::compact`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use tooltrail_ingest::lake::Lake;
-use tooltrail_ingest::lake::compact::{CompactOptions, compact};
+use tooltrail_lake::compact::{CompactOptions, compact};
+use tooltrail_lake::{Location, Metrics, Table, tables};
 
 use crate::config::Config;
 
@@ -23,16 +23,24 @@ pub struct CompactArgs {
     pub small_file_bytes: u64,
 }
 
-pub fn run(args: CompactArgs, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: CompactArgs, config: &Config) -> anyhow::Result<()> {
     let lake_dir = config.lake_dir(args.lake)?;
-    let mut lake = Lake::open(&lake_dir, config.ingest.zstd_level)
+    let location = Location::local(&lake_dir)?;
+    let open = Table::open(
+        &location,
+        &tables::EVENTS,
+        config.ingest.zstd_level,
+        Metrics::default(),
+    );
+    let mut events = open
+        .await
         .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
     let options = CompactOptions {
         min_age: args.min_age,
         small_file_bytes: args.small_file_bytes,
         ..CompactOptions::default()
     };
-    let summary = compact(&mut lake, &options, chrono::Utc::now())?;
+    let summary = compact(&mut events, &options, chrono::Utc::now()).await?;
     println!(
         "compacted {} hours: {} files into {}, {} rows; {} hours deferred (written to meanwhile)",
         summary.hours, summary.files_in, summary.files_out, summary.rows, summary.deferred

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use tooltrail_detect::DetectConfig;
 use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig};
-use tooltrail_ingest::retention::RetentionConfig;
+use tooltrail_lake::retention::RetentionConfig;
 use tooltrail_query::QueryConfig;
 
 use crate::logging::LogConfig;

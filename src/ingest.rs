@@ -10,7 +10,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tooltrail_ingest::config::KafkaConfig;
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
 use tooltrail_ingest::source::{file, kafka};
 
@@ -46,14 +45,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let lake_dir = config.lake_dir(args.lake)?;
-    let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
-        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
     let mut registry = Registry::default();
+    let writer = crate::lake::open_writer(&lake_dir, &config, &mut registry).await?;
     let metrics = Metrics::register(&mut registry);
 
     if let Some(path) = args.file {
         let ingest = config.ingest.clone();
-        return tokio::task::spawn_blocking(move || import(&path, lake, &ingest, &metrics)).await?;
+        let runtime = tokio::runtime::Handle::current();
+        return tokio::task::spawn_blocking(move || {
+            import(&path, writer, &runtime, &ingest, &metrics)
+        })
+        .await?;
     }
 
     let brokers = args.kafka.context("--kafka is required without --file")?;
@@ -70,7 +72,15 @@ pub async fn run(
         config.http.listen = listen;
     }
     let supervisor = Supervisor::new(shutdown);
-    let ingest = kafka::build(&kafka_config, &config.ingest, lake, metrics, None)?;
+    let runtime = tokio::runtime::Handle::current();
+    let ingest = kafka::build(
+        &kafka_config,
+        &config.ingest,
+        writer,
+        runtime,
+        metrics,
+        None,
+    )?;
     let token = supervisor.token(Phase::Intake);
     supervisor.spawn_blocking(
         Phase::Intake,
@@ -92,7 +102,8 @@ pub async fn run(
 
 fn import(
     path: &std::path::Path,
-    mut lake: Lake,
+    mut writer: tooltrail_lake::Writer,
+    runtime: &tokio::runtime::Handle,
     config: &tooltrail_ingest::config::IngestConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
@@ -112,13 +123,13 @@ fn import(
         ProgressBar::hidden()
     };
     let started = std::time::Instant::now();
-    let summary = file::import_file(path, &mut lake, config, metrics, &mut |read| {
+    let summary = file::import_file(path, &mut writer, runtime, config, metrics, &mut |read| {
         bar.set_position(read)
     })?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "imported {}: {} events, {} quarantined, {} lines already in the lake, {} transactions, {:.1}s ({:.0} lines/s)",
+        "imported {}: {} events, {} quarantined, {} lines already in the lake, {} commits, {:.1}s ({:.0} lines/s)",
         path.display(),
         summary.events,
         summary.quarantined,

@@ -2,7 +2,7 @@
 //! (for cron in Kafka deployments; `up` writes them itself every
 //! `digest.interval`), `verify` walks the chain and the lake and names every
 //! modified, deleted or unlisted file and every broken, unsigned or missing
-//! link (see `tooltrail_ingest::lake::digest`).
+//! link (see `tooltrail_lake::digest`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use prometheus_client::registry::Registry;
-use tooltrail_ingest::lake::digest;
-use tooltrail_ingest::lake::digest::periodic::Digester;
-use tooltrail_ingest::metrics::DigestMetrics;
+use tooltrail_lake::digest::{self, Digester};
+use tooltrail_lake::metrics::DigestMetrics;
+use tooltrail_lake::{Location, tables};
 use tooltrail_schemas::signing::Signer;
 
 use crate::config::Config;
@@ -78,31 +78,30 @@ pub enum ReportFormat {
     Json,
 }
 
-pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
+
+fn location(dir: &Path) -> anyhow::Result<Location> {
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{} is not a tooltrail lake: no such directory",
+        dir.display()
+    );
+    Location::local(dir).with_context(|| format!("opening the lake at {}", dir.display()))
+}
+
+pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         LakeCommand::Digest { lake, key } => {
-            let lake = config.lake_dir(lake)?;
+            let dir = config.lake_dir(lake)?;
+            let lake = location(&dir)?;
             let signer = match key {
                 Some(path) => crate::signing::read_private(&path)?,
                 None => crate::signing::load(&config.signing)?
                     .context("no signing key: pass --key FILE or set signing.key_file")?,
             };
-            let summary = digest::write_digest(&lake, &signer, Utc::now())
-                .with_context(|| format!("writing a digest of the lake at {}", lake.display()))?;
-            let log = if summary.log_to < summary.log_from {
-                "no new log entries".to_owned()
-            } else {
-                format!("log entries {}..={}", summary.log_from, summary.log_to)
-            };
-            println!(
-                "wrote digest {} ({}): {log}, {} files added, {} removed, {} observed; key {}",
-                summary.seq,
-                summary.path.display(),
-                summary.added,
-                summary.removed,
-                summary.observed,
-                signer.key_id()
-            );
+            let summary = digest::write_digest(&lake, tables::ALL, &signer, Utc::now())
+                .await
+                .with_context(|| format!("writing a digest of the lake at {}", dir.display()))?;
+            println!("wrote {summary}; key {}", signer.key_id());
             Ok(())
         }
         LakeCommand::Verify {
@@ -113,7 +112,8 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             format,
             expect_head,
         } => {
-            let lake = config.lake_dir(lake)?;
+            let dir = config.lake_dir(lake)?;
+            let lake = location(&dir)?;
             let keyring = crate::signing::keyring(&config.signing, &public_keys)?;
             let range = (from.is_some() || to.is_some()).then(|| {
                 (
@@ -121,12 +121,13 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
                     to.unwrap_or(DateTime::<Utc>::MAX_UTC),
                 )
             });
-            let mut report = digest::verify(&lake, &keyring, range, Utc::now())
-                .with_context(|| format!("verifying the lake at {}", lake.display()))?;
+            let mut report = digest::verify(&lake, tables::ALL, &keyring, range, Utc::now())
+                .await
+                .with_context(|| format!("verifying the lake at {}", dir.display()))?;
             if let Some((seq, sha256)) = expect_head {
                 report
                     .findings
-                    .extend(digest::check_anchor(&lake, seq, &sha256)?);
+                    .extend(digest::check_anchor(&lake, seq, &sha256).await?);
             }
             match format {
                 ReportFormat::Text => print!("{report}"),
@@ -137,8 +138,8 @@ pub fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!(
                     "the lake at {} failed verification: {}",
-                    lake.display(),
-                    tooltrail_ingest::lake::digest::count(report.findings.len(), "finding")
+                    dir.display(),
+                    digest::count(report.findings.len(), "finding")
                 )
             }
         }
@@ -161,17 +162,38 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 pub fn spawn_digester(
     supervisor: &Supervisor,
     registry: &mut Registry,
-    lake: &Path,
+    lake: &Location,
     signer: Signer,
     interval: Duration,
 ) {
-    let digester = Digester::new(lake, signer, interval, DigestMetrics::register(registry));
+    let metrics = DigestMetrics::default();
+    metrics.register(registry);
+    let digester = Digester::new(lake.clone(), tables::ALL, signer, interval, metrics);
     let token = supervisor.token(crate::supervisor::Phase::Serve);
     supervisor.spawn(
         crate::supervisor::Phase::Serve,
         "lake digester",
-        async move { Ok(digester.run(token).await?) },
+        async move {
+            digester.run(token).await;
+            Ok(())
+        },
     );
+}
+
+/// Opens ingest's writer of the lake at `dir` (creating its tables on
+/// first use), with the lake's metrics in `registry`.
+pub async fn open_writer(
+    dir: &Path,
+    config: &Config,
+    registry: &mut Registry,
+) -> anyhow::Result<tooltrail_lake::Writer> {
+    let location = tooltrail_lake::Location::local(dir)
+        .with_context(|| format!("opening the lake at {}", dir.display()))?;
+    let metrics = tooltrail_lake::Metrics::default();
+    metrics.register(registry);
+    tooltrail_lake::Writer::open(&location, config.ingest.zstd_level, metrics)
+        .await
+        .with_context(|| format!("opening the lake at {}", dir.display()))
 }
 
 #[cfg(test)]

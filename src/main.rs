@@ -230,11 +230,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Lake(command) => {
             let config = start(cli.config, &overrides)?;
-            Ok(lake::run(command, &config)?)
+            block_on(lake::run(command, &config))
         }
         Command::Retention(command) => {
             let config = start(cli.config, &overrides)?;
-            Ok(retention::run(command, &config)?)
+            block_on(retention::run(command, &config))
         }
         Command::Keys(command) => {
             let config = start(cli.config, &overrides)?;
@@ -242,7 +242,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Compact(args) => {
             let config = start(cli.config, &overrides)?;
-            Ok(compact::run(args, &config)?)
+            block_on(compact::run(args, &config))
         }
         Command::Up(args) => {
             let config = start(cli.config, &overrides)?;

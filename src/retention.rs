@@ -1,18 +1,19 @@
 //! `tooltrail retention`: apply retention (`apply`, `--dry-run` to only
 //! print the plan) and list legal holds (`holds`); for `up`, the periodic
 //! task ([`spawn`]). The decisions, the deletions and the periodic task are
-//! `tooltrail_ingest::retention`'s; the admin API is `tooltrail_query::holds`.
+//! `tooltrail_lake::retention`'s; the admin API is `tooltrail_query::holds`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
-use tooltrail_ingest::lake::Lake;
-use tooltrail_ingest::metrics::RetentionMetrics;
-use tooltrail_ingest::retention::periodic::Periodic;
-use tooltrail_ingest::retention::text as report;
-use tooltrail_ingest::retention::{HoldStore, Retention};
+use tooltrail_lake::Location;
+use tooltrail_lake::metrics::RetentionMetrics;
+use tooltrail_lake::retention::periodic::Periodic;
+use tooltrail_lake::retention::text as report;
+use tooltrail_lake::retention::{HoldStore, Retention, TABLES};
+use tooltrail_lake::vacuum::vacuum_tables;
 
 use crate::config::Config;
 use crate::supervisor::{Phase, Supervisor};
@@ -22,6 +23,18 @@ pub enum RetentionCommand {
     /// Delete what is past retention (whole partitions, or a tenant's rows
     /// out of shared ones), keep what legal holds cover, and print both.
     Apply(ApplyArgs),
+    /// Delete from storage the data files removed from a table (by
+    /// retention or compaction) longer than `retention.vacuum_grace` ago,
+    /// and files no commit names that are as old.
+    Vacuum {
+        /// The lake directory, overriding `ingest.lake`.
+        #[arg(long, value_name = "DIR")]
+        lake: Option<PathBuf>,
+        /// Measure the grace period back from this time instead of now
+        /// (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "TIME", value_parser = parse_now)]
+        now: Option<DateTime<Utc>>,
+    },
     /// List the legal holds: those in the configuration and those set
     /// through the admin API.
     Holds {
@@ -45,50 +58,65 @@ pub struct ApplyArgs {
 }
 
 fn parse_now(text: &str) -> Result<DateTime<Utc>, String> {
-    tooltrail_ingest::retention::holds::parse_bound(text, false)
+    tooltrail_lake::retention::holds::parse_bound(text, false)
 }
 
-pub fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<()> {
+pub async fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<()> {
     match command {
-        RetentionCommand::Apply(args) => apply(args, config),
+        RetentionCommand::Apply(args) => apply(args, config).await,
+        RetentionCommand::Vacuum { lake, now } => {
+            let lake = location(lake, config)?;
+            let grace = config.retention.vacuum_grace;
+            let now = now.unwrap_or_else(Utc::now);
+            let tables = vacuum_tables(&lake, TABLES, grace, now)
+                .await
+                .with_context(|| format!("vacuuming {lake}"))?;
+            for (table, summary) in tables {
+                println!(
+                    "{table}: deleted {} file(s) removed or orphaned more than {} ago",
+                    summary.deleted.len(),
+                    humantime::format_duration(grace)
+                );
+            }
+            Ok(())
+        }
         RetentionCommand::Holds { lake } => {
-            let lake_dir = lake_dir(lake, config)?;
-            let store = HoldStore::open(&lake_dir, &config.retention);
+            let lake = location(lake, config)?;
+            let store = HoldStore::open(&lake, &config.retention)?;
             let holds = store
                 .all()
-                .with_context(|| format!("reading {}", store.path().display()))?;
+                .await
+                .with_context(|| format!("reading the legal holds of {}", store.location()))?;
             print!("{}", report::holds(&holds));
             Ok(())
         }
     }
 }
 
-fn lake_dir(flag: Option<PathBuf>, config: &Config) -> anyhow::Result<PathBuf> {
+fn location(flag: Option<PathBuf>, config: &Config) -> anyhow::Result<Location> {
     let dir = config.lake_dir(flag)?;
     anyhow::ensure!(
-        dir.join("_tooltrail").join("log").is_dir(),
-        "{} is not a tooltrail lake (no _tooltrail/log)",
+        dir.join("events").join("_delta_log").is_dir(),
+        "{} is not a tooltrail lake (no events/_delta_log)",
         dir.display()
     );
-    Ok(dir)
+    Location::local(&dir).with_context(|| format!("opening the lake at {}", dir.display()))
 }
 
-fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
-    let lake_dir = lake_dir(args.lake, config)?;
-    let mut lake = Lake::open(&lake_dir, config.ingest.zstd_level)
-        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+async fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
+    let lake = location(args.lake, config)?;
     let now = args.now.unwrap_or_else(Utc::now);
-    let mut retention = Retention::new(&lake_dir, &config.retention);
-    let plan = retention
-        .plan(&mut lake, now)
-        .context("planning retention")?;
-    print!("{}", report::plan(&plan, &lake_dir, args.dry_run));
+    let mut retention = Retention::new(&lake, &config.retention, TABLES)?
+        .with_zstd_level(config.ingest.zstd_level);
+    let plan = retention.plan(now).await.context("planning retention")?;
+    print!("{}", report::plan(&plan, lake.url(), args.dry_run));
     if args.dry_run {
         println!("{}", report::dry_run_line(&plan));
         return Ok(());
     }
     let summary = retention
-        .apply(&mut lake, &plan, &|| false)
+        .apply(&plan, &|| false)
+        .await
         .context("applying retention")?;
     print!("{}", report::outcome(&summary));
     println!("{}", report::summary_line(&plan, &summary));
@@ -101,17 +129,15 @@ fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Starts `up`'s periodic retention ([`Periodic`]) in the serve phase.
-pub fn spawn(supervisor: &Supervisor, registry: &mut Registry, lake_dir: &Path, config: &Config) {
+pub fn spawn(supervisor: &Supervisor, registry: &mut Registry, lake: &Location, config: &Config) {
     if !config.retention.enabled {
         tracing::info!("retention is disabled (retention.enabled = false)");
         return;
     }
-    let task = Periodic::new(
-        lake_dir,
-        config.ingest.zstd_level,
-        config.retention.clone(),
-        RetentionMetrics::register(registry),
-    );
+    let metrics = RetentionMetrics::default();
+    metrics.register(registry);
+    let task = Periodic::new(lake, config.retention.clone(), TABLES, metrics)
+        .with_zstd_level(config.ingest.zstd_level);
     let token = supervisor.token(Phase::Serve);
     supervisor.spawn(Phase::Serve, "retention", async move {
         task.run(token).await;

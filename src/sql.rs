@@ -43,7 +43,9 @@ pub enum OutputFormat {
 /// still audited.
 pub fn local_engine(lake: &Path, config: &QueryConfig) -> anyhow::Result<(Engine, Principal)> {
     let spill = lake.join("_tooltrail").join("spill");
-    let engine = Engine::open(lake, config, &spill, QueryMetrics::unregistered())
+    let location = tooltrail_lake::Location::local(lake)
+        .with_context(|| format!("opening the lake at {}", lake.display()))?;
+    let engine = Engine::open(&location, config, &spill, QueryMetrics::unregistered())
         .with_context(|| format!("opening the lake at {}", lake.display()))?;
     Ok((engine, Principal::local_operator()))
 }

@@ -16,7 +16,6 @@ use tooltrail_detect::publish::Publisher;
 use tooltrail_detect::service::Detector;
 use tooltrail_detect::{Alert, Engine};
 use tooltrail_ingest::config::KafkaConfig;
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
 use tooltrail_ingest::source::http::EventTap;
 use tooltrail_ingest::source::{http, kafka};
@@ -72,32 +71,34 @@ pub async fn run_with(
         .lake
         .clone()
         .unwrap_or_else(|| args.data_dir.join("lake"));
-    let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
-        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+    let mut registry = Registry::default();
+    let writer = crate::lake::open_writer(&lake_dir, &config, &mut registry).await?;
     // Signs export manifests and the lake's digests.
     let signer = crate::signing::load_or_create(&config.signing, &args.data_dir)
         .context("loading the signing key")?;
     tracing::info!(key_id = %signer.key_id(), "signing key loaded");
-    let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let supervisor = Supervisor::new(shutdown.clone());
+    let location = tooltrail_lake::Location::local(&lake_dir)?;
     crate::lake::spawn_digester(
         &supervisor,
         &mut registry,
-        &lake_dir,
+        &location,
         signer.clone(),
         config.digest.interval,
     );
 
-    crate::retention::spawn(&supervisor, &mut registry, &lake_dir, &config);
+    crate::retention::spawn(&supervisor, &mut registry, &location, &config);
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
     let settings = crate::config::detect_settings(&config.detect)?;
     let mut engine = Engine::new(settings);
     let started = std::time::Instant::now();
-    let warmed = tooltrail_detect::service::warm::warm(&lake, since, &mut engine)
-        .context("warming the detector from the lake")?;
+    let warmed =
+        tooltrail_detect::service::warm::warm(&writer.events().snapshot(), since, &mut engine)
+            .await
+            .context("warming the detector from the lake")?;
     tracing::info!(
         events = warmed.events,
         files = warmed.files,
@@ -108,7 +109,7 @@ pub async fn run_with(
     let tap = start_detection(
         &config,
         &args.data_dir,
-        &lake_dir,
+        &location,
         &mut registry,
         &supervisor,
         (engine, warmed.alerts),
@@ -117,7 +118,15 @@ pub async fn run_with(
     .await?;
     let routes = match &config.kafka {
         Some(kafka_config) => {
-            let ingest = kafka::build(kafka_config, &config.ingest, lake, metrics, Some(tap))?;
+            let runtime = tokio::runtime::Handle::current();
+            let ingest = kafka::build(
+                kafka_config,
+                &config.ingest,
+                writer,
+                runtime,
+                metrics,
+                Some(tap),
+            )?;
             let token = supervisor.token(Phase::Intake);
             supervisor.spawn_blocking(
                 Phase::Intake,
@@ -129,7 +138,7 @@ pub async fn run_with(
         }
         None => {
             let (handle, committer) =
-                http::build(lake, &config.http, &config.ingest, metrics, Some(tap));
+                http::build(writer, &config.http, &config.ingest, metrics, Some(tap));
             let token = supervisor.token(Phase::Intake);
             supervisor.spawn(Phase::Intake, "http ingest committer", async move {
                 Ok(committer.run(token).await?)
@@ -138,7 +147,7 @@ pub async fn run_with(
         }
     };
     let query = tooltrail_query::Engine::open(
-        &lake_dir,
+        &location,
         &config.query,
         &args.data_dir.join("spill"),
         tooltrail_query::QueryMetrics::register(&mut registry),
@@ -187,7 +196,7 @@ pub async fn run_with(
         sweeper.run(token.cancelled_owned()).await;
         Ok(())
     });
-    let holds = tooltrail_ingest::retention::HoldStore::open(&lake_dir, &config.retention);
+    let holds = tooltrail_lake::retention::HoldStore::open(&location, &config.retention)?;
     // Every route that authenticates with a query token answers to the back-off.
     let authenticated = tooltrail_query::holds::router(holds, query.clone())
         .merge(tooltrail_query::http::router(query))
@@ -212,7 +221,7 @@ pub async fn run_with(
 async fn start_detection(
     config: &Config,
     data_dir: &Path,
-    lake_dir: &Path,
+    lake: &tooltrail_lake::Location,
     registry: &mut Registry,
     supervisor: &Supervisor,
     (engine, pending): (Engine, Vec<Alert>),
@@ -222,7 +231,7 @@ async fn start_detection(
         crate::detect::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
     let metrics = tooltrail_detect::metrics::Metrics::register(registry);
     let publisher = Publisher::open(
-        &tooltrail_lake::Location::local(lake_dir)?,
+        lake,
         Some(handle),
         metrics.clone(),
         tooltrail_lake::Metrics::default(),

@@ -58,7 +58,7 @@ pub enum Error {
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("warming from the lake")]
-    Warm { source: tooltrail_ingest::Error },
+    Warm { source: tooltrail_lake::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the alert publisher task failed")]

@@ -24,7 +24,7 @@ use ::parquet::schema::types::ColumnPath;
 use anyhow::Context;
 use chrono::Utc;
 use tooltrail_ingest::batch::{Pending, TimeWindow};
-use tooltrail_ingest::lake::{Lake, parquet};
+use tooltrail_lake::parquet;
 use tooltrail_schemas::lake::Source;
 
 /// CPU time used by this process so far.
@@ -82,7 +82,15 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(ok == n, "{} of {n} lines do not decode", n - ok);
 
     let dir = tempfile::tempdir()?;
-    let mut lake = Lake::open(&dir.path().join("lake"), zstd)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let location = tooltrail_lake::Location::local(&dir.path().join("lake"))?;
+    let mut lake = runtime.block_on(tooltrail_lake::Writer::open(
+        &location,
+        zstd,
+        Default::default(),
+    ))?;
     let [mut push, mut finish, mut sort, mut write, mut commit] = [Duration::ZERO; 5];
     let (mut files, mut bytes) = (0usize, 0u64);
     for chunk in lines.chunks(batch) {
@@ -101,9 +109,13 @@ fn main() -> anyhow::Result<()> {
         let (txn, _) = pending.take()?;
         finish += cpu() - t;
         // Sort and encode each file as the lake does, timed apart, to a scratch file.
-        for file in &txn.files {
+        let tables = [("events", &txn.events), ("quarantine", &txn.quarantine)];
+        for (table, rows) in tables
+            .into_iter()
+            .flat_map(|(t, files)| files.iter().map(move |(_, b)| (t, b)))
+        {
             let t = cpu();
-            let sorted = parquet::sort_for_lake(&file.batch)?;
+            let sorted = parquet::sort_for_lake(rows)?;
             sort += cpu() - t;
             let t = cpu();
             let mut props = parquet::writer_properties(&sorted, zstd, Vec::new()).into_builder();
@@ -116,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             let out = dir.path().join(format!("scratch-{files}.parquet"));
             let written = parquet::write_file(&out, &sorted, props)?;
             write += cpu() - t;
-            if file.table == "events" {
+            if table == "events" {
                 bytes += written.bytes;
                 let reader = SerializedFileReader::new(std::fs::File::open(&out)?)?;
                 for group in reader.metadata().row_groups() {
@@ -128,9 +140,9 @@ fn main() -> anyhow::Result<()> {
             }
             files += 1;
         }
-        // And the real commit (sort, encode, fsync, log) for the total.
+        // And the real commit (sort, encode, put, Delta commit) for the total.
         let t = cpu();
-        lake.commit(txn)?;
+        runtime.block_on(lake.commit(txn))?;
         commit += cpu() - t;
     }
     let per = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;

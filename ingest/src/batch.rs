@@ -1,5 +1,7 @@
-//! Accumulating records into the next lake transaction: valid events by hour
-//! partition, rejects into the quarantine, and the source positions covered.
+//! Accumulating records into the next lake commit: valid events by hour
+//! partition, rejects into the quarantine, and the source positions covered
+//! (per application id: a Kafka partition's `<group>/<topic>/<partition>`, an
+//! imported file's `file:b3:<hash>`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,9 +10,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tooltrail_schemas::lake::{BuilderSizes, EventBatchBuilder, QuarantineBatchBuilder, Source};
 use tooltrail_schemas::{DecodeError, EventView, Problem, ToolCallEvent, decode, decode_view};
 
+use tooltrail_lake::{Batch, Outcome, Partition, Position, Writer};
+
 use crate::error::Result;
-use crate::lake::log::{Operation, PositionRange};
-use crate::lake::{HourKey, PendingFile, Transaction};
 
 /// How far an event's time may lie from when it was received.
 #[derive(Debug, Clone, Copy)]
@@ -46,14 +48,25 @@ impl TimeWindow {
     }
 }
 
-/// The next transaction, being filled.
+/// The hour partition an event falls in, ordered by time.
+type HourKey = (NaiveDate, u32);
+
+fn hour_of(time: DateTime<Utc>) -> HourKey {
+    (time.date_naive(), chrono::Timelike::hour(&time))
+}
+
+/// The next commit, being filled.
 pub struct Pending {
     window: TimeWindow,
     hours: BTreeMap<HourKey, EventBatchBuilder>,
     quarantine: BTreeMap<NaiveDate, QuarantineBatchBuilder>,
-    /// Offsets covered, `start..=end`, per topic and partition.
-    positions: BTreeMap<String, BTreeMap<i32, (i64, i64)>>,
+    /// Positions covered, `first..=last`, per application id.
+    positions: BTreeMap<String, (i64, i64)>,
     keys: Vec<String>,
+    /// Whether rejects go to the quarantine: not while a source re-reads
+    /// input whose rejects the quarantine already holds (see
+    /// [`tooltrail_lake::Resume`]).
+    filing_rejects: bool,
     stats: PendingStats,
     started: Option<Instant>,
     /// How big the newest hour of the last transaction grew.
@@ -66,6 +79,8 @@ pub struct PendingStats {
     pub events: u64,
     pub bytes: u64,
     pub quarantined: BTreeMap<&'static str, u64>,
+    /// Data files the commit writes, by table.
+    pub files: BTreeMap<&'static str, u64>,
 }
 
 impl PendingStats {
@@ -82,10 +97,18 @@ impl Pending {
             quarantine: BTreeMap::new(),
             positions: BTreeMap::new(),
             keys: Vec::new(),
+            filing_rejects: true,
             stats: PendingStats::default(),
             started: None,
             last_hour: None,
         }
+    }
+
+    /// Whether the next records' rejects are filed in the quarantine (the
+    /// default) or left out because the quarantine holds them already. The
+    /// caller still gets each rejection back.
+    pub fn file_rejects(&mut self, file: bool) {
+        self.filing_rejects = file;
     }
 
     /// Records held, valid and quarantined.
@@ -181,7 +204,7 @@ impl Pending {
         self.stats.bytes += raw.len() as u64;
         match decoded {
             Ok(event) => {
-                let hour = HourKey::of(event.time);
+                let hour = hour_of(event.time);
                 let builder = match self.hours.get_mut(&hour) {
                     Some(builder) => builder,
                     None => {
@@ -193,6 +216,7 @@ impl Pending {
                 self.stats.events += 1;
                 Ok(())
             }
+            Err(error) if !self.filing_rejects => Err(error),
             Err(error) => {
                 self.quarantine
                     .entry(received_at.date_naive())
@@ -219,87 +243,107 @@ impl Pending {
         }
     }
 
-    /// Notes that a Kafka offset is covered by this transaction.
-    pub fn cover(&mut self, topic: &str, partition: i32, offset: i64) {
+    /// Notes that position `at` of `app_id` (a Kafka offset, a file's line)
+    /// is covered by this commit.
+    pub fn cover(&mut self, app_id: &str, at: i64) {
         self.started.get_or_insert_with(Instant::now);
-        // Look the topic up by reference: no allocation per record.
-        let partitions = match self.positions.get_mut(topic) {
-            Some(partitions) => partitions,
-            None => self.positions.entry(topic.to_owned()).or_default(),
-        };
-        partitions
-            .entry(partition)
-            .and_modify(|(_, end)| *end = (*end).max(offset))
-            .or_insert((offset, offset));
+        // Look the id up by reference: no allocation per record.
+        match self.positions.get_mut(app_id) {
+            Some((_, last)) => *last = (*last).max(at),
+            None => {
+                self.positions.insert(app_id.to_owned(), (at, at));
+            }
+        }
     }
 
-    /// Adds an idempotency key the transaction consumes.
+    /// Adds an idempotency key the commit consumes.
     pub fn add_key(&mut self, key: String) {
         self.keys.push(key);
     }
 
-    /// The partitions covered so far, with their ranges.
-    pub fn positions(&self) -> Vec<PositionRange> {
+    /// The positions covered so far.
+    pub fn positions(&self) -> Vec<Position> {
         self.positions
             .iter()
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .iter()
-                    .map(|(partition, (start, end))| PositionRange {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        start: *start,
-                        end: *end,
-                    })
+            .map(|(app_id, (first, last))| Position {
+                app_id: app_id.clone(),
+                first: *first,
+                last: *last,
             })
             .collect()
     }
 
-    /// Turns what was gathered into a transaction, leaving this empty.
-    pub fn take(&mut self) -> Result<(Transaction, PendingStats)> {
-        let mut files = Vec::new();
+    /// Turns what was gathered into the lake's batch, leaving this empty.
+    pub fn take(&mut self) -> Result<(Batch, PendingStats)> {
         if let Some((_, newest)) = self.hours.last_key_value() {
             self.last_hour = Some(newest.sizes());
         }
-        for (hour, mut builder) in std::mem::take(&mut self.hours) {
-            files.push(PendingFile::events(hour, builder.finish()?));
+        let mut batch = Batch {
+            positions: self.positions(),
+            keys: std::mem::take(&mut self.keys),
+            ..Batch::default()
+        };
+        for ((date, hour), mut builder) in std::mem::take(&mut self.hours) {
+            let start = date
+                .and_hms_opt(hour, 0, 0)
+                .expect("an hour of the day is a valid time")
+                .and_utc();
+            batch
+                .events
+                .push((Partition::hour(start), builder.finish()?));
         }
         for (date, mut builder) in std::mem::take(&mut self.quarantine) {
-            files.push(PendingFile::quarantine(date, builder.finish()?));
+            batch
+                .quarantine
+                .push((Partition::day(date), builder.finish()?));
         }
-        let txn = Transaction {
-            operation: Operation::Ingest,
-            files,
-            positions: self.positions(),
-            removed: Vec::new(),
-            keys: std::mem::take(&mut self.keys),
-        };
         self.positions.clear();
         self.started = None;
-        Ok((txn, std::mem::take(&mut self.stats)))
+        let mut stats = std::mem::take(&mut self.stats);
+        for (table, files) in [("events", &batch.events), ("quarantine", &batch.quarantine)] {
+            if !files.is_empty() {
+                stats.files.insert(table, files.len() as u64);
+            }
+        }
+        Ok((batch, stats))
     }
 }
 
 impl Pending {
-    /// Commits what was gathered as one transaction and counts it. Returns
-    /// the log entry and the counts, or `None` when there was nothing to do.
-    pub fn commit_to(
+    /// Commits what was gathered and counts it. Returns what the commit did
+    /// and the counts, or `None` when there was nothing to do.
+    pub async fn commit_to(
         &mut self,
-        lake: &mut crate::lake::Lake,
+        writer: &mut Writer,
         metrics: &crate::metrics::Metrics,
         source: &str,
-    ) -> Result<Option<(crate::lake::log::LogEntry, PendingStats)>> {
+    ) -> Result<Option<(Outcome, PendingStats)>> {
         if self.is_empty() {
             return Ok(None);
         }
-        let started = Instant::now();
-        let (txn, stats) = self.take()?;
-        let entry = lake.commit(txn).inspect_err(|e| {
-            if matches!(e, crate::error::Error::Conflict { .. }) {
-                metrics.conflicts.inc();
-            }
-        })?;
-        metrics.committed(source, &stats, &entry, started.elapsed().as_secs_f64());
-        Ok(Some((entry, stats)))
+        let (batch, stats) = self.take()?;
+        let outcome = commit(writer, batch, &stats, metrics, source).await?;
+        Ok(Some((outcome, stats)))
     }
+}
+
+/// Commits a batch [`Pending::take`] made, and counts it.
+pub async fn commit(
+    writer: &mut Writer,
+    batch: Batch,
+    stats: &PendingStats,
+    metrics: &crate::metrics::Metrics,
+    source: &str,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let outcome = writer.commit(batch).await.inspect_err(|e| {
+        if matches!(
+            e,
+            tooltrail_lake::Error::Fenced { .. } | tooltrail_lake::Error::KeyConflict { .. }
+        ) {
+            metrics.conflicts.inc();
+        }
+    })?;
+    metrics.committed(source, stats, started.elapsed().as_secs_f64());
+    Ok(outcome)
 }

@@ -9,9 +9,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::batch::PendingStats;
-use crate::error::Error;
-use crate::lake::log::LogEntry;
-use crate::retention::RetentionSummary;
 
 /// The quarantine reason of an event its credential may not write.
 const TENANT_NOT_ALLOWED: &str = "tenant_not_allowed";
@@ -131,7 +128,7 @@ impl Metrics {
     }
 
     /// Counts a committed transaction.
-    pub fn committed(&self, source: &str, stats: &PendingStats, entry: &LogEntry, seconds: f64) {
+    pub fn committed(&self, source: &str, stats: &PendingStats, seconds: f64) {
         let source = SourceLabels {
             source: source.to_owned(),
         };
@@ -147,104 +144,13 @@ impl Metrics {
                 })
                 .inc_by(*n);
         }
-        for file in &entry.added {
+        for (table, n) in &stats.files {
             self.files
                 .get_or_create(&TableLabels {
-                    table: file.table.clone(),
+                    table: (*table).to_owned(),
                 })
-                .inc();
+                .inc_by(*n);
         }
         self.commit_seconds.observe(seconds);
-    }
-}
-
-/// `tooltrail_retention_*`: what `up`'s retention runs delete, and whether they fail.
-#[derive(Clone, Default)]
-pub struct RetentionMetrics {
-    pub runs: Family<OutcomeLabel, Counter>,
-    partitions: Family<TableLabel, Counter>,
-    rows: Family<TableLabel, Counter>,
-    bytes: Family<TableLabel, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
-    pub table: &'static str,
-}
-
-impl RetentionMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = RetentionMetrics::default();
-        let r = registry.sub_registry_with_prefix("tooltrail_retention");
-        r.register(
-            "runs",
-            "Retention runs by outcome (ok, partial: some partitions failed, busy, error)",
-            m.runs.clone(),
-        );
-        r.register(
-            "partitions",
-            "Partitions deleted or rewritten by retention",
-            m.partitions.clone(),
-        );
-        r.register("rows_deleted", "Rows deleted by retention", m.rows.clone());
-        r.register(
-            "bytes_deleted",
-            "Bytes of files deleted by retention",
-            m.bytes.clone(),
-        );
-        m
-    }
-
-    /// Counts one run by its outcome, and what it deleted by table.
-    pub fn record(&self, result: &Result<RetentionSummary, Error>) {
-        let outcome = match result {
-            Ok(summary) if summary.failed.is_empty() => "ok",
-            Ok(_) => "partial",
-            Err(Error::RetentionBusy { .. }) => "busy",
-            Err(_) => "error",
-        };
-        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
-        if let Ok(summary) = result {
-            for done in summary.deleted.iter().chain(&summary.rewritten) {
-                let table = TableLabel {
-                    table: done.partition.table.name(),
-                };
-                self.partitions.get_or_create(&table).inc();
-                self.rows.get_or_create(&table).inc_by(done.rows);
-                self.bytes.get_or_create(&table).inc_by(done.bytes);
-            }
-        }
-    }
-}
-
-/// `tooltrail_lake_digest_*`: whether `up`'s digester keeps the chain advancing.
-#[derive(Clone, Default)]
-pub struct DigestMetrics {
-    pub written: Counter,
-    pub failures: Counter,
-    pub last_success: Gauge,
-}
-
-impl DigestMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = DigestMetrics::default();
-        let r = registry.sub_registry_with_prefix("tooltrail_lake_digest");
-        r.register("written", "Digests written", m.written.clone());
-        r.register(
-            "failures",
-            "Digest writes that failed (the chain is not advancing)",
-            m.failures.clone(),
-        );
-        r.register(
-            "last_success_timestamp_seconds",
-            "Unix time of the last digest written",
-            m.last_success.clone(),
-        );
-        m
     }
 }

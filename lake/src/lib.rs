@@ -34,12 +34,14 @@
 
 pub mod appender;
 pub mod compact;
+pub mod digest;
 pub mod error;
 pub mod keys;
 pub mod location;
 pub mod metrics;
 pub mod parquet;
 pub mod replay;
+pub mod retention;
 pub mod stats;
 pub mod table;
 pub mod tables;

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -54,6 +55,98 @@ impl Metrics {
     pub(crate) fn table(table: &str) -> TableLabels {
         TableLabels {
             table: table.to_owned(),
+        }
+    }
+}
+
+/// The digest chain's metrics, registered under `tooltrail_lake_digest_`.
+#[derive(Clone, Debug, Default)]
+pub struct DigestMetrics {
+    /// Digests written.
+    pub written: Counter,
+    /// Digest writes that failed: the chain is not advancing.
+    pub failures: Counter,
+    /// Unix time of the last digest written.
+    pub last_success: Gauge,
+}
+
+impl DigestMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let digest = registry.sub_registry_with_prefix("tooltrail_lake_digest");
+        digest.register("written", "Digests written", self.written.clone());
+        digest.register(
+            "failures",
+            "Digest writes that failed (the chain is not advancing)",
+            self.failures.clone(),
+        );
+        digest.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last digest written",
+            self.last_success.clone(),
+        );
+    }
+}
+
+/// A run's outcome: `ok`, `partial` (some partitions failed) or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// `tooltrail_retention_*`: what `up`'s retention runs delete, and whether
+/// they fail. Labels: the outcome, the table name.
+#[derive(Clone, Debug, Default)]
+pub struct RetentionMetrics {
+    pub runs: Family<OutcomeLabel, Counter>,
+    pub partitions: Family<TableLabels, Counter>,
+    pub rows: Family<TableLabels, Counter>,
+    pub bytes: Family<TableLabels, Counter>,
+}
+
+impl RetentionMetrics {
+    /// Registers every retention metric under `tooltrail_retention_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tooltrail_retention");
+        r.register(
+            "runs",
+            "Retention runs by outcome (ok, partial: some partitions failed, error)",
+            self.runs.clone(),
+        );
+        r.register(
+            "partitions",
+            "Partitions deleted or rewritten by retention",
+            self.partitions.clone(),
+        );
+        r.register(
+            "rows_deleted",
+            "Rows deleted by retention",
+            self.rows.clone(),
+        );
+        r.register(
+            "bytes_deleted",
+            "Bytes of files removed from the tables by retention",
+            self.bytes.clone(),
+        );
+    }
+
+    /// Counts one run by its outcome, and what it removed by table.
+    pub fn record(
+        &self,
+        result: &Result<crate::retention::RetentionSummary, crate::retention::Error>,
+    ) {
+        let outcome = match result {
+            Ok(summary) if summary.failed.is_empty() => "ok",
+            Ok(_) => "partial",
+            Err(_) => "error",
+        };
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
+        if let Ok(summary) = result {
+            for done in summary.deleted.iter().chain(&summary.rewritten) {
+                let table = Metrics::table(done.partition.table.name());
+                self.partitions.get_or_create(&table).inc();
+                self.rows.get_or_create(&table).inc_by(done.rows);
+                self.bytes.get_or_create(&table).inc_by(done.bytes);
+            }
         }
     }
 }

@@ -25,7 +25,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use datafusion::catalog::{Session, TableProvider};
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Remove, StructType, Transaction, Version};
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -52,6 +53,17 @@ const MAX_CONFLICTS: u32 = 25;
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
+/// The `commitInfo` field naming the process that wrote a commit,
+/// `<host>:<pid>`, for operators reading the log.
+pub const WRITER_FIELD: &str = "tooltrail.writer";
+
+fn writer_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
 /// What the lake knows of one table.
 #[derive(Debug)]
 pub struct TableSpec {
@@ -76,6 +88,19 @@ impl TableSpec {
                 .map(|p| Field::new(*p, DataType::Utf8, false)),
         );
         Arc::new(Schema::new(fields))
+    }
+
+    /// The schema readers of the Delta table see ([`Snapshot::provider`]):
+    /// [`TableSpec::table_schema`] as Delta's types map back to arrow's.
+    pub fn read_schema(&self) -> Result<SchemaRef> {
+        let delta: StructType = self
+            .table_schema()
+            .try_into_kernel()
+            .map_err(|e| Error::delta(self.name, "mapping the schema", DeltaTableError::from(e)))?;
+        let arrow: Schema = (&delta)
+            .try_into_arrow()
+            .map_err(|e| Error::delta(self.name, "mapping the schema", DeltaTableError::from(e)))?;
+        Ok(Arc::new(arrow))
     }
 }
 
@@ -380,9 +405,11 @@ impl Table {
         let mut properties = CommitProperties::default()
             .with_max_retries(0)
             .with_application_transactions(txns);
+        let mut metadata = vec![(WRITER_FIELD.to_owned(), json!(writer_id()))];
         if !commit.keys.is_empty() {
-            properties = properties.with_metadata([(KEYS_FIELD.to_owned(), json!(commit.keys))]);
+            metadata.push((KEYS_FIELD.to_owned(), json!(commit.keys)));
         }
+        properties = properties.with_metadata(metadata);
         let actions = commit
             .adds
             .iter()
@@ -553,6 +580,15 @@ pub struct Snapshot {
     table: DeltaTable,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("table", &self.spec.name)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
 impl Snapshot {
     /// The newest version, or `None` if no writer has created the table.
     pub async fn load(location: &Location, spec: &'static TableSpec) -> Result<Option<Snapshot>> {
@@ -657,18 +693,36 @@ impl Snapshot {
             .map(|f| f.remove_action(true)))
     }
 
-    /// A DataFusion provider over this version, for `session`.
-    pub async fn provider(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>> {
+    /// Reads the versions other writers committed since.
+    pub async fn update(&mut self) -> Result<()> {
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| Error::delta(self.spec.name, "reading new versions", e))
+    }
+
+    /// A DataFusion provider over this version, for `session`. Its schema is
+    /// [`TableSpec::read_schema`]: strings as `Utf8` and partition values
+    /// plain (not DataFusion's view or dictionary types), so it reads like
+    /// any other table of the session.
+    pub fn provider(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>> {
         self.table
             .update_datafusion_session(session)
             .map_err(|e| Error::delta(self.spec.name, "registering its store", e))?;
-        self.table
-            .table_provider()
-            .await
-            .map_err(|source| Error::Provider {
+        let state = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(self.spec.name, "reading the snapshot", e))?;
+        let mut config = DeltaScanConfig::new_from_session(session);
+        config.wrap_partition_values = false;
+        config.schema_force_view_types = false;
+        let scan = DeltaScanNext::new(state.snapshot().clone(), config).map_err(|source| {
+            Error::Provider {
                 table: self.spec.name.to_owned(),
                 source: Box::new(source),
-            })
+            }
+        })?;
+        Ok(Arc::new(scan))
     }
 }
 

@@ -7,6 +7,10 @@ use tooltrail_schemas::lake::{
 
 use crate::table::TableSpec;
 
+/// Every table of the lake. Retention, the digest chain and vacuum cover
+/// each of them.
+pub static ALL: &[&TableSpec] = &[&EVENTS, &QUARANTINE, &ALERTS, &QUERY_AUDIT];
+
 /// Every event that passed validation, partitioned by the hour of its `time`.
 pub static EVENTS: TableSpec = TableSpec {
     name: "events",

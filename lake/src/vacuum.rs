@@ -15,7 +15,9 @@ use chrono::{DateTime, Utc};
 use deltalake::operations::vacuum::{Clock, VacuumMode};
 
 use crate::error::{Error, Result};
-use crate::table::Table;
+use crate::location::Location;
+use crate::metrics::Metrics;
+use crate::table::{Snapshot, Table, TableSpec};
 
 /// How long a file outlives its removal unless configured otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -66,6 +68,27 @@ pub async fn vacuum(
     let mut deleted = metrics.files_deleted;
     deleted.sort();
     Ok(VacuumSummary { deleted })
+}
+
+/// [`vacuum`] of each of `tables` that exists in the lake at `location`:
+/// the tables vacuumed, with what each deleted. A table no writer has
+/// created is left alone (vacuum does not create it).
+pub async fn vacuum_tables(
+    location: &Location,
+    tables: &[&'static TableSpec],
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<(&'static str, VacuumSummary)>> {
+    let mut out = Vec::with_capacity(tables.len());
+    for &spec in tables {
+        if Snapshot::load(location, spec).await?.is_none() {
+            continue;
+        }
+        // The zstd level is unused: vacuum writes no data.
+        let mut table = Table::open(location, spec, 1, Metrics::default()).await?;
+        out.push((spec.name, vacuum(&mut table, grace, now).await?));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

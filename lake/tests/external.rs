@@ -62,7 +62,7 @@ fn events(tag: &str, n: usize, time: DateTime<Utc>) -> RecordBatch {
 /// The table's rows through our own SQL, in the readers' script's shape.
 async fn our_rows(snapshot: &Snapshot) -> Vec<Value> {
     let ctx = SessionContext::new();
-    ctx.register_table("events", snapshot.provider(&ctx.state()).await.unwrap())
+    ctx.register_table("events", snapshot.provider(&ctx.state()).unwrap())
         .unwrap();
     let batches = ctx
         .sql(

@@ -58,6 +58,7 @@ use crate::metrics::QueryMetrics;
 use crate::optimizer;
 use crate::session::Sessions;
 use crate::tables::{LakeTables, Table};
+use tooltrail_lake::Location;
 
 /// Where a query came from, as the audit records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl Engine {
     /// An engine over the lake at `lake`, spilling under `spill_dir`.
     /// `config` must have passed [`QueryConfig::validate`].
     pub fn open(
-        lake: &Path,
+        lake: &Location,
         config: &QueryConfig,
         spill_dir: &Path,
         metrics: QueryMetrics,
@@ -138,8 +139,7 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(slices::TimeSlices));
         let mut base = optimizer::install(builder).build();
         functions::restrict(&mut base, config.max_function_output)?;
-        let statistics = base.runtime_env().cache_manager.get_file_statistic_cache();
-        let tables = LakeTables::new(lake, statistics)?;
+        let tables = LakeTables::new(lake)?;
         let threads = config.threads.unwrap_or_else(runtime::default_threads);
         let query_runtime = runtime::QueryRuntime::new(threads)?;
         let audit = open_audit(lake, &query_runtime)?;
@@ -596,11 +596,9 @@ fn forbidden_table(principal: &Principal, table: Table) -> QueryError {
 /// on the caller's runtime, or on the query runtime when there is none; it
 /// commits what is queued and ends when the last handle (the engine's, a
 /// running query's) is dropped.
-fn open_audit(lake: &Path, query_runtime: &runtime::QueryRuntime) -> Result<AuditLog, QueryError> {
-    let location = tooltrail_lake::Location::local(lake)
-        .map_err(|e| QueryError::Internal(format!("query audit: {}", describe(&e))))?;
+fn open_audit(lake: &Location, query_runtime: &runtime::QueryRuntime) -> Result<AuditLog, QueryError> {
     let (audit, task) = AuditLog::new(
-        &location,
+        lake,
         tooltrail_lake::appender::AppenderOptions::default(),
         tooltrail_lake::Metrics::default(),
     );

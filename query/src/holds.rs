@@ -1,5 +1,5 @@
 //! The legal-hold admin API (the holds themselves are
-//! `tooltrail_ingest::retention`'s), merged into `up`'s listener:
+//! `tooltrail_lake::retention`'s), merged into `up`'s listener:
 //!
 //! - `GET /v1/legal-holds`: every hold on the caller's tenants, configured
 //!   and set through the API;
@@ -22,8 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use tooltrail_ingest::Error as IngestError;
-use tooltrail_ingest::retention::{HoldStore, LegalHold, NewHold};
+use tooltrail_lake::retention::{Error as HoldError, HoldStore, LegalHold, NewHold};
 
 #[derive(Clone)]
 struct Admin {
@@ -58,8 +57,8 @@ fn admin(state: &Admin, headers: &HeaderMap) -> Result<Principal, QueryError> {
     Ok(principal)
 }
 
-fn internal(failure: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %failure, "legal hold store failed");
+fn internal(failure: HoldError) -> Response {
+    tracing::error!(error = %tooltrail_schemas::Report(&failure), "legal hold store failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
@@ -67,22 +66,13 @@ fn internal(failure: impl std::fmt::Display) -> Response {
     )
 }
 
-/// Runs blocking store work (file locks) off the async runtime.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
-) -> Result<Result<T, IngestError>, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(work).await
-}
-
 async fn list(State(state): State<Admin>, headers: HeaderMap) -> Response {
     let principal = match admin(&state, &headers) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let store = Arc::clone(&state.holds);
-    let holds = match blocking(move || store.all()).await {
-        Ok(Ok(holds)) => holds,
-        Ok(Err(e)) => return internal(e),
+    let holds = match state.holds.all().await {
+        Ok(holds) => holds,
         Err(e) => return internal(e),
     };
     let visible: Vec<&LegalHold> = holds
@@ -116,13 +106,11 @@ async fn create(State(state): State<Admin>, headers: HeaderMap, body: Bytes) -> 
         ))
         .into_response();
     }
-    let (store, by) = (Arc::clone(&state.holds), principal.name.clone());
-    let hold = match blocking(move || store.add(new, &by, chrono::Utc::now())).await {
-        Ok(Ok(hold)) => hold,
-        Ok(Err(e @ IngestError::InvalidHold { .. })) => {
+    let hold = match state.holds.add(new, &principal.name, chrono::Utc::now()).await {
+        Ok(hold) => hold,
+        Err(e @ HoldError::InvalidHold { .. }) => {
             return error(StatusCode::BAD_REQUEST, "invalid_hold", e.to_string());
         }
-        Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
     log_change(&hold, &principal, "set");
@@ -143,10 +131,8 @@ async fn remove(
         Err(e) => return e.into_response(),
     };
     // A hold on a tenant the caller does not cover is as good as absent.
-    let store = Arc::clone(&state.holds);
-    let all = match blocking(move || store.all()).await {
-        Ok(Ok(all)) => all,
-        Ok(Err(e)) => return internal(e),
+    let all = match state.holds.all().await {
+        Ok(all) => all,
         Err(e) => return internal(e),
     };
     if let Some(hold) = all.iter().find(|h| h.id == id)
@@ -154,14 +140,12 @@ async fn remove(
     {
         return not_found(&id);
     }
-    let (store, target) = (Arc::clone(&state.holds), id.clone());
-    let removed = match blocking(move || store.remove(&target)).await {
-        Ok(Ok(hold)) => hold,
-        Ok(Err(e @ IngestError::HoldInConfig { .. })) => {
+    let removed = match state.holds.remove(&id).await {
+        Ok(hold) => hold,
+        Err(e @ HoldError::HoldInConfig { .. }) => {
             return error(StatusCode::CONFLICT, "hold_in_config", e.to_string());
         }
-        Ok(Err(IngestError::HoldNotFound { .. })) => return not_found(&id),
-        Ok(Err(e)) => return internal(e),
+        Err(HoldError::HoldNotFound { .. }) => return not_found(&id),
         Err(e) => return internal(e),
     };
     log_change(&removed, &principal, "removed");

@@ -8,8 +8,6 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Datelike, TimeZone, Utc};
 use futures::TryStreamExt;
 use tooltrail_ingest::batch::Pending;
-use tooltrail_ingest::lake::Lake;
-use tooltrail_ingest::metrics::Metrics;
 use tooltrail_query::{Engine, Transport};
 use tooltrail_schemas::lake::Source;
 use tooltrail_sim::{SimConfig, Simulation};
@@ -47,7 +45,7 @@ fn every_example_query_answers_on_a_simulated_lake() {
         ..SimConfig::default()
     };
     let start = config.start;
-    let mut lake = Lake::open(dir.path(), 1).unwrap();
+    let mut lake = support::writer(dir.path());
     let mut pending = Pending::new(support::wide_window());
     let mut sample = Vec::new();
     for (i, event) in Simulation::new(config).unwrap().enumerate() {
@@ -66,13 +64,7 @@ fn every_example_query_answers_on_a_simulated_lake() {
             )
             .unwrap();
     }
-    pending
-        .commit_to(
-            &mut lake,
-            &Metrics::register(&mut Default::default()),
-            "file",
-        )
-        .unwrap();
+    support::commit(&mut pending, &mut lake);
     // An alert whose evidence is real events.
     let (tenant, _, time) = sample[0].clone();
     let ids: Vec<&str> = sample
@@ -83,7 +75,6 @@ fn every_example_query_answers_on_a_simulated_lake() {
     let day = time.format("%Y-%m-%d").to_string();
     support::write_alerts(
         dir.path(),
-        &day,
         &format!(
             "{}\n",
             serde_json::json!({"alert_version":1,"alert_id":"a1","time":time.to_rfc3339(),"tenant_id":tenant,"user_id":"u","detector":"denial_spike","severity":"high","score":80,"title":"t","explanation":"e","evidence":{"event_ids":ids},"window_start":time.to_rfc3339(),"window_end":time.to_rfc3339(),"repeats":0})

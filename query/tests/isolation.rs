@@ -394,8 +394,8 @@ proptest! {
 #[test]
 fn each_alert_shows_once_as_its_latest_version_within_the_tokens_tenants() {
     let lake = lake();
-    // acme-a0 updated twice (a repeat count of 3, then 7), on the next day's
-    // file too; globex-a0 once, with a higher count than any of acme's.
+    // acme-a0 updated twice (a repeat count of 3, then 7, in commits of
+    // their own); globex-a0 once, with a higher count than any of acme's.
     let version = |tenant: &str, id: &str, repeats: u32| {
         format!(
             r#"{{"alert_version":1,"alert_id":"{id}","time":"2026-11-22T09:40:00.000000Z","tenant_id":"{tenant}","user_id":"u1@{tenant}","detector":"denial_spike","severity":"high","score":88,"title":"t","explanation":"x","evidence":{{"observed":37.0,"expected":0.4,"event_ids":[],"details":{{}}}},"window_start":"2026-11-22T09:35:00.000000Z","window_end":"2026-11-22T09:40:00.000000Z","repeats":{repeats}}}"#
@@ -406,16 +406,8 @@ fn each_alert_shows_once_as_its_latest_version_within_the_tokens_tenants() {
         version("globex", "globex-a0", 9),
     ]
     .concat();
-    std::fs::write(
-        lake._dir.path().join("alerts/dt=2026-11-22/part-2.ndjson"),
-        updates,
-    )
-    .unwrap();
-    support::write_alerts(
-        lake._dir.path(),
-        "2026-11-23",
-        &version("acme", "acme-a0", 7),
-    );
+    support::write_alerts(lake._dir.path(), &updates);
+    support::write_alerts(lake._dir.path(), &version("acme", "acme-a0", 7));
     runtime().block_on(async {
         let e = &lake.engine;
         let sql = "SELECT alert_id, repeats FROM alerts ORDER BY alert_id";

@@ -23,7 +23,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tooltrail_ingest::batch::{Pending, TimeWindow};
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
 use tooltrail_query::auth::backoff::LoginLimiter;
 use tooltrail_query::auth::token_hash;
@@ -43,7 +42,22 @@ const GLOBEX_EVENTS: usize = 3;
 
 /// Writes the fixture lake: 8 acme events (every fourth denied), 3 globex.
 fn write_lake(root: &Path) {
-    let mut lake = Lake::open(root, 3).expect("open lake");
+    let location = tooltrail_lake::Location::local(root).expect("a lake location");
+    // A runtime of its own, on a thread of its own: callers may be async.
+    let run = |future| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime")
+                        .block_on(future)
+                })
+                .join()
+                .expect("the writer thread")
+        })
+    };
     let mut pending = Pending::new(TimeWindow {
         max_age: Duration::from_secs(10 * 365 * 86400),
         max_future: Duration::from_secs(3600),
@@ -74,13 +88,17 @@ fn write_lake(root: &Path) {
                 .expect("a valid fixture event");
         }
     }
-    pending
-        .commit_to(
-            &mut lake,
-            &Metrics::register(&mut Default::default()),
-            "file",
-        )
-        .expect("commit fixture");
+    let metrics = Metrics::register(&mut Default::default());
+    run(Box::pin(async {
+        let mut lake = tooltrail_lake::Writer::open(&location, 3, Default::default())
+            .await
+            .expect("open lake");
+        pending
+            .commit_to(&mut lake, &metrics, "file")
+            .await
+            .expect("commit fixture")
+            .map(drop)
+    }));
 }
 
 /// Three tokens: acme's analyst, globex's analyst, and an admin.
@@ -108,7 +126,7 @@ fn fixture_engine(dir: &Path, config: &QueryConfig) -> Engine {
     write_lake(&lake);
     config.validate().expect("valid config");
     Engine::open(
-        &lake,
+        &tooltrail_lake::Location::local(&lake).expect("lake location"),
         config,
         &dir.join("spill"),
         QueryMetrics::unregistered(),

@@ -17,7 +17,6 @@ use tooltrail_detect::clock::SystemClock;
 use tooltrail_detect::metrics::Metrics;
 use tooltrail_detect::publish::{AlertTopic, Publisher};
 use tooltrail_detect::service::kafka::{self, ServiceConfig};
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::source::kafka::consumer;
 
 use crate::config::Config;
@@ -105,11 +104,19 @@ pub async fn run(
     let warm = if args.warm_from_lake.is_zero() {
         None
     } else {
-        let lake = Lake::open(&lake_dir, config.ingest.zstd_level)
-            .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
         let since = Utc::now()
             - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
-        Some((lake, since))
+        // The lake records offsets under the group ingest consumes with.
+        let ingest_group = config.kafka.as_ref().map_or_else(
+            || crate::up::default_kafka().group_id,
+            |k| k.group_id.clone(),
+        );
+        Some(kafka::Warm {
+            lake: location.clone(),
+            ingest_group,
+            since,
+            runtime: tokio::runtime::Handle::current(),
+        })
     };
     let service = kafka::build(
         ServiceConfig {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
+use crate::support::lake::alert_records;
 use crate::support::process::{Tooltrail, path_str, sql_csv};
 use crate::support::run_tooltrail;
 
@@ -185,21 +186,14 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
         "signature does not verify"
     );
 
-    // The alert is also in the lake, under alerts/dt=<day>/. It is enqueued for delivery before
-    // it is written there, so the webhook may come first: wait for the lake a little.
-    let day = now.format("%Y-%m-%d").to_string();
-    let dir = up.lake().join("alerts").join(format!("dt={day}"));
+    // The alert is also in the lake's alerts table. It is enqueued for delivery before it is
+    // committed there, so the webhook may come first: wait for the lake a little.
     let deadline = crate::support::Deadline::after(Duration::from_secs(20));
-    loop {
-        let mut found = false;
-        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
-            let text = std::fs::read_to_string(entry?.path())?;
-            found |= text.contains(alert["alert_id"].as_str().unwrap_or("?"));
-        }
-        if found {
-            break;
-        }
-        deadline.remaining(&format!("the alert in {}", dir.display()))?;
+    while !alert_records(&up.lake())?
+        .iter()
+        .any(|record| record["alert_id"] == alert["alert_id"])
+    {
+        deadline.remaining("the alert in the lake's alerts table")?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let metrics = up.get_text("/metrics").await?;
@@ -597,11 +591,14 @@ async fn a_sweep_file_with_a_wrong_knob_or_cell_is_refused_naming_it() -> Result
 /// zone is `zone`; returns the rows as CSV lines.
 async fn duckdb_rows(lake: &std::path::Path, zone: &str, sql: &str) -> Result<Vec<String>> {
     let script = r#"
-import csv, duckdb, sys
+import csv, duckdb, duckdb_extension_delta, os, sys
 lake, zone, sql = sys.argv[1:4]
 con = duckdb.connect()
+con.execute("SET autoinstall_known_extensions = false")
+extensions = os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions")
+con.execute(f"LOAD '{extensions}/v{duckdb.__version__}/delta.duckdb_extension'")
 con.execute(f"SET TimeZone = '{zone}'")
-con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{lake}/events/**/*.parquet', hive_partitioning = true)")
+con.execute(f"CREATE VIEW events AS SELECT * FROM delta_scan('{lake}/events')")
 out = csv.writer(sys.stdout, lineterminator="\n")
 for row in con.execute(sql).fetchall():
     out.writerow(row)

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, ensure};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::support::lake::alert_records;
 use crate::support::process::{Tooltrail, path_str};
 use crate::support::{
     Deadline, committed_offsets, create_topic, group_consumer, group_session_properties,
@@ -130,29 +131,6 @@ async fn read_topic(brokers: &str, topic: &str) -> Result<Vec<String>> {
             "record key is not the alert id: {value}"
         );
         out.push(value.to_string());
-    }
-    Ok(out)
-}
-
-/// Every alert line in `<lake>/alerts/`, as a reader sees them: hidden files are a writer's
-/// temporaries (a SIGKILL between writing one and renaming it leaves it behind).
-fn alert_lines(lake: &Path) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    let root = lake.join("alerts");
-    for day in std::fs::read_dir(&root).with_context(|| format!("read {}", root.display()))? {
-        for file in std::fs::read_dir(day?.path())? {
-            let path = file?.path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path)?;
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                out.push(serde_json::from_str(line).with_context(|| path.display().to_string())?);
-            }
-        }
     }
     Ok(out)
 }
@@ -294,8 +272,8 @@ async fn kafka_detect_warms_a_partition_without_a_checkpoint_from_the_lake() -> 
     );
 
     let cutoff = newest - chrono::Duration::hours(2);
-    let want = settled(&alert_lines(&reference.lake())?, cutoff)?;
-    let got = settled(&alert_lines(&lake)?, cutoff)?;
+    let want = settled(&alert_records(&reference.lake())?, cutoff)?;
+    let got = settled(&alert_records(&lake)?, cutoff)?;
     ensure!(
         want.len() >= 3,
         "the reference raised {} settled alerts",
@@ -323,7 +301,7 @@ async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()>
     reference.wait_caught_up(&ends, &process).await?;
     process.stop().await?;
     // Every alert record the lake got went to the topic too, keyed by its id.
-    let mut in_lake: Vec<String> = alert_lines(&reference.lake())?
+    let mut in_lake: Vec<String> = alert_records(&reference.lake())?
         .iter()
         .map(|a| a.to_string())
         .collect();
@@ -374,8 +352,8 @@ async fn kafka_detect_alerts_exactly_once_across_repeated_kill_9() -> Result<()>
     process.stop().await?;
 
     let cutoff = newest - chrono::Duration::hours(2);
-    let want = settled(&alert_lines(&reference.lake())?, cutoff)?;
-    let crashed_lines = alert_lines(&crashed.lake())?;
+    let want = settled(&alert_records(&reference.lake())?, cutoff)?;
+    let crashed_lines = alert_records(&crashed.lake())?;
     let got = settled(&crashed_lines, cutoff)?;
     // One page per incident: the simulated attacks raise a few pages.
     ensure!(

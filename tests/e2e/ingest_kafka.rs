@@ -22,7 +22,7 @@ mod harness;
 use harness::{
     CATCH_UP, FIRST_COMMIT, IngestSetup, Kill, POLL, QuarantineRow, Simulation, SplitMix64,
     TINY_BATCHES, assert_committed_at_ends, assert_exactly_once, events_committed, lake_rows_now,
-    log_writers, read_quarantine, rebalances, staged_files, valid_event, wait_for_first_commit,
+    log_writers, orphan_files, read_quarantine, rebalances, valid_event, wait_for_first_commit,
     wait_for_metric, wait_for_rows,
 };
 
@@ -71,7 +71,7 @@ async fn kafka_ingest_is_exactly_once_across_repeated_kill_9() -> Result<()> {
     // so that every kill lands while the load is still coming in.
     let share = (expected.len() / (KILLS + 2)) as u64;
     let mut kills = Vec::with_capacity(KILLS);
-    let mut staged_before = 0;
+    let mut orphans_before = 0;
     for round in 1..=KILLS {
         let process = ingest.start().await?;
         // Kill only once this instance holds partitions and has made a commit, so that the kill
@@ -87,32 +87,32 @@ async fn kafka_ingest_is_exactly_once_across_repeated_kill_9() -> Result<()> {
         process.kill_9().await?;
         committing.with_context(|| format!("kill round {round}; the instance logged:\n{log}"))?;
         wait_out_killed_member_session().await;
-        // New staged files left behind show a kill that landed inside a transaction (before its
-        // log entry; after it, the next instance publishes them).
-        let staged = staged_files(&lake)?;
+        // New files no commit names show a kill that landed inside a commit (after its files
+        // were written, before its log entry).
+        let orphans = orphan_files(&lake)?;
         kills.push(Kill {
             delay,
             rows,
-            staged: staged.saturating_sub(staged_before),
+            orphans: orphans.saturating_sub(orphans_before),
         });
-        staged_before = staged;
+        orphans_before = orphans;
     }
     let mid_load = kills.iter().filter(|k| k.rows < expected.len()).count();
-    let mid_transaction = kills.iter().filter(|k| k.staged > 0).count();
+    let mid_commit = kills.iter().filter(|k| k.orphans > 0).count();
     let schedule: Vec<String> = kills
         .iter()
         .map(|k| {
             format!(
-                "{}ms: {} rows, {} staged",
+                "{}ms: {} rows, {} orphan files",
                 k.delay.as_millis(),
                 k.rows,
-                k.staged
+                k.orphans
             )
         })
         .collect();
     eprintln!(
-        "seed {seed:#x}: {} kills, {mid_load} with the lake incomplete, {mid_transaction} leaving \
-         staged files: {schedule:?}",
+        "seed {seed:#x}: {} kills, {mid_load} with the lake incomplete, {mid_commit} inside a \
+         commit: {schedule:?}",
         kills.len()
     );
     ensure!(

@@ -1,5 +1,6 @@
-//! The lake is standard hive-partitioned Parquet: DuckDB and pyarrow read a lake written by
-//! tooltrail as is, partitions included, and see exactly the events that went in.
+//! The lake's tables are standard Delta tables: DuckDB (`delta_scan`) and the Python `deltalake`
+//! package read a lake written by tooltrail as is, partitions included, and see exactly the events
+//! that went in.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::process::path_str;
 use crate::support::run_tooltrail;
 
-/// One row as the readers report it (see scripts/lake_readers.py).
+/// One row as the readers report it (see scripts/delta_readers.py).
 fn expected_row(event: &tooltrail_schemas::ToolCallEvent) -> Value {
     json!([
         event.event_id,
@@ -27,7 +28,7 @@ fn expected_row(event: &tooltrail_schemas::ToolCallEvent) -> Value {
 }
 
 #[tokio::test]
-async fn duckdb_and_pyarrow_read_the_lake_as_written() -> Result<()> {
+async fn duckdb_and_python_deltalake_read_the_lake_as_written() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let events = dir.path().join("events.ndjson");
     let lake = dir.path().join("lake");
@@ -56,19 +57,20 @@ async fn duckdb_and_pyarrow_read_the_lake_as_written() -> Result<()> {
     );
     let expected: Vec<Value> = expected.into_values().collect();
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lake_readers.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/delta_readers.py");
+    let table = lake.join("events");
     let output = tokio::process::Command::new("python3")
-        .args([script, lake_s, path_str(&out)?])
+        .args([script, path_str(&table)?, path_str(&out)?])
         .output()
         .await
-        .context("run python3 (pip install duckdb pyarrow)")?;
+        .context("run python3 (see .ci/run for the packages)")?;
     ensure!(
         output.status.success(),
-        "scripts/lake_readers.py failed (are duckdb and pyarrow installed?):\n{}",
+        "scripts/delta_readers.py failed (are duckdb, its delta extension and deltalake installed?):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let read: Value = serde_json::from_slice(&std::fs::read(&out)?)?;
-    for reader in ["duckdb", "pyarrow"] {
+    for reader in ["duckdb", "deltalake"] {
         let rows = read[reader]
             .as_array()
             .with_context(|| format!("{reader} rows"))?;

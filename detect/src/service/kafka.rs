@@ -37,7 +37,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::source::kafka::consumer::{self as scaffold, lock};
 use tooltrail_schemas::SecretMap;
 
@@ -61,8 +60,20 @@ pub struct ServiceConfig {
     pub tenants: Option<HashSet<String>>,
     pub checkpoint_interval: Duration,
     /// On a partition with no checkpoint, replay the lake's history of that
-    /// partition since this time first; `None` starts cold.
-    pub warm: Option<(Lake, DateTime<Utc>)>,
+    /// partition first; `None` starts cold.
+    pub warm: Option<Warm>,
+}
+
+/// Where a partition without a checkpoint warms from.
+pub struct Warm {
+    pub lake: tooltrail_lake::Location,
+    /// Ingest's consumer group: the lake records the offsets ingest read
+    /// under it (`<group>/<topic>/<partition>`).
+    pub ingest_group: String,
+    /// Replay the history since this time.
+    pub since: DateTime<Utc>,
+    /// The runtime the lake's IO runs on; the polling thread blocks on it.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// One assigned partition.
@@ -96,7 +107,7 @@ struct Shared {
     checkpoints: Checkpoints,
     partitions: BTreeMap<i32, Partition>,
     publisher: Publisher,
-    warm: Option<(Lake, DateTime<Utc>)>,
+    warm: Option<Warm>,
     clock: Arc<dyn Clock>,
     /// A failure inside a callback, surfaced by the poll loop.
     failure: Option<Error>,
@@ -196,18 +207,34 @@ impl Shared {
     /// next offset for the partition, where consumption resumes, if it holds
     /// any.
     fn warm(&mut self, number: i32, engine: &mut Engine) -> Result<Option<i64>> {
-        let Some((lake, since)) = &mut self.warm else {
+        let Some(warm) = &self.warm else {
             return Ok(None);
         };
-        let next = lake
-            .refresh()
-            .map_err(|source| Error::Warm { source })?
-            .next_offset(&self.topic, number);
-        if next.is_none() {
-            return Ok(None);
-        }
         let started = Instant::now();
-        let mut warmed = super::warm::warm_partition(lake, *since, (&self.topic, number), engine)?;
+        let app_id = tooltrail_lake::Position::app_id(&warm.ingest_group, &self.topic, number);
+        let warmed = warm.runtime.block_on(async {
+            let events =
+                tooltrail_lake::Snapshot::load(&warm.lake, &tooltrail_lake::tables::EVENTS)
+                    .await
+                    .map_err(|source| Error::Warm { source })?;
+            let Some(events) = events else {
+                return Ok(None);
+            };
+            let held = events
+                .position(&app_id)
+                .await
+                .map_err(|source| Error::Warm { source })?;
+            let Some(last) = held else {
+                return Ok(None);
+            };
+            let warmed =
+                super::warm::warm_partition(&events, warm.since, (&self.topic, number), engine)
+                    .await?;
+            Ok::<_, Error>(Some((last + 1, warmed)))
+        })?;
+        let Some((next, mut warmed)) = warmed else {
+            return Ok(None);
+        };
         tracing::info!(
             partition = number,
             events = warmed.events,
@@ -217,7 +244,7 @@ impl Shared {
             "no checkpoint; warmed from the lake"
         );
         self.publisher.publish(&mut warmed.alerts)?;
-        Ok(next)
+        Ok(Some(next))
     }
 }
 

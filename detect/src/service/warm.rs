@@ -10,8 +10,8 @@
 //! events ingest read from that partition, in offset order.
 
 use chrono::{DateTime, Utc};
-use tooltrail_ingest::lake::Lake;
-use tooltrail_ingest::lake::replay::Replay;
+use tooltrail_lake::Snapshot;
+use tooltrail_lake::replay::Replay;
 
 use super::{Error, Result};
 use crate::{Alert, Engine};
@@ -25,27 +25,30 @@ pub struct Warmed {
     pub alerts: Vec<Alert>,
 }
 
-/// Replays the lake's events since `since` through `engine`, hour by hour
-/// in event-time order.
-pub fn warm(lake: &Lake, since: DateTime<Utc>, engine: &mut Engine) -> Result<Warmed> {
-    run(Replay::since(lake, since), engine)
+/// Replays the events of `events` (a snapshot of the lake's `events`
+/// table) since `since` through `engine`, hour by hour in event-time order.
+pub async fn warm(events: &Snapshot, since: DateTime<Utc>, engine: &mut Engine) -> Result<Warmed> {
+    let replay = Replay::since(events, since).map_err(|source| Error::Warm { source })?;
+    run(replay, engine).await
 }
 
-/// Replays the lake's events since `since` that ingest read from `topic`'s
+/// Replays the events since `since` that ingest read from `topic`'s
 /// `partition`, hour by hour in offset order: the state a detector consuming
 /// that partition would have built.
-pub fn warm_partition(
-    lake: &Lake,
+pub async fn warm_partition(
+    events: &Snapshot,
     since: DateTime<Utc>,
     (topic, partition): (&str, i32),
     engine: &mut Engine,
 ) -> Result<Warmed> {
-    run(Replay::of_partition(lake, since, topic, partition), engine)
+    let replay = Replay::of_partition(events, since, topic, partition)
+        .map_err(|source| Error::Warm { source })?;
+    run(replay, engine).await
 }
 
-fn run(mut replay: Replay, engine: &mut Engine) -> Result<Warmed> {
+async fn run(mut replay: Replay, engine: &mut Engine) -> Result<Warmed> {
     let mut warmed = Warmed::default();
-    for hour in replay.by_ref() {
+    while let Some(hour) = replay.next_hour().await {
         let hour = hour.map_err(|source| Error::Warm { source })?;
         for event in &hour {
             engine.observe(event, &mut warmed.alerts);

@@ -1,28 +1,28 @@
 //! Batch import of an NDJSON file, for backfills.
 //!
-//! Exactly once, and resumable: each transaction records the line range it
-//! holds under the idempotency key `file:b3:<BLAKE3 of the file>:<first>-<last>`.
-//! Importing the same file again skips every line the lake already holds, so
-//! a rerun after a crash finishes the job without duplicates.
+//! Exactly once, and resumable: the file's application id is
+//! `file:b3:<BLAKE3 of the file>` and its positions are line numbers, so
+//! each commit records the lines it holds the way a Kafka partition's
+//! offsets are recorded. Importing the same file again (after a crash, or by
+//! mistake) starts after the last line the lake holds; lines whose rejects
+//! the quarantine holds already are not quarantined again.
 //!
 //! BLAKE3 rather than SHA-256 because the whole file is hashed before the
 //! first line is imported: at several GB/s on one core it costs a few percent
-//! of an import, where SHA-256 cost a tenth. Lakes written before the switch
-//! hold `file:<sha256>:<first>-<last>` keys; while a lake holds any, the
-//! file's SHA-256 is computed too and those ranges are skipped as well.
+//! of an import, where SHA-256 cost a tenth.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use chrono::Utc;
-use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+use tooltrail_lake::Writer;
 use tooltrail_schemas::lake::Source;
 
 use crate::batch::Pending;
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
-use crate::lake::Lake;
 use crate::metrics::Metrics;
 
 /// What an import did.
@@ -36,52 +36,28 @@ pub struct ImportSummary {
     pub transactions: u64,
 }
 
-/// The prefix of this file's idempotency keys, `file:b3:<BLAKE3>:`.
-fn key_prefix(path: &Path) -> Result<String> {
+/// The file's application id in the lake, `file:b3:<BLAKE3>`.
+pub fn app_id(path: &Path) -> Result<String> {
     let mut hasher = blake3::Hasher::new();
     read_blocks(path, |block| {
         hasher.update(block);
     })?;
-    Ok(format!("file:b3:{}:", hasher.finalize().to_hex()))
+    Ok(format!("file:b3:{}", hasher.finalize().to_hex()))
 }
 
-/// The prefix an import before BLAKE3 used for this file, `file:<SHA-256>:`,
-/// if the lake holds any key of that form (else the file is not hashed twice).
-fn legacy_key_prefix(path: &Path, lake: &Lake) -> Result<Option<String>> {
-    let legacy = |k: &String| k.starts_with("file:") && !k.starts_with("file:b3:");
-    if !lake.state().keys.iter().any(legacy) {
-        return Ok(None);
-    }
-    let mut hasher = Sha256::new();
-    read_blocks(path, |block| hasher.update(block))?;
-    Ok(Some(format!("file:{}:", hex::encode(hasher.finalize()))))
-}
-
-/// Line ranges the lake already holds under keys that start with one of `prefixes`.
-fn imported_ranges(lake: &Lake, prefixes: &[String]) -> Vec<(u64, u64)> {
-    lake.state()
-        .keys
-        .iter()
-        .filter_map(|k| prefixes.iter().find_map(|p| k.strip_prefix(p.as_str())))
-        .filter_map(|range| {
-            let (first, last) = range.split_once('-')?;
-            Some((first.parse().ok()?, last.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Imports `path` into the lake. `progress` is called with the bytes read so far.
+/// Imports `path` into the lake. `progress` is called with the bytes read
+/// so far. Blocking: the lake's IO runs on `runtime`.
 pub fn import_file(
     path: &Path,
-    lake: &mut Lake,
+    writer: &mut Writer,
+    runtime: &Handle,
     config: &IngestConfig,
     metrics: &Metrics,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportSummary> {
-    let prefix = key_prefix(path)?;
-    let mut prefixes = vec![prefix.clone()];
-    prefixes.extend(legacy_key_prefix(path, lake)?);
-    let done = imported_ranges(lake, &prefixes);
+    let app_id = app_id(path)?;
+    let resume = runtime.block_on(writer.resume(&app_id))?;
+    let first_new = resume.next.unwrap_or(1);
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut lines = Lines::new(file);
@@ -90,25 +66,19 @@ pub fn import_file(
     let mut summary = ImportSummary::default();
     let mut read = 0u64;
     let mut received_at = Utc::now();
-    // The contiguous lines gathered into the open transaction.
-    let mut chunk: Option<(u64, u64)> = None;
-    let mut close_chunk =
-        |pending: &mut Pending, chunk: &mut Option<(u64, u64)>, summary: &mut ImportSummary| {
-            if let Some((first, last)) = chunk.take() {
-                pending.add_key(format!("{prefix}{first}-{last}"));
-                commit(pending, lake, metrics, summary)?;
-            }
-            Ok::<(), Error>(())
-        };
+    let mut commit = |pending: &mut Pending, summary: &mut ImportSummary| {
+        if let Some((_, stats)) = runtime.block_on(pending.commit_to(writer, metrics, "file"))? {
+            summary.events += stats.events;
+            summary.quarantined += stats.quarantined_total();
+            summary.transactions += 1;
+        }
+        Ok::<(), Error>(())
+    };
     while let Some(line) = lines.next_line().map_err(|e| Error::io(path, e))? {
         read += line.len() as u64;
         summary.lines += 1;
-        let line_no = summary.lines;
-        if done
-            .iter()
-            .any(|(first, last)| (*first..=*last).contains(&line_no))
-        {
-            close_chunk(&mut pending, &mut chunk, &mut summary)?;
+        let line_no = summary.lines as i64;
+        if line_no < first_new {
             summary.skipped += 1;
             continue;
         }
@@ -117,38 +87,24 @@ pub fn import_file(
         if line_no % 1024 == 1 {
             received_at = Utc::now();
         }
-        let (first, _) = *chunk.get_or_insert((line_no, line_no));
-        chunk = Some((first, line_no));
+        pending.cover(&app_id, line_no);
         let record = trim_newline(line);
         if !record.iter().all(u8::is_ascii_whitespace) {
             let source = Source::File {
                 path: &name,
-                line: line_no as i64,
+                line: line_no,
             };
+            pending.file_rejects(!resume.already_quarantined(line_no));
             let _ = pending.push(record, received_at, source);
         }
         if pending.len() >= limit {
-            close_chunk(&mut pending, &mut chunk, &mut summary)?;
+            commit(&mut pending, &mut summary)?;
             progress(read);
         }
     }
-    close_chunk(&mut pending, &mut chunk, &mut summary)?;
+    commit(&mut pending, &mut summary)?;
     progress(read);
     Ok(summary)
-}
-
-fn commit(
-    pending: &mut Pending,
-    lake: &mut Lake,
-    metrics: &Metrics,
-    summary: &mut ImportSummary,
-) -> Result<()> {
-    if let Some((_, stats)) = pending.commit_to(lake, metrics, "file")? {
-        summary.events += stats.events;
-        summary.quarantined += stats.quarantined_total();
-        summary.transactions += 1;
-    }
-    Ok(())
 }
 
 pub(crate) fn trim_newline(line: &[u8]) -> &[u8] {
@@ -236,35 +192,115 @@ fn read_blocks(path: &Path, mut f: impl FnMut(&[u8])) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_import_skips_the_lines_a_lake_holds_under_either_key_form() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.ndjson");
+    fn lines(n: usize, invalid: &[usize]) -> String {
         let now = tooltrail_schemas::format_time(&Utc::now());
-        let text: String = (1..=4)
+        (1..=n)
             .map(|n| {
+                if invalid.contains(&n) {
+                    return "{\"not\": \"an event\"}\n".to_owned();
+                }
                 format!(
                     r#"{{"schema_version":1,"event_id":"e{n}","time":"{now}","tenant_id":"t","user_id":"u","server":"s","method":"m","decision":"allow","status":200}}"#
                 ) + "\n"
             })
-            .collect();
-        std::fs::write(&path, &text).unwrap();
-        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-        let blake3 = blake3::hash(text.as_bytes()).to_hex();
-        let mut lake = Lake::open(&dir.path().join("lake"), 1).unwrap();
-        let metrics = Metrics::register(&mut Default::default());
-        // Lines 1-2 went in before the switch to BLAKE3, line 3 after.
+            .collect()
+    }
+
+    struct Lake {
+        _dir: tempfile::TempDir,
+        location: tooltrail_lake::Location,
+        runtime: tokio::runtime::Runtime,
+        metrics: Metrics,
+    }
+
+    impl Lake {
+        fn new() -> Lake {
+            let dir = tempfile::tempdir().unwrap();
+            let location = tooltrail_lake::Location::local(dir.path()).unwrap();
+            Lake {
+                _dir: dir,
+                location,
+                runtime: tokio::runtime::Runtime::new().unwrap(),
+                metrics: Metrics::register(&mut Default::default()),
+            }
+        }
+
+        fn writer(&self) -> Writer {
+            let open = Writer::open(&self.location, 1, Default::default());
+            self.runtime.block_on(open).unwrap()
+        }
+
+        fn import(&self, path: &Path, config: &IngestConfig) -> ImportSummary {
+            let mut writer = self.writer();
+            let handle = self.runtime.handle();
+            import_file(
+                path,
+                &mut writer,
+                handle,
+                config,
+                &self.metrics,
+                &mut |_| {},
+            )
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn an_import_resumes_after_the_last_line_the_lake_holds() {
+        let lake = Lake::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        std::fs::write(&path, lines(5, &[])).unwrap();
+        // An import that committed lines 1-3 and then died.
+        let mut writer = lake.writer();
         let mut pending = Pending::new(IngestConfig::default().time_window());
-        pending.add_key(format!("file:{sha256}:1-2"));
-        pending.add_key(format!("file:b3:{blake3}:3-3"));
-        pending.commit_to(&mut lake, &metrics, "file").unwrap();
+        let app_id = app_id(&path).unwrap();
+        for line in 1..=3 {
+            pending.cover(&app_id, line);
+        }
+        let committed = pending.commit_to(&mut writer, &lake.metrics, "file");
+        lake.runtime.block_on(committed).unwrap();
 
         let config = IngestConfig::default();
-        let summary = import_file(&path, &mut lake, &config, &metrics, &mut |_| {}).unwrap();
-        assert_eq!((summary.skipped, summary.events), (3, 1), "{summary:?}");
-        assert!(lake.state().keys.contains(&format!("file:b3:{blake3}:4-4")));
-        let again = import_file(&path, &mut lake, &config, &metrics, &mut |_| {}).unwrap();
-        assert_eq!((again.skipped, again.events), (4, 0), "{again:?}");
+        let summary = lake.import(&path, &config);
+        assert_eq!((summary.skipped, summary.events), (3, 2), "{summary:?}");
+        let again = lake.import(&path, &config);
+        assert_eq!((again.skipped, again.events), (5, 0), "{again:?}");
+    }
+
+    #[test]
+    fn rejects_the_quarantine_holds_from_a_crashed_import_are_not_quarantined_again() {
+        let lake = Lake::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        std::fs::write(&path, lines(4, &[2, 4])).unwrap();
+        // A crash fell between the two commits of lines 1-2: the quarantine
+        // holds line 2's reject, `events` holds nothing.
+        let app_id = app_id(&path).unwrap();
+        lake.runtime.block_on(async {
+            let mut quarantine = tooltrail_lake::Table::open(
+                &lake.location,
+                &tooltrail_lake::tables::QUARANTINE,
+                1,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+            let position = tooltrail_lake::Position {
+                app_id: app_id.clone(),
+                first: 1,
+                last: 2,
+            };
+            let commit = tooltrail_lake::Commit::append(Vec::new()).with_positions(vec![position]);
+            quarantine.commit(&commit).await.unwrap();
+        });
+
+        let summary = lake.import(&path, &IngestConfig::default());
+        assert_eq!(
+            (summary.skipped, summary.events, summary.quarantined),
+            (0, 2, 1),
+            "line 4 is quarantined, line 2 is not again: {summary:?}"
+        );
     }
 
     fn split(text: &[u8], block: usize) -> Vec<Vec<u8>> {

@@ -7,11 +7,11 @@
 //!
 //! An `Idempotency-Key` header makes a retry safe: a key the lake already holds
 //! is answered without writing anything again. The lake holds such keys for
-//! [`crate::lake::log::EXPIRING_KEY_TTL`] after their commit.
+//! [`tooltrail_lake::keys::KEY_TTL`] after their commit.
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -34,8 +34,8 @@ use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
 use crate::batch::Pending;
 use crate::config::{HttpConfig, IngestConfig};
 use crate::error::{Error, Result};
-use crate::lake::Lake;
 use crate::metrics::Metrics;
+use tooltrail_lake::{KeyState, Writer};
 
 /// Accepted events, as handed to whoever else consumes the stream (the detector).
 pub type EventTap = mpsc::Sender<Vec<ToolCallEvent>>;
@@ -90,9 +90,9 @@ enum Caller {
     Token(Arc<Grant>),
 }
 
-/// The committer: owns the lake for HTTP ingest.
+/// The committer: owns the lake's writer for HTTP ingest.
 pub struct Committer {
-    lake: Arc<Mutex<Lake>>,
+    writer: Writer,
     receive: mpsc::Receiver<Submission>,
     config: HttpConfig,
     ingest: IngestConfig,
@@ -102,7 +102,7 @@ pub struct Committer {
 
 /// Builds the handle and its committer. Run the committer with [`Committer::run`].
 pub fn build(
-    lake: Lake,
+    writer: Writer,
     http: &HttpConfig,
     ingest: &IngestConfig,
     metrics: Metrics,
@@ -137,7 +137,7 @@ pub fn build(
         window: ingest.time_window(),
     };
     let committer = Committer {
-        lake: Arc::new(Mutex::new(lake)),
+        writer,
         receive,
         config: http.clone(),
         ingest: ingest.clone(),
@@ -526,27 +526,42 @@ impl Committer {
     }
 
     async fn commit(&mut self, batch: Vec<Submission>) -> Result<()> {
-        let lake = Arc::clone(&self.lake);
+        // What the lake holds under each request's key, as of now.
+        let mut held = Vec::with_capacity(batch.len());
+        let mut checked = Ok(());
+        for sub in &batch {
+            let state = match &sub.idempotency_key {
+                Some(key) if checked.is_ok() => match self.writer.key_state(key).await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        checked = Err(Error::from(e));
+                        KeyState::New
+                    }
+                },
+                _ => KeyState::New,
+            };
+            held.push(state);
+        }
         let metrics = self.metrics.clone();
         let window = self.ingest.time_window();
         let tapping = self.tap.is_some();
-        let (replies, outcome, tapped) = tokio::task::spawn_blocking(move || {
-            let mut lake = lake
-                .lock()
-                .expect("the lake lock is never poisoned: commit does not panic");
+        let (replies, taken, tapped) = tokio::task::spawn_blocking(move || {
             let mut pending = Pending::new(window);
             let mut replies = Vec::with_capacity(batch.len());
             let mut tapped = Vec::new();
             let mut seen_keys = std::collections::HashSet::new();
-            for sub in batch {
+            for (sub, held) in batch.into_iter().zip(held) {
                 let key = sub.idempotency_key;
                 let duplicate = key
                     .as_ref()
-                    .is_some_and(|k| lake.state().keys.contains(k) || !seen_keys.insert(k.clone()));
+                    .is_some_and(|k| held == KeyState::Committed || !seen_keys.insert(k.clone()));
                 if !duplicate {
                     if let Some(key) = &key {
                         pending.add_key(key.clone());
                     }
+                    // A retry of a request whose rejects are in already (a
+                    // crash fell between the two commits): its events only.
+                    pending.file_rejects(held != KeyState::Quarantined);
                     for (index, (range, decoded)) in sub.records.into_iter().enumerate() {
                         let source = Source::Http {
                             request_id: &sub.request_id,
@@ -572,20 +587,35 @@ impl Committer {
                 }
                 replies.push((sub.reply, key, duplicate));
             }
-            let outcome = pending.commit_to(&mut lake, &metrics, "http");
-            (replies, outcome, tapped)
+            let taken = if pending.is_empty() {
+                Ok(None)
+            } else {
+                pending.take().map(Some)
+            };
+            (replies, taken, tapped)
         })
         .await
         .map_err(|_| Error::WriterGone)?;
+        let outcome = match (checked, taken) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(()), Ok(None)) => Ok(()),
+            (Ok(()), Ok(Some((batch, stats)))) => {
+                crate::batch::commit(&mut self.writer, batch, &stats, &metrics, "http")
+                    .await
+                    .map(drop)
+            }
+        };
         for (reply, key, duplicate) in replies {
             let answer = match &outcome {
-                Ok(_) => Ok(Committed { duplicate }),
+                Ok(()) => Ok(Committed { duplicate }),
                 // Another writer committed this request's key first: what it
                 // holds under the key is this request's retry, already in.
-                Err(Error::KeyConflict { key: taken }) if key.as_ref() == Some(taken) => {
+                Err(Error::Lake(tooltrail_lake::Error::KeyConflict { key: taken, .. }))
+                    if key.as_ref() == Some(taken) =>
+                {
                     Ok(Committed { duplicate: true })
                 }
-                Err(Error::KeyConflict { .. }) => Err(
+                Err(Error::Lake(tooltrail_lake::Error::KeyConflict { .. })) => Err(
                     "another writer committed a request of this batch first; retry with the same Idempotency-Key"
                         .to_string(),
                 ),
@@ -595,7 +625,7 @@ impl Committer {
             let _ = reply.send(answer);
         }
         match outcome {
-            Ok(_) => {
+            Ok(()) => {
                 if let Some(tap) = &self.tap
                     && !tapped.is_empty()
                     && tap.send(tapped).await.is_err()
@@ -605,9 +635,10 @@ impl Committer {
                 }
                 Ok(())
             }
-            Err(Error::KeyConflict { key }) => {
+            Err(Error::Lake(tooltrail_lake::Error::KeyConflict { key, .. })) => {
                 tracing::warn!(%key, "another writer committed an idempotency key of this batch first; its request was answered as a duplicate, the others 503");
-                self.metrics.conflicts.inc();
+                // The writer's view of the keys is stale: read the new commits.
+                self.writer.refresh().await?;
                 Ok(())
             }
             Err(e) if e.is_retryable() => {
@@ -665,10 +696,15 @@ mod tests {
                 .collect(),
             ..HttpConfig::default()
         };
-        let lake = Lake::open(dir.path(), 1).expect("lake");
+        let location = tooltrail_lake::Location::local(dir.path()).expect("a location");
+        let open = tooltrail_lake::Writer::open(&location, 1, Default::default());
+        let writer = tokio::runtime::Runtime::new()
+            .expect("a runtime")
+            .block_on(open)
+            .expect("a writer");
         let mut registry = prometheus_client::registry::Registry::default();
         build(
-            lake,
+            writer,
             &http,
             &IngestConfig::default(),
             Metrics::register(&mut registry),
@@ -751,8 +787,9 @@ mod tests {
     #[tokio::test]
     async fn a_key_another_writer_committed_first_is_answered_as_a_duplicate_and_ingest_goes_on() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let writer = || {
-            let lake = Lake::open(dir.path(), 1).expect("lake");
+        let location = tooltrail_lake::Location::local(dir.path()).expect("a location");
+        let open = || tooltrail_lake::Writer::open(&location, 1, Default::default());
+        let writer = |lake| {
             let mut registry = prometheus_client::registry::Registry::default();
             let (handle, committer) = build(
                 lake,
@@ -766,8 +803,8 @@ mod tests {
             (handle, stop, running)
         };
         // Both open the lake before either commits: B's view of the keys is stale.
-        let (a, stop_a, running_a) = writer();
-        let (b, stop_b, running_b) = writer();
+        let (a, stop_a, running_a) = writer(open().await.expect("a writer"));
+        let (b, stop_b, running_b) = writer(open().await.expect("a writer"));
         let (status, reply) = post(&a, "retry-1", "e1").await;
         assert_eq!(status, StatusCode::OK, "{reply}");
         assert_eq!(reply["accepted"], 1);
@@ -787,14 +824,16 @@ mod tests {
                 .expect("joined")
                 .expect("the committer ends cleanly");
         }
-        let lake = Lake::open(dir.path(), 1).expect("lake");
-        let events: u64 = lake
-            .state()
-            .live
-            .values()
-            .filter(|f| f.table == "events")
-            .map(|f| f.rows)
+        let events = tooltrail_lake::Snapshot::load(&location, &tooltrail_lake::tables::EVENTS)
+            .await
+            .expect("readable")
+            .expect("created");
+        let rows: usize = events
+            .files()
+            .expect("files")
+            .iter()
+            .map(|f| f.rows.expect("row counts"))
             .sum();
-        assert_eq!(events, 2, "e1 once, e2 once");
+        assert_eq!(rows, 2, "e1 once, e2 once");
     }
 }

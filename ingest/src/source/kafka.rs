@@ -1,17 +1,21 @@
 //! Kafka to the lake, exactly once.
 //!
 //! One thread polls an rdkafka consumer group (`enable.auto.commit=false`,
-//! `enable.auto.offset.store=false`) and fills the next transaction. The lake's
-//! commit log, not Kafka, is the record of what is held:
+//! `enable.auto.offset.store=false`) and fills the next commit. The `events`
+//! table, not Kafka, is the record of what is held: each commit carries the
+//! offsets it covers as the table's version for the application id
+//! `<group>/<topic>/<partition>` (a Delta `txn` action).
 //!
-//! - on assignment, every partition the lake has seen is positioned at the
-//!   lake's next offset, whatever Kafka's committed offset says;
-//! - offsets are committed to Kafka only after the transaction holding them is
+//! - on assignment, every partition the table has seen is positioned at the
+//!   table's next offset, whatever Kafka's committed offset says;
+//! - offsets are committed to Kafka only after the commit holding them is
 //!   durable (so Kafka's committed offset never runs ahead of the lake);
-//! - on revocation, the open transaction is committed before the partitions go;
-//! - a transaction whose offsets another writer already committed (a zombie
-//!   after a rebalance) is refused by the log and dropped, and the consumer is
-//!   repositioned at the lake's offsets.
+//! - on revocation, the open batch is committed before the partitions go;
+//! - a batch whose offsets another writer already committed (a zombie after a
+//!   rebalance) is fenced by the table and dropped, and the consumer is
+//!   repositioned at the table's offsets;
+//! - re-read records whose rejects the quarantine already holds (a crash fell
+//!   between the quarantine and the events commit) are not quarantined again.
 //!
 //! With a detector in the process, each accepted record is decoded once,
 //! into an owned event that is filed in the lake and then handed on; the
@@ -20,7 +24,7 @@
 
 pub mod consumer;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,15 +36,15 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+use tooltrail_lake::{Resume, Writer};
 use tooltrail_schemas::lake::Source;
 use tooltrail_schemas::{DecodeError, ToolCallEvent};
 
 use crate::batch::Pending;
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::error::{Error, Result};
-use crate::lake::Lake;
-use crate::lake::log::PositionRange;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::source::http::EventTap;
 use consumer::{GroupContext, Position, Rebalance, lock};
@@ -48,7 +52,12 @@ use consumer::{GroupContext, Position, Rebalance, lock};
 /// State shared between the poll loop and the rebalance callback (both run
 /// on the polling thread; the lock is never contended).
 struct Shared {
-    lake: Lake,
+    writer: Writer,
+    /// The runtime the lake's IO runs on; this thread blocks on it.
+    runtime: Handle,
+    group: String,
+    /// Each assigned partition's application id and where it resumed.
+    partitions: HashMap<i32, (String, Resume)>,
     pending: Pending,
     metrics: Metrics,
     /// Whether events go on to a detector once durable: then the events of
@@ -66,18 +75,21 @@ impl Rebalance for Shared {
     type Error = Error;
 
     fn assigned(&mut self, tpl: &mut TopicPartitionList) -> Result<Vec<Position>> {
-        if let Err(e) = self.lake.refresh() {
-            self.failure = Some(e);
-        }
-        let state = self.lake.state();
         let mut positions = Vec::new();
-        for elem in tpl.elements() {
-            if let Some(next_offset) = state.next_offset(elem.topic(), elem.partition()) {
-                positions.push(Position {
-                    topic: elem.topic().to_owned(),
-                    partition: elem.partition(),
-                    next_offset,
-                });
+        match self.runtime.block_on(self.writer.refresh()) {
+            Err(e) => self.failure = Some(e.into()),
+            Ok(()) => {
+                for elem in tpl.elements() {
+                    match self.resume(elem.topic(), elem.partition()) {
+                        Ok(Some(next_offset)) => positions.push(Position {
+                            topic: elem.topic().to_owned(),
+                            partition: elem.partition(),
+                            next_offset,
+                        }),
+                        Ok(None) => {}
+                        Err(e) => self.failure = Some(e),
+                    }
+                }
             }
         }
         for p in &positions {
@@ -102,7 +114,11 @@ impl Rebalance for Shared {
             partitions = tpl.count(),
             "partitions revoked; committing open work"
         );
-        Ok(flush(self)?.positions)
+        let flushed = flush(self)?;
+        for elem in tpl.elements() {
+            self.partitions.remove(&elem.partition());
+        }
+        Ok(flushed.positions)
     }
 
     fn lost(&mut self) {
@@ -149,24 +165,56 @@ struct Flushed {
     conflict: bool,
 }
 
-/// Commits the open transaction to the lake; returns the offsets to commit
-/// to Kafka. The events it made durable wait in `durable` for the poll loop.
+impl Shared {
+    /// Reads where `partition` of `topic` resumes from the lake, and keeps
+    /// it; returns the next offset to read, if the lake holds any.
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let app_id = tooltrail_lake::Position::app_id(&self.group, topic, partition);
+        let resume = self.runtime.block_on(self.writer.resume(&app_id))?;
+        self.partitions.insert(partition, (app_id, resume));
+        Ok(resume.next)
+    }
+}
+
+/// The application id of `partition`, as the lake records its offsets
+/// (made once per partition, not per record).
+fn app_id<'a>(
+    partitions: &'a mut HashMap<i32, (String, Resume)>,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> &'a str {
+    &partitions
+        .entry(partition)
+        .or_insert_with(|| {
+            (
+                tooltrail_lake::Position::app_id(group, topic, partition),
+                Resume::default(),
+            )
+        })
+        .0
+}
+
+/// Commits the open batch to the lake; returns the offsets to commit to
+/// Kafka. The events it made durable wait in `durable` for the poll loop.
 fn flush(shared: &mut Shared) -> Result<Flushed> {
     let Shared {
-        lake,
+        writer,
+        runtime,
         pending,
         metrics,
         tapped,
         durable,
         ..
     } = shared;
-    let outcome = pending.commit_to(lake, metrics, "kafka");
+    let covered = pending.positions();
+    let outcome = runtime.block_on(pending.commit_to(writer, metrics, "kafka"));
     let events = std::mem::take(tapped);
     match outcome {
         Ok(None) => Ok(Flushed::default()),
-        Ok(Some((entry, stats))) => {
+        Ok(Some((outcome, stats))) => {
             tracing::debug!(
-                seq = entry.seq,
+                version = outcome.events.map(|c| c.version),
                 events = stats.events,
                 "committed to the lake"
             );
@@ -176,19 +224,18 @@ fn flush(shared: &mut Shared) -> Result<Flushed> {
                 durable.push(events);
             }
             Ok(Flushed {
-                positions: entry.positions.iter().map(position_after).collect(),
+                positions: covered.iter().filter_map(position_after).collect(),
                 conflict: false,
             })
         }
-        Err(Error::Conflict {
-            topic,
-            partition,
+        Err(Error::Lake(tooltrail_lake::Error::Fenced {
+            app_id,
             committed,
             start,
-        }) => {
+            ..
+        })) => {
             tracing::warn!(
-                topic,
-                partition,
+                app_id,
                 committed,
                 start,
                 "another ingest instance committed these offsets first; dropping this batch"
@@ -202,24 +249,27 @@ fn flush(shared: &mut Shared) -> Result<Flushed> {
     }
 }
 
-/// The position after a range the lake holds.
-fn position_after(range: &PositionRange) -> Position {
-    Position {
-        topic: range.topic.clone(),
-        partition: range.partition,
-        next_offset: range.end + 1,
-    }
+/// The Kafka position after what a lake position covers
+/// (`<group>/<topic>/<partition>`, offsets `first..=last`).
+fn position_after(covered: &tooltrail_lake::Position) -> Option<Position> {
+    let (rest, partition) = covered.app_id.rsplit_once('/')?;
+    let (_, topic) = rest.split_once('/')?;
+    Some(Position {
+        topic: topic.to_owned(),
+        partition: partition.parse().ok()?,
+        next_offset: covered.last + 1,
+    })
 }
 
 /// Moves every assigned partition to the lake's position.
 fn reposition(shared: &mut Shared, consumer: &BaseConsumer<IngestContext>) -> Result<()> {
-    let state = shared.lake.refresh()?.clone();
+    shared.runtime.block_on(shared.writer.refresh())?;
     let assignment = consumer.assignment().map_err(|e| Error::Kafka {
         context: "reading the assignment".into(),
         source: e,
     })?;
     for elem in assignment.elements() {
-        if let Some(next) = state.next_offset(elem.topic(), elem.partition())
+        if let Some(next) = shared.resume(elem.topic(), elem.partition())?
             && let Err(e) = consumer.seek(
                 elem.topic(),
                 elem.partition(),
@@ -264,10 +314,12 @@ fn check_tenant(
 }
 
 /// Connects to the brokers and subscribes; fails fast on bad configuration.
+/// `writer`'s IO runs on `runtime`; [`KafkaIngest::run`] blocks on it.
 pub fn build(
     kafka: &KafkaConfig,
     ingest: &IngestConfig,
-    lake: Lake,
+    writer: Writer,
+    runtime: Handle,
     metrics: Metrics,
     tap: Option<EventTap>,
 ) -> Result<KafkaIngest> {
@@ -283,7 +335,10 @@ pub fn build(
         }
     }
     let shared = Arc::new(Mutex::new(Shared {
-        lake,
+        writer,
+        runtime,
+        group: kafka.group_id.clone(),
+        partitions: HashMap::new(),
         pending: Pending::new(ingest.time_window()),
         metrics,
         tapping: tap.is_some(),
@@ -344,7 +399,14 @@ impl KafkaIngest {
                 Some(Ok(msg)) => {
                     let payload = msg.payload().unwrap_or_default();
                     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-                    shared.pending.cover(topic, partition, offset);
+                    let shared = &mut *shared;
+                    let app_id = app_id(&mut shared.partitions, &shared.group, topic, partition);
+                    shared.pending.cover(app_id, offset);
+                    let refiled = shared
+                        .partitions
+                        .get(&partition)
+                        .is_some_and(|(_, resume)| resume.already_quarantined(offset));
+                    shared.pending.file_rejects(!refiled);
                     let source = Source::Kafka {
                         topic,
                         partition,
@@ -466,16 +528,6 @@ impl KafkaIngest {
             tracing::warn!(error = %e, "dead-letter forward failed; the record is in the quarantine");
         }
     }
-}
-
-/// Offsets the lake holds for a topic, per partition (for operators and tests).
-pub fn lake_positions(lake: &Lake, topic: &str) -> BTreeMap<i32, i64> {
-    lake.state()
-        .positions
-        .iter()
-        .filter(|((t, _), _)| t == topic)
-        .map(|((_, p), next)| (*p, *next))
-        .collect()
 }
 
 #[cfg(test)]

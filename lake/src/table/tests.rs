@@ -35,7 +35,7 @@ async fn open(location: &Location) -> Table {
 
 async fn sql(snapshot: &Snapshot, query: &str) -> Vec<RecordBatch> {
     let ctx = SessionContext::new();
-    let provider = snapshot.provider(&ctx.state()).await.unwrap();
+    let provider = snapshot.provider(&ctx.state()).unwrap();
     ctx.register_table("events", provider).unwrap();
     ctx.sql(query).await.unwrap().collect().await.unwrap()
 }
@@ -319,4 +319,33 @@ async fn a_key_is_consumed_once_across_writers() {
     third.commit(&other).await.unwrap();
     let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
     assert_eq!(count(&reader).await, 3);
+}
+
+#[tokio::test]
+async fn readers_see_the_read_schema_with_plain_strings_and_partition_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = open(&location).await;
+    let file = table
+        .write(
+            Partition::hour(at(9, 5)),
+            events(4, 2, at(9, 5)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    table.commit(&Commit::append(vec![file])).await.unwrap();
+
+    let ctx = SessionContext::new();
+    let provider = table.snapshot().provider(&ctx.state()).unwrap();
+    assert_eq!(provider.schema(), EVENTS.read_schema().unwrap());
+    let batches = sql(&table.snapshot(), "SELECT tenant_id, dt, hour FROM events").await;
+    let schema = batches[0].schema();
+    for column in ["tenant_id", "dt", "hour"] {
+        assert_eq!(
+            schema.field_with_name(column).unwrap().data_type(),
+            &arrow::datatypes::DataType::Utf8,
+            "{column}"
+        );
+    }
 }

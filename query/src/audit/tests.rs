@@ -124,7 +124,7 @@ async fn a_record_is_in_the_table_of_its_day_when_append_returns() {
 fn engine(lake: &std::path::Path) -> Engine {
     let spill = lake.join("_tooltrail/spill");
     Engine::open(
-        lake,
+        &Location::local(lake).unwrap(),
         &QueryConfig::default(),
         &spill,
         QueryMetrics::unregistered(),

@@ -323,8 +323,8 @@ pub fn prepare_dir(dir: &Path) -> Result<(), ExportError> {
 mod tests {
     use chrono::TimeZone;
     use tooltrail_ingest::batch::{Pending, TimeWindow};
-    use tooltrail_ingest::lake::Lake;
     use tooltrail_ingest::metrics::Metrics;
+    use tooltrail_lake::{Location, Writer};
     use tooltrail_schemas::lake::Source;
     use tooltrail_schemas::signing::Keyring;
 
@@ -334,7 +334,7 @@ mod tests {
     use crate::metrics::QueryMetrics;
 
     /// `n` events of `tenant` in `hour` of 2026-11-22, every 4th denied.
-    fn write_events(lake: &mut Lake, tenant: &str, n: usize, hour: u32) {
+    async fn write_events(lake: &mut Writer, tenant: &str, n: usize, hour: u32) {
         let mut pending = Pending::new(TimeWindow {
             max_age: Duration::from_secs(10 * 365 * 86400),
             max_future: Duration::from_secs(365 * 86400),
@@ -354,19 +354,22 @@ mod tests {
             pending.push(line.as_bytes(), received, source).unwrap();
         }
         let metrics = Metrics::register(&mut Default::default());
-        pending.commit_to(lake, &metrics, "file").unwrap();
+        pending.commit_to(lake, &metrics, "file").await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exports_one_tenants_range_lists_only_the_files_scanned_and_verifies() {
         let lake_dir = tempfile::tempdir().unwrap();
-        let mut lake = Lake::open(lake_dir.path(), 1).unwrap();
+        let location = Location::local(lake_dir.path()).unwrap();
+        let mut lake = Writer::open(&location, 1, Default::default())
+            .await
+            .unwrap();
         for (tenant, hour) in [("acme", 9), ("globex", 9), ("acme", 10)] {
-            write_events(&mut lake, tenant, 40, hour);
+            write_events(&mut lake, tenant, 40, hour).await;
         }
         let spill = lake_dir.path().join("spill");
         let engine = Engine::open(
-            lake_dir.path(),
+            &location,
             &QueryConfig::default(),
             &spill,
             QueryMetrics::unregistered(),

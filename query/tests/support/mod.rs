@@ -7,9 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use tooltrail_detect::Alert;
+use tooltrail_detect::sink::AlertLake;
 use tooltrail_ingest::batch::{Pending, TimeWindow};
-use tooltrail_ingest::lake::Lake;
 use tooltrail_ingest::metrics::Metrics;
+use tooltrail_lake::{Location, Writer};
 use tooltrail_query::auth::token_hash;
 use tooltrail_query::config::TokenConfig;
 use tooltrail_query::{Engine, QueryConfig, QueryMetrics, Role};
@@ -22,6 +24,35 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Runs `future` to completion on a runtime of its own, on a thread of its
+/// own: callable from a test's async code and from plain code alike.
+pub fn blocking<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(future)
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+/// The lake's writer of `root`, as ingest opens it.
+pub fn writer(root: &Path) -> Writer {
+    let location = Location::local(root).unwrap();
+    blocking(Writer::open(&location, 1, Default::default())).unwrap()
+}
+
+/// Commits what `pending` holds, as ingest does.
+pub fn commit(pending: &mut Pending, lake: &mut Writer) {
+    let metrics = Metrics::register(&mut Default::default());
+    blocking(pending.commit_to(lake, &metrics, "file")).unwrap();
 }
 
 /// Accepts the fixed, long-past event times the test lakes use.
@@ -47,7 +78,7 @@ pub const INITECH: usize = 40;
 
 /// Writes `n` events of `tenant`, spread over hour 09 of 2026-11-22 (or 10
 /// when `later`), through ingest's own commit path.
-pub fn write_events(lake: &mut Lake, tenant: &str, n: usize, first: usize, hour: u32) {
+pub fn write_events(lake: &mut Writer, tenant: &str, n: usize, first: usize, hour: u32) {
     let mut pending = Pending::new(wide_window());
     let received = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
     for i in first..first + n {
@@ -78,14 +109,12 @@ pub fn write_events(lake: &mut Lake, tenant: &str, n: usize, first: usize, hour:
             )
             .unwrap();
     }
-    pending
-        .commit_to(lake, &Metrics::register(&mut Default::default()), "file")
-        .unwrap();
+    commit(&mut pending, lake);
 }
 
 /// A lake with three tenants' events, a quarantined record and alerts.
 pub fn write_lake(root: &Path) {
-    let mut lake = Lake::open(root, 1).unwrap();
+    let mut lake = writer(root);
     write_events(&mut lake, "acme", ACME, 0, 9);
     write_events(&mut lake, "globex", GLOBEX, 0, 10);
     write_events(&mut lake, "initech", INITECH, 0, 9);
@@ -99,13 +128,7 @@ pub fn write_lake(root: &Path) {
             line: 1,
         },
     );
-    pending
-        .commit_to(
-            &mut lake,
-            &Metrics::register(&mut Default::default()),
-            "file",
-        )
-        .unwrap();
+    commit(&mut pending, &mut lake);
     let mut text = String::new();
     for (tenant, n) in [("acme", 2), ("globex", 3)] {
         for k in 0..n {
@@ -115,14 +138,22 @@ pub fn write_lake(root: &Path) {
             text.push('\n');
         }
     }
-    write_alerts(root, "2026-11-22", &text);
+    write_alerts(root, &text);
 }
 
-/// Writes alert NDJSON as the detector's sink would, for day `day`.
-pub fn write_alerts(root: &Path, day: &str, ndjson: &str) {
-    let alerts = root.join(format!("alerts/dt={day}"));
-    std::fs::create_dir_all(&alerts).unwrap();
-    std::fs::write(alerts.join("part-1.ndjson"), ndjson).unwrap();
+/// Commits alert records (NDJSON, as the detector publishes them) to the
+/// lake's `alerts` table through the detector's own sink, one commit.
+pub fn write_alerts(root: &Path, ndjson: &str) {
+    let alerts: Vec<Alert> = ndjson
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an alert record"))
+        .collect();
+    let location = Location::local(root).unwrap();
+    blocking(async {
+        let mut sink = AlertLake::open(&location, Default::default()).await?;
+        sink.write(&alerts).await
+    })
+    .unwrap();
 }
 
 /// Tokens: `analyst-acme`, `analyst-acme-initech`, `auditor-acme`,
@@ -149,7 +180,7 @@ pub fn config() -> QueryConfig {
 
 pub fn engine(root: &Path, config: &QueryConfig) -> Engine {
     Engine::open(
-        root,
+        &tooltrail_lake::Location::local(root).unwrap(),
         config,
         &root.join("_tooltrail/spill"),
         QueryMetrics::unregistered(),

@@ -39,29 +39,38 @@ pub(super) const TINY_BATCHES: &[(&str, &str)] = &[
 ];
 
 /// One SIGKILL of the crash test: how long after the instance's first commit, the rows the lake
-/// held just before, and the staged (hidden, uncommitted or unpublished) files it added.
+/// held just before, and the files it wrote and never committed.
 pub(super) struct Kill {
     /// The drawn delay; the kill came earlier if the instance reached its share first.
     pub(super) delay: Duration,
     pub(super) rows: usize,
-    pub(super) staged: usize,
+    /// Files the instance wrote and never committed.
+    pub(super) orphans: usize,
 }
 
-/// Hidden `*.tmp` files anywhere in the lake: a transaction's staged Parquet or log entry.
-pub(super) fn staged_files(lake: &Path) -> Result<usize> {
+/// Data files of `events` and `quarantine` that no commit names: a commit's
+/// files written by an instance killed before its commit (vacuum removes
+/// them after its grace period; no reader ever sees them).
+pub(super) fn orphan_files(lake: &Path) -> Result<usize> {
     let mut count = 0;
-    let mut stack = vec![lake.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
-            {
-                count += 1;
+    for table in ["events", "quarantine"] {
+        let dir = lake.join(table);
+        let live: std::collections::BTreeSet<PathBuf> = crate::support::lake::parquet_files(&dir)?
+            .into_iter()
+            .collect();
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "parquet") && !live.contains(&path)
+                {
+                    count += 1;
+                }
             }
         }
     }
@@ -369,21 +378,34 @@ pub(super) async fn assert_committed_at_ends(
     Ok(())
 }
 
-/// `(seq, writer)` of every entry in the lake's commit log.
+/// `(version, writer)` of every commit to `<lake>/events` that added data,
+/// from the Delta log's `commitInfo` (`tooltrail.writer`, `<host>:<pid>`).
 pub(super) fn log_writers(lake: &Path) -> Result<Vec<(u64, String)>> {
-    #[derive(Deserialize)]
-    struct Entry {
-        seq: u64,
-        writer: String,
-    }
-    let dir = lake.join("_tooltrail").join("log");
+    let dir = lake.join("events").join("_delta_log");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let entry: Entry = serde_json::from_slice(&std::fs::read(&path)?)
-                .with_context(|| format!("parse {}", path.display()))?;
-            out.push((entry.seq, entry.writer));
+        let Some(version) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)?;
+        let mut writer = None;
+        let mut adds = false;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let action: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("parse {}", path.display()))?;
+            adds |= action.get("add").is_some();
+            if let Some(w) = action["commitInfo"]["tooltrail.writer"].as_str() {
+                writer = Some(w.to_owned());
+            }
+        }
+        if let (true, Some(writer)) = (adds, writer) {
+            out.push((version, writer));
         }
     }
     out.sort();

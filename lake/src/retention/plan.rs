@@ -7,6 +7,7 @@
 //! them. A partition whose rows are all due is deleted; one where only some
 //! tenants' rows are due is rewritten: files holding only due rows are
 //! dropped, files mixing due and kept rows are rewritten, the rest stay.
+//! The query audit's rows belong to no tenant: holds do not apply to it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,11 +18,12 @@ use chrono::{DateTime, Utc};
 use crate::retention::config::{RetentionConfig, duration};
 use crate::retention::holds::LegalHold;
 use crate::retention::scan::{FileListing, Listing};
-use crate::retention::{Partition, Table, format_time};
+use crate::retention::{Partition, TableKind, format_time};
 
 /// A file an action touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRef {
+    /// Relative to the table's root, as the table's log names it.
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
@@ -104,7 +106,7 @@ pub struct RetentionPlan {
     pub rewrites: Vec<Rewrite>,
     pub kept: Vec<Kept>,
     /// Per table, partitions within every retention, not looked into.
-    pub young: BTreeMap<Table, usize>,
+    pub young: BTreeMap<TableKind, usize>,
 }
 
 impl RetentionPlan {

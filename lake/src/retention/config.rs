@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::retention::Table;
+use crate::retention::TableKind;
 use crate::retention::holds::{self, LegalHold};
 
 const DAY: u64 = 86_400;
@@ -38,6 +38,14 @@ pub struct RetentionConfig {
     /// tenants do not apply to it (its records belong to principals).
     #[serde(with = "duration")]
     pub query_audit: Duration,
+    /// How long a data file outlives its removal from a table (by
+    /// retention or compaction) before vacuum deletes it from storage, so
+    /// that readers of older table versions (a long query, another engine's
+    /// time travel) keep working. Files a writer wrote but never committed
+    /// are deleted after as long. `tooltrail up` vacuums after each
+    /// retention run; `tooltrail retention vacuum` does it on demand.
+    #[serde(with = "duration")]
+    pub vacuum_grace: Duration,
     /// Per-tenant overrides, `[retention.tenants.<tenant_id>]`, each key
     /// optional: `events`, `quarantine`, `alerts`. A partition shared by
     /// tenants with different retention is rewritten without the rows that
@@ -62,6 +70,7 @@ impl Default for RetentionConfig {
             quarantine: Duration::from_secs(90 * DAY),
             alerts: Duration::from_secs(365 * DAY),
             query_audit: Duration::from_secs(7 * 365 * DAY),
+            vacuum_grace: crate::vacuum::DEFAULT_GRACE,
             tenants: BTreeMap::new(),
             legal_holds: Vec::new(),
         }
@@ -138,27 +147,27 @@ const MIN_RETENTION: Duration = Duration::from_secs(3600);
 impl RetentionConfig {
     /// How long `table` keeps rows of `tenant` (`None`: rows whose tenant is
     /// unknown, and tables without tenants).
-    pub fn retention(&self, table: Table, tenant: Option<&str>) -> Duration {
+    pub fn retention(&self, table: TableKind, tenant: Option<&str>) -> Duration {
         let default = match table {
-            Table::Events => self.events,
-            Table::Quarantine => self.quarantine,
-            Table::Alerts => self.alerts,
-            Table::QueryAudit => return self.query_audit,
+            TableKind::Events => self.events,
+            TableKind::Quarantine => self.quarantine,
+            TableKind::Alerts => self.alerts,
+            TableKind::QueryAudit => return self.query_audit,
         };
         let Some(over) = tenant.and_then(|t| self.tenants.get(t)) else {
             return default;
         };
         let value = match table {
-            Table::Events => over.events,
-            Table::Quarantine => over.quarantine,
-            Table::Alerts => over.alerts,
-            Table::QueryAudit => None,
+            TableKind::Events => over.events,
+            TableKind::Quarantine => over.quarantine,
+            TableKind::Alerts => over.alerts,
+            TableKind::QueryAudit => None,
         };
         value.unwrap_or(default)
     }
 
     /// The shortest and longest retention any tenant has in `table`.
-    pub fn bounds(&self, table: Table) -> (Duration, Duration) {
+    pub fn bounds(&self, table: TableKind) -> (Duration, Duration) {
         let mut all = vec![self.retention(table, None)];
         all.extend(
             self.tenants

@@ -7,37 +7,42 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tooltrail_schemas::signing::SIGNATURE_SUFFIX;
 
-use super::format::digest_name;
+use super::format::{commit_path, digest_name};
 
 /// Something wrong with the lake or its chain. Each names the path or seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "finding", rename_all = "snake_case")]
 pub enum Finding {
-    /// A file's bytes differ from what the chain recorded.
+    /// A file's bytes differ from what the chain recorded (`expected_sha256`
+    /// is `None` for a file added without a hash that was gone before the
+    /// digest: only its size was recorded).
     ModifiedFile {
         path: String,
-        expected_sha256: String,
+        expected_sha256: Option<String>,
         actual_sha256: String,
         expected_bytes: u64,
         actual_bytes: u64,
     },
-    /// A file the chain lists as live is gone, and no log entry removed it.
-    /// `recorded_in_digest` is `None` when only a log entry in a gap lists it.
+    /// A file the table holds (a commit added it, none removed it) is gone.
+    /// `recorded_in_digest` is `None` when only a commit in a gap of the
+    /// chain lists it.
     DeletedFile {
         path: String,
         recorded_in_digest: Option<u64>,
     },
-    /// A data file that no digest and no log entry lists.
+    /// A data file in a table's directory that no commit added: planted, or
+    /// left by a writer that failed between writing and committing (vacuum
+    /// deletes those after its grace period).
     UnlistedFile { path: String },
-    /// A file a digested log entry removed is back in the table.
-    ResurrectedFile {
-        path: String,
-        removed_in_log_seq: u64,
+    /// A commit file's bytes differ from the hash a digest recorded.
+    LogEntryModified {
+        table: String,
+        version: i64,
+        recorded_in_digest: u64,
     },
-    /// A commit-log entry's bytes differ from the hash a digest recorded.
-    LogEntryModified { seq: u64, recorded_in_digest: u64 },
-    /// A commit-log entry is missing (recorded by a digest, or a hole before a later entry).
-    LogEntryMissing { seq: u64 },
+    /// A commit file is missing: recorded by a digest, or a hole before a
+    /// later version.
+    LogEntryMissing { table: String, version: i64 },
     /// A digest's `previous` does not name the previous digest's exact bytes.
     BrokenLink {
         seq: u64,
@@ -55,9 +60,10 @@ pub enum Finding {
     /// A digest signed by a key the verifier does not trust.
     UnknownKey { seq: u64, key_id: String },
     /// Digest `next_seq` does not follow `after_seq`: a digest is missing, or
-    /// the log ranges do not join up.
+    /// the version ranges of a table do not join up.
     Gap { after_seq: u64, next_seq: u64 },
-    /// A digest or log entry that does not parse.
+    /// A digest or commit file that does not parse, or a digest that
+    /// contradicts itself.
     Malformed { path: String, reason: String },
     /// The lake has no digests: nothing vouches for it.
     NoDigests,
@@ -81,39 +87,38 @@ impl fmt::Display for Finding {
                 actual_bytes,
             } => write!(
                 f,
-                "modified file {path}: sha256 {actual_sha256} ({actual_bytes} bytes), recorded {expected_sha256} ({expected_bytes} bytes)"
+                "modified file {path}: sha256 {actual_sha256} ({actual_bytes} bytes), recorded {} ({expected_bytes} bytes)",
+                expected_sha256.as_deref().unwrap_or("no sha256")
             ),
             Finding::DeletedFile {
                 path,
                 recorded_in_digest: Some(seq),
             } => write!(
                 f,
-                "deleted file {path}: listed in digest {seq}, removed by no log entry"
+                "deleted file {path}: listed in digest {seq}, removed by no commit"
             ),
             Finding::DeletedFile { path, .. } => {
                 write!(
                     f,
-                    "deleted file {path}: listed in the log, removed by no log entry"
+                    "deleted file {path}: listed in the log, removed by no commit"
                 )
             }
-            Finding::UnlistedFile { path } => {
-                write!(f, "unlisted file {path}: in no digest and no log entry")
-            }
-            Finding::ResurrectedFile {
-                path,
-                removed_in_log_seq,
-            } => write!(
+            Finding::UnlistedFile { path } => write!(
                 f,
-                "resurrected file {path}: removed by log entry {removed_in_log_seq}, present again"
+                "unlisted file {path}: added by no commit (planted, or left by a writer that failed before committing)"
             ),
             Finding::LogEntryModified {
-                seq,
+                table,
+                version,
                 recorded_in_digest,
             } => write!(
                 f,
-                "log entry {seq} modified: its sha256 differs from digest {recorded_in_digest}"
+                "log entry {} modified: its sha256 differs from digest {recorded_in_digest}",
+                commit_path(table, *version)
             ),
-            Finding::LogEntryMissing { seq } => write!(f, "log entry {seq} missing"),
+            Finding::LogEntryMissing { table, version } => {
+                write!(f, "log entry {} missing", commit_path(table, *version))
+            }
             Finding::BrokenLink {
                 seq,
                 expected_previous_sha256,
@@ -177,17 +182,13 @@ pub struct Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PendingReason {
-    /// Committed by a log entry after the last digest.
+    /// Added by a commit after the last digest.
     CommittedAfterLastDigest,
-    /// Removed by a log entry after the last digest, still present.
+    /// Removed by a commit after the last digest.
     RemovedAfterLastDigest,
-    /// Committed, but the transaction (or compaction swap) is not finished;
-    /// the next `Lake::open` finishes it.
-    NotYetPublished,
-    /// An alerts file written since the last digest.
-    NewerThanLastDigest,
-    /// A query-audit file whose day was not over at the last digest.
-    DayNotOverAtLastDigest,
+    /// Written, and named by no commit yet: a write in flight (written less
+    /// than [`super::UNCOMMITTED_GRACE`] before the last digest, or after it).
+    NotYetCommitted,
 }
 
 /// The newest digest.
@@ -205,6 +206,7 @@ pub struct VerifyReport {
     pub verified_at: DateTime<Utc>,
     pub digests: usize,
     pub head: Option<Head>,
+    /// Commit files re-hashed against a digest.
     pub log_entries_checked: usize,
     pub files_checked: usize,
     pub bytes_checked: u64,

@@ -2,13 +2,15 @@
 //! rewritten and kept, and why), the outcome, one summary line, the holds.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::fmt::Write;
-use std::path::Path;
+
+use deltalake::kernel::Version;
 
 use super::apply::Skipped;
-use super::{KeptReason, LegalHold, RetentionPlan, RetentionSummary, Table, format_time};
+use super::{KeptReason, LegalHold, RetentionPlan, RetentionSummary, TableKind, format_time};
 
-fn tenant_name(table: Table, tenant: Option<&str>) -> &str {
+fn tenant_name(table: TableKind, tenant: Option<&str>) -> &str {
     match tenant {
         Some(t) => t,
         None if table.has_tenants() => "(tenant unknown)",
@@ -16,7 +18,7 @@ fn tenant_name(table: Table, tenant: Option<&str>) -> &str {
     }
 }
 
-fn tenants(table: Table, list: &[(Option<String>, u64)]) -> String {
+fn tenants(table: TableKind, list: &[(Option<String>, u64)]) -> String {
     let parts: Vec<String> = list
         .iter()
         .map(|(t, n)| format!("{} {n}", tenant_name(table, t.as_deref())))
@@ -27,7 +29,7 @@ fn tenants(table: Table, list: &[(Option<String>, u64)]) -> String {
 fn row(
     out: &mut String,
     action: &str,
-    table: Table,
+    table: TableKind,
     partition: &str,
     rows: u64,
     bytes: &str,
@@ -42,13 +44,13 @@ fn row(
 
 /// The plan: a header, one line per deletion and rewrite, one per group of
 /// kept rows (same table, tenant and reason).
-pub fn plan(plan: &RetentionPlan, lake: &Path, dry_run: bool) -> String {
+pub fn plan(plan: &RetentionPlan, lake: &dyn Display, dry_run: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "retention as of {} on {}{}",
         format_time(&plan.now),
-        lake.display(),
+        lake,
         if dry_run {
             " (dry run: nothing is changed)"
         } else {
@@ -122,7 +124,7 @@ pub fn plan(plan: &RetentionPlan, lake: &Path, dry_run: bool) -> String {
 }
 
 struct KeptGroup {
-    table: Table,
+    table: TableKind,
     tenant: Option<String>,
     reason: String,
     first: String,
@@ -132,7 +134,7 @@ struct KeptGroup {
 }
 
 fn kept_groups(plan: &RetentionPlan) -> Vec<KeptGroup> {
-    let mut groups: BTreeMap<(Table, Option<String>, String), KeptGroup> = BTreeMap::new();
+    let mut groups: BTreeMap<(TableKind, Option<String>, String), KeptGroup> = BTreeMap::new();
     for kept in &plan.kept {
         let table = kept.partition.table;
         // Retention "until" differs per partition: group by the retention.
@@ -215,17 +217,7 @@ pub fn summary_line(plan: &RetentionPlan, summary: &RetentionSummary) -> String 
     let deleted_rows: u64 = summary.deleted.iter().map(|d| d.rows).sum();
     let deleted_bytes: u64 = summary.deleted.iter().map(|d| d.bytes).sum();
     let rewritten_rows: u64 = summary.rewritten.iter().map(|d| d.rows).sum();
-    let seqs: Vec<u64> = summary
-        .deleted
-        .iter()
-        .chain(&summary.rewritten)
-        .map(|d| d.seq)
-        .collect();
-    let entries = match (seqs.iter().min(), seqs.iter().max()) {
-        (Some(a), Some(b)) if a == b => format!("; log entry {a}"),
-        (Some(a), Some(b)) => format!("; log entries {a}..{b}"),
-        _ => String::new(),
-    };
+    let entries = versions(summary);
     format!(
         "deleted {} partition(s) ({deleted_rows} rows, {deleted_bytes} bytes), rewrote {} ({rewritten_rows} rows removed); {}; skipped {}, failed {}{}{entries}",
         summary.deleted.len(),
@@ -239,6 +231,37 @@ pub fn summary_line(plan: &RetentionPlan, summary: &RetentionSummary) -> String 
             ""
         },
     )
+}
+
+/// `; events log entry 12`, `; events log entries 12..14, quarantine log
+/// entry 3`: the table versions the run's commits created.
+fn versions(summary: &RetentionSummary) -> String {
+    let mut by_table: BTreeMap<TableKind, (Version, Version)> = BTreeMap::new();
+    for done in summary.deleted.iter().chain(&summary.rewritten) {
+        let v = done.version;
+        by_table
+            .entry(done.partition.table)
+            .and_modify(|(a, b)| {
+                *a = (*a).min(v);
+                *b = (*b).max(v);
+            })
+            .or_insert((v, v));
+    }
+    let parts: Vec<String> = by_table
+        .into_iter()
+        .map(|(table, (a, b))| {
+            if a == b {
+                format!("{table} log entry {a}")
+            } else {
+                format!("{table} log entries {a}..{b}")
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
 }
 
 /// The holds as a table.
