@@ -1,20 +1,19 @@
 //! `tooltrail compact`: merges the small files of closed hours of `events`,
 //! atomically for every reader (see `tooltrail_lake::compact`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use tooltrail_lake::compact::{CompactOptions, compact};
-use tooltrail_lake::{Location, Metrics, Table, tables};
+use tooltrail_lake::{Metrics, Table, tables};
 
 use crate::config::Config;
 
 #[derive(clap::Args, Debug)]
 pub struct CompactArgs {
-    /// The lake directory, overriding `ingest.lake`.
-    #[arg(long, value_name = "DIR")]
-    pub lake: Option<PathBuf>,
+    /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+    #[arg(long, value_name = "LAKE")]
+    pub lake: Option<String>,
     /// Only hours that ended at least this long ago, e.g. `1h`, `30m`.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub min_age: Duration,
@@ -24,8 +23,7 @@ pub struct CompactArgs {
 }
 
 pub async fn run(args: CompactArgs, config: &Config) -> anyhow::Result<()> {
-    let lake_dir = config.lake_dir(args.lake)?;
-    let location = Location::local(&lake_dir)?;
+    let location = crate::lake::existing(config, args.lake).await?;
     let open = Table::open(
         &location,
         &tables::EVENTS,
@@ -34,7 +32,7 @@ pub async fn run(args: CompactArgs, config: &Config) -> anyhow::Result<()> {
     );
     let mut events = open
         .await
-        .with_context(|| format!("opening the lake at {}", lake_dir.display()))?;
+        .with_context(|| format!("opening the lake at {location}"))?;
     let options = CompactOptions {
         min_age: args.min_age,
         small_file_bytes: args.small_file_bytes,

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use tooltrail_detect::DetectConfig;
 use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig};
+use anyhow::Context as _;
+use tooltrail_lake::Location;
 use tooltrail_lake::retention::RetentionConfig;
 use tooltrail_query::QueryConfig;
 
@@ -183,9 +185,15 @@ fn remove_path(tree: &mut Dict, path: &[String]) -> bool {
 
 impl Config {
     /// The lake a command works on: its `--lake` flag, else `ingest.lake`.
-    pub fn lake_dir(&self, flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-        flag.or_else(|| self.ingest.lake.clone())
-            .ok_or_else(|| anyhow::anyhow!("no lake directory: pass --lake DIR or set ingest.lake"))
+    pub fn lake(&self, flag: Option<String>) -> anyhow::Result<Location> {
+        let (text, from) = match (flag, &self.ingest.lake) {
+            (Some(flag), _) => (flag, "--lake"),
+            (None, Some(configured)) => (configured.clone(), "ingest.lake"),
+            (None, None) => anyhow::bail!(
+                "no lake: pass --lake (a directory or s3://bucket/prefix) or set ingest.lake"
+            ),
+        };
+        Location::parse(&text).with_context(|| format!("the lake named by {from}"))
     }
 
     /// Checks rules that types alone cannot express.

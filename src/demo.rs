@@ -49,6 +49,7 @@ pub async fn run(
     let (alerts, mut listen) = broadcast::channel::<Alert>(4096);
     let up_args = UpArgs {
         data_dir: data_dir.clone(),
+        lake: None,
         listen: Some(addr),
         kafka: None,
         topic: None,

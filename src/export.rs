@@ -15,6 +15,7 @@ use tooltrail_query::export::job::{ExportJob, prepare_dir};
 use tooltrail_query::export::service::ServiceSettings;
 use tooltrail_query::export::{ExportRequest, Progress, run_export, verify_dir};
 use tooltrail_query::{Engine, ExportError, ExportFormat, ExportService};
+use tooltrail_lake::Location;
 use tooltrail_schemas::signing::Signer;
 
 use crate::config::Config;
@@ -38,9 +39,9 @@ pub enum ExportCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The lake to export from.
-    #[arg(long, value_name = "DIR", required = true)]
-    pub lake: Option<PathBuf>,
+    /// The lake to export from (a directory or s3://bucket/prefix).
+    #[arg(long, value_name = "LAKE", required = true)]
+    pub lake: Option<String>,
     /// The tenant whose events are exported.
     #[arg(long, value_name = "TENANT", required = true)]
     pub tenant: Option<String>,
@@ -91,7 +92,7 @@ pub struct VerifyArgs {
 pub fn service(
     config: &Config,
     data_dir: &Path,
-    lake: &Path,
+    lake: &Location,
     engine: &Engine,
     signer: Signer,
     registry: &mut Registry,
@@ -105,7 +106,7 @@ pub fn service(
     let dir = data_dir.join("exports");
     ExportService::open(ServiceSettings {
         engine: engine.clone(),
-        lake: lake.to_owned(),
+        lake: lake.clone(),
         dir: dir.clone(),
         signer,
         previous_keys,
@@ -156,11 +157,7 @@ async fn export(args: RunArgs, config: &Config) -> anyhow::Result<()> {
     else {
         anyhow::bail!("--lake, --tenant, --from, --to and --out are required");
     };
-    anyhow::ensure!(
-        lake.is_dir(),
-        "no lake at {} (expected a directory holding events/)",
-        lake.display()
-    );
+    let lake = crate::lake::existing(config, Some(lake)).await?;
     let format = match args.format {
         FormatArg::Parquet => ExportFormat::Parquet,
         FormatArg::Csv => ExportFormat::Csv,
@@ -197,6 +194,7 @@ async fn export(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         count_source_rows: show,
     };
     let result = run_export(job, Arc::clone(&progress)).await;
+    engine.settle_audit().await;
     if let Some(ticker) = ticker {
         ticker.abort();
         let _ = ticker.await;

@@ -19,9 +19,9 @@ use crate::supervisor::{Phase, Supervisor};
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["kafka", "file"])))]
 pub struct IngestArgs {
-    /// The lake directory, overriding `ingest.lake`.
-    #[arg(long, value_name = "DIR")]
-    pub lake: Option<PathBuf>,
+    /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+    #[arg(long, value_name = "LAKE")]
+    pub lake: Option<String>,
     /// Consume from these Kafka brokers (runs until SIGTERM).
     #[arg(long, value_name = "BROKERS", requires = "topic")]
     pub kafka: Option<String>,
@@ -44,9 +44,9 @@ pub async fn run(
     mut config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let lake_dir = config.lake_dir(args.lake)?;
+    let lake = config.lake(args.lake)?;
     let mut registry = Registry::default();
-    let writer = crate::lake::open_writer(&lake_dir, &config, &mut registry).await?;
+    let writer = crate::lake::open_writer(&lake, &config, &mut registry).await?;
     let metrics = Metrics::register(&mut registry);
 
     if let Some(path) = args.file {

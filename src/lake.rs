@@ -4,7 +4,7 @@
 //! modified, deleted or unlisted file and every broken, unsigned or missing
 //! link (see `tooltrail_lake::digest`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,9 +23,9 @@ pub enum LakeCommand {
     /// Write and sign the next digest now: the commits, compactions and
     /// deletions since the previous one, and new alerts and query-audit files.
     Digest {
-        /// The lake directory, overriding `ingest.lake`.
-        #[arg(long, value_name = "DIR")]
-        lake: Option<PathBuf>,
+        /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+        #[arg(long, value_name = "LAKE")]
+        lake: Option<String>,
         /// The Ed25519 private key (PKCS#8 PEM); default `signing.key_file`.
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
@@ -33,9 +33,9 @@ pub enum LakeCommand {
     /// Walk the digest chain and the lake; print every finding. Exits 0 when
     /// clean, 1 when anything is wrong.
     Verify {
-        /// The lake directory, overriding `ingest.lake`.
-        #[arg(long, value_name = "DIR")]
-        lake: Option<PathBuf>,
+        /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+        #[arg(long, value_name = "LAKE")]
+        lake: Option<String>,
         /// Check only files whose partition overlaps from this time on (RFC 3339
         /// or YYYY-MM-DD, UTC). Signatures, links and the log are always checked whole.
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -79,20 +79,24 @@ pub enum ReportFormat {
 }
 
 
-fn location(dir: &Path) -> anyhow::Result<Location> {
+/// The lake of `flag` (else `ingest.lake`), which must already hold an
+/// events table: for commands that read a lake rather than start one.
+pub async fn existing(config: &Config, flag: Option<String>) -> anyhow::Result<Location> {
+    let lake = config.lake(flag)?;
+    let events = tooltrail_lake::Snapshot::load(&lake, &tables::EVENTS)
+        .await
+        .with_context(|| format!("reading the lake at {lake}"))?;
     anyhow::ensure!(
-        dir.is_dir(),
-        "{} is not a tooltrail lake: no such directory",
-        dir.display()
+        events.is_some(),
+        "{lake} is not a tooltrail lake: it has no events table"
     );
-    Location::local(dir).with_context(|| format!("opening the lake at {}", dir.display()))
+    Ok(lake)
 }
 
 pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         LakeCommand::Digest { lake, key } => {
-            let dir = config.lake_dir(lake)?;
-            let lake = location(&dir)?;
+            let lake = existing(config, lake).await?;
             let signer = match key {
                 Some(path) => crate::signing::read_private(&path)?,
                 None => crate::signing::load(&config.signing)?
@@ -100,7 +104,7 @@ pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             };
             let summary = digest::write_digest(&lake, tables::ALL, &signer, Utc::now())
                 .await
-                .with_context(|| format!("writing a digest of the lake at {}", dir.display()))?;
+                .with_context(|| format!("writing a digest of the lake at {lake}"))?;
             println!("wrote {summary}; key {}", signer.key_id());
             Ok(())
         }
@@ -112,8 +116,7 @@ pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             format,
             expect_head,
         } => {
-            let dir = config.lake_dir(lake)?;
-            let lake = location(&dir)?;
+            let lake = existing(config, lake).await?;
             let keyring = crate::signing::keyring(&config.signing, &public_keys)?;
             let range = (from.is_some() || to.is_some()).then(|| {
                 (
@@ -123,7 +126,7 @@ pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
             });
             let mut report = digest::verify(&lake, tables::ALL, &keyring, range, Utc::now())
                 .await
-                .with_context(|| format!("verifying the lake at {}", dir.display()))?;
+                .with_context(|| format!("verifying the lake at {lake}"))?;
             if let Some((seq, sha256)) = expect_head {
                 report
                     .findings
@@ -137,8 +140,7 @@ pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
                 Ok(())
             } else {
                 anyhow::bail!(
-                    "the lake at {} failed verification: {}",
-                    dir.display(),
+                    "the lake at {lake} failed verification: {}",
                     digest::count(report.findings.len(), "finding")
                 )
             }
@@ -180,20 +182,18 @@ pub fn spawn_digester(
     );
 }
 
-/// Opens ingest's writer of the lake at `dir` (creating its tables on
-/// first use), with the lake's metrics in `registry`.
+/// Opens ingest's writer of `lake` (creating its tables on first use), with
+/// the lake's metrics in `registry`.
 pub async fn open_writer(
-    dir: &Path,
+    lake: &Location,
     config: &Config,
     registry: &mut Registry,
 ) -> anyhow::Result<tooltrail_lake::Writer> {
-    let location = tooltrail_lake::Location::local(dir)
-        .with_context(|| format!("opening the lake at {}", dir.display()))?;
     let metrics = tooltrail_lake::Metrics::default();
     metrics.register(registry);
-    tooltrail_lake::Writer::open(&location, config.ingest.zstd_level, metrics)
+    tooltrail_lake::Writer::open(lake, config.ingest.zstd_level, metrics)
         .await
-        .with_context(|| format!("opening the lake at {}", dir.display()))
+        .with_context(|| format!("opening the lake at {lake}"))
 }
 
 #[cfg(test)]

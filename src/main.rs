@@ -222,7 +222,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Sql(args) => {
             let config = start(cli.config, &overrides)?;
-            block_on(sql::run(args, &config.query))
+            block_on(sql::run(args, &config))
         }
         Command::Export(args) => {
             let config = start(cli.config, &overrides)?;

@@ -3,7 +3,6 @@
 //! task ([`spawn`]). The decisions, the deletions and the periodic task are
 //! `tooltrail_lake::retention`'s; the admin API is `tooltrail_query::holds`.
 
-use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -27,9 +26,9 @@ pub enum RetentionCommand {
     /// retention or compaction) longer than `retention.vacuum_grace` ago,
     /// and files no commit names that are as old.
     Vacuum {
-        /// The lake directory, overriding `ingest.lake`.
-        #[arg(long, value_name = "DIR")]
-        lake: Option<PathBuf>,
+        /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+        #[arg(long, value_name = "LAKE")]
+        lake: Option<String>,
         /// Measure the grace period back from this time instead of now
         /// (RFC 3339 or YYYY-MM-DD, UTC).
         #[arg(long, value_name = "TIME", value_parser = parse_now)]
@@ -38,17 +37,17 @@ pub enum RetentionCommand {
     /// List the legal holds: those in the configuration and those set
     /// through the admin API.
     Holds {
-        /// The lake directory, overriding `ingest.lake`.
-        #[arg(long, value_name = "DIR")]
-        lake: Option<PathBuf>,
+        /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+        #[arg(long, value_name = "LAKE")]
+        lake: Option<String>,
     },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
-    /// The lake directory, overriding `ingest.lake`.
-    #[arg(long, value_name = "DIR")]
-    pub lake: Option<PathBuf>,
+    /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+    #[arg(long, value_name = "LAKE")]
+    pub lake: Option<String>,
     /// Print what would be deleted and kept; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -65,7 +64,7 @@ pub async fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<(
     match command {
         RetentionCommand::Apply(args) => apply(args, config).await,
         RetentionCommand::Vacuum { lake, now } => {
-            let lake = location(lake, config)?;
+            let lake = crate::lake::existing(config, lake).await?;
             let grace = config.retention.vacuum_grace;
             let now = now.unwrap_or_else(Utc::now);
             let tables = vacuum_tables(&lake, TABLES, grace, now)
@@ -81,7 +80,7 @@ pub async fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<(
             Ok(())
         }
         RetentionCommand::Holds { lake } => {
-            let lake = location(lake, config)?;
+            let lake = crate::lake::existing(config, lake).await?;
             let store = HoldStore::open(&lake, &config.retention)?;
             let holds = store
                 .all()
@@ -93,18 +92,8 @@ pub async fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<(
     }
 }
 
-fn location(flag: Option<PathBuf>, config: &Config) -> anyhow::Result<Location> {
-    let dir = config.lake_dir(flag)?;
-    anyhow::ensure!(
-        dir.join("events").join("_delta_log").is_dir(),
-        "{} is not a tooltrail lake (no events/_delta_log)",
-        dir.display()
-    );
-    Location::local(&dir).with_context(|| format!("opening the lake at {}", dir.display()))
-}
-
 async fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
-    let lake = location(args.lake, config)?;
+    let lake = crate::lake::existing(config, args.lake).await?;
     let now = args.now.unwrap_or_else(Utc::now);
     let mut retention = Retention::new(&lake, &config.retention, TABLES)?
         .with_zstd_level(config.ingest.zstd_level);

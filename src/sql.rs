@@ -3,19 +3,21 @@
 //! still read-only, limited and recorded in the query audit.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use futures::StreamExt;
 use tooltrail_query::format::{Encoder, Format};
+use tooltrail_lake::Location;
 use tooltrail_query::{Engine, Principal, QueryConfig, QueryMetrics, Transport};
+
+use crate::config::Config;
 
 #[derive(clap::Args, Debug)]
 pub struct SqlArgs {
-    /// The lake to query.
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
+    /// The lake to query (a directory or s3://bucket/prefix).
+    #[arg(long, value_name = "LAKE")]
+    pub lake: String,
     /// Output: an aligned table, or a format of the HTTP API.
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
@@ -41,22 +43,18 @@ pub enum OutputFormat {
 /// The engine over `lake` for commands run by the operator on the machine
 /// (`sql`, `export`): the local operator sees every tenant, and every query is
 /// still audited.
-pub fn local_engine(lake: &Path, config: &QueryConfig) -> anyhow::Result<(Engine, Principal)> {
-    let spill = lake.join("_tooltrail").join("spill");
-    let location = tooltrail_lake::Location::local(lake)
-        .with_context(|| format!("opening the lake at {}", lake.display()))?;
-    let engine = Engine::open(&location, config, &spill, QueryMetrics::unregistered())
-        .with_context(|| format!("opening the lake at {}", lake.display()))?;
+pub fn local_engine(lake: &Location, config: &QueryConfig) -> anyhow::Result<(Engine, Principal)> {
+    // DataFusion spills into files of its own under this directory, and
+    // deletes them with the engine.
+    let spill = std::env::temp_dir();
+    let engine = Engine::open(lake, config, &spill, QueryMetrics::unregistered())
+        .with_context(|| format!("opening the lake at {lake}"))?;
     Ok((engine, Principal::local_operator()))
 }
 
-pub async fn run(args: SqlArgs, config: &QueryConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.lake.is_dir(),
-        "no lake at {} (expected a directory holding events/)",
-        args.lake.display()
-    );
-    let (engine, principal) = local_engine(&args.lake, config)?;
+pub async fn run(args: SqlArgs, config: &Config) -> anyhow::Result<()> {
+    let lake = crate::lake::existing(config, Some(args.lake)).await?;
+    let (engine, principal) = local_engine(&lake, &config.query)?;
     let mut stdout = std::io::stdout().lock();
     for run in 1..=args.repeat {
         let last = run == args.repeat;
@@ -106,5 +104,6 @@ pub async fn run(args: SqlArgs, config: &QueryConfig) -> anyhow::Result<()> {
             );
         }
     }
+    engine.settle_audit().await;
     Ok(())
 }

@@ -26,9 +26,14 @@ use crate::supervisor::{Phase, Supervisor};
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
-    /// Where the lake and state live (the lake goes to DIR/lake unless `ingest.lake` is set).
+    /// Where local state lives (the signing key, the alert outbox, exports,
+    /// spill files), and the lake too, in DIR/lake, unless `--lake` or
+    /// `ingest.lake` names one.
     #[arg(long, value_name = "DIR", default_value = "tooltrail-data")]
     pub data_dir: PathBuf,
+    /// The lake (a directory or s3://bucket/prefix), overriding `ingest.lake`.
+    #[arg(long, value_name = "LAKE")]
+    pub lake: Option<String>,
     /// Address for the HTTP API, overriding `http.listen`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -66,20 +71,19 @@ pub async fn run_with(
             ..config.kafka.unwrap_or_else(default_kafka)
         });
     }
-    let lake_dir = config
-        .ingest
-        .lake
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("lake"));
+    let location = match (&args.lake, &config.ingest.lake) {
+        (None, None) => tooltrail_lake::Location::local(&args.data_dir.join("lake"))
+            .context("creating the lake under --data-dir")?,
+        _ => config.lake(args.lake.clone())?,
+    };
     let mut registry = Registry::default();
-    let writer = crate::lake::open_writer(&lake_dir, &config, &mut registry).await?;
+    let writer = crate::lake::open_writer(&location, &config, &mut registry).await?;
     // Signs export manifests and the lake's digests.
     let signer = crate::signing::load_or_create(&config.signing, &args.data_dir)
         .context("loading the signing key")?;
     tracing::info!(key_id = %signer.key_id(), "signing key loaded");
     let metrics = Metrics::register(&mut registry);
     let supervisor = Supervisor::new(shutdown.clone());
-    let location = tooltrail_lake::Location::local(&lake_dir)?;
     crate::lake::spawn_digester(
         &supervisor,
         &mut registry,
@@ -186,7 +190,7 @@ pub async fn run_with(
     let exports = crate::export::service(
         &config,
         &args.data_dir,
-        &lake_dir,
+        &location,
         &query,
         signer.clone(),
         &mut registry,
@@ -197,6 +201,7 @@ pub async fn run_with(
         Ok(())
     });
     let holds = tooltrail_lake::retention::HoldStore::open(&location, &config.retention)?;
+    let audited = query.clone();
     // Every route that authenticates with a query token answers to the back-off.
     let authenticated = tooltrail_query::holds::router(holds, query.clone())
         .merge(tooltrail_query::http::router(query))
@@ -210,10 +215,12 @@ pub async fn run_with(
     )
     .await?;
     supervisor.spawn(Phase::Serve, "http server", serve);
-    tracing::info!(%addr, lake = %lake_dir.display(), "tooltrail is up");
+    tracing::info!(%addr, lake = %location, "tooltrail is up");
     // Scripts and tests read this line to find the port.
     eprintln!("listening on http://{addr}");
-    supervisor.wait().await
+    let stopped = supervisor.wait().await;
+    audited.settle_audit().await;
+    stopped
 }
 
 /// Starts the detector and alert delivery; returns the tap HTTP ingest

@@ -67,6 +67,10 @@ pub enum CheckpointError {
         found: String,
         expected: String,
     },
+    #[error(
+        "consumer group `{group}` cannot name a checkpoint directory: use letters, digits, `.`, `_` and `-` (not `.` or `..` alone)"
+    )]
+    Group { group: String },
 }
 
 /// A partition's engine and where to resume reading it.
@@ -114,6 +118,12 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// The checkpoints of consumer group `group` in the lake at `lake`.
     pub fn open(lake: &Location, group: &str, runtime: Handle) -> Result<Self, CheckpointError> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if group.is_empty() || group == "." || group == ".." || !group.chars().all(plain) {
+            return Err(CheckpointError::Group {
+                group: group.escape_debug().to_string(),
+            });
+        }
         let prefix = format!("{CHECKPOINT_DIR}/{group}");
         let location = format!("{}/{prefix}", lake.to_string().trim_end_matches('/'));
         let store = lake.store(&prefix).map_err(|e| CheckpointError::Store {
@@ -261,6 +271,23 @@ mod tests {
             .join(CHECKPOINT_DIR)
             .join("g");
         (checkpoints, files)
+    }
+
+    #[test]
+    fn a_group_that_would_leave_the_checkpoint_directory_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let lake = Location::local(dir.path()).expect("lake");
+        for group in ["..", ".", "", "a/b", "../x", "a\\b", "grp\n"] {
+            let err = Checkpoints::open(&lake, group, runtime.handle().clone())
+                .err()
+                .unwrap_or_else(|| panic!("{group:?} was accepted"));
+            assert!(matches!(err, CheckpointError::Group { .. }), "{err}");
+            assert!(err.to_string().contains("consumer group"), "{err}");
+        }
+        for group in ["tooltrail-detect", "team_a.prod-2"] {
+            Checkpoints::open(&lake, group, runtime.handle().clone()).expect(group);
+        }
     }
 
     #[test]

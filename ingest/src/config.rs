@@ -35,8 +35,11 @@ impl Default for DigestConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// The lake directory. `tooltrail up` defaults it to `<data-dir>/lake`.
-    pub lake: Option<PathBuf>,
+    /// The lake: a directory, or `s3://bucket/prefix` (S3 takes the usual
+    /// AWS settings from the environment: `AWS_REGION`, `AWS_ENDPOINT_URL`,
+    /// the credential chain, `AWS_ALLOW_HTTP` for a local test server).
+    /// `tooltrail up` defaults it to `<data-dir>/lake`.
+    pub lake: Option<String>,
     /// Commit a transaction once this many records are buffered.
     pub max_batch_records: usize,
     /// Commit a transaction once the oldest buffered record has waited this long.

@@ -105,19 +105,8 @@ impl DigestError {
 
 pub type Result<T, E = DigestError> = std::result::Result<T, E>;
 
-/// A store rooted at the lake's root. Unlike [`Location::store`] it creates
-/// nothing: verifying is read-only.
 fn root_store(location: &Location) -> Result<Arc<dyn ObjectStore>> {
-    deltalake::logstore::store_for(location.url(), std::iter::empty::<(String, String)>()).map_err(
-        |e| {
-            crate::Error::Delta {
-                table: location.to_string(),
-                context: "opening the lake's store".into(),
-                source: Box::new(e),
-            }
-            .into()
-        },
-    )
+    Ok(location.root_store()?)
 }
 
 fn store_error(context: impl Into<String>, source: object_store::Error) -> DigestError {
@@ -156,14 +145,16 @@ async fn read(store: &dyn ObjectStore, path: &str) -> Result<Option<bytes::Bytes
 
 /// SHA-256 and size of a file, streamed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Hashed {
-    sha256: String,
-    bytes: u64,
+pub struct Hashed {
+    /// Lowercase hex.
+    pub sha256: String,
+    pub bytes: u64,
 }
 
-/// Hashes the object at `path` without holding it in memory; `None` if it
-/// does not exist.
-async fn hash_object(store: &dyn ObjectStore, path: &str) -> Result<Option<Hashed>> {
+/// Hashes the object at `path` (relative to `store`'s root) without holding
+/// it in memory; `None` if it does not exist. Exports hash the files they
+/// read with it, over [`Location::root_store`].
+pub async fn hash_object(store: &dyn ObjectStore, path: &str) -> Result<Option<Hashed>> {
     let location = StorePath::from(path);
     let got = match store.get(&location).await {
         Ok(got) => got,

@@ -110,12 +110,44 @@ impl Location {
         })
     }
 
+    /// A store rooted at the lake's root, its paths relative to it. Unlike
+    /// [`Location::store`] it creates nothing: readers stay read-only.
+    pub fn root_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        deltalake::logstore::store_for(&self.root, std::iter::empty::<(String, String)>()).map_err(
+            |e| Error::Delta {
+                table: self.to_string(),
+                context: "opening the lake's store".into(),
+                source: Box::new(e),
+            },
+        )
+    }
+
+    /// The path of an object relative to the lake's root, from the path its
+    /// object store knows it by (relative to the bucket, or to the
+    /// filesystem's root, as DataFusion's file scans name files), or `None`
+    /// when it lies outside the lake. Both are compared percent-decoded.
+    pub fn relative(&self, object_path: &str) -> Option<String> {
+        let root = percent_decode(self.root.path().trim_start_matches('/'));
+        let object = percent_decode(object_path.trim_start_matches('/'));
+        object
+            .strip_prefix(&root)
+            .filter(|rest| !rest.is_empty())
+            .map(str::to_owned)
+    }
+
     /// Where the table `name` lives, ending in `/`.
     pub fn table_url(&self, name: &str) -> Url {
         self.root
             .join(&format!("{name}/"))
             .expect("a table name is a plain relative path")
     }
+}
+
+/// `%XX` escapes decoded (as URLs and object-store paths escape bytes).
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn with_trailing_slash(mut url: Url) -> Url {
@@ -178,6 +210,26 @@ mod tests {
             "s3://audit/tooltrail/events/"
         );
         assert_eq!(location.to_string(), "s3://audit/tooltrail/");
+    }
+
+    #[test]
+    fn an_object_path_is_named_relative_to_the_lake_and_only_inside_it() {
+        let location = Location::parse("s3://audit/tool%20trail").unwrap();
+        assert_eq!(
+            location.relative("tool%20trail/events/dt=2026-11-22/part-1.parquet"),
+            Some("events/dt=2026-11-22/part-1.parquet".to_owned())
+        );
+        assert_eq!(location.relative("other/events/part-1.parquet"), None);
+        assert_eq!(location.relative("tool trail/"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let local = Location::local(dir.path()).unwrap();
+        let root = local.local_dir().unwrap();
+        let file = root.join("events/part-2.parquet");
+        let object = file.to_str().unwrap().trim_start_matches('/');
+        assert_eq!(
+            local.relative(object),
+            Some("events/part-2.parquet".to_owned())
+        );
     }
 
     #[test]

@@ -33,10 +33,6 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// The memory all queries share; operators that need more spill to disk.
     pub memory_limit_bytes: usize,
-    /// How long a directory listing is reused: new files show up in queries
-    /// at most this much later.
-    #[serde(with = "humantime_serde")]
-    pub listing_ttl: Duration,
     /// Largest value one function call or operator may build: characters for
     /// `repeat`, `lpad`, `rpad`, `concat`, `concat_ws` and `||`, elements for
     /// `array_repeat`. A query building more fails with 400.
@@ -136,7 +132,6 @@ impl Default for QueryConfig {
             max_sql_bytes: 64 * 1024,
             max_rows: 100_000,
             memory_limit_bytes: 2 << 30,
-            listing_ttl: Duration::from_secs(2),
             max_function_output: 1 << 20,
             max_expr_depth: 1000,
             max_recursion_depth: 1000,

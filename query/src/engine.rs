@@ -35,7 +35,6 @@ use chrono::Utc;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -48,6 +47,7 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, AuditRecord, describe};
 use crate::auth::{Principal, Role, TokenStore};
@@ -95,6 +95,8 @@ struct Inner {
     /// Running queries' accounts: the one with the least work goes first.
     lanes: Arc<shares::Lanes>,
     audit: Arc<AuditLog>,
+    /// The end records being appended; [`Engine::settle_audit`] waits for them.
+    audit_writes: TaskTracker,
     running: Arc<Semaphore>,
     per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: QueryMetrics,
@@ -116,9 +118,6 @@ impl Engine {
             .with_disk_manager_builder(
                 DiskManagerBuilder::default()
                     .with_mode(DiskManagerMode::Directories(vec![spill_dir.to_owned()])),
-            )
-            .with_cache_manager(
-                CacheManagerConfig::default().with_list_files_cache_ttl(Some(config.listing_ttl)),
             )
             .build_arc()?;
         let mut session = SessionConfig::new().with_information_schema(true);
@@ -151,11 +150,22 @@ impl Engine {
                 runtime: query_runtime,
                 lanes: Arc::default(),
                 audit: Arc::new(audit),
+                audit_writes: TaskTracker::new(),
                 running: Arc::new(Semaphore::new(config.max_concurrent)),
                 per_principal: Mutex::new(HashMap::new()),
                 metrics,
             }),
         })
+    }
+
+    /// Waits until the end record of every query that has finished is
+    /// committed to the query audit: for a shutdown, or a command that
+    /// exits after its query.
+    pub async fn settle_audit(&self) {
+        let writes = &self.inner.audit_writes;
+        writes.close();
+        writes.wait().await;
+        writes.reopen();
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -337,6 +347,7 @@ impl Engine {
         let inner = &self.inner;
         let finish = Finish {
             audit: Arc::clone(&inner.audit),
+            writes: inner.audit_writes.clone(),
             runtime: inner.runtime.handle().clone(),
             metrics: inner.metrics.clone(),
             record: AuditRecord {
@@ -611,6 +622,7 @@ fn open_audit(lake: &Location, query_runtime: &runtime::QueryRuntime) -> Result<
 /// Writes the end record once, however the query ends.
 struct Finish {
     audit: Arc<AuditLog>,
+    writes: TaskTracker,
     /// Where the end record is appended from when the query ends outside
     /// any runtime (the query runtime: always running while the engine is).
     runtime: Handle,
@@ -661,11 +673,10 @@ impl Finish {
                 );
             }
         };
-        // Nobody waits for the end record; the appender commits it with its
-        // group (or at shutdown).
-        Handle::try_current()
-            .unwrap_or_else(|_| self.runtime.clone())
-            .spawn(write);
+        // The query does not wait for its end record; the appender commits
+        // it with its group, and a shutdown waits for it (settle_audit).
+        let runtime = Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
+        self.writes.spawn_on(write, &runtime);
     }
 }
 

@@ -1,5 +1,5 @@
-//! The lake's tables as DataFusion sees them. `events` and `quarantine` are
-//! Delta tables: each scan reads the table's newest version (only the
+//! The lake's tables as DataFusion sees them: each is a Delta table, and
+//! each scan reads the table's newest version (only the
 //! commits since the last scan are read) and plans over its files, pruned by
 //! their partition values and statistics. Schemas are fixed by the lake's
 //! formats rather than inferred.

@@ -246,10 +246,7 @@ fn every_query_is_audited_with_its_principal_outcome_and_rows() {
 
 #[test]
 fn a_commit_is_read_by_the_next_query() {
-    let (dir, engine) = lake_with(QueryConfig {
-        listing_ttl: Duration::from_secs(1),
-        ..support::config()
-    });
+    let (dir, engine) = lake_with(support::config());
     runtime().block_on(async {
         let acme = engine.authenticate("analyst-acme").unwrap();
         let count = || async {

@@ -115,7 +115,6 @@ fn fixture_config() -> QueryConfig {
             token("globex-analyst", GLOBEX, Role::Analyst, &["globex"]),
             token("root", ADMIN, Role::Admin, &["*"]),
         ],
-        listing_ttl: Duration::from_millis(1),
         ..Default::default()
     }
 }

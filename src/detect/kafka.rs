@@ -30,9 +30,10 @@ pub struct ServiceArgs {
     /// The events topic (with --kafka).
     #[arg(long, value_name = "TOPIC", requires = "kafka")]
     pub topic: Option<String>,
-    /// The lake whose `alerts/` receives the alerts (with --kafka).
-    #[arg(long, value_name = "DIR", requires = "kafka")]
-    pub lake: Option<PathBuf>,
+    /// The lake whose `alerts` table receives the alerts (a directory or
+    /// s3://bucket/prefix; with --kafka).
+    #[arg(long, value_name = "LAKE", requires = "kafka")]
+    pub lake: Option<String>,
     /// Where the delivery outbox lives (checkpoints live with the lake, in
     /// `<lake>/_tooltrail/detect/<group>/`).
     #[arg(long, value_name = "DIR", default_value = "tooltrail-data")]
@@ -62,7 +63,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (Some(brokers), Some(topic), Some(lake_dir)) = (args.kafka, args.topic, args.lake) else {
+    let (Some(brokers), Some(topic), Some(lake)) = (args.kafka, args.topic, args.lake) else {
         anyhow::bail!("detect as a service needs --kafka, --topic and --lake");
     };
     let settings = crate::config::detect_settings(&config.detect)?;
@@ -80,7 +81,7 @@ pub async fn run(
         .map(|k| k.properties.clone())
         .unwrap_or_default();
     let metrics = Metrics::register(&mut registry);
-    let location = tooltrail_lake::Location::local(&lake_dir)?;
+    let location = config.lake(Some(lake))?;
     let mut publisher = Publisher::open(
         &location,
         Some(delivery),

@@ -18,6 +18,7 @@ use crate::support::{
 };
 
 mod harness;
+mod scale;
 
 use harness::{
     CATCH_UP, FIRST_COMMIT, IngestSetup, Kill, POLL, QuarantineRow, Simulation, SplitMix64,

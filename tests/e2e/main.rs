@@ -17,5 +17,6 @@ mod lake_verify;
 mod query;
 mod query_abuse;
 mod retention;
+mod s3;
 mod secrets;
 mod support;

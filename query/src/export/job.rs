@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,13 +18,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use sha2::{Digest, Sha256};
+use tooltrail_lake::Location;
+use tooltrail_lake::digest::hash_object;
 use tooltrail_schemas::signing::Signer;
 
 use super::ExportError;
 use super::manifest::{
     ALGORITHM, MANIFEST_VERSION, Manifest, RequestedBy, Scope, SourceFile, Totals,
 };
-use super::parts::{PartWriter, hash_file};
+use super::parts::PartWriter;
 use super::request::ExportRequest;
 use crate::auth::{Principal, Tenants};
 use crate::engine::Engine;
@@ -58,8 +60,8 @@ impl Progress {
 /// One export to run.
 pub struct ExportJob<'a> {
     pub engine: &'a Engine,
-    /// The lake root the engine reads.
-    pub lake: &'a Path,
+    /// The lake the engine reads.
+    pub lake: &'a Location,
     pub signer: &'a Signer,
     pub export_id: &'a str,
     pub request: &'a ExportRequest,
@@ -110,11 +112,13 @@ async fn write_export(
     progress
         .source_files
         .store(sources.len() as u64, Ordering::Relaxed);
-    if job.count_source_rows {
+    // Footers are read from the disk of a local lake only: the count is a
+    // progress bar's bound, not worth a request per file to object storage.
+    if let Some(dir) = job.lake.local_dir().filter(|_| job.count_source_rows) {
         let (files, progress) = (sources.clone(), Arc::clone(&progress));
         tokio::task::spawn_blocking(move || {
-            for (_, path, _) in files {
-                let rows = fs::File::open(&path)
+            for (path, _) in files {
+                let rows = fs::File::open(dir.join(&path))
                     .ok()
                     .and_then(|f| SerializedFileReader::new(f).ok())
                     .map_or(0, |r| r.metadata().file_metadata().num_rows().max(0) as u64);
@@ -122,7 +126,7 @@ async fn write_export(
             }
         });
     }
-    let hashing = tokio::task::spawn_blocking(move || hash_sources(sources));
+    let hashing = tokio::spawn(hash_sources(job.lake.clone(), sources));
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
     let writer = {
@@ -211,13 +215,12 @@ fn timeout_as_export(e: QueryError, timeout: Duration) -> ExportError {
     }
 }
 
-/// The files the plan's scans read: (path relative to the lake, absolute
-/// path, size the plan saw), sorted, each once.
+/// The files the plan's scans read: (path relative to the lake, size the
+/// plan saw), sorted, each once.
 pub fn scanned_files(
     plan: &Arc<dyn ExecutionPlan>,
-    lake: &Path,
-) -> Result<Vec<(String, PathBuf, u64)>, ExportError> {
-    let root = fs::canonicalize(lake).map_err(ExportError::io(lake))?;
+    lake: &Location,
+) -> Result<Vec<(String, u64)>, ExportError> {
     let mut found = BTreeMap::new();
     let mut stack = vec![plan];
     while let Some(node) = stack.pop() {
@@ -227,70 +230,53 @@ pub fn scanned_files(
         {
             for group in &scan.file_groups {
                 for file in group.files() {
-                    let location = percent_decode(file.object_meta.location.as_ref());
-                    let absolute = Path::new("/").join(location);
-                    let relative = absolute.strip_prefix(&root).map_err(|_| {
+                    let object = file.object_meta.location.as_ref();
+                    let relative = lake.relative(object).ok_or_else(|| {
                         ExportError::Internal(format!(
-                            "the plan reads {}, outside the lake {}",
-                            absolute.display(),
-                            root.display()
+                            "the plan reads {object}, outside the lake {lake}"
                         ))
                     })?;
-                    let relative = relative.to_string_lossy().replace('\\', "/");
-                    found.insert(relative, (absolute, file.object_meta.size));
+                    found.insert(relative, file.object_meta.size);
                 }
             }
         }
         stack.extend(node.children());
     }
-    Ok(found
-        .into_iter()
-        .map(|(rel, (abs, size))| (rel, abs, size))
-        .collect())
+    Ok(found.into_iter().collect())
 }
 
-/// Object-store paths escape some bytes (`%`, `~`, `#`, …) as `%XX`.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
+/// Each file's SHA-256, read back from the lake's store; a file that is
+/// gone or changed since the plan fails the export.
+async fn hash_sources(
+    lake: Location,
+    files: Vec<(String, u64)>,
+) -> Result<Vec<SourceFile>, ExportError> {
+    let store = lake.root_store().map_err(lake_error)?;
+    let mut out = Vec::with_capacity(files.len());
+    for (path, planned) in files {
+        let hashed = hash_object(store.as_ref(), &path)
+            .await
+            .map_err(|e| ExportError::Internal(format!("hashing lake file {path}: {e}")))?
+            .ok_or_else(|| {
+                ExportError::Internal(format!("lake file {path} vanished while it was exported"))
+            })?;
+        if hashed.bytes != planned {
+            return Err(ExportError::Internal(format!(
+                "lake file {path} changed while it was exported ({planned} bytes when planned, {} now)",
+                hashed.bytes
+            )));
         }
+        out.push(SourceFile {
+            path,
+            bytes: hashed.bytes,
+            sha256: hashed.sha256,
+        });
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(out)
 }
 
-fn hash_sources(files: Vec<(String, PathBuf, u64)>) -> Result<Vec<SourceFile>, ExportError> {
-    files
-        .into_iter()
-        .map(|(path, absolute, planned)| {
-            let (sha256, bytes) = hash_file(&absolute).map_err(ExportError::io(&absolute))?;
-            if bytes != planned {
-                return Err(ExportError::Internal(format!(
-                    "lake file {path} changed while it was exported ({planned} bytes when planned, {bytes} now)"
-                )));
-            }
-            Ok(SourceFile {
-                path,
-                bytes,
-                sha256,
-            })
-        })
-        .collect()
+fn lake_error(e: tooltrail_lake::Error) -> ExportError {
+    ExportError::Internal(format!("reading the lake: {e}"))
 }
 
 /// Empties a failed export's directory.
@@ -388,7 +374,7 @@ mod tests {
         let progress = Arc::new(Progress::default());
         let job = ExportJob {
             engine: &engine,
-            lake: lake_dir.path(),
+            lake: &location,
             signer: &signer,
             export_id: "test-export",
             request: &request,
@@ -410,7 +396,8 @@ mod tests {
                 "{}",
                 file.path
             );
-            let (sha256, bytes) = hash_file(&lake_dir.path().join(&file.path)).unwrap();
+            let (sha256, bytes) =
+                super::super::parts::hash_file(&lake_dir.path().join(&file.path)).unwrap();
             assert_eq!((sha256, bytes), (file.sha256.clone(), file.bytes));
         }
         assert_eq!(

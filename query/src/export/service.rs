@@ -29,7 +29,7 @@ use crate::error::QueryError;
 pub struct ServiceSettings {
     pub engine: Engine,
     /// The lake the engine reads.
-    pub lake: PathBuf,
+    pub lake: tooltrail_lake::Location,
     /// Where exports are written (`<data-dir>/exports`).
     pub dir: PathBuf,
     pub signer: Signer,
