@@ -13,9 +13,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
+use anyhow::Context as _;
 use tooltrail_detect::DetectConfig;
 use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig};
-use anyhow::Context as _;
 use tooltrail_lake::Location;
 use tooltrail_lake::retention::RetentionConfig;
 use tooltrail_query::QueryConfig;

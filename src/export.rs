@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
+use tooltrail_lake::Location;
 use tooltrail_query::export::ExportMetrics;
 use tooltrail_query::export::job::{ExportJob, prepare_dir};
 use tooltrail_query::export::service::ServiceSettings;
 use tooltrail_query::export::{ExportRequest, Progress, run_export, verify_dir};
 use tooltrail_query::{Engine, ExportError, ExportFormat, ExportService};
-use tooltrail_lake::Location;
 use tooltrail_schemas::signing::Signer;
 
 use crate::config::Config;

@@ -78,7 +78,6 @@ pub enum ReportFormat {
     Json,
 }
 
-
 /// The lake of `flag` (else `ingest.lake`), which must already hold an
 /// events table: for commands that read a lake rather than start one.
 pub async fn existing(config: &Config, flag: Option<String>) -> anyhow::Result<Location> {

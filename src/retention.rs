@@ -3,7 +3,6 @@
 //! task ([`spawn`]). The decisions, the deletions and the periodic task are
 //! `tooltrail_lake::retention`'s; the admin API is `tooltrail_query::holds`.
 
-
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
@@ -95,8 +94,8 @@ pub async fn run(command: RetentionCommand, config: &Config) -> anyhow::Result<(
 async fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
     let lake = crate::lake::existing(config, args.lake).await?;
     let now = args.now.unwrap_or_else(Utc::now);
-    let mut retention = Retention::new(&lake, &config.retention, TABLES)?
-        .with_zstd_level(config.ingest.zstd_level);
+    let mut retention =
+        Retention::new(&lake, &config.retention, TABLES)?.with_zstd_level(config.ingest.zstd_level);
     let plan = retention.plan(now).await.context("planning retention")?;
     print!("{}", report::plan(&plan, lake.url(), args.dry_run));
     if args.dry_run {

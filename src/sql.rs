@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use futures::StreamExt;
-use tooltrail_query::format::{Encoder, Format};
 use tooltrail_lake::Location;
+use tooltrail_query::format::{Encoder, Format};
 use tooltrail_query::{Engine, Principal, QueryConfig, QueryMetrics, Transport};
 
 use crate::config::Config;

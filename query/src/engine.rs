@@ -607,7 +607,10 @@ fn forbidden_table(principal: &Principal, table: Table) -> QueryError {
 /// on the caller's runtime, or on the query runtime when there is none; it
 /// commits what is queued and ends when the last handle (the engine's, a
 /// running query's) is dropped.
-fn open_audit(lake: &Location, query_runtime: &runtime::QueryRuntime) -> Result<AuditLog, QueryError> {
+fn open_audit(
+    lake: &Location,
+    query_runtime: &runtime::QueryRuntime,
+) -> Result<AuditLog, QueryError> {
     let (audit, task) = AuditLog::new(
         lake,
         tooltrail_lake::appender::AppenderOptions::default(),

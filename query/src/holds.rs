@@ -106,7 +106,11 @@ async fn create(State(state): State<Admin>, headers: HeaderMap, body: Bytes) -> 
         ))
         .into_response();
     }
-    let hold = match state.holds.add(new, &principal.name, chrono::Utc::now()).await {
+    let hold = match state
+        .holds
+        .add(new, &principal.name, chrono::Utc::now())
+        .await
+    {
         Ok(hold) => hold,
         Err(e @ HoldError::InvalidHold { .. }) => {
             return error(StatusCode::BAD_REQUEST, "invalid_hold", e.to_string());

@@ -41,6 +41,11 @@ pub struct ServiceArgs {
     /// The detector's consumer group (not ingest's).
     #[arg(long, value_name = "GROUP", default_value = "tooltrail-detect")]
     pub group: String,
+    /// The consumer group ingest writes the lake with, whose positions in
+    /// the lake tell how far warm-up replays a partition; default
+    /// `kafka.group_id`.
+    #[arg(long, value_name = "GROUP")]
+    pub ingest_group: Option<String>,
     /// Also produce every alert to this Kafka topic, keyed by alert_id.
     #[arg(long, value_name = "TOPIC", requires = "kafka")]
     pub alerts_topic: Option<String>,
@@ -108,10 +113,12 @@ pub async fn run(
         let since = Utc::now()
             - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
         // The lake records offsets under the group ingest consumes with.
-        let ingest_group = config.kafka.as_ref().map_or_else(
-            || crate::up::default_kafka().group_id,
-            |k| k.group_id.clone(),
-        );
+        let ingest_group = args.ingest_group.clone().unwrap_or_else(|| {
+            config.kafka.as_ref().map_or_else(
+                || crate::up::default_kafka().group_id,
+                |k| k.group_id.clone(),
+            )
+        });
         Some(kafka::Warm {
             lake: location.clone(),
             ingest_group,

@@ -31,9 +31,11 @@ struct Service {
     dir: PathBuf,
     config: PathBuf,
     alerts_topic: Option<String>,
-    /// Another lake than `<dir>/lake`, and `--warm-from-lake` for it.
+    /// Another lake than `<dir>/lake`, and `--warm-from-lake` for it, with the group that
+    /// ingested it.
     lake: Option<PathBuf>,
     warm_from_lake: &'static str,
+    ingest_group: Option<String>,
 }
 
 impl Service {
@@ -58,6 +60,7 @@ impl Service {
             alerts_topic: None,
             lake: None,
             warm_from_lake: "0s",
+            ingest_group: None,
         })
     }
 
@@ -90,6 +93,9 @@ impl Service {
         ];
         if let Some(topic) = &self.alerts_topic {
             args.extend(["--alerts-topic", topic.as_str()]);
+        }
+        if let Some(group) = &self.ingest_group {
+            args.extend(["--ingest-group", group.as_str()]);
         }
         Tooltrail::start(&args, &self.dir, &[]).await
     }
@@ -246,6 +252,7 @@ async fn kafka_detect_warms_a_partition_without_a_checkpoint_from_the_lake() -> 
     let mut warmed = Service::new(&brokers, &topic, root.path(), "warmed")?;
     warmed.lake = Some(lake.clone());
     warmed.warm_from_lake = "3650d";
+    warmed.ingest_group = Some(group.clone());
     let process = warmed.start().await?;
     warmed.wait_caught_up(&ends, &process).await?;
     let metrics = process.get_text("/metrics").await?;

@@ -358,7 +358,11 @@ async fn two_up_instances_taking_http_into_one_lake_lose_no_commit() -> Result<(
             let events: Vec<Value> = (0..20)
                 .map(|i| event(&format!("i{n}-r{request}-{i}"), "amy"))
                 .collect();
-            sent.extend(events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+            sent.extend(
+                events
+                    .iter()
+                    .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+            );
             requests.push((up, ndjson(&events)));
         }
     }
@@ -369,7 +373,11 @@ async fn two_up_instances_taking_http_into_one_lake_lose_no_commit() -> Result<(
     )
     .await?;
     for (status, reply) in &replies {
-        assert_eq!((*status, reply["accepted"].as_u64()), (200, Some(20)), "{reply}");
+        assert_eq!(
+            (*status, reply["accepted"].as_u64()),
+            (200, Some(20)),
+            "{reply}"
+        );
     }
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for id in read_event_ids(&lake)? {
@@ -377,7 +385,10 @@ async fn two_up_instances_taking_http_into_one_lake_lose_no_commit() -> Result<(
     }
     sent.sort();
     assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), sent);
-    assert!(counts.values().all(|n| *n == 1), "an event was stored twice");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "an event was stored twice"
+    );
     let mut conflicts = 0.0;
     for up in instances {
         let metrics = up.get_text("/metrics").await?;
@@ -388,7 +399,10 @@ async fn two_up_instances_taking_http_into_one_lake_lose_no_commit() -> Result<(
             .sum::<f64>();
         up.stop().await?;
     }
-    eprintln!("{} events from two writers; {conflicts} commit conflicts retried", sent.len());
+    eprintln!(
+        "{} events from two writers; {conflicts} commit conflicts retried",
+        sent.len()
+    );
     Ok(())
 }
 
@@ -569,7 +583,7 @@ async fn file_import_is_exactly_once_across_reruns() -> Result<()> {
     .await?;
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(out.contains("250 events, 1 quarantined"), "{out}");
-    assert!(out.contains("3 transactions"), "{out}");
+    assert!(out.contains("3 commits"), "{out}");
     let second = run_tooltrail(
         &["ingest", "--file", file_s, "--lake", lake_s],
         Duration::from_secs(120),

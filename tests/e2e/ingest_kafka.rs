@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::support::lake::lake_rows;
 use crate::support::{
     BROKER_TIMEOUT, Deadline, committed_offsets, create_topic, high_watermarks, kafka_brokers,
-    unique_name, wait_out_killed_member_session,
+    rewind_group, unique_name, wait_out_killed_member_session,
 };
 
 mod harness;
@@ -423,10 +423,18 @@ async fn a_restart_takes_its_positions_from_the_lake_and_brings_kafka_up_to_date
     first.stop().await?;
     caught_up.with_context(|| format!("ingest logged:\n{log}"))?;
 
-    // A group with no offsets in Kafka stands for a crash between the lake's commit and Kafka's:
-    // the lake, not Kafka, decides where reading resumes, and Kafka is told.
-    let group = unique_name("catch-up");
-    let second = ingest.start_in_group(&group).await?;
+    // Kafka's offsets rewound to the start stand for a crash between the lake's commit and
+    // Kafka's: the lake, not Kafka, decides where reading resumes, and Kafka is told.
+    let group = ingest.group().to_owned();
+    rewind_group(&brokers, &group, &topic, PARTITIONS, 0).await?;
+    ensure!(
+        committed_offsets(&brokers, &group, &topic, PARTITIONS)
+            .await?
+            .values()
+            .all(|o| *o == Some(0)),
+        "the group was not rewound"
+    );
+    let second = ingest.start().await?;
     let deadline = Deadline::after(FIRST_COMMIT);
     let want: BTreeMap<i32, Option<i64>> = ends.iter().map(|(p, e)| (*p, Some(*e))).collect();
     loop {

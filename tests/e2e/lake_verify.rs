@@ -119,7 +119,7 @@ async fn a_digested_compacted_lake_verifies_clean_and_tampering_is_named_by_tool
     let out = run_tooltrail(&digest, LIMIT).await?;
     let out = String::from_utf8_lossy(&out.stdout);
     ensure!(
-        out.contains("wrote digest 3 ") && out.contains("1 files added, 3 removed"),
+        out.contains("wrote digest 3 ") && out.contains("1 file added, 3 removed"),
         "{out}"
     );
 

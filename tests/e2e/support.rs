@@ -255,6 +255,36 @@ pub async fn committed_offsets(
     .context("join the offset task")?
 }
 
+/// Commits `offset` for `group` on every partition of `topic`, as a member that never joins: what
+/// Kafka holds after a crash between a commit to the lake and the commit to Kafka, or after an
+/// operator rewound the group.
+pub async fn rewind_group(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    offset: i64,
+) -> Result<()> {
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("create the offset writer")?;
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        client
+            .commit(&list, rdkafka::consumer::CommitMode::Sync)
+            .with_context(|| format!("rewind group {group} on {topic} to {offset}"))
+    })
+    .await
+    .context("join the offset task")?
+}
+
 /// Runs the real `tooltrail` binary with `args`; fails with its stderr unless it exits 0 within
 /// `limit`.
 pub async fn run_tooltrail(args: &[&str], limit: Duration) -> Result<Output> {

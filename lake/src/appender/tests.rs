@@ -134,11 +134,8 @@ async fn concurrent_appends_share_one_commit_and_every_row_is_read_back() {
         .unwrap();
     assert!(snapshot.files().unwrap().len() <= 2 * versions.len());
     let ctx = SessionContext::new();
-    ctx.register_table(
-        "query_audit",
-        snapshot.provider(&ctx.state()).await.unwrap(),
-    )
-    .unwrap();
+    ctx.register_table("query_audit", snapshot.provider(&ctx.state()).unwrap())
+        .unwrap();
     let by_day = ctx
         .sql("SELECT dt, count(*) AS n FROM query_audit GROUP BY dt ORDER BY dt")
         .await

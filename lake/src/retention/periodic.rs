@@ -115,7 +115,11 @@ impl Periodic {
         match crate::vacuum::vacuum_tables(&self.location, &self.tables, grace, now).await {
             Ok(tables) => {
                 for (table, summary) in tables.iter().filter(|(_, s)| !s.deleted.is_empty()) {
-                    tracing::info!(table, files = summary.deleted.len(), "vacuum deleted files past their grace period");
+                    tracing::info!(
+                        table,
+                        files = summary.deleted.len(),
+                        "vacuum deleted files past their grace period"
+                    );
                 }
             }
             Err(error) => {

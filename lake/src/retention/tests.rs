@@ -676,9 +676,14 @@ fn alerts(time: DateTime<Utc>, alerts: &[(&str, &str)]) -> RecordBatch {
 #[tokio::test]
 async fn old_alerts_go_by_the_alerts_retention_and_a_hold_keeps_its_tenants_alerts() {
     let lake = Lake::new().await;
-    let mut table = Table::open(&lake.location, &crate::tables::ALERTS, 1, Metrics::default())
-        .await
-        .unwrap();
+    let mut table = Table::open(
+        &lake.location,
+        &crate::tables::ALERTS,
+        1,
+        Metrics::default(),
+    )
+    .await
+    .unwrap();
     let (old, young) = (at("2026-05-01T10:00:00Z"), at("2026-11-20T10:00:00Z"));
     for (time, batch) in [
         (old, alerts(old, &[("acme", "a1"), ("initech", "i1")])),
@@ -734,7 +739,11 @@ async fn the_periodic_task_vacuums_removed_files_once_their_grace_has_passed() {
     token.cancel();
     running.await.unwrap();
     assert_eq!(lake.rows().await, BTreeMap::new());
-    assert!(!on_disk.exists(), "{} outlived its grace", on_disk.display());
+    assert!(
+        !on_disk.exists(),
+        "{} outlived its grace",
+        on_disk.display()
+    );
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 
 use super::harness::{
-    CATCH_UP, IngestSetup, SplitMix64, TINY_BATCHES, assert_committed_at_ends,
-    assert_exactly_once, lake_rows_now, log_writers, wait_for_first_commit, wait_for_rows,
+    CATCH_UP, IngestSetup, SplitMix64, TINY_BATCHES, assert_committed_at_ends, assert_exactly_once,
+    lake_rows_now, log_writers, wait_for_first_commit, wait_for_rows,
 };
 use crate::support::{
     create_topic, high_watermarks, kafka_brokers, wait_out_killed_member_session,
