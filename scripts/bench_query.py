@@ -4,25 +4,25 @@
 Usage: scripts/bench_query.py [--lake DIR] [--users 11000] [--days 28] [--runs 5]
                               [--bin PATH] [--build] [--only 01,08] [--json OUT]
 
-- the lake defaults to ~/.cache/tooltrail/bench-lake; if it holds no events it is generated:
-  `tooltrail simulate` to NDJSON beside it, `tooltrail detect --replay` for the alerts (written
-  to <lake>/alerts/dt=YYYY-MM-DD/part-bench.ndjson, by alert day), `tooltrail ingest --file`,
-  `tooltrail compact --min-age 0s`, then the NDJSON is deleted. The defaults give about 21M
-  events (~69 events per user-day);
+- the lake defaults to ~/.cache/tooltrail/bench-lake; if it holds no events table it is
+  generated: `tooltrail simulate` to NDJSON beside it, `tooltrail detect --replay --lake` for the
+  alerts (committed to the lake's alerts table), `tooltrail ingest --file`, `tooltrail compact
+  --min-age 0s`, then the NDJSON is deleted. The defaults give about 21M events (~69 events per
+  user-day);
 - the parameters (tenant, a busy user, one of their sessions, a day with alerts, the week
   around it, an argument search term, an event id) are picked from the lake with DuckDB;
-- DuckDB (`SET threads` = the machine's cores, as DataFusion uses) reads the same files through
-  views: `events` over read_parquet(<lake>/events/*/*/*.parquet, hive_partitioning) and `alerts`
-  over read_json(<lake>/alerts/*/*.ndjson); hive columns stay strings (hive_types_autocast =
-  false), as in our engine. Each query is executed and all its rows fetched (Arrow), once to
-  warm up and then --runs times;
+- DuckDB (`SET threads` = the machine's cores, as DataFusion uses) reads the same Delta tables
+  through views over `delta_scan(<lake>/events)` and `delta_scan(<lake>/alerts)` (the delta
+  extension from the duckdb-extension-delta wheel, no download); the `alerts` view keeps each
+  alert_id's latest version, as ours does. Each query is executed and all its rows fetched
+  (Arrow), once to warm up and then --runs times;
 - ours: `tooltrail sql --lake DIR --format csv --repeat N --timing -- SQL` runs the query N = runs+1
   times in one process and prints `run=<i> elapsed_ms=<f> rows=<n>` per run on stderr; the first
   run is the warm-up;
 - both report the median of the warm runs. Printed: rows and ms per query on each side with the
   ratio ours/DuckDB, the geometric-mean ratio, the queries more than 2x slower, and the times of
   a user's day (01) and a session's day (08) against the 200 ms target. --json writes the same.
-Needs: pip install duckdb pyarrow.
+Needs: pip install duckdb duckdb-extension-delta pyarrow.
 """
 import argparse
 import datetime
@@ -38,6 +38,7 @@ import sys
 import time
 
 import duckdb
+import duckdb_extension_delta
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 QUERIES = REPO / "queries"
@@ -45,13 +46,6 @@ EVENTS_PER_USER_DAY = 69  # measured: simulate --users 200 --days 14 --seed 1
 NDJSON_BYTES_PER_EVENT = 700
 TARGET_MS = 200.0
 DAY_QUERIES = {"01": "a user's events for one day", "08": "a session's events for one day"}
-ALERT_COLUMNS = (
-    "{alert_version: 'SMALLINT', alert_id: 'VARCHAR', time: 'TIMESTAMPTZ', tenant_id: 'VARCHAR', "
-    "user_id: 'VARCHAR', detector: 'VARCHAR', severity: 'VARCHAR', score: 'SMALLINT', title: 'VARCHAR', "
-    "explanation: 'VARCHAR', evidence: 'STRUCT(observed DOUBLE, expected DOUBLE, p_value DOUBLE, "
-    "new_values VARCHAR[], event_ids VARCHAR[], details JSON)', window_start: 'TIMESTAMPTZ', "
-    "window_end: 'TIMESTAMPTZ', repeats: 'INTEGER'}"
-)
 TIMING = re.compile(r"\brun=(\d+)\b.*?\belapsed_ms=([0-9.eE+-]+)\b.*?\brows=(\d+)")
 
 
@@ -89,22 +83,25 @@ def ensure_binary(args):
 
 
 def lake_has_events(lake):
-    return any((lake / "events").glob("dt=*/hour=*/*.parquet"))
+    return (lake / "events" / "_delta_log").is_dir()
 
 
-def split_alerts(alerts_file, lake):
-    """Writes the alerts NDJSON into <lake>/alerts/dt=<alert day>/part-bench.ndjson."""
-    by_day = {}
-    with open(alerts_file) as f:
-        for line in f:
-            if line.strip():
-                by_day.setdefault(json.loads(line)["time"][:10], []).append(line)
-    for day, lines in by_day.items():
-        d = lake / "alerts" / f"dt={day}"
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / "part-bench.ndjson", "w") as f:
-            f.writelines(lines)
-    return sum(len(v) for v in by_day.values())
+def live_files(table):
+    """The data files the Delta table's log adds and does not remove: (path, bytes)."""
+    live = {}
+    log_dir = table / "_delta_log"
+    for commit in sorted(log_dir.glob("*.json")):
+        if not commit.stem.isdigit():
+            continue
+        for line in commit.read_text().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "add" in action:
+                live[action["add"]["path"]] = action["add"]["size"]
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return live
 
 
 def generate_lake(binary, lake, users, days):
@@ -122,11 +119,10 @@ def generate_lake(binary, lake, users, days):
     try:
         t0 = time.perf_counter()
         sh([binary, "simulate", "--users", users, "--days", days, "--seed", 1, "--out", ndjson], env=env)
-        sh([binary, "detect", "--replay", ndjson, "--alerts", alerts], env=env)
         sh([binary, "ingest", "--file", ndjson, "--lake", lake], env=env)
+        sh([binary, "detect", "--replay", ndjson, "--alerts", alerts, "--lake", lake], env=env)
         sh([binary, "compact", "--lake", lake, "--min-age", "0s"], env=env)
-        n = split_alerts(alerts, lake)
-        log(f"lake generated in {time.perf_counter() - t0:.0f}s; {n} alerts")
+        log(f"lake generated in {time.perf_counter() - t0:.0f}s")
     finally:
         for p in (ndjson, alerts):
             if p.exists():
@@ -137,18 +133,18 @@ def duckdb_connect(lake, threads):
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(
-        f"CREATE VIEW events AS SELECT * FROM read_parquet('{lake}/events/*/*/*.parquet', "
-        "hive_partitioning = true, hive_types_autocast = false)"
-    )
-    has_alerts = any((lake / "alerts").glob("dt=*/*.ndjson"))
+    con.execute("SET autoinstall_known_extensions = false")
+    extension = (pathlib.Path(duckdb_extension_delta.__file__).parent / "extensions"
+                 / f"v{duckdb.__version__}" / "delta.duckdb_extension")
+    con.execute(f"LOAD '{extension}'")
+    con.execute(f"CREATE VIEW events AS SELECT * FROM delta_scan('{lake}/events')")
+    has_alerts = (lake / "alerts" / "_delta_log").is_dir()
     if has_alerts:
-        # The alert record's types (detect/src/alert.rs), so that ids stay strings (DuckDB would
-        # detect UUID) and every alert's evidence has one shape.
+        # Each alert_id once, its latest version (the highest repeats), as our `alerts` shows.
         con.execute(
-            f"CREATE VIEW alerts AS SELECT * FROM read_json('{lake}/alerts/*/*.ndjson', "
-            "format = 'newline_delimited', hive_partitioning = true, hive_types_autocast = false, "
-            f"columns = {ALERT_COLUMNS})"
+            f"CREATE VIEW alerts AS SELECT * EXCLUDE (version) FROM ("
+            f"SELECT *, row_number() OVER (PARTITION BY alert_id ORDER BY repeats DESC, dt DESC) "
+            f"AS version FROM delta_scan('{lake}/alerts')) WHERE version = 1"
         )
     return con, has_alerts
 
@@ -302,8 +298,8 @@ def main():
 
     con, has_alerts = duckdb_connect(lake, args.threads)
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
-    files = list((lake / "events").glob("dt=*/hour=*/*.parquet"))
-    lake_bytes = sum(p.stat().st_size for p in files)
+    files = live_files(lake / "events")
+    lake_bytes = sum(files.values())
     n_alerts = con.execute("SELECT count(*) FROM alerts").fetchall()[0][0] if has_alerts else 0
     print(f"lake {lake}: {n_events:,} events in {len(files)} files, {lake_bytes / 1e9:.2f} GB; {n_alerts} alerts")
     if n_events < 20_000_000:

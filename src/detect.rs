@@ -25,11 +25,29 @@ pub struct DetectArgs {
     pub service: kafka::ServiceArgs,
 }
 
-/// `detect --replay FILE --alerts OUT`.
-pub fn run_replay(replay: &Path, alerts_out: &Path, config: &DetectConfig) -> anyhow::Result<()> {
+/// `detect --replay FILE --alerts OUT [--lake LAKE]`: with a lake, the
+/// alerts are also committed to its `alerts` table (a backfill).
+pub fn run_replay(
+    replay: &Path,
+    alerts_out: &Path,
+    lake: Option<&tooltrail_lake::Location>,
+    config: &DetectConfig,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (alerts, stats) = replay_alerts(replay, config)?;
     write_alerts(alerts_out, &alerts)?;
+    if let Some(lake) = lake {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime
+            .block_on(async {
+                let mut sink =
+                    tooltrail_detect::sink::AlertLake::open(lake, Default::default()).await?;
+                sink.write(&alerts).await
+            })
+            .with_context(|| format!("writing the alerts into {lake}"))?;
+    }
     let mut by_detector: std::collections::BTreeMap<&str, usize> = Default::default();
     for a in &alerts {
         *by_detector.entry(a.detector.as_str()).or_default() += 1;

@@ -205,7 +205,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let config = start(cli.config, &overrides)?;
             match (&args.replay, &args.alerts) {
                 (Some(replay), Some(alerts)) => {
-                    Ok(detect::run_replay(replay, alerts, &config.detect)?)
+                    let lake = match &args.service.lake {
+                        Some(_) => Some(config.lake(args.service.lake.clone())?),
+                        None => None,
+                    };
+                    Ok(detect::run_replay(
+                        replay,
+                        alerts,
+                        lake.as_ref(),
+                        &config.detect,
+                    )?)
                 }
                 _ => block_on(with_shutdown(|token| {
                     detect::kafka::run(args.service, config, token)

@@ -40,6 +40,7 @@ pub mod keys;
 pub mod location;
 pub mod metrics;
 pub mod parquet;
+pub mod positions;
 pub mod replay;
 pub mod retention;
 pub mod stats;

@@ -41,17 +41,18 @@ use crate::keys::{KEYS_FIELD, RecentKeys};
 use crate::location::Location;
 use crate::metrics::Metrics;
 use crate::parquet;
+use crate::positions::Positions;
 use crate::stats;
 
 /// The tag of an `add` action that holds the file's SHA-256 (hex).
 pub const SHA256_TAG: &str = "tooltrail.sha256";
 
 /// Conflicts a commit survives before it gives up.
-const MAX_CONFLICTS: u32 = 25;
+const MAX_CONFLICTS: u32 = 60;
 
 /// Back-off after the first conflict; doubles with each, up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
-const BACKOFF_CAP: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 /// The `commitInfo` field naming the process that wrote a commit,
 /// `<host>:<pid>`, for operators reading the log.
@@ -256,6 +257,7 @@ pub struct Table {
     zstd_level: i32,
     metrics: Metrics,
     keys: RecentKeys,
+    positions: Positions,
 }
 
 impl Table {
@@ -276,6 +278,7 @@ impl Table {
             zstd_level,
             metrics,
             keys: RecentKeys::default(),
+            positions: Positions::default(),
         })
     }
 
@@ -369,6 +372,12 @@ impl Table {
                 Ok(version) => {
                     let now = Utc::now().timestamp_millis();
                     self.keys.record(version, now, &commit.keys);
+                    let positions: Vec<(String, i64)> = commit
+                        .positions
+                        .iter()
+                        .map(|p| (p.app_id.clone(), p.last))
+                        .collect();
+                    self.positions.committed(version, &positions);
                     self.metrics
                         .commit_seconds
                         .get_or_create(&labels)
@@ -465,7 +474,7 @@ impl Table {
             }
         }
         for p in &commit.positions {
-            if let Some(committed) = snapshot.position(&p.app_id).await?
+            if let Some(committed) = self.positions.get(&snapshot, &p.app_id).await?
                 && committed >= p.first
             {
                 return Err(Error::Fenced {
@@ -604,6 +613,10 @@ impl Snapshot {
     /// The table version read; `None` only before the table's creation.
     pub fn version(&self) -> Option<Version> {
         self.table.version()
+    }
+
+    pub(crate) fn log_store(&self) -> deltalake::logstore::LogStoreRef {
+        self.table.log_store()
     }
 
     /// The last Kafka offset the table holds for `app_id`.

@@ -31,8 +31,8 @@ pub struct ServiceArgs {
     #[arg(long, value_name = "TOPIC", requires = "kafka")]
     pub topic: Option<String>,
     /// The lake whose `alerts` table receives the alerts (a directory or
-    /// s3://bucket/prefix; with --kafka).
-    #[arg(long, value_name = "LAKE", requires = "kafka")]
+    /// s3://bucket/prefix): with --kafka, and with --replay to backfill it.
+    #[arg(long, value_name = "LAKE")]
     pub lake: Option<String>,
     /// Where the delivery outbox lives (checkpoints live with the lake, in
     /// `<lake>/_tooltrail/detect/<group>/`).

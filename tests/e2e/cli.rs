@@ -51,6 +51,7 @@ async fn a_bad_flag_exits_2_and_a_missing_lake_exits_1_with_a_reason() -> Result
     assert_eq!(out.status.code(), Some(2));
     let out = tooltrail(&["ingest", "--file", "/nonexistent/events.ndjson"]).await?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no lake directory"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no lake: pass --lake"), "{stderr}");
     Ok(())
 }

@@ -132,7 +132,21 @@ async fn a_doubling_recursive_cte_fails_within_the_memory_limit() -> Result<()> 
 async fn the_sql_command_refuses_a_deep_expression_and_exits_cleanly() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let lake = dir.path().join("lake");
-    std::fs::create_dir_all(lake.join("events"))?;
+    // An empty lake: its tables, created by an import of nothing.
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "")?;
+    run_tooltrail_env(
+        &[
+            "ingest",
+            "--file",
+            path_str(&empty)?,
+            "--lake",
+            path_str(&lake)?,
+        ],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await?;
     let sql = chain("1", "+", 8_000).replace(" FROM events", "");
     let command = Command::new(env!("CARGO_BIN_EXE_tooltrail"))
         .args(["sql", "--lake", path_str(&lake)?, &sql])
