@@ -17,6 +17,7 @@ use crate::error::Result;
 /// How far an event's time may lie from when it was received.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeWindow {
+    /// `Duration::MAX`: any age (a history import's `--any-age`).
     pub max_age: Duration,
     pub max_future: Duration,
 }
@@ -32,13 +33,19 @@ impl TimeWindow {
         let too_old = age.to_std().is_ok_and(|a| a > self.max_age);
         let too_new = (-age).to_std().is_ok_and(|a| a > self.max_future);
         if too_old || too_new {
-            let problem = Problem::OutOfRange(format!(
-                "{} is outside the accepted window ({} before to {} after receipt at {})",
-                tooltrail_schemas::format_time(&time),
-                humantime_serde::re::humantime::format_duration(self.max_age),
-                humantime_serde::re::humantime::format_duration(self.max_future),
-                tooltrail_schemas::format_time(&received_at),
-            ));
+            let problem = Problem::OutsideWindow {
+                message: format!(
+                    "{} is outside the accepted window ({} before to {} after receipt at {})",
+                    tooltrail_schemas::format_time(&time),
+                    match self.max_age {
+                        Duration::MAX => "any time".to_owned(),
+                        age => humantime_serde::re::humantime::format_duration(age).to_string(),
+                    },
+                    humantime_serde::re::humantime::format_duration(self.max_future),
+                    tooltrail_schemas::format_time(&received_at),
+                ),
+                too_old,
+            };
             return Err(DecodeError::Field {
                 field: "time".into(),
                 problem,
@@ -81,6 +88,8 @@ pub struct PendingStats {
     pub quarantined: BTreeMap<&'static str, u64>,
     /// Data files the commit writes, by table.
     pub files: BTreeMap<&'static str, u64>,
+    /// Optional fields set aside as invalid in events kept, by field.
+    pub invalid_fields: BTreeMap<&'static str, u64>,
 }
 
 impl PendingStats {
@@ -214,6 +223,9 @@ impl Pending {
                 };
                 builder.append_view(&event, received_at, source);
                 self.stats.events += 1;
+                for field in event.attributes.iter().flat_map(|a| a.invalid_fields()) {
+                    *self.stats.invalid_fields.entry(field).or_default() += 1;
+                }
                 Ok(())
             }
             Err(error) if !self.filing_rejects => Err(error),

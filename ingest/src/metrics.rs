@@ -23,6 +23,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// An optional field of the event contract (`schemas::invalid_field`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabels {
+    pub field: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabels {
     pub table: String,
@@ -40,6 +46,8 @@ pub struct Metrics {
     pub events: Family<SourceLabels, Counter>,
     pub bytes: Family<SourceLabels, Counter>,
     pub quarantined: Family<ReasonLabels, Counter>,
+    /// Events kept with an optional field set aside as invalid, by field.
+    pub invalid_fields: Family<FieldLabels, Counter>,
     pub files: Family<TableLabels, Counter>,
     pub commit_seconds: Histogram,
     pub conflicts: Counter,
@@ -63,6 +71,7 @@ impl Metrics {
             events: Family::default(),
             bytes: Family::default(),
             quarantined: Family::default(),
+            invalid_fields: Family::default(),
             files: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             conflicts: Counter::default(),
@@ -88,6 +97,11 @@ impl Metrics {
             "quarantined",
             "Records quarantined, by reason",
             m.quarantined.clone(),
+        );
+        r.register(
+            "invalid_fields",
+            "Events kept with an invalid optional field left empty, by field",
+            m.invalid_fields.clone(),
         );
         r.register(
             "files_committed",
@@ -141,6 +155,13 @@ impl Metrics {
             self.quarantined
                 .get_or_create(&ReasonLabels {
                     reason: (*reason).to_owned(),
+                })
+                .inc_by(*n);
+        }
+        for (field, n) in &stats.invalid_fields {
+            self.invalid_fields
+                .get_or_create(&FieldLabels {
+                    field: (*field).to_owned(),
                 })
                 .inc_by(*n);
         }

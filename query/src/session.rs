@@ -109,7 +109,7 @@ impl Sessions {
 /// The columns [`tenant_filter`] reads.
 fn tenant_columns(table: Table) -> &'static [&'static str] {
     match table {
-        Table::Events | Table::Alerts => &["tenant_id"],
+        Table::Events | Table::InvalidFields | Table::Alerts => &["tenant_id"],
         Table::QueryAudit => &["tenants"],
         Table::Quarantine => &[],
     }
@@ -122,7 +122,9 @@ fn tenant_filter(table: Table, tenants: &Tenants) -> Option<Expr> {
     };
     let names: Vec<Expr> = names.iter().map(|t| lit(t.as_str())).collect();
     Some(match table {
-        Table::Events | Table::Alerts => col("tenant_id").in_list(names, false),
+        Table::Events | Table::InvalidFields | Table::Alerts => {
+            col("tenant_id").in_list(names, false)
+        }
         // An admin restricted to some tenants sees the queries of principals
         // restricted to a subset of them.
         Table::QueryAudit => array_has_all(make_array(names), col("tenants")),

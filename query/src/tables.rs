@@ -25,20 +25,26 @@ use datafusion::error::Result;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlanBuilder, col, lit};
 
+use datafusion::functions_nested::expr_fn::{array_to_string, map_keys};
+use tooltrail_schemas::INVALID_PREFIX;
+
 use crate::auth::Role;
 
 /// A table a query may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Events,
+    /// The events that arrived with an invalid optional field.
+    InvalidFields,
     Alerts,
     Quarantine,
     QueryAudit,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 5] = [
         Table::Events,
+        Table::InvalidFields,
         Table::Alerts,
         Table::Quarantine,
         Table::QueryAudit,
@@ -47,6 +53,7 @@ impl Table {
     pub fn name(self) -> &'static str {
         match self {
             Table::Events => "events",
+            Table::InvalidFields => "invalid_fields",
             Table::Alerts => "alerts",
             Table::Quarantine => "quarantine",
             Table::QueryAudit => "query_audit",
@@ -60,7 +67,7 @@ impl Table {
     /// The least role that may read the table.
     pub fn min_role(self) -> Role {
         match self {
-            Table::Events | Table::Alerts => Role::Analyst,
+            Table::Events | Table::InvalidFields | Table::Alerts => Role::Analyst,
             Table::Quarantine => Role::Auditor,
             Table::QueryAudit => Role::Admin,
         }
@@ -70,6 +77,9 @@ impl Table {
     pub fn description(self) -> &'static str {
         match self {
             Table::Events => "every accepted tool-call event (by dt and hour)",
+            Table::InvalidFields => {
+                "the events that arrived with an invalid optional field: the field is empty, its raw value and the reason are in attributes['tooltrail.invalid.<field>']"
+            }
             Table::Alerts => {
                 "detector alerts (by dt): each alert_id once, its latest version (the highest repeats); the whole published record in `record`"
             }
@@ -83,6 +93,8 @@ impl Table {
 #[derive(Debug, Clone)]
 pub struct LakeTables {
     pub events: Arc<DeltaTable>,
+    /// See [`with_invalid_fields`].
+    pub invalid_fields: Arc<dyn TableProvider>,
     /// One row per alert: see [`latest_versions`].
     pub alerts: Arc<dyn TableProvider>,
     pub quarantine: Arc<DeltaTable>,
@@ -94,8 +106,10 @@ impl LakeTables {
     /// yet reads as empty.
     pub fn new(location: &Location) -> Result<LakeTables> {
         let table = |spec| DeltaTable::new(location.clone(), spec).map(Arc::new);
+        let events = table(&tables::EVENTS)?;
         Ok(LakeTables {
-            events: table(&tables::EVENTS)?,
+            invalid_fields: with_invalid_fields(events.clone())?,
+            events,
             alerts: latest_versions(table(&tables::ALERTS)?)?,
             quarantine: table(&tables::QUARANTINE)?,
             query_audit: table(&tables::QUERY_AUDIT)?,
@@ -105,11 +119,27 @@ impl LakeTables {
     pub fn provider(&self, table: Table) -> Arc<dyn TableProvider> {
         match table {
             Table::Events => self.events.clone(),
+            Table::InvalidFields => self.invalid_fields.clone(),
             Table::Alerts => self.alerts.clone(),
             Table::Quarantine => self.quarantine.clone(),
             Table::QueryAudit => self.query_audit.clone(),
         }
     }
+}
+
+/// The events whose `attributes` hold a `tooltrail.invalid.<field>` key:
+/// ingest kept them with that optional field empty (see
+/// `tooltrail_schemas::invalid_field`).
+fn with_invalid_fields(events: Arc<DeltaTable>) -> Result<Arc<dyn TableProvider>> {
+    let keys = array_to_string(map_keys(col("attributes")), lit("\n"));
+    // Every key is on its own line: a marker starts the text or follows a newline.
+    let marked = keys.clone().like(lit(format!("{INVALID_PREFIX}%"))).or(keys.like(lit(
+        format!("%\n{INVALID_PREFIX}%"),
+    )));
+    let plan = LogicalPlanBuilder::scan("events", provider_as_source(events), None)?
+        .filter(marked)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// The lake's `alerts` table holds every version of an alert: the first,

@@ -17,7 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::value::RawValue;
 
 use crate::error::{DecodeError, Problem};
-use crate::event::{Decision, PrincipalType, SCHEMA_VERSION, ToolCallEvent};
+use crate::event::{Decision, FIELDS, PrincipalType, SCHEMA_VERSION, ToolCallEvent};
 use crate::view::{EventView, Extra, Ip, StrList, StrMap};
 
 /// The largest event accepted, in bytes.
@@ -139,23 +139,92 @@ struct RawEvent<'a> {
     principal_type: Option<Text<'a>>,
     attributes: Option<BTreeMap<Text<'a>, Text<'a>>>,
     extra: BTreeMap<Text<'a>, &'a RawValue>,
+    /// Optional fields whose value broke the contract, set aside.
+    invalid: Vec<Invalid<'a>>,
+}
+
+/// The prefix of the `attributes` keys that hold an optional field's invalid
+/// value: `tooltrail.invalid.<field>`.
+pub const INVALID_PREFIX: &str = "tooltrail.invalid.";
+
+/// The optional field an `attributes` key marks as invalid, if it is one of
+/// ours: `tooltrail.invalid.<field>` for a field [`FIELDS`] does not require.
+///
+/// An invalid value in an optional field does not reject the event: the
+/// field is left empty, and its raw value and the reason go to
+/// `attributes["tooltrail.invalid.<field>"]`. (`tool` is required when
+/// `method` is `tools/call`, and then rejects as before.) An invalid value
+/// in a required field quarantines the event.
+pub fn invalid_field(key: &str) -> Option<&'static str> {
+    let field = key.strip_prefix(INVALID_PREFIX)?;
+    FIELDS
+        .iter()
+        .find(|f| !f.required && f.name == field)
+        .map(|f| f.name)
+}
+
+/// The most of an invalid value kept in `attributes`, in bytes of its JSON text.
+const MAX_INVALID_VALUE_BYTES: usize = 1024;
+
+/// An optional field's value that broke the contract.
+struct Invalid<'a> {
+    field: &'static str,
+    problem: Problem,
+    /// The value's JSON text as it arrived.
+    value: Text<'a>,
+}
+
+impl Invalid<'_> {
+    /// What `attributes["tooltrail.invalid.<field>"]` holds: a JSON object
+    /// with the reason and the raw value (its first 1 KiB, as a string, when
+    /// it is longer).
+    fn record(&self) -> String {
+        let reason = self.problem.to_string();
+        let mut out = serde_json::Map::new();
+        out.insert("reason".into(), reason.into());
+        let text: &str = &self.value;
+        let short = (text.len() <= MAX_INVALID_VALUE_BYTES)
+            .then(|| serde_json::from_str::<serde_json::Value>(text).ok())
+            .flatten();
+        match short {
+            Some(value) => {
+                out.insert("value".into(), value);
+            }
+            None => {
+                let mut end = text.len().min(MAX_INVALID_VALUE_BYTES);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.insert("value_prefix".into(), text[..end].into());
+                out.insert("value_bytes".into(), text.len().into());
+            }
+        }
+        serde_json::Value::Object(out).to_string()
+    }
+}
+
+/// A string value as JSON text, for [`Invalid::value`].
+fn json_text(value: &str) -> Text<'static> {
+    Cow::Owned(serde_json::to_string(value).expect("a string serializes"))
 }
 
 fn required<T>(field: &str, value: Option<T>) -> Result<T, DecodeError> {
     value.ok_or_else(|| DecodeError::field(field, Problem::Missing))
 }
 
+/// What is wrong with an id or a name, if anything.
+fn id_problem(value: &str) -> Option<Problem> {
+    (value.len() > MAX_ID_BYTES).then_some(Problem::TooLong {
+        len: value.len(),
+        limit: MAX_ID_BYTES,
+    })
+}
+
 fn check_id(field: &str, value: &str) -> Result<(), DecodeError> {
-    if value.len() > MAX_ID_BYTES {
-        return Err(DecodeError::field(
-            field,
-            Problem::TooLong {
-                len: value.len(),
-                limit: MAX_ID_BYTES,
-            },
-        ));
+    match id_problem(value) {
+        Some(problem) => Err(DecodeError::field(field, problem)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn required_id<'a>(field: &str, value: Option<Text<'a>>) -> Result<Text<'a>, DecodeError> {
@@ -167,11 +236,24 @@ fn required_id<'a>(field: &str, value: Option<Text<'a>>) -> Result<Text<'a>, Dec
     Ok(value)
 }
 
-fn optional_id<'a>(field: &str, value: Option<Text<'a>>) -> Result<Option<Text<'a>>, DecodeError> {
-    if let Some(v) = &value {
-        check_id(field, v)?;
+/// An optional id or name: one over [`MAX_ID_BYTES`] is set aside in `invalid`.
+fn optional_id<'a>(
+    field: &'static str,
+    value: Option<Text<'a>>,
+    invalid: &mut Vec<Invalid<'a>>,
+) -> Option<Text<'a>> {
+    let value = value?;
+    match id_problem(&value) {
+        None => Some(value),
+        Some(problem) => {
+            invalid.push(Invalid {
+                field,
+                problem,
+                value: json_text(&value),
+            });
+            None
+        }
     }
-    Ok(value)
 }
 
 /// Whether hexadecimal text has upper-case digits.
@@ -264,7 +346,7 @@ fn utc_time(text: &[u8]) -> Option<DateTime<Utc>> {
 }
 
 impl<'a> RawEvent<'a> {
-    fn finish(self) -> Result<EventView<'a>, DecodeError> {
+    fn finish(mut self) -> Result<EventView<'a>, DecodeError> {
         let version = required("schema_version", self.schema_version)?;
         if version != i64::from(SCHEMA_VERSION) {
             return Err(DecodeError::field(
@@ -292,89 +374,124 @@ impl<'a> RawEvent<'a> {
                 Problem::OutOfRange(format!("must be from 100 to 599, got {status}")),
             ));
         }
-        let tool = optional_id("tool", self.tool)?;
-        if method == "tools/call" && tool.as_deref().is_none_or(str::is_empty) {
-            return Err(DecodeError::field(
-                "tool",
-                Problem::MissingWhen("method is tools/call"),
-            ));
+
+        // Optional fields from here on: a bad value is set aside, not fatal.
+        let invalid = &mut self.invalid;
+        let tool = optional_id("tool", self.tool, invalid);
+        if method == "tools/call" {
+            // Required here: its problem rejects the event.
+            if let Some(i) = invalid.iter().position(|i| i.field == "tool") {
+                return Err(DecodeError::field("tool", invalid.swap_remove(i).problem));
+            }
+            if tool.as_deref().is_none_or(str::is_empty) {
+                return Err(DecodeError::field(
+                    "tool",
+                    Problem::MissingWhen("method is tools/call"),
+                ));
+            }
         }
-        if let Some(args) = &self.arguments {
+        let arguments = self.arguments.filter(|args| {
             let text = args.get();
-            if !text.starts_with('{') {
-                return Err(DecodeError::field(
-                    "arguments",
-                    Problem::WrongType("expected a JSON object".into()),
-                ));
-            }
-            if text.len() > MAX_ARGUMENTS_BYTES {
-                return Err(DecodeError::field(
-                    "arguments",
-                    Problem::TooLong {
-                        len: text.len(),
-                        limit: MAX_ARGUMENTS_BYTES,
-                    },
-                ));
-            }
-        }
-        if let Some(scopes) = &self.scopes {
-            for scope in scopes {
-                check_id("scopes", scope)?;
-            }
-        }
-        if let Some(latency) = self.latency_ms
-            && latency < 0.0
-        {
-            return Err(DecodeError::field(
-                "latency_ms",
-                Problem::OutOfRange(format!("must be 0 or more, got {latency}")),
-            ));
-        }
-        let source_ip = match &self.source_ip {
-            None => None,
-            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
-                DecodeError::field(
-                    "source_ip",
-                    Problem::BadValue(format!(
-                        "not an IPv4 or IPv6 address: {:?}",
-                        ip.chars().take(64).collect::<String>()
-                    )),
-                )
-            })?),
-        };
-        // IPv4 has one text form (std rejects leading zeros), so the input is
-        // already canonical and can be kept as it came.
-        let source_ip = source_ip.map(|addr| Ip {
-            addr,
-            canonical_text: match (&self.source_ip, addr) {
-                (Some(Cow::Borrowed(text)), IpAddr::V4(_)) => Some(*text),
-                _ => None,
-            },
-        });
-        let trace_id = match self.trace_id {
-            None => None,
-            Some(t) => match (t.len(), hex_case(&t)) {
-                (32, Some(HexCase::Lower)) => Some(t),
-                (32, Some(HexCase::Mixed)) => Some(Cow::Owned(t.to_ascii_lowercase())),
-                _ => {
-                    return Err(DecodeError::field(
-                        "trace_id",
-                        Problem::BadValue("must be 32 hexadecimal digits".into()),
-                    ));
+            let problem = if !text.starts_with('{') {
+                Problem::WrongType("expected a JSON object".into())
+            } else if text.len() > MAX_ARGUMENTS_BYTES {
+                Problem::TooLong {
+                    len: text.len(),
+                    limit: MAX_ARGUMENTS_BYTES,
                 }
-            },
-        };
-        let principal_type = match self.principal_type {
-            None => None,
-            Some(p) => Some(PrincipalType::parse(&p).ok_or_else(|| {
-                DecodeError::field(
-                    "principal_type",
-                    Problem::BadValue(format!(
-                        "must be \"user\", \"service\" or \"agent\", got {p:?}"
-                    )),
-                )
-            })?),
-        };
+            } else {
+                return true;
+            };
+            invalid.push(Invalid {
+                field: "arguments",
+                problem,
+                value: Cow::Borrowed(text),
+            });
+            false
+        });
+        let scopes = self.scopes.filter(|scopes| {
+            let Some(problem) = scopes.iter().find_map(|s| id_problem(s)) else {
+                return true;
+            };
+            invalid.push(Invalid {
+                field: "scopes",
+                problem,
+                value: Cow::Owned(serde_json::to_string(scopes).expect("strings serialize")),
+            });
+            false
+        });
+        let latency_ms = self.latency_ms.filter(|&latency| {
+            if latency >= 0.0 {
+                return true;
+            }
+            invalid.push(Invalid {
+                field: "latency_ms",
+                problem: Problem::OutOfRange(format!("must be 0 or more, got {latency}")),
+                value: Cow::Owned(latency.to_string()),
+            });
+            false
+        });
+        let source_ip = self.source_ip.and_then(|text| match text.parse::<IpAddr>() {
+            // IPv4 has one text form (std rejects leading zeros), so the input
+            // is already canonical and can be kept as it came.
+            Ok(addr) => Some(Ip {
+                addr,
+                canonical_text: match (text, addr) {
+                    (Cow::Borrowed(text), IpAddr::V4(_)) => Some(text),
+                    _ => None,
+                },
+            }),
+            Err(_) => {
+                invalid.push(Invalid {
+                    field: "source_ip",
+                    problem: Problem::BadValue("not an IPv4 or IPv6 address".into()),
+                    value: json_text(&text),
+                });
+                None
+            }
+        });
+        let trace_id = self.trace_id.and_then(|t| match (t.len(), hex_case(&t)) {
+            (32, Some(HexCase::Lower)) => Some(t),
+            (32, Some(HexCase::Mixed)) => Some(Cow::Owned(t.to_ascii_lowercase())),
+            _ => {
+                invalid.push(Invalid {
+                    field: "trace_id",
+                    problem: Problem::BadValue("must be 32 hexadecimal digits".into()),
+                    value: json_text(&t),
+                });
+                None
+            }
+        });
+        let principal_type = self.principal_type.and_then(|p| {
+            let parsed = PrincipalType::parse(&p);
+            if parsed.is_none() {
+                invalid.push(Invalid {
+                    field: "principal_type",
+                    problem: Problem::BadValue(
+                        "must be \"user\", \"service\" or \"agent\"".into(),
+                    ),
+                    value: json_text(&p),
+                });
+            }
+            parsed
+        });
+        let required_scope = optional_id("required_scope", self.required_scope, invalid);
+        let policy_id = optional_id("policy_id", self.policy_id, invalid);
+        let client_id = optional_id("client_id", self.client_id, invalid);
+        let agent_id = optional_id("agent_id", self.agent_id, invalid);
+        let session_id = optional_id("session_id", self.session_id, invalid);
+        let gateway_id = optional_id("gateway_id", self.gateway_id, invalid);
+
+        let mut attributes = self.attributes;
+        if !self.invalid.is_empty() {
+            let map = attributes.get_or_insert_with(BTreeMap::new);
+            for invalid in &self.invalid {
+                map.insert(
+                    Cow::Owned(format!("{INVALID_PREFIX}{}", invalid.field)),
+                    Cow::Owned(invalid.record()),
+                );
+            }
+        }
 
         Ok(EventView {
             event_id,
@@ -387,23 +504,23 @@ impl<'a> RawEvent<'a> {
             status: u16::try_from(status).expect("status was range-checked"),
             tool,
             resource: self.resource,
-            arguments: self.arguments,
-            scopes: self.scopes.map(StrList::Decoded),
-            required_scope: optional_id("required_scope", self.required_scope)?,
-            policy_id: optional_id("policy_id", self.policy_id)?,
+            arguments,
+            scopes: scopes.map(StrList::Decoded),
+            required_scope,
+            policy_id,
             reason: self.reason,
             error_type: self.error_type,
             jsonrpc_error_code: self.jsonrpc_error_code,
-            latency_ms: self.latency_ms,
-            client_id: optional_id("client_id", self.client_id)?,
-            agent_id: optional_id("agent_id", self.agent_id)?,
-            session_id: optional_id("session_id", self.session_id)?,
-            gateway_id: optional_id("gateway_id", self.gateway_id)?,
+            latency_ms,
+            client_id,
+            agent_id,
+            session_id,
+            gateway_id,
             source_ip,
             user_agent: self.user_agent,
             trace_id,
             principal_type,
-            attributes: self.attributes.map(StrMap::Decoded),
+            attributes: attributes.map(StrMap::Decoded),
             extra: Extra::Decoded(self.extra),
         })
     }
@@ -456,6 +573,26 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 $slot = value.map($conv);
             }};
         }
+        // An optional field: a value of the wrong type is set aside in
+        // `raw.invalid` (the field stays empty) instead of failing the event.
+        macro_rules! read_optional {
+            ($key:expr, $slot:expr, $ty:ty, $conv:expr) => {{
+                if $slot.is_some() || raw.invalid.iter().any(|i| i.field == $key) {
+                    return Err(fail($key, Problem::Duplicate));
+                }
+                let value: &'de RawValue = map.next_value()?;
+                if value.get() != "null" {
+                    match serde_json::from_str::<$ty>(value.get()) {
+                        Ok(v) => $slot = Some(convert::<$ty, _>(v, $conv)),
+                        Err(e) => raw.invalid.push(Invalid {
+                            field: $key,
+                            problem: Problem::WrongType(type_error(&e)),
+                            value: Cow::Borrowed(value.get()),
+                        }),
+                    }
+                }
+            }};
+        }
         while let Some(key) = map.next_key::<Str<'de>>()? {
             match key.0.as_ref() {
                 "schema_version" => read!("schema_version", raw.schema_version, Int, |v| v.0),
@@ -467,27 +604,33 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 "method" => read!("method", raw.method, Str<'de>, |v| v.0),
                 "decision" => read!("decision", raw.decision, Str<'de>, |v| v.0),
                 "status" => read!("status", raw.status, Int, |v| v.0),
-                "tool" => read!("tool", raw.tool, Str<'de>, |v| v.0),
-                "resource" => read!("resource", raw.resource, Str<'de>, |v| v.0),
-                "arguments" => read!("arguments", raw.arguments, &'de RawValue, |v| v),
-                "scopes" => read!("scopes", raw.scopes, Strs<'de>, |v| v.0),
-                "required_scope" => read!("required_scope", raw.required_scope, Str<'de>, |v| v.0),
-                "policy_id" => read!("policy_id", raw.policy_id, Str<'de>, |v| v.0),
-                "reason" => read!("reason", raw.reason, Str<'de>, |v| v.0),
-                "error_type" => read!("error_type", raw.error_type, Str<'de>, |v| v.0),
-                "jsonrpc_error_code" => {
-                    read!("jsonrpc_error_code", raw.jsonrpc_error_code, Int, |v| v.0)
+                "tool" => read_optional!("tool", raw.tool, Str<'de>, |v| v.0),
+                "resource" => read_optional!("resource", raw.resource, Str<'de>, |v| v.0),
+                "arguments" => {
+                    if raw.arguments.is_some() || raw.invalid.iter().any(|i| i.field == "arguments") {
+                        return Err(fail("arguments", Problem::Duplicate));
+                    }
+                    let value: &'de RawValue = map.next_value()?;
+                    raw.arguments = (value.get() != "null").then_some(value);
                 }
-                "latency_ms" => read!("latency_ms", raw.latency_ms, Num, |v| v.0),
-                "client_id" => read!("client_id", raw.client_id, Str<'de>, |v| v.0),
-                "agent_id" => read!("agent_id", raw.agent_id, Str<'de>, |v| v.0),
-                "session_id" => read!("session_id", raw.session_id, Str<'de>, |v| v.0),
-                "gateway_id" => read!("gateway_id", raw.gateway_id, Str<'de>, |v| v.0),
-                "source_ip" => read!("source_ip", raw.source_ip, Str<'de>, |v| v.0),
-                "user_agent" => read!("user_agent", raw.user_agent, Str<'de>, |v| v.0),
-                "trace_id" => read!("trace_id", raw.trace_id, Str<'de>, |v| v.0),
-                "principal_type" => read!("principal_type", raw.principal_type, Str<'de>, |v| v.0),
-                "attributes" => read!("attributes", raw.attributes, StrObject<'de>, |v| v.0),
+                "scopes" => read_optional!("scopes", raw.scopes, Strs<'de>, |v| v.0),
+                "required_scope" => read_optional!("required_scope", raw.required_scope, Str<'de>, |v| v.0),
+                "policy_id" => read_optional!("policy_id", raw.policy_id, Str<'de>, |v| v.0),
+                "reason" => read_optional!("reason", raw.reason, Str<'de>, |v| v.0),
+                "error_type" => read_optional!("error_type", raw.error_type, Str<'de>, |v| v.0),
+                "jsonrpc_error_code" => {
+                    read_optional!("jsonrpc_error_code", raw.jsonrpc_error_code, Int, |v| v.0)
+                }
+                "latency_ms" => read_optional!("latency_ms", raw.latency_ms, Num, |v| v.0),
+                "client_id" => read_optional!("client_id", raw.client_id, Str<'de>, |v| v.0),
+                "agent_id" => read_optional!("agent_id", raw.agent_id, Str<'de>, |v| v.0),
+                "session_id" => read_optional!("session_id", raw.session_id, Str<'de>, |v| v.0),
+                "gateway_id" => read_optional!("gateway_id", raw.gateway_id, Str<'de>, |v| v.0),
+                "source_ip" => read_optional!("source_ip", raw.source_ip, Str<'de>, |v| v.0),
+                "user_agent" => read_optional!("user_agent", raw.user_agent, Str<'de>, |v| v.0),
+                "trace_id" => read_optional!("trace_id", raw.trace_id, Str<'de>, |v| v.0),
+                "principal_type" => read_optional!("principal_type", raw.principal_type, Str<'de>, |v| v.0),
+                "attributes" => read_optional!("attributes", raw.attributes, StrObject<'de>, |v| v.0),
                 other => {
                     if raw.extra.contains_key(other) {
                         return Err(fail(other, Problem::Duplicate));
@@ -498,6 +641,21 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
             }
         }
         Ok(raw)
+    }
+}
+
+/// `conv(value)`, with the closure's argument type taken from `T`.
+fn convert<T, U>(value: T, conv: impl FnOnce(T) -> U) -> U {
+    conv(value)
+}
+
+/// A type error without serde_json's position, which is the position in the
+/// field's own value and would mislead.
+fn type_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
     }
 }
 

@@ -127,18 +127,98 @@ fn names_the_field_of_a_wrong_type() {
     assert_field_error(&with("status", json!("200")), "status", "wrong_type");
     assert_field_error(&with("status", json!(200.5)), "status", "wrong_type");
     assert_field_error(&with("event_id", json!(7)), "event_id", "wrong_type");
-    assert_field_error(&with("scopes", json!(["a", 1])), "scopes", "wrong_type");
-    assert_field_error(
-        &with("attributes", json!({"a": 1})),
-        "attributes",
-        "wrong_type",
+    assert_field_error(&with("user_id", json!(["alice"])), "user_id", "wrong_type");
+}
+
+/// The event decoded from `v`, which must be accepted with `field` empty and
+/// its raw value and reason kept under `tooltrail.invalid.<field>`.
+#[track_caller]
+fn assert_set_aside(v: &Value, field: &str, reason: &str) -> ToolCallEvent {
+    let event = decode_value(v).unwrap_or_else(|e| panic!("{field}: rejected: {e}"));
+    let as_json: Value = serde_json::from_str(&event.to_json()).unwrap();
+    assert!(
+        as_json.get(field).is_none_or(Value::is_null) || field == "attributes",
+        "{field} should be empty: {as_json}"
     );
-    assert_field_error(&with("arguments", json!([1])), "arguments", "wrong_type");
-    assert_field_error(
-        &with("latency_ms", json!("fast")),
-        "latency_ms",
-        "wrong_type",
+    let key = format!("{INVALID_PREFIX}{field}");
+    let attributes = event.attributes.as_ref().expect("attributes hold the invalid value");
+    let record: Value = serde_json::from_str(&attributes[&key]).unwrap();
+    let text = record["reason"].as_str().unwrap();
+    assert!(text.contains(reason), "{field}: reason {text:?} should say {reason:?}");
+    assert_eq!(invalid_field(&key), Some(field));
+    event
+}
+
+#[test]
+fn an_optional_field_of_the_wrong_type_is_set_aside_with_its_raw_value() {
+    for (field, value) in [
+        ("scopes", json!(["a", 1])),
+        ("arguments", json!([1])),
+        ("arguments", json!("q=1")),
+        ("latency_ms", json!("fast")),
+        ("jsonrpc_error_code", json!(1.5)),
+        ("source_ip", json!(167772161)),
+        ("session_id", json!({"id": "s"})),
+        ("resource", json!(true)),
+    ] {
+        let event = assert_set_aside(&with(field, value.clone()), field, "");
+        let record: Value = serde_json::from_str(
+            &event.attributes.as_ref().unwrap()[&format!("{INVALID_PREFIX}{field}")],
+        )
+        .unwrap();
+        assert_eq!(record["value"], value, "{field}: the raw value is kept as JSON");
+    }
+    // The event's own attributes stay beside the record.
+    let mut v = with("latency_ms", json!("fast"));
+    v["attributes"] = json!({"team": "red"});
+    let event = assert_set_aside(&v, "latency_ms", "wrong type");
+    assert_eq!(event.attributes.as_ref().unwrap()["team"], "red");
+    // Attributes that are not an object of strings are themselves set aside.
+    let event = assert_set_aside(&with("attributes", json!({"a": 1})), "attributes", "wrong type");
+    assert_eq!(event.attributes.as_ref().unwrap().len(), 1);
+}
+
+#[test]
+fn an_address_that_is_a_service_name_keeps_the_event() {
+    // 12% of a real cloud audit log had `source_ip: "AWS Internal"`.
+    let event = assert_set_aside(
+        &with("source_ip", json!("AWS Internal")),
+        "source_ip",
+        "not an IPv4 or IPv6 address",
     );
+    assert_eq!(event.source_ip, None);
+    assert_eq!(event.event_id, "evt-1");
+    let record = &event.attributes.as_ref().unwrap()["tooltrail.invalid.source_ip"];
+    assert_eq!(
+        record,
+        r#"{"reason":"not an IPv4 or IPv6 address","value":"AWS Internal"}"#
+    );
+}
+
+#[test]
+fn several_invalid_optional_fields_are_each_kept() {
+    let mut v = with("source_ip", json!("10.0.0.300"));
+    v["trace_id"] = json!("abc");
+    v["principal_type"] = json!("robot");
+    v["client_id"] = json!("c".repeat(MAX_ID_BYTES + 1));
+    let event = decode_value(&v).unwrap();
+    let keys: Vec<&str> = event
+        .attributes
+        .as_ref()
+        .unwrap()
+        .keys()
+        .filter_map(|k| invalid_field(k))
+        .collect();
+    assert_eq!(keys, ["client_id", "principal_type", "source_ip", "trace_id"]);
+    assert!(event.client_id.is_none() && event.trace_id.is_none());
+}
+
+#[test]
+fn a_key_outside_the_optional_fields_is_not_an_invalid_marker() {
+    assert_eq!(invalid_field("tooltrail.invalid.tenant_id"), None);
+    assert_eq!(invalid_field("tooltrail.invalid.nonsense"), None);
+    assert_eq!(invalid_field("source_ip"), None);
+    assert_eq!(invalid_field("tooltrail.invalid.source_ip"), Some("source_ip"));
 }
 
 #[test]
@@ -157,19 +237,12 @@ fn checks_values_against_the_contract() {
         "schema_version",
         "unsupported_version",
     );
-    assert_field_error(&with("latency_ms", json!(-1)), "latency_ms", "out_of_range");
-    assert_field_error(
-        &with("source_ip", json!("10.0.0.300")),
-        "source_ip",
-        "bad_value",
-    );
-    assert_field_error(&with("trace_id", json!("abc")), "trace_id", "bad_value");
-    assert_field_error(
-        &with("principal_type", json!("robot")),
-        "principal_type",
-        "bad_value",
-    );
     assert_field_error(&with("tenant_id", json!("")), "tenant_id", "empty_field");
+    // Optional fields: the event stays, the value is set aside.
+    assert_set_aside(&with("latency_ms", json!(-1)), "latency_ms", "0 or more");
+    assert_set_aside(&with("source_ip", json!("10.0.0.300")), "source_ip", "address");
+    assert_set_aside(&with("trace_id", json!("abc")), "trace_id", "32 hexadecimal");
+    assert_set_aside(&with("principal_type", json!("robot")), "principal_type", "agent");
 }
 
 #[test]
@@ -179,19 +252,27 @@ fn tools_call_needs_a_tool_but_other_methods_do_not() {
     let mut read = without("tool");
     read["method"] = json!("resources/read");
     assert!(decode_value(&read).is_ok());
+    // A tool that breaks the contract is fatal only where it is required.
+    let long = json!("t".repeat(MAX_ID_BYTES + 1));
+    assert_field_error(&with("tool", long.clone()), "tool", "too_long");
+    assert_field_error(&with("tool", json!(7)), "tool", "wrong_type");
+    read["tool"] = long;
+    assert_set_aside(&read, "tool", "over the 256-byte limit");
 }
 
 #[test]
 fn enforces_length_caps() {
     let long_id = "x".repeat(MAX_ID_BYTES + 1);
-    assert_field_error(
-        &with("session_id", json!(long_id)),
-        "session_id",
-        "too_long",
-    );
-    assert!(decode_value(&with("session_id", json!("x".repeat(MAX_ID_BYTES)))).is_ok());
+    assert_set_aside(&with("session_id", json!(long_id)), "session_id", "256-byte limit");
+    let at_cap = decode_value(&with("session_id", json!("x".repeat(MAX_ID_BYTES)))).unwrap();
+    assert!(at_cap.attributes.is_none());
     let big_args = json!({"blob": "a".repeat(MAX_ARGUMENTS_BYTES)});
-    assert_field_error(&with("arguments", big_args), "arguments", "too_long");
+    let event = assert_set_aside(&with("arguments", big_args), "arguments", "byte limit");
+    // Only the value's first KiB is kept.
+    let record: Value =
+        serde_json::from_str(&event.attributes.unwrap()["tooltrail.invalid.arguments"]).unwrap();
+    assert_eq!(record["value_prefix"].as_str().unwrap().len(), 1024);
+    assert!(record["value_bytes"].as_u64().unwrap() > MAX_ARGUMENTS_BYTES as u64);
     let huge = with("reason", json!("r".repeat(MAX_EVENT_BYTES)));
     assert_eq!(decode_value(&huge).unwrap_err().reason(), "too_large");
 }
@@ -204,6 +285,15 @@ fn rejects_duplicate_fields() {
     .unwrap_err();
     assert_eq!(err.field_name(), Some("event_id"));
     assert_eq!(err.reason(), "duplicate_field");
+    // An optional field twice is ambiguous too, valid or not.
+    for text in [
+        r#"{"schema_version":1,"source_ip":"10.0.0.1","source_ip":"10.0.0.2"}"#,
+        r#"{"schema_version":1,"source_ip":7,"source_ip":"10.0.0.2"}"#,
+        r#"{"schema_version":1,"arguments":[],"arguments":{}}"#,
+    ] {
+        let err = decode(text.as_bytes()).unwrap_err();
+        assert_eq!(err.reason(), "duplicate_field", "{text}: {err}");
+    }
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -433,7 +523,7 @@ fn hex_case_agrees_with_the_byte_by_byte_definition_for_every_byte() {
 }
 
 #[test]
-fn an_upper_case_trace_id_is_stored_in_lower_case_and_a_short_one_is_refused() {
+fn an_upper_case_trace_id_is_stored_in_lower_case_and_a_short_one_is_set_aside() {
     let e = decode_value(&with("trace_id", json!("4BF92F3577B34DA6A3CE929D0E0E4736"))).unwrap();
     assert_eq!(
         e.trace_id.as_deref(),
@@ -449,7 +539,7 @@ fn an_upper_case_trace_id_is_stored_in_lower_case_and_a_short_one_is_refused() {
         "4bf92f3577b34da6a3ce929d0e0e473g",
         "4bf92f3577b34da6a3ce929d0e0e4736a",
     ] {
-        assert_field_error(&with("trace_id", json!(bad)), "trace_id", "bad_value");
+        assert_set_aside(&with("trace_id", json!(bad)), "trace_id", "32 hexadecimal");
     }
 }
 

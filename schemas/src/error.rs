@@ -38,6 +38,11 @@ pub enum Problem {
     BadTime { value: String, message: String },
     #[error("{0}")]
     OutOfRange(String),
+    /// An event `time` outside the window ingest accepts around its receipt
+    /// (`ingest.max_event_age`, `ingest.max_event_future`). Stored with the
+    /// reason code `out_of_range`, like any other value out of range.
+    #[error("{message}")]
+    OutsideWindow { message: String, too_old: bool },
     #[error("{0}")]
     BadValue(String),
     #[error("{len} bytes, over the {limit}-byte limit")]
@@ -70,7 +75,7 @@ impl DecodeError {
                 Problem::Duplicate => "duplicate_field",
                 Problem::WrongType(_) => "wrong_type",
                 Problem::BadTime { .. } => "bad_time",
-                Problem::OutOfRange(_) => "out_of_range",
+                Problem::OutOfRange(_) | Problem::OutsideWindow { .. } => "out_of_range",
                 Problem::BadValue(_) => "bad_value",
                 Problem::TooLong { .. } => "too_long",
                 Problem::Empty => "empty_field",

@@ -37,7 +37,10 @@ mod secret;
 pub mod signing;
 mod view;
 
-pub use decode::{MAX_ARGUMENTS_BYTES, MAX_EVENT_BYTES, MAX_ID_BYTES, decode, decode_view};
+pub use decode::{
+    INVALID_PREFIX, MAX_ARGUMENTS_BYTES, MAX_EVENT_BYTES, MAX_ID_BYTES, decode, decode_view,
+    invalid_field,
+};
 pub use error::{DecodeError, Problem};
 pub use event::{
     Decision, FIELDS, FieldSpec, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent, WireType,

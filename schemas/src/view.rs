@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
+use crate::decode::{INVALID_PREFIX, invalid_field};
 use crate::event::{Decision, PrincipalType, RawJson, SCHEMA_VERSION, ToolCallEvent};
 
 /// A validated event whose strings borrow from its source where they can.
@@ -103,6 +104,23 @@ impl StrMap<'_> {
             .flatten()
             .map(|(k, v)| (k.as_str(), v.as_str()));
         decoded.chain(event)
+    }
+
+    /// The optional fields whose invalid values ingest set aside in this map
+    /// (its `tooltrail.invalid.<field>` keys), in key order.
+    pub fn invalid_fields(&self) -> impl Iterator<Item = &'static str> {
+        use std::ops::Bound;
+        let from = (Bound::Included(INVALID_PREFIX), Bound::Unbounded);
+        let (decoded, event) = match self {
+            StrMap::Decoded(m) => (Some(m.range::<str, _>(from)), None),
+            StrMap::Event(m) => (None, Some(m.range::<str, _>(from))),
+        };
+        let decoded = decoded.into_iter().flatten().map(|(k, _)| k.as_ref());
+        let event = event.into_iter().flatten().map(|(k, _)| k.as_str());
+        decoded
+            .chain(event)
+            .take_while(|k| k.starts_with(INVALID_PREFIX))
+            .filter_map(invalid_field)
     }
 }
 
