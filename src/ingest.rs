@@ -34,6 +34,13 @@ pub struct IngestArgs {
     /// Import this NDJSON file and exit.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kafka", "topic", "group"])]
     pub file: Option<PathBuf>,
+    /// With --file: accept events up to this old (e.g. "5y"), overriding
+    /// `ingest.max_event_age` for this import; for importing history.
+    #[arg(long, value_name = "AGE", requires = "file", value_parser = humantime::parse_duration)]
+    pub max_event_age: Option<std::time::Duration>,
+    /// With --file: accept events of any age (`up` and Kafka keep the guard).
+    #[arg(long, requires = "file", conflicts_with = "max_event_age")]
+    pub any_age: bool,
     /// Address for /healthz and /metrics (with --kafka), overriding `http.listen`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -46,11 +53,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let lake = config.lake(args.lake)?;
     let mut registry = Registry::default();
-    let writer = crate::lake::open_writer(&lake, &config, &mut registry).await?;
+    let lake_metrics = crate::lake::lake_metrics(&mut registry);
+    let writer = crate::lake::open_writer(&lake, &config, lake_metrics).await?;
     let metrics = Metrics::register(&mut registry);
 
     if let Some(path) = args.file {
-        let ingest = config.ingest.clone();
+        let mut ingest = config.ingest.clone();
+        if args.any_age {
+            ingest.max_event_age = std::time::Duration::MAX;
+        } else if let Some(age) = args.max_event_age {
+            ingest.max_event_age = age;
+        }
         let runtime = tokio::runtime::Handle::current();
         return tokio::task::spawn_blocking(move || {
             import(&path, writer, &runtime, &ingest, &metrics)
@@ -138,5 +151,43 @@ fn import(
         secs,
         summary.lines as f64 / secs.max(1e-9),
     );
+    if summary.requeued > 0 {
+        println!(
+            "imported {} line(s) an earlier import had quarantined as outside the accepted window",
+            summary.requeued
+        );
+    }
+    print_rejects(&summary, config);
     Ok(())
+}
+
+/// What the import quarantined, by reason, with the first line numbers and,
+/// for old events, the flag that lets them in.
+fn print_rejects(summary: &file::ImportSummary, config: &tooltrail_ingest::config::IngestConfig) {
+    for (kind, group) in &summary.rejects {
+        let field = kind.field.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
+        let first: Vec<String> = group.first_lines.iter().map(i64::to_string).collect();
+        let more = if group.lines > group.first_lines.len() as u64 { ", ..." } else { "" };
+        println!(
+            "quarantined {} line(s), {}{field}: lines {}{more}",
+            group.lines,
+            kind.reason,
+            first.join(", "),
+        );
+        println!("  first: {}", truncate(&group.example, 300));
+        if kind.too_old {
+            println!(
+                "  these events are older than ingest.max_event_age ({}): run the import again \
+                 with --max-event-age <AGE> (e.g. 5y) or --any-age to bring in just these lines",
+                humantime::format_duration(config.max_event_age),
+            );
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }

@@ -103,6 +103,10 @@ impl Writer {
         &self.events
     }
 
+    pub fn quarantine(&self) -> &Table {
+        &self.quarantine
+    }
+
     /// Reads what other writers committed since.
     pub async fn refresh(&mut self) -> Result<()> {
         self.events.refresh().await?;

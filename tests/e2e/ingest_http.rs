@@ -601,6 +601,109 @@ async fn file_import_is_exactly_once_across_reruns() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_history_import_says_which_flag_lets_old_events_in_and_a_rerun_with_it_brings_just_them()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("audit-2023.ndjson");
+    let lake = dir.path().join("lake");
+    let mut lines: Vec<String> = (0..40)
+        .map(|i| {
+            let mut e = event(&format!("h{i}"), "amy");
+            e["time"] = json!(format!("2023-03-{:02}T10:00:00Z", 1 + i % 28));
+            e.to_string()
+        })
+        .collect();
+    lines.push(event("recent", "amy").to_string());
+    lines.insert(5, "{\"schema_version\": 1}".into());
+    std::fs::write(&file, lines.join("\n"))?;
+    let (file_s, lake_s) = (path_str(&file)?, path_str(&lake)?);
+
+    let first = run_tooltrail(
+        &["ingest", "--file", file_s, "--lake", lake_s],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(out.contains("1 events, 41 quarantined"), "{out}");
+    assert!(
+        out.contains("quarantined 40 line(s), out_of_range (time): lines 1, 2, 3, 4, 5, ..."),
+        "{out}"
+    );
+    assert!(
+        out.contains("quarantined 1 line(s), missing_field (event_id): lines 6"),
+        "{out}"
+    );
+    assert!(out.contains("--max-event-age <AGE>") && out.contains("--any-age"), "{out}");
+
+    let history = run_tooltrail(
+        &["ingest", "--file", file_s, "--lake", lake_s, "--max-event-age", "5y"],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&history.stdout);
+    assert!(out.contains("imported 40 line(s) an earlier import had quarantined"), "{out}");
+    let again = run_tooltrail(
+        &["ingest", "--file", file_s, "--lake", lake_s, "--any-age"],
+        Duration::from_secs(120),
+    )
+    .await?;
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("an earlier import had"));
+    let mut ids = read_event_ids(&lake)?;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 41, "every event once: {ids:?}");
+    assert_eq!(read_event_ids(&lake)?.len(), 41);
+
+    // `up` keeps its guard: the flags belong to a file import.
+    let refused = crate::support::process::run_tooltrail_env(
+        &["ingest", "--kafka", "127.0.0.1:1", "--topic", "t", "--any-age"],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(refused.is_err(), "--any-age needs --file");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invalid_optional_field_keeps_the_event_with_the_value_set_aside() -> Result<()> {
+    let up = Tooltrail::up(&[]).await?;
+    let mut internal = event("svc", "amy");
+    internal["source_ip"] = json!("AWS Internal");
+    internal["trace_id"] = json!("not-a-trace");
+    let mut plain = event("plain", "amy");
+    plain["source_ip"] = json!("10.1.2.3");
+    let mut bad_tenant = event("bad-tenant", "amy");
+    bad_tenant["tenant_id"] = json!(7);
+    let reply = up
+        .post_events(ndjson(&[internal, plain, bad_tenant]), &[])
+        .await?;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(reply.1["accepted"], 2, "{}", reply.1);
+    assert_eq!(reply.1["rejected"][0]["field"], "tenant_id", "{}", reply.1);
+
+    let rows = crate::support::process::sql_csv(
+        &up.lake(),
+        "SELECT event_id, source_ip, trace_id, \
+         attributes['tooltrail.invalid.source_ip'] AS why \
+         FROM invalid_fields ORDER BY event_id",
+    )
+    .await?;
+    assert_eq!(
+        rows.trim(),
+        "event_id,source_ip,trace_id,why\n\
+         svc,,,\"{\"\"reason\"\":\"\"not an IPv4 or IPv6 address\"\",\"\"value\"\":\"\"AWS Internal\"\"}\"",
+        "only the event with invalid fields, its values set aside"
+    );
+    let metrics = up.get_text("/metrics").await?;
+    for field in ["source_ip", "trace_id"] {
+        let line = format!("tooltrail_ingest_invalid_fields_total{{field=\"{field}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    up.stop().await
+}
+
+#[tokio::test]
 async fn compact_merges_small_files_and_keeps_every_event() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("events.ndjson");

@@ -7,18 +7,31 @@
 //! mistake) starts after the last line the lake holds; lines whose rejects
 //! the quarantine holds already are not quarantined again.
 //!
+//! Importing history: a line whose event lies outside the accepted window
+//! (`ingest.max_event_age`, 366 days by default) is quarantined, and the
+//! summary says which flag lets it in. Importing the file again with a wider
+//! window (`--max-event-age`, `--any-age`) imports exactly those lines: the
+//! quarantine's rows from this file (same line number, same bytes) that are
+//! out of the window on `time` and that the window now accepts. They are
+//! positioned under their own application id, `<file id>/window`, so a third
+//! run does not import them again.
+//!
 //! BLAKE3 rather than SHA-256 because the whole file is hashed before the
 //! first line is imported: at several GB/s on one core it costs a few percent
 //! of an import, where SHA-256 cost a tenth.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
 use chrono::Utc;
 use tokio::runtime::Handle;
 use tooltrail_lake::Writer;
 use tooltrail_schemas::lake::Source;
+use tooltrail_schemas::{DecodeError, Problem};
 
 use crate::batch::Pending;
 use crate::config::IngestConfig;
@@ -34,6 +47,58 @@ pub struct ImportSummary {
     /// Lines an earlier import had already committed.
     pub skipped: u64,
     pub transactions: u64,
+    /// Lines an earlier import quarantined as outside the accepted window,
+    /// imported now that the window takes them.
+    pub requeued: u64,
+    /// The lines this import quarantined, grouped by what was wrong.
+    pub rejects: BTreeMap<RejectKind, RejectGroup>,
+}
+
+/// What was wrong with a quarantined line: its reason code and field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RejectKind {
+    /// The quarantine's reason code (`missing_field`, `out_of_range`, ...).
+    pub reason: &'static str,
+    pub field: Option<String>,
+    /// The event's `time` was older than `ingest.max_event_age` allows.
+    pub too_old: bool,
+}
+
+/// The lines quarantined for one [`RejectKind`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectGroup {
+    pub lines: u64,
+    /// The first few line numbers, in file order.
+    pub first_lines: Vec<i64>,
+    /// The first line's error message.
+    pub example: String,
+}
+
+/// Line numbers kept per [`RejectGroup`].
+const FIRST_LINES: usize = 5;
+
+impl ImportSummary {
+    fn reject(&mut self, line: i64, error: &DecodeError) {
+        let kind = RejectKind {
+            reason: error.reason(),
+            field: error.field_name().map(str::to_owned),
+            too_old: matches!(
+                error,
+                DecodeError::Field {
+                    problem: Problem::OutsideWindow { too_old: true, .. },
+                    ..
+                }
+            ),
+        };
+        let group = self.rejects.entry(kind).or_default();
+        if group.lines == 0 {
+            group.example = error.to_string();
+        }
+        group.lines += 1;
+        if group.first_lines.len() < FIRST_LINES {
+            group.first_lines.push(line);
+        }
+    }
 }
 
 /// The file's application id in the lake, `file:b3:<BLAKE3>`.
@@ -58,6 +123,16 @@ pub fn import_file(
     let app_id = app_id(path)?;
     let resume = runtime.block_on(writer.resume(&app_id))?;
     let first_new = resume.next.unwrap_or(1);
+    // Lines an earlier import quarantined as out of the window, for another
+    // look (none on a first import).
+    let window_app_id = format!("{app_id}/window");
+    let (window_next, outside_window) = if first_new > 1 {
+        let next = runtime.block_on(writer.resume(&window_app_id))?.next;
+        let lines = runtime.block_on(outside_window_lines(writer, first_new))?;
+        (next.unwrap_or(1), lines)
+    } else {
+        (1, HashMap::new())
+    };
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut lines = Lines::new(file);
@@ -79,7 +154,32 @@ pub fn import_file(
         summary.lines += 1;
         let line_no = summary.lines as i64;
         if line_no < first_new {
-            summary.skipped += 1;
+            let record = trim_newline(line);
+            let again = line_no >= window_next
+                && outside_window
+                    .get(&line_no)
+                    .is_some_and(|hashes| hashes.contains(blake3::hash(record).as_bytes()));
+            if !again {
+                summary.skipped += 1;
+                continue;
+            }
+            pending.file_rejects(false);
+            let source = Source::File {
+                path: &name,
+                line: line_no,
+            };
+            match pending.push(record, Utc::now(), source) {
+                Ok(()) => {
+                    // Positioned only once in: a line the window still
+                    // refuses stays in the quarantine for a wider one.
+                    pending.cover(&window_app_id, line_no);
+                    summary.requeued += 1;
+                }
+                Err(_) => summary.skipped += 1,
+            }
+            if pending.len() >= limit {
+                commit(&mut pending, &mut summary)?;
+            }
             continue;
         }
         // One clock reading per block of lines: the column then compresses to
@@ -94,8 +194,13 @@ pub fn import_file(
                 path: &name,
                 line: line_no,
             };
-            pending.file_rejects(!resume.already_quarantined(line_no));
-            let _ = pending.push(record, received_at, source);
+            let filing = !resume.already_quarantined(line_no);
+            pending.file_rejects(filing);
+            if let Err(error) = pending.push(record, received_at, source)
+                && filing
+            {
+                summary.reject(line_no, &error);
+            }
         }
         if pending.len() >= limit {
             commit(&mut pending, &mut summary)?;
@@ -105,6 +210,48 @@ pub fn import_file(
     commit(&mut pending, &mut summary)?;
     progress(read);
     Ok(summary)
+}
+
+/// The lines before `before` that the quarantine holds from a file import,
+/// rejected for a `time` outside the accepted window, with the BLAKE3 hash of
+/// each one's bytes (a line number alone could be another file's).
+async fn outside_window_lines(
+    writer: &Writer,
+    before: i64,
+) -> Result<HashMap<i64, Vec<[u8; 32]>>> {
+    const COLUMNS: [&str; 5] = ["reason", "field", "raw", "source_kind", "source_offset"];
+    let snapshot = writer.quarantine().snapshot();
+    let mut lines: HashMap<i64, Vec<[u8; 32]>> = HashMap::new();
+    for file in snapshot.files()? {
+        for batch in snapshot.read_file(&file.path, Some(&COLUMNS)).await? {
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| Error::QuarantineColumn {
+                        path: file.path.clone(),
+                        column: name.to_owned(),
+                    })
+            };
+            let reason = column("reason")?.as_string::<i32>();
+            let field = column("field")?.as_string::<i32>();
+            let raw = column("raw")?.as_binary::<i32>();
+            let kind = column("source_kind")?.as_string::<i32>();
+            let line = column("source_offset")?.as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                let wanted = kind.value(row) == "file"
+                    && reason.value(row) == "out_of_range"
+                    && field.is_valid(row)
+                    && field.value(row) == "time"
+                    && line.is_valid(row)
+                    && line.value(row) < before;
+                if wanted {
+                    let hash = *blake3::hash(raw.value(row)).as_bytes();
+                    lines.entry(line.value(row)).or_default().push(hash);
+                }
+            }
+        }
+    }
+    Ok(lines)
 }
 
 pub(crate) fn trim_newline(line: &[u8]) -> &[u8] {
@@ -301,6 +448,80 @@ mod tests {
             (0, 2, 1),
             "line 4 is quarantined, line 2 is not again: {summary:?}"
         );
+    }
+
+    #[test]
+    fn old_events_are_grouped_with_their_first_lines_and_come_in_with_any_age() {
+        let lake = Lake::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.ndjson");
+        // A log from 2023 with two malformed lines among twelve old events.
+        let old = lines(14, &[3, 9]).replace(
+            &tooltrail_schemas::format_time(&Utc::now())[..4],
+            "2023",
+        );
+        std::fs::write(&path, &old).unwrap();
+
+        let summary = lake.import(&path, &IngestConfig::default());
+        assert_eq!((summary.events, summary.quarantined), (0, 14), "{summary:?}");
+        let groups: Vec<_> = summary
+            .rejects
+            .iter()
+            .map(|(kind, group)| {
+                (
+                    kind.reason,
+                    kind.field.as_deref(),
+                    kind.too_old,
+                    group.lines,
+                    group.first_lines.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("missing_field", Some("schema_version"), false, 2, vec![3, 9]),
+                ("out_of_range", Some("time"), true, 12, vec![1, 2, 4, 5, 6]),
+            ]
+        );
+        let too_old = &summary.rejects.values().nth(1).unwrap().example;
+        assert!(too_old.contains("outside the accepted window"), "{too_old}");
+
+        // The default window again: nothing is read twice, nothing moves.
+        let again = lake.import(&path, &IngestConfig::default());
+        assert_eq!((again.skipped, again.events, again.requeued), (14, 0, 0), "{again:?}");
+
+        // A wider window: exactly the old events come in, once.
+        let any_age = IngestConfig {
+            max_event_age: std::time::Duration::MAX,
+            ..IngestConfig::default()
+        };
+        let history = lake.import(&path, &any_age);
+        assert_eq!(
+            (history.requeued, history.skipped, history.quarantined),
+            (12, 2, 0),
+            "{history:?}"
+        );
+        let third = lake.import(&path, &any_age);
+        assert_eq!((third.requeued, third.skipped), (0, 14), "{third:?}");
+        let snapshot = lake.writer().events().snapshot();
+        let rows: usize = lake.runtime.block_on(async {
+            let mut n = 0;
+            for file in snapshot.files().unwrap() {
+                for batch in snapshot.read_file(&file.path, Some(&["event_id"])).await.unwrap() {
+                    n += batch.num_rows();
+                }
+            }
+            n
+        });
+        assert_eq!(rows, 12, "each old event is in the lake once");
+
+        // Another file with the same line at the same number is its own import.
+        let copy = dir.path().join("history-copy.ndjson");
+        std::fs::write(&copy, format!("{old}\n")).unwrap();
+        let imported = lake.import(&copy, &any_age);
+        assert_eq!((imported.events, imported.requeued), (12, 0), "{imported:?}");
+        assert!(imported.rejects.keys().all(|k| !k.too_old));
     }
 
     fn split(text: &[u8], block: usize) -> Vec<Vec<u8>> {
