@@ -181,15 +181,20 @@ pub fn spawn_digester(
     );
 }
 
-/// Opens ingest's writer of `lake` (creating its tables on first use), with
-/// the lake's metrics in `registry`.
+/// The lake's metrics (`tooltrail_lake_*`), registered in `registry`: one
+/// handle for every writer of the process (ingest, alerts, retention).
+pub fn lake_metrics(registry: &mut Registry) -> tooltrail_lake::Metrics {
+    let metrics = tooltrail_lake::Metrics::default();
+    metrics.register(registry);
+    metrics
+}
+
+/// Opens ingest's writer of `lake` (creating its tables on first use).
 pub async fn open_writer(
     lake: &Location,
     config: &Config,
-    registry: &mut Registry,
+    metrics: tooltrail_lake::Metrics,
 ) -> anyhow::Result<tooltrail_lake::Writer> {
-    let metrics = tooltrail_lake::Metrics::default();
-    metrics.register(registry);
     tooltrail_lake::Writer::open(lake, config.ingest.zstd_level, metrics)
         .await
         .with_context(|| format!("opening the lake at {lake}"))

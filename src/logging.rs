@@ -43,12 +43,23 @@ impl LogConfig {
     }
 }
 
+/// delta-rs's commit loop logs every commit at INFO and a lost race at
+/// ERROR ("exceeded maximum commit attempts": the lake's writer makes one
+/// attempt and retries races itself). Every outcome it logs is also returned
+/// to the lake's writer, which counts and reports it, so it is silenced
+/// unless a filter names it.
+const DELTA_COMMIT: &str = "deltalake_core::kernel::transaction";
+
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(config: &LogConfig) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directive) if !directive.is_empty() => EnvFilter::try_new(directive)?,
-        _ => EnvFilter::try_new(&config.filter)?,
+    let directive = match std::env::var("RUST_LOG") {
+        Ok(directive) if !directive.is_empty() => directive,
+        _ => config.filter.clone(),
     };
+    let mut filter = EnvFilter::try_new(&directive)?;
+    if !directive.contains(DELTA_COMMIT) {
+        filter = filter.add_directive(format!("{DELTA_COMMIT}=off").parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

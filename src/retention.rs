@@ -117,7 +117,13 @@ async fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Starts `up`'s periodic retention ([`Periodic`]) in the serve phase.
-pub fn spawn(supervisor: &Supervisor, registry: &mut Registry, lake: &Location, config: &Config) {
+pub fn spawn(
+    supervisor: &Supervisor,
+    registry: &mut Registry,
+    lake: &Location,
+    config: &Config,
+    lake_metrics: tooltrail_lake::Metrics,
+) {
     if !config.retention.enabled {
         tracing::info!("retention is disabled (retention.enabled = false)");
         return;
@@ -125,7 +131,8 @@ pub fn spawn(supervisor: &Supervisor, registry: &mut Registry, lake: &Location, 
     let metrics = RetentionMetrics::default();
     metrics.register(registry);
     let task = Periodic::new(lake, config.retention.clone(), TABLES, metrics)
-        .with_zstd_level(config.ingest.zstd_level);
+        .with_zstd_level(config.ingest.zstd_level)
+        .with_lake_metrics(lake_metrics);
     let token = supervisor.token(Phase::Serve);
     supervisor.spawn(Phase::Serve, "retention", async move {
         task.run(token).await;

@@ -77,7 +77,8 @@ pub async fn run_with(
         _ => config.lake(args.lake.clone())?,
     };
     let mut registry = Registry::default();
-    let writer = crate::lake::open_writer(&location, &config, &mut registry).await?;
+    let lake_metrics = crate::lake::lake_metrics(&mut registry);
+    let writer = crate::lake::open_writer(&location, &config, lake_metrics.clone()).await?;
     // Signs export manifests and the lake's digests.
     let signer = crate::signing::load_or_create(&config.signing, &args.data_dir)
         .context("loading the signing key")?;
@@ -92,7 +93,13 @@ pub async fn run_with(
         config.digest.interval,
     );
 
-    crate::retention::spawn(&supervisor, &mut registry, &location, &config);
+    crate::retention::spawn(
+        &supervisor,
+        &mut registry,
+        &location,
+        &config,
+        lake_metrics.clone(),
+    );
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
@@ -113,7 +120,7 @@ pub async fn run_with(
     let tap = start_detection(
         &config,
         &args.data_dir,
-        &location,
+        (&location, lake_metrics),
         &mut registry,
         &supervisor,
         (engine, warmed.alerts),
@@ -228,7 +235,7 @@ pub async fn run_with(
 async fn start_detection(
     config: &Config,
     data_dir: &Path,
-    lake: &tooltrail_lake::Location,
+    (lake, lake_metrics): (&tooltrail_lake::Location, tooltrail_lake::Metrics),
     registry: &mut Registry,
     supervisor: &Supervisor,
     (engine, pending): (Engine, Vec<Alert>),
@@ -241,7 +248,7 @@ async fn start_detection(
         lake,
         Some(handle),
         metrics.clone(),
-        tooltrail_lake::Metrics::default(),
+        lake_metrics,
     )
     .await?
     .with_listeners(alerts);

@@ -91,7 +91,7 @@ pub async fn run(
         &location,
         Some(delivery),
         metrics.clone(),
-        tooltrail_lake::Metrics::default(),
+        crate::lake::lake_metrics(&mut registry),
     )
     .await?;
     if let Some(alerts_topic) = &args.alerts_topic {
