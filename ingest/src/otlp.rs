@@ -15,7 +15,8 @@
 //!   a required field could not be filled, why (a `missing_field` naming the
 //!   attributes looked for).
 //! - [`decode_logs`], [`decode_traces`]: a request body, protobuf or OTLP's
-//!   JSON encoding.
+//!   JSON encoding, into the messages of [`proto`] (the upstream field
+//!   numbers; see there why not the `opentelemetry-proto` crate).
 //!
 //! Invariants: `event_id` is `otlp-` and 32 hex digits of a BLAKE3 hash of
 //! the resource, the scope, the record (their fields' values, the same
@@ -25,17 +26,17 @@
 
 mod json;
 mod map;
+pub mod proto;
 #[cfg(test)]
 mod tests;
 
 use std::ops::Range;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tooltrail_schemas::DecodeError;
 
 pub use map::Mapper;
+use proto::{ExportLogsServiceRequest, ExportTraceServiceRequest};
 
 /// Which OTLP signal a record came from (a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl Mapped {
 pub fn decode_logs(body: &[u8], encoding: Encoding) -> Result<ExportLogsServiceRequest, String> {
     match encoding {
         Encoding::Protobuf => ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string()),
-        Encoding::Json => json::decode(body, "resourceLogs"),
+        Encoding::Json => json::logs(body),
     }
 }
 
@@ -115,7 +116,7 @@ pub fn decode_traces(
 ) -> Result<ExportTraceServiceRequest, String> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string()),
-        Encoding::Json => json::decode(body, "resourceSpans"),
+        Encoding::Json => json::traces(body),
     }
 }
 

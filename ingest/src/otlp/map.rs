@@ -6,14 +6,11 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use super::proto::any_value::Value;
+use super::proto::{
+    AnyValue, ExportLogsServiceRequest, ExportTraceServiceRequest, InstrumentationScope,
+    KeyValue, LogRecord, Resource, STATUS_CODE_ERROR, Span,
+};
 use tooltrail_schemas::{DecodeError, Problem};
 
 use super::{Mapped, MappedRecord, Signal};
@@ -424,7 +421,7 @@ impl Mapper {
                         failed: Some(
                             span.status
                                 .as_ref()
-                                .is_some_and(|s| s.code == StatusCode::Error as i32),
+                                .is_some_and(|s| s.code == STATUS_CODE_ERROR),
                         ),
                         body: None,
                     };

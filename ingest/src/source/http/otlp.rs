@@ -17,17 +17,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
 
 use super::{Admitted, HttpIngest, Refusal, TENANT_NOT_ALLOWED, allowed, idempotency_key};
+use crate::otlp::proto::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse, ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+};
 use crate::otlp::{Encoding, Mapped, Signal, decode_logs, decode_traces};
 
 const PROTOBUF: &str = "application/x-protobuf";
