@@ -354,7 +354,10 @@ mod tests {
         assert_eq!(config.http.ingest_tokens[0].name, "gateway-acme");
         let kafka = config.kafka.expect("the kafka block");
         assert_eq!(kafka.tenants, Some(vec!["acme".into(), "globex".into()]));
-        assert_eq!(kafka.encoding, tooltrail_ingest::config::KafkaEncoding::Json);
+        assert_eq!(
+            kafka.encoding,
+            tooltrail_ingest::config::KafkaEncoding::Json
+        );
         assert!(
             kafka
                 .properties

@@ -110,10 +110,7 @@ pub fn decode_logs(body: &[u8], encoding: Encoding) -> Result<ExportLogsServiceR
 }
 
 /// Decodes an `ExportTraceServiceRequest`.
-pub fn decode_traces(
-    body: &[u8],
-    encoding: Encoding,
-) -> Result<ExportTraceServiceRequest, String> {
+pub fn decode_traces(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, String> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string()),
         Encoding::Json => json::traces(body),
@@ -123,7 +120,11 @@ pub fn decode_traces(
 impl Mapper {
     /// Maps a Kafka record of an `otlp_proto` topic: an
     /// `ExportLogsServiceRequest` in protobuf.
-    pub fn kafka_record(&self, payload: &[u8], default_tenant: Option<&str>) -> Result<Mapped, DecodeError> {
+    pub fn kafka_record(
+        &self,
+        payload: &[u8],
+        default_tenant: Option<&str>,
+    ) -> Result<Mapped, DecodeError> {
         let request = decode_logs(payload, Encoding::Protobuf)
             .map_err(|message| DecodeError::NotOtlp { message })?;
         Ok(self.logs(&request, default_tenant))

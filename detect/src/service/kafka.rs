@@ -392,17 +392,21 @@ impl KafkaDetect {
                     let payload = message.payload().unwrap_or_default();
                     let records = match &otlp {
                         None => vec![tooltrail_schemas::decode(payload)],
-                        Some(mapper) => match mapper.kafka_record(payload, only_tenant.as_deref()) {
-                            Ok(mapped) => mapped
-                                .records
-                                .iter()
-                                .map(|r| match &r.unmapped {
-                                    Some(problem) => Err(problem.clone()),
-                                    None => tooltrail_schemas::decode(&mapped.body[r.range.clone()]),
-                                })
-                                .collect(),
-                            Err(e) => vec![Err(e)],
-                        },
+                        Some(mapper) => {
+                            match mapper.kafka_record(payload, only_tenant.as_deref()) {
+                                Ok(mapped) => mapped
+                                    .records
+                                    .iter()
+                                    .map(|r| match &r.unmapped {
+                                        Some(problem) => Err(problem.clone()),
+                                        None => {
+                                            tooltrail_schemas::decode(&mapped.body[r.range.clone()])
+                                        }
+                                    })
+                                    .collect(),
+                                Err(e) => vec![Err(e)],
+                            }
+                        }
                     };
                     for decoded in records {
                         match decoded {

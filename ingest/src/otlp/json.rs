@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use super::proto::{
     AnyValue, ArrayValue, ExportLogsServiceRequest, ExportTraceServiceRequest,
-    InstrumentationScope, KeyValue, KeyValueList, LogRecord, Resource, ResourceLogs,
-    ResourceSpans, ScopeLogs, ScopeSpans, Span, Status, any_value,
+    InstrumentationScope, KeyValue, KeyValueList, LogRecord, Resource, ResourceLogs, ResourceSpans,
+    ScopeLogs, ScopeSpans, Span, Status, any_value,
 };
 
 type Result<T> = std::result::Result<T, String>;
@@ -82,7 +82,9 @@ impl<'a> Obj<'a> {
     fn int(&self, camel: &str, snake: &str) -> Result<i128> {
         match self.get(camel, snake) {
             None => Ok(0),
-            Some((value, path)) => integer(value).ok_or_else(|| format!("{path}: expected an integer")),
+            Some((value, path)) => {
+                integer(value).ok_or_else(|| format!("{path}: expected an integer"))
+            }
         }
     }
 
@@ -243,7 +245,9 @@ fn span(o: Obj<'_>) -> Result<Span> {
 }
 
 fn attributes(o: &Obj<'_>) -> Result<Vec<KeyValue>> {
-    o.list("attributes", "attributes", |v, path| key_value(Obj::of(v, path)?))
+    o.list("attributes", "attributes", |v, path| {
+        key_value(Obj::of(v, path)?)
+    })
 }
 
 fn key_value(o: Obj<'_>) -> Result<KeyValue> {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::proto::any_value::Value;
 use super::proto::{
-    AnyValue, ExportLogsServiceRequest, ExportTraceServiceRequest, InstrumentationScope,
-    KeyValue, LogRecord, Resource, STATUS_CODE_ERROR, Span,
+    AnyValue, ExportLogsServiceRequest, ExportTraceServiceRequest, InstrumentationScope, KeyValue,
+    LogRecord, Resource, STATUS_CODE_ERROR, Span,
 };
 use tooltrail_schemas::{DecodeError, Problem};
 
@@ -380,7 +380,11 @@ impl Mapper {
 
     /// Maps every span of `request` that is an MCP call (has a `method`
     /// attribute); the others are counted in [`Mapped::skipped`].
-    pub fn traces(&self, request: &ExportTraceServiceRequest, default_tenant: Option<&str>) -> Mapped {
+    pub fn traces(
+        &self,
+        request: &ExportTraceServiceRequest,
+        default_tenant: Option<&str>,
+    ) -> Mapped {
         let mut mapped = Mapped::default();
         for resource_spans in &request.resource_spans {
             let resource_attrs = resource_spans
@@ -412,7 +416,9 @@ impl Mapper {
                     feed.span(span);
                     let latency_ms = (span.end_time_unix_nano >= span.start_time_unix_nano
                         && span.end_time_unix_nano != 0)
-                        .then(|| (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6);
+                        .then(|| {
+                            (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6
+                        });
                     let own = Own {
                         signal: Signal::Traces,
                         time_nanos: span.start_time_unix_nano,
@@ -532,7 +538,12 @@ impl Mapper {
             Some(status) => object.raw("status", &status.to_string()),
             None => fail(
                 &mut problem,
-                unmapped(signal, "status", &m.status, " holding a status from 100 to 599"),
+                unmapped(
+                    signal,
+                    "status",
+                    &m.status,
+                    " holding a status from 100 to 599",
+                ),
             ),
         }
         match lookup.first(&m.tool, text) {
@@ -561,9 +572,12 @@ impl Mapper {
         if let Some(ip) = lookup.first(&m.source_ip, text) {
             object.string("source_ip", &address(&ip));
         }
-        let trace_id = lookup
-            .first(&m.trace_id, text)
-            .or_else(|| own.trace_id.iter().any(|b| *b != 0).then(|| hex::encode(own.trace_id)));
+        let trace_id = lookup.first(&m.trace_id, text).or_else(|| {
+            own.trace_id
+                .iter()
+                .any(|b| *b != 0)
+                .then(|| hex::encode(own.trace_id))
+        });
         if let Some(trace_id) = trace_id {
             object.string("trace_id", &trace_id);
         }
@@ -595,7 +609,7 @@ impl Mapper {
             .filter_map(|kv| Some((kv.key.as_str(), text(kv.value.as_ref()?)?)))
             .chain(body.map(|b| ("otlp.body", b)));
         for (key, value) in rest {
-            if lookup.used.iter().any(|u| *u == key) || seen.contains(&key) {
+            if lookup.used.contains(&key) || seen.contains(&key) {
                 continue;
             }
             seen.push(key);
@@ -627,8 +641,7 @@ fn fail(problem: &mut Option<DecodeError>, error: DecodeError) {
 }
 
 fn is_json_object(s: &str) -> bool {
-    s.trim_start().starts_with('{')
-        && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
+    s.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
 }
 
 /// Attribute lookups for one record, noting which of the record's own

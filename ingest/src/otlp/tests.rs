@@ -64,7 +64,12 @@ fn the_recorded_sdk_request_maps_every_agentgateway_field() {
             assert_eq!(error.reason(), "missing_field");
             assert_eq!(error.field_name(), Some("user_id"));
             let message = error.to_string();
-            for name in ["`jwt.sub`", "`user.id`", "`enduser.id`", "[otlp.mapping] user_id"] {
+            for name in [
+                "`jwt.sub`",
+                "`user.id`",
+                "`enduser.id`",
+                "[otlp.mapping] user_id",
+            ] {
                 assert!(message.contains(name), "{message}");
             }
             continue;
@@ -144,10 +149,18 @@ fn the_same_record_gets_the_same_event_id_in_protobuf_and_json_and_per_tenant() 
     };
     let first = ids(&mapper().logs(&request, None));
     assert_eq!(first, ids(&mapper().logs(&again, None)));
-    assert_eq!(first, ids(&mapper().logs(&request, Some("other"))), "the record names its tenant");
+    assert_eq!(
+        first,
+        ids(&mapper().logs(&request, Some("other"))),
+        "the record names its tenant"
+    );
     let unique: std::collections::HashSet<_> = first.iter().collect();
     assert_eq!(unique.len(), first.len());
-    assert!(first.iter().all(|id| id.starts_with("otlp-") && id.len() == 37));
+    assert!(
+        first
+            .iter()
+            .all(|id| id.starts_with("otlp-") && id.len() == 37)
+    );
 
     // Without a tenant attribute, the tenant is the token's, and part of the id.
     let mut anonymous = request.clone();
@@ -192,10 +205,19 @@ fn otlp_json_takes_integers_as_numbers_or_strings_and_hex_ids() {
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
     assert_eq!(event.time.timestamp(), 1_795_000_000);
-    for bad in [&b"not json"[..], b"[]", br#"{"resourceLogs":[{"scopeLogs":7}]}"#] {
+    for bad in [
+        &b"not json"[..],
+        b"[]",
+        br#"{"resourceLogs":[{"scopeLogs":7}]}"#,
+    ] {
         assert!(decode_logs(bad, Encoding::Json).is_err());
     }
-    assert!(decode_logs(b"{}", Encoding::Json).expect("empty").resource_logs.is_empty());
+    assert!(
+        decode_logs(b"{}", Encoding::Json)
+            .expect("empty")
+            .resource_logs
+            .is_empty()
+    );
 }
 
 fn kv(key: &str, value: Any) -> KeyValue {
@@ -230,7 +252,10 @@ fn spans_of_mcp_calls_map_with_their_duration_and_status_and_the_rest_are_skippe
             kv("gen_ai.tool.name", text("search")),
             kv("enduser.id", text("alice")),
             kv("server.address", text("github")),
-            kv("rpc.response.status_code", text(if error { "-32602" } else { "0" })),
+            kv(
+                "rpc.response.status_code",
+                text(if error { "-32602" } else { "0" }),
+            ),
             kv("gen_ai.tool.call.arguments", text(r#"{"q":"x"}"#)),
         ]
     };
@@ -243,7 +268,11 @@ fn spans_of_mcp_calls_map_with_their_duration_and_status_and_the_rest_are_skippe
             scope_spans: vec![ScopeSpans {
                 spans: vec![
                     span("tools/call search", mcp(false), false),
-                    span("GET /healthz", vec![kv("http.route", text("/healthz"))], false),
+                    span(
+                        "GET /healthz",
+                        vec![kv("http.route", text("/healthz"))],
+                        false,
+                    ),
                     span("tools/call search", mcp(true), true),
                 ],
                 ..ScopeSpans::default()
@@ -273,6 +302,11 @@ fn a_kafka_record_that_is_not_otlp_is_refused_as_such() {
         .kafka_record(br#"{"schema_version":1}"#, None)
         .expect_err("JSON is not protobuf");
     assert_eq!(error.reason(), "not_otlp");
-    let mapped = mapper().kafka_record(RECORDED, None).expect("the SDK's request");
-    assert_eq!(mapped.records.len(), sent()["records"].as_array().map_or(0, Vec::len));
+    let mapped = mapper()
+        .kafka_record(RECORDED, None)
+        .expect("the SDK's request");
+    assert_eq!(
+        mapped.records.len(),
+        sent()["records"].as_array().map_or(0, Vec::len)
+    );
 }

@@ -325,9 +325,10 @@ impl Refusal {
     fn into_response(self) -> Response {
         let mut response = error_response(self.status, self.code, self.message);
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(seconds));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(seconds),
+            );
         }
         response
     }
@@ -433,12 +434,12 @@ impl HttpIngest {
         }
         match answer.await {
             Ok(Ok(committed)) => Ok((request_id, committed)),
-            Ok(Err(message)) => Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "lake_unavailable",
-                message,
-            )
-            .retry_after("1")),
+            Ok(Err(message)) => {
+                Err(
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable", message)
+                        .retry_after("1"),
+                )
+            }
             Err(_) => Err(shutting_down()),
         }
     }

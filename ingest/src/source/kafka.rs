@@ -579,13 +579,7 @@ impl KafkaIngest {
     }
 
     /// Logs a quarantined record and forwards it to the dead-letter topic.
-    fn rejected(
-        &self,
-        raw: &[u8],
-        key: Option<&[u8]>,
-        error: &DecodeError,
-        source: Source<'_>,
-    ) {
+    fn rejected(&self, raw: &[u8], key: Option<&[u8]>, error: &DecodeError, source: Source<'_>) {
         if let Source::Kafka {
             topic,
             partition,
@@ -741,27 +735,46 @@ mod tests {
             at(7),
         );
         pending.cover("g/otlp/0", 8);
-        let not_otlp = file_otlp(&mut pending, None, &mapper, None, None, &metrics, b"{}x", at(8));
+        let not_otlp = file_otlp(
+            &mut pending,
+            None,
+            &mapper,
+            None,
+            None,
+            &metrics,
+            b"{}x",
+            at(8),
+        );
         let (batch, stats) = pending.take().expect("a transaction");
         // One record's events and rejects, and the next record's reject, in one
         // transaction with both offsets.
         assert_eq!(stats.events, tapped.len() as u64);
-        assert_eq!(stats.events + 1, 4, "the fixture holds four log records, one anonymous");
+        assert_eq!(
+            stats.events + 1,
+            4,
+            "the fixture holds four log records, one anonymous"
+        );
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].1.field_name(), Some("user_id"));
         assert_eq!(not_otlp.len(), 1);
         assert_eq!(not_otlp[0].1.reason(), "not_otlp");
         assert_eq!(stats.quarantined.get("missing_field"), Some(&1));
         assert_eq!(stats.quarantined.get("not_otlp"), Some(&1));
-        assert_eq!(
-            (batch.positions[0].first, batch.positions[0].last),
-            (7, 8)
-        );
+        assert_eq!((batch.positions[0].first, batch.positions[0].last), (7, 8));
 
         // Re-read after a crash between the two commits: the rejects are in, the events are not.
         let mut again = Pending::new(window());
         again.file_rejects(false);
-        let rejected = file_otlp(&mut again, None, &mapper, None, None, &metrics, payload, at(7));
+        let rejected = file_otlp(
+            &mut again,
+            None,
+            &mapper,
+            None,
+            None,
+            &metrics,
+            payload,
+            at(7),
+        );
         let (_, stats) = again.take().expect("a transaction");
         assert_eq!(rejected.len(), 1, "still reported");
         assert_eq!(stats.events, 3);

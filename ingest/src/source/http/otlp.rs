@@ -74,7 +74,12 @@ fn refuse(refusal: Refusal, encoding: Encoding) -> Response {
         message: format!("{}: {}", refusal.code, refusal.message),
     };
     let json = serde_json::json!({"code": status.code, "message": status.message}).to_string();
-    let mut response = encoded(refusal.status, encoding, status.encode_to_vec(), json.into());
+    let mut response = encoded(
+        refusal.status,
+        encoding,
+        status.encode_to_vec(),
+        json.into(),
+    );
     if let Some(seconds) = refusal.retry_after {
         response
             .headers_mut()
@@ -101,9 +106,7 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, Refusal> {
         _ => Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!(
-                "Content-Type `{content_type}` is not OTLP/HTTP: send {PROTOBUF} or {JSON}"
-            ),
+            format!("Content-Type `{content_type}` is not OTLP/HTTP: send {PROTOBUF} or {JSON}"),
         )),
     }
 }
@@ -265,7 +268,10 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(signal: Signal, records: &[(Range<usize>, Result<ToolCallEvent, DecodeError>)]) -> Summary {
+    fn of(
+        signal: Signal,
+        records: &[(Range<usize>, Result<ToolCallEvent, DecodeError>)],
+    ) -> Summary {
         let mut by_reason: std::collections::BTreeMap<&'static str, usize> = Default::default();
         let mut first: Option<String> = None;
         for (_, result) in records {
@@ -328,7 +334,12 @@ fn respond(signal: Signal, encoding: Encoding, rejected: i64, message: String) -
     } else {
         serde_json::json!({})
     };
-    encoded(StatusCode::OK, encoding, protobuf, json.to_string().into_bytes())
+    encoded(
+        StatusCode::OK,
+        encoding,
+        protobuf,
+        json.to_string().into_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -355,7 +366,11 @@ mod tests {
         );
         let refused = encoding_of(&ct("text/plain")).expect_err("refused");
         assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert!(refused.message.contains("text/plain"), "{}", refused.message);
+        assert!(
+            refused.message.contains("text/plain"),
+            "{}",
+            refused.message
+        );
 
         let body = b"{\"resourceLogs\":[]}".repeat(100);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -366,8 +381,7 @@ mod tests {
         assert_eq!(&inflated[..], &body[..]);
         let over = inflate(&gzip, gz, body.len() - 1).expect_err("over the limit");
         assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
-        let garbage =
-            inflate(&gzip, Bytes::from_static(b"not gzip"), 100).expect_err("refused");
+        let garbage = inflate(&gzip, Bytes::from_static(b"not gzip"), 100).expect_err("refused");
         assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
         let br = with(&[(header::CONTENT_ENCODING, "br")]);
         let refused = inflate(&br, Bytes::new(), 100).expect_err("refused");
@@ -384,7 +398,9 @@ mod tests {
         let summary = Summary::of(Signal::Logs, &records);
         assert_eq!(summary.rejected, 2);
         assert!(
-            summary.message.starts_with("2 of 3 log records quarantined (2 missing_field)"),
+            summary
+                .message
+                .starts_with("2 of 3 log records quarantined (2 missing_field)"),
             "{}",
             summary.message
         );
