@@ -37,7 +37,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def simulate(binary, events, out):
-    users = max(10, events // 4000)
+    users = max(10, events // 300)
     days = 1
     while True:
         subprocess.run([binary, "simulate", "--users", str(users), "--days", str(days),

@@ -1,10 +1,11 @@
 //! One OTLP record (a log record or a span, with its scope and resource)
 //! into the contract's JSON object.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::proto::any_value::Value;
 use super::proto::{
@@ -22,11 +23,12 @@ pub struct Mapper {
     mapping: Arc<OtlpMapping>,
 }
 
-/// Attributes by key, for lookups by name.
-type Index<'a> = HashMap<&'a str, &'a AnyValue>;
+/// Attributes by key, for lookups by name (Fx: keys are short and a record's
+/// own, nothing an attacker gains by colliding).
+type Index<'a> = FxHashMap<&'a str, &'a AnyValue>;
 
 fn index(attributes: &[KeyValue]) -> Index<'_> {
-    let mut map = HashMap::with_capacity(attributes.len());
+    let mut map = FxHashMap::with_capacity_and_hasher(attributes.len(), Default::default());
     for kv in attributes {
         if let Some(value) = &kv.value {
             // The first of a repeated key wins, as in the SDKs.
