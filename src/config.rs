@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Context as _;
 use tooltrail_detect::DetectConfig;
-use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig};
+use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig, OtlpConfig};
 use tooltrail_lake::Location;
 use tooltrail_lake::retention::RetentionConfig;
 use tooltrail_query::QueryConfig;
@@ -36,6 +36,9 @@ pub struct Config {
     /// The Kafka source; absent means HTTP ingest only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
+    /// OTLP input (`POST /v1/logs`, `/v1/traces`, Kafka `otlp_proto`) and
+    /// how its attributes fill the event's fields.
+    pub otlp: OtlpConfig,
     /// Detectors, their thresholds and windows.
     pub detect: DetectConfig,
     /// The SQL endpoint: tokens, limits, the Postgres wire listener, exports.
@@ -212,6 +215,7 @@ impl Config {
             .into_iter()
             .chain(self.http.validate())
             .chain(self.kafka.iter().flat_map(|k| k.validate()))
+            .chain(self.otlp.validate())
         {
             issues.push(ConfigIssue {
                 path,
@@ -297,6 +301,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_shows_the_otlp_mapping_defaults() {
+        let text = include_str!("../tooltrail.example.toml");
+        let example = load_str(text).expect("valid");
+        assert_eq!(example.otlp, OtlpConfig::default());
+    }
+
+    #[test]
     fn reports_every_bad_key_by_path() {
         let errors = load_str(
             r#"
@@ -343,6 +354,10 @@ mod tests {
         assert_eq!(config.http.ingest_tokens[0].name, "gateway-acme");
         let kafka = config.kafka.expect("the kafka block");
         assert_eq!(kafka.tenants, Some(vec!["acme".into(), "globex".into()]));
+        assert_eq!(
+            kafka.encoding,
+            tooltrail_ingest::config::KafkaEncoding::Json
+        );
         assert!(
             kafka
                 .properties

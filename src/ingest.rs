@@ -89,6 +89,7 @@ pub async fn run(
     let ingest = kafka::build(
         &kafka_config,
         &config.ingest,
+        &config.otlp,
         writer,
         runtime,
         metrics,

@@ -133,6 +133,7 @@ pub async fn run_with(
             let ingest = kafka::build(
                 kafka_config,
                 &config.ingest,
+                &config.otlp,
                 writer,
                 runtime,
                 metrics,
@@ -148,8 +149,14 @@ pub async fn run_with(
             axum::Router::new()
         }
         None => {
-            let (handle, committer) =
-                http::build(writer, &config.http, &config.ingest, metrics, Some(tap));
+            let (handle, committer) = http::build(
+                writer,
+                &config.http,
+                &config.ingest,
+                &config.otlp,
+                metrics,
+                Some(tap),
+            );
             let token = supervisor.token(Phase::Intake);
             supervisor.spawn(Phase::Intake, "http ingest committer", async move {
                 Ok(committer.run(token).await?)
@@ -265,6 +272,7 @@ pub fn default_kafka() -> KafkaConfig {
     KafkaConfig {
         brokers: String::new(),
         topic: String::new(),
+        encoding: Default::default(),
         group_id: "tooltrail-ingest".into(),
         dead_letter_topic: None,
         tenants: None,

@@ -10,6 +10,9 @@ use tooltrail_schemas::SecretMap;
 
 use crate::batch::TimeWindow;
 
+mod otlp;
+pub use otlp::{KafkaEncoding, OtlpConfig, OtlpMapping};
+
 /// `[digest]`: the lake's signed digest chain (see `lake::digest`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -280,6 +283,13 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Topic gateways produce events to.
     pub topic: String,
+    /// What a record holds: `"json"`, one v1 event; or `"otlp_proto"`, an
+    /// OTLP `ExportLogsServiceRequest` in protobuf (the OpenTelemetry
+    /// Collector's Kafka exporter), whose log records become events through
+    /// `[otlp.mapping]`, all of a record's in the same lake commit as its
+    /// offset.
+    #[serde(default)]
+    pub encoding: KafkaEncoding,
     /// Consumer group of the ingest service.
     #[serde(default = "default_group")]
     pub group_id: String,
@@ -385,6 +395,7 @@ mod tests {
         let kafka = |tenants: Option<Vec<&str>>| KafkaConfig {
             brokers: "b:9092".into(),
             topic: "t".into(),
+            encoding: KafkaEncoding::Json,
             group_id: default_group(),
             dead_letter_topic: None,
             tenants: tenants.map(|t| t.into_iter().map(String::from).collect()),

@@ -9,6 +9,8 @@
 //! - [`source::kafka`], [`source::http`], [`source::file`]: the sources. Each
 //!   resumes from what the lake holds ([`tooltrail_lake::Writer::resume`],
 //!   HTTP idempotency keys), whatever Kafka's committed offset says.
+//! - [`otlp`]: OTLP log records and spans (`POST /v1/logs`, `/v1/traces`,
+//!   Kafka topics of `otlp_proto`) as v1 events, through `[otlp.mapping]`.
 //! - [`metrics::Metrics`]: Prometheus counters, bounded labels.
 //!
 //! Invariants: Kafka offsets are committed only after the commit holding them
@@ -35,6 +37,7 @@ pub mod batch;
 pub mod config;
 mod error;
 pub mod metrics;
+pub mod otlp;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -34,6 +34,15 @@ pub struct TableLabels {
     pub table: String,
 }
 
+/// An OTLP record's signal (`logs`, `traces`), transport (`http`, `kafka`)
+/// and what became of it (`mapped`, `unmapped`, `skipped`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OtlpLabels {
+    pub signal: String,
+    pub transport: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
     pub topic: String,
@@ -62,6 +71,11 @@ pub struct Metrics {
     /// Times durable events could not be handed to the detector because its
     /// channel had closed (it stopped or failed): detection is not running.
     pub detector_gone: Counter,
+    /// OTLP log records and spans received: `mapped` (on to the decoder,
+    /// which may still quarantine them), `unmapped` (a required field no
+    /// attribute filled; quarantined), `skipped` (spans that are not MCP
+    /// calls).
+    pub otlp_records: Family<OtlpLabels, Counter>,
 }
 
 impl Metrics {
@@ -80,6 +94,7 @@ impl Metrics {
             http_overloaded: Counter::default(),
             tenant_not_allowed: Family::default(),
             detector_gone: Counter::default(),
+            otlp_records: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("tooltrail_ingest");
         r.register(
@@ -138,7 +153,31 @@ impl Metrics {
             "Events quarantined because their ingest token or kafka.tenants may not write their tenant",
             m.tenant_not_allowed.clone(),
         );
+        r.register(
+            "otlp_records",
+            "OTLP log records and spans received, by signal, transport and outcome (mapped, unmapped, skipped)",
+            m.otlp_records.clone(),
+        );
         m
+    }
+
+    /// Counts OTLP records mapped from one request or Kafka record.
+    pub fn otlp(&self, signal: &str, transport: &str, mapped: &crate::otlp::Mapped) {
+        for (outcome, n) in [
+            ("mapped", mapped.mapped()),
+            ("unmapped", mapped.unmapped()),
+            ("skipped", mapped.skipped),
+        ] {
+            if n > 0 {
+                self.otlp_records
+                    .get_or_create(&OtlpLabels {
+                        signal: signal.to_owned(),
+                        transport: transport.to_owned(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Counts a committed transaction.

@@ -19,6 +19,10 @@ pub enum DecodeError {
     /// or the allow-list, never its secret.
     #[error("field `tenant_id`: tenant `{tenant}` may not be written by {credential}")]
     TenantNotAllowed { tenant: String, credential: String },
+    /// A Kafka record of an `otlp_proto` topic that is not an OTLP export
+    /// request (`ExportLogsServiceRequest`).
+    #[error("not an OTLP export request: {message}")]
+    NotOtlp { message: String },
 }
 
 /// What is wrong with one field.
@@ -51,6 +55,10 @@ pub enum Problem {
     Empty,
     #[error("unsupported schema_version {0}; this build reads version 1")]
     UnsupportedVersion(i64),
+    /// An OTLP record has none of the attributes `[otlp.mapping]` names for
+    /// a required field; the message names them.
+    #[error("{0}")]
+    Unmapped(String),
 }
 
 impl DecodeError {
@@ -70,8 +78,11 @@ impl DecodeError {
             DecodeError::NotJson { .. } => "not_json",
             DecodeError::NotObject { .. } => "not_object",
             DecodeError::TenantNotAllowed { .. } => "tenant_not_allowed",
+            DecodeError::NotOtlp { .. } => "not_otlp",
             DecodeError::Field { problem, .. } => match problem {
-                Problem::Missing | Problem::MissingWhen(_) => "missing_field",
+                Problem::Missing | Problem::MissingWhen(_) | Problem::Unmapped(_) => {
+                    "missing_field"
+                }
                 Problem::Duplicate => "duplicate_field",
                 Problem::WrongType(_) => "wrong_type",
                 Problem::BadTime { .. } => "bad_time",

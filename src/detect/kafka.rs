@@ -137,6 +137,11 @@ pub async fn run(
                 .as_ref()
                 .and_then(|k| k.tenants.as_ref())
                 .map(|t| t.iter().cloned().collect()),
+            otlp: config
+                .kafka
+                .as_ref()
+                .filter(|k| k.encoding == tooltrail_ingest::config::KafkaEncoding::OtlpProto)
+                .map(|_| tooltrail_ingest::otlp::Mapper::new(&config.otlp.mapping)),
             checkpoint_interval: args.checkpoint_interval,
             warm,
         },

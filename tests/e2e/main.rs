@@ -14,6 +14,7 @@ mod ingest_kafka;
 mod kafka;
 mod lake_readers;
 mod lake_verify;
+mod otlp;
 mod query;
 mod query_abuse;
 mod retention;

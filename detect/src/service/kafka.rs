@@ -58,6 +58,10 @@ pub struct ServiceConfig {
     /// `kafka.tenants`: ingest quarantines other tenants' records, so the
     /// detector must not learn from them either. `None`: every tenant.
     pub tenants: Option<HashSet<String>>,
+    /// `[otlp.mapping]` when `kafka.encoding = "otlp_proto"`: each record is
+    /// an OTLP export request whose log records are mapped as ingest maps
+    /// them (the same events, the same `event_id`s).
+    pub otlp: Option<tooltrail_ingest::otlp::Mapper>,
     pub checkpoint_interval: Duration,
     /// On a partition with no checkpoint, replay the lake's history of that
     /// partition first; `None` starts cold.
@@ -292,6 +296,7 @@ pub struct KafkaDetect {
     metrics: Metrics,
     interval: Duration,
     tenants: Option<HashSet<String>>,
+    otlp: Option<tooltrail_ingest::otlp::Mapper>,
 }
 
 /// Connects and subscribes; fails fast on bad configuration.
@@ -338,6 +343,7 @@ pub fn build(
         metrics,
         interval: config.checkpoint_interval,
         tenants: config.tenants,
+        otlp: config.otlp,
     })
 }
 
@@ -352,7 +358,14 @@ impl KafkaDetect {
             metrics,
             interval,
             tenants,
+            otlp,
         } = self;
+        // As ingest: the one tenant `kafka.tenants` names is the tenant of
+        // OTLP records that name none.
+        let only_tenant = tenants
+            .as_ref()
+            .filter(|t| t.len() == 1)
+            .and_then(|t| t.iter().next().cloned());
         let mut out = Vec::new();
         let (mut ticked, mut saved) = (Instant::now(), Instant::now());
         while !shutdown.is_cancelled() {
@@ -376,37 +389,58 @@ impl KafkaDetect {
                     }
                     partition.next_offset = message.offset() + 1;
                     partition.unsaved += 1;
-                    match tooltrail_schemas::decode(message.payload().unwrap_or_default()) {
-                        // Outside `kafka.tenants`: ingest quarantines it.
-                        Ok(event)
-                            if tenants
-                                .as_ref()
-                                .is_some_and(|t| !t.contains(&event.tenant_id)) =>
-                        {
-                            tracing::debug!(
+                    let payload = message.payload().unwrap_or_default();
+                    let records = match &otlp {
+                        None => vec![tooltrail_schemas::decode(payload)],
+                        Some(mapper) => {
+                            match mapper.kafka_record(payload, only_tenant.as_deref()) {
+                                Ok(mapped) => mapped
+                                    .records
+                                    .iter()
+                                    .map(|r| match &r.unmapped {
+                                        Some(problem) => Err(problem.clone()),
+                                        None => {
+                                            tooltrail_schemas::decode(&mapped.body[r.range.clone()])
+                                        }
+                                    })
+                                    .collect(),
+                                Err(e) => vec![Err(e)],
+                            }
+                        }
+                    };
+                    for decoded in records {
+                        match decoded {
+                            // Outside `kafka.tenants`: ingest quarantines it.
+                            Ok(event)
+                                if tenants
+                                    .as_ref()
+                                    .is_some_and(|t| !t.contains(&event.tenant_id)) =>
+                            {
+                                tracing::debug!(
+                                    partition = message.partition(),
+                                    offset = message.offset(),
+                                    "skipping a record of a tenant outside kafka.tenants"
+                                );
+                            }
+                            Ok(event) => {
+                                let before = partition.engine.stats();
+                                partition.engine.observe(&event, &mut out);
+                                let after = partition.engine.stats();
+                                metrics.events.inc_by(after.events - before.events);
+                                metrics.late.inc_by(after.late - before.late);
+                                metrics
+                                    .suppressed
+                                    .inc_by(after.suppressed - before.suppressed);
+                                partition.watermark.saw(event.time.timestamp(), now);
+                            }
+                            // Ingest quarantines it with its reason; detection has nothing to learn.
+                            Err(e) => tracing::debug!(
                                 partition = message.partition(),
                                 offset = message.offset(),
-                                "skipping a record of a tenant outside kafka.tenants"
-                            );
+                                error = %e,
+                                "skipping an invalid record"
+                            ),
                         }
-                        Ok(event) => {
-                            let before = partition.engine.stats();
-                            partition.engine.observe(&event, &mut out);
-                            let after = partition.engine.stats();
-                            metrics.events.inc_by(after.events - before.events);
-                            metrics.late.inc_by(after.late - before.late);
-                            metrics
-                                .suppressed
-                                .inc_by(after.suppressed - before.suppressed);
-                            partition.watermark.saw(event.time.timestamp(), now);
-                        }
-                        // Ingest quarantines it with its reason; detection has nothing to learn.
-                        Err(e) => tracing::debug!(
-                            partition = message.partition(),
-                            offset = message.offset(),
-                            error = %e,
-                            "skipping an invalid record"
-                        ),
                     }
                     state.publisher.publish(&mut out)?;
                 }

@@ -1,5 +1,6 @@
 //! `POST /v1/events`: NDJSON or a JSON array of events, answered only once the
-//! accepted events are durable in the lake.
+//! accepted events are durable in the lake; OTLP/HTTP's `/v1/logs` and
+//! `/v1/traces` (module `otlp`) through the same door and committer.
 //!
 //! Handlers decode off the IO threads and hand their records to one committer
 //! task, which gathers every request that arrives within the group-commit delay
@@ -32,10 +33,12 @@ use tooltrail_schemas::lake::Source;
 use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
 
 use crate::batch::Pending;
-use crate::config::{HttpConfig, IngestConfig};
+use crate::config::{HttpConfig, IngestConfig, OtlpConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use tooltrail_lake::{KeyState, Writer};
+
+mod otlp;
 
 /// Accepted events, as handed to whoever else consumes the stream (the detector).
 pub type EventTap = mpsc::Sender<Vec<ToolCallEvent>>;
@@ -65,6 +68,10 @@ pub struct HttpIngest {
     /// `http.ingest_tokens`, by the SHA-256 of the token. Empty: open.
     tokens: Arc<Vec<([u8; 32], Arc<Grant>)>>,
     window: crate::batch::TimeWindow,
+    /// `[otlp.mapping]`, for `/v1/logs` and `/v1/traces`.
+    otlp: crate::otlp::Mapper,
+    /// `otlp.dedupe_requests`.
+    dedupe_otlp: bool,
 }
 
 /// What one ingest token may write.
@@ -79,6 +86,14 @@ struct Grant {
 impl Grant {
     fn allows(&self, tenant: &str) -> bool {
         self.tenants.as_ref().is_none_or(|t| t.contains(tenant))
+    }
+
+    /// The token's tenant, when it is bound to exactly one.
+    fn only_tenant(&self) -> Option<&str> {
+        match &self.tenants {
+            Some(tenants) if tenants.len() == 1 => tenants.iter().next().map(String::as_str),
+            _ => None,
+        }
     }
 }
 
@@ -105,6 +120,7 @@ pub fn build(
     writer: Writer,
     http: &HttpConfig,
     ingest: &IngestConfig,
+    otlp: &OtlpConfig,
     metrics: Metrics,
     tap: Option<EventTap>,
 ) -> (HttpIngest, Committer) {
@@ -135,6 +151,8 @@ pub fn build(
                 .collect(),
         ),
         window: ingest.time_window(),
+        otlp: crate::otlp::Mapper::new(&otlp.mapping),
+        dedupe_otlp: otlp.dedupe_requests,
     };
     let committer = Committer {
         writer,
@@ -204,6 +222,8 @@ impl HttpIngest {
     pub fn router(self) -> Router {
         Router::new()
             .route("/v1/events", post(post_events))
+            .route("/v1/logs", post(otlp::post_logs))
+            .route("/v1/traces", post(otlp::post_traces))
             .with_state(self)
     }
 
@@ -275,68 +295,178 @@ fn idempotency_key(headers: &HeaderMap) -> std::result::Result<Option<String>, S
     Ok(Some(format!("http:{key}")))
 }
 
-async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body: Body) -> Response {
-    let Some(caller) = ingest.caller(&headers) else {
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
+/// Why a request was not taken, before or at its commit. Each route writes
+/// it in its own body format.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// `Retry-After`, in seconds, for a refusal worth retrying.
+    retry_after: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, seconds: &'static str) -> Refusal {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The `{"error", "message"}` body of `/v1/events`.
+    fn into_response(self) -> Response {
+        let mut response = error_response(self.status, self.code, self.message);
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(seconds),
+            );
+        }
+        response
+    }
+}
+
+/// A request let in: who sent it, its room among the bodies in flight, and
+/// its body.
+struct Admitted {
+    /// `None`: no token is configured.
+    grant: Option<Arc<Grant>>,
+    _room: Room,
+    body: Bytes,
+}
+
+impl HttpIngest {
+    /// Authenticates a request, waits for room for its body and reads it.
+    async fn admit(&self, headers: &HeaderMap, body: Body) -> Result<Admitted, Refusal> {
+        let Some(caller) = self.caller(headers) else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            ));
+        };
+        let grant = match caller {
+            Caller::Anyone => None,
+            Caller::Token(grant) => Some(grant),
+        };
+        // Room for the body before reading it: by its announced length, or the
+        // most it may be. A longer announced body gets 413 from the read below.
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.max_body_bytes)
+            .min(self.max_body_bytes);
+        let Ok(Ok(permit)) = tokio::time::timeout(
+            OVERLOAD_WAIT,
+            Arc::clone(&self.inflight).acquire_many_owned(kib(announced).max(1)),
+        )
+        .await
+        else {
+            self.metrics.http_overloaded.inc();
+            // Read the body and let it go, so that the client sees the answer
+            // rather than a connection closed while it was still sending.
+            drain(body, self.max_body_bytes).await;
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many request bodies in flight (http.max_inflight_bytes); retry in a moment, with the same Idempotency-Key",
+            )
+            .retry_after("1"));
+        };
+        let room = Room::new(permit, announced, self.metrics.http_inflight_bytes.clone());
+        let body = axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!(
+                        "the request body is over the {}-byte limit",
+                        self.max_body_bytes
+                    ),
+                )
+            })?;
+        Ok(Admitted {
+            grant,
+            _room: room,
+            body,
+        })
+    }
+
+    /// Hands decoded records to the committer and waits until they are
+    /// durable (or the key was committed before).
+    async fn submit(
+        &self,
+        idempotency_key: Option<String>,
+        body: Bytes,
+        records: Vec<(Range<usize>, Result<ToolCallEvent, DecodeError>)>,
+        received_at: DateTime<Utc>,
+    ) -> Result<(String, Committed), Refusal> {
+        let request_id = uuid::Uuid::now_v7().simple().to_string();
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            request_id: request_id.clone(),
+            idempotency_key,
+            body,
+            records,
+            received_at,
+            reply,
+        };
+        let shutting_down = || {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "ingest is shutting down",
+            )
+            .retry_after("5")
+        };
+        if self.submit.send(submission).await.is_err() {
+            return Err(shutting_down());
+        }
+        match answer.await {
+            Ok(Ok(committed)) => Ok((request_id, committed)),
+            Ok(Err(message)) => {
+                Err(
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable", message)
+                        .retry_after("1"),
+                )
+            }
+            Err(_) => Err(shutting_down()),
+        }
+    }
+}
+
+/// Warns once per request about records its token may not write.
+fn warn_refused(grant: Option<&Arc<Grant>>, refused: usize) {
+    if let Some(grant) = grant
+        && refused > 0
+    {
+        tracing::warn!(
+            token = %grant.name,
+            refused,
+            "ingest token sent events of tenants it may not write; quarantined"
         );
-    };
-    let grant = match caller {
-        Caller::Anyone => None,
-        Caller::Token(grant) => Some(grant),
+    }
+}
+
+async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body: Body) -> Response {
+    let Admitted { grant, _room, body } = match ingest.admit(&headers, body).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
     };
     let idempotency_key = match idempotency_key(&headers) {
         Ok(key) => key,
         Err(message) => {
             return error_response(StatusCode::BAD_REQUEST, "invalid_idempotency_key", message);
-        }
-    };
-    // Room for the body before reading it: by its announced length, or the
-    // most it may be. A longer announced body gets 413 from the read below.
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(ingest.max_body_bytes)
-        .min(ingest.max_body_bytes);
-    let Ok(Ok(permit)) = tokio::time::timeout(
-        OVERLOAD_WAIT,
-        Arc::clone(&ingest.inflight).acquire_many_owned(kib(announced).max(1)),
-    )
-    .await
-    else {
-        ingest.metrics.http_overloaded.inc();
-        // Read the body and let it go, so that the client sees the answer
-        // rather than a connection closed while it was still sending.
-        drain(body, ingest.max_body_bytes).await;
-        let mut response = error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many request bodies in flight (http.max_inflight_bytes); retry in a moment, with the same Idempotency-Key",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return response;
-    };
-    let _room = Room::new(
-        permit,
-        announced,
-        ingest.metrics.http_inflight_bytes.clone(),
-    );
-    let body = match axum::body::to_bytes(body, ingest.max_body_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "the request body is over the {}-byte limit",
-                    ingest.max_body_bytes
-                ),
-            );
         }
     };
     let is_json_array = headers
@@ -391,38 +521,18 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
         })
         .collect();
     let accepted = records.len() - rejected.len();
-    if let Some(grant) = &grant {
-        let refused = rejected
+    warn_refused(
+        grant.as_ref(),
+        rejected
             .iter()
             .filter(|r| r.reason == TENANT_NOT_ALLOWED)
-            .count();
-        if refused > 0 {
-            tracing::warn!(
-                token = %grant.name,
-                refused,
-                "ingest token sent events of tenants it may not write; quarantined"
-            );
-        }
-    }
-    let request_id = uuid::Uuid::now_v7().simple().to_string();
-    let (reply, answer) = oneshot::channel();
-    let submission = Submission {
-        request_id: request_id.clone(),
-        idempotency_key,
-        body,
-        records,
-        received_at,
-        reply,
-    };
-    if ingest.submit.send(submission).await.is_err() {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "ingest is shutting down",
-        );
-    }
-    match answer.await {
-        Ok(Ok(committed)) => {
+            .count(),
+    );
+    match ingest
+        .submit(idempotency_key, body, records, received_at)
+        .await
+    {
+        Ok((request_id, committed)) => {
             let accepted = if committed.duplicate { 0 } else { accepted };
             let reply = Reply {
                 request_id,
@@ -432,14 +542,7 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
             };
             (StatusCode::OK, axum::Json(reply)).into_response()
         }
-        Ok(Err(message)) => {
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "lake_unavailable", message)
-        }
-        Err(_) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "ingest is shutting down",
-        ),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -707,6 +810,7 @@ mod tests {
             writer,
             &http,
             &IngestConfig::default(),
+            &OtlpConfig::default(),
             Metrics::register(&mut registry),
             None,
         )
@@ -795,6 +899,7 @@ mod tests {
                 lake,
                 &HttpConfig::default(),
                 &IngestConfig::default(),
+                &OtlpConfig::default(),
                 Metrics::register(&mut registry),
                 None,
             );

@@ -17,6 +17,16 @@
 //! - re-read records whose rejects the quarantine already holds (a crash fell
 //!   between the quarantine and the events commit) are not quarantined again.
 //!
+//! With `kafka.encoding = "otlp_proto"` a record is an OTLP
+//! `ExportLogsServiceRequest` (the OpenTelemetry Collector's Kafka exporter):
+//! its log records are mapped ([`crate::otlp`]) and filed at the record's
+//! offset, all before the batch is considered for a flush. So the events and
+//! rejects of one record are in one transaction with its offset (all or
+//! nothing), its rejects are left out as a whole when the quarantine holds
+//! them already, and a record that is not OTLP is quarantined as itself
+//! (`not_otlp`). The events share the record's `source_offset`; their
+//! `event_id`s tell them apart.
+//!
 //! With a detector in the process, each accepted record is decoded once,
 //! into an owned event that is filed in the lake and then handed on; the
 //! events of a transaction go to the detector once it is durable, outside
@@ -43,9 +53,10 @@ use tooltrail_schemas::lake::Source;
 use tooltrail_schemas::{DecodeError, ToolCallEvent};
 
 use crate::batch::Pending;
-use crate::config::{IngestConfig, KafkaConfig};
+use crate::config::{IngestConfig, KafkaConfig, KafkaEncoding, OtlpConfig};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, PartitionLabels};
+use crate::otlp::Mapper;
 use crate::source::http::EventTap;
 use consumer::{GroupContext, Position, Rebalance, lock};
 
@@ -296,6 +307,11 @@ pub struct KafkaIngest {
     config: IngestConfig,
     /// `kafka.tenants`: `None` lets every tenant through.
     tenants: Option<HashSet<String>>,
+    /// The one tenant `kafka.tenants` names, if it names one: the tenant of
+    /// OTLP records that name none.
+    only_tenant: Option<String>,
+    /// `[otlp.mapping]`, when `kafka.encoding = "otlp_proto"`.
+    otlp: Option<Mapper>,
 }
 
 /// Checks an event's tenant against `kafka.tenants` (`None`: every tenant).
@@ -313,11 +329,63 @@ fn check_tenant(
     }
 }
 
+/// Files a record of an `otlp_proto` topic: each of its log records, as
+/// mapped, at the record's offset. They all join the open transaction before
+/// the caller considers a flush, so a record's events and rejects land in the
+/// lake together with its offset, or not at all; a re-read record whose
+/// rejects the quarantine holds (`file_rejects(false)`) leaves them all out.
+/// Returns each rejection, with the mapped object it was made of (`None`:
+/// the record itself, which is not OTLP).
+#[allow(clippy::too_many_arguments)]
+fn file_otlp(
+    pending: &mut Pending,
+    mut tapped: Option<&mut Vec<ToolCallEvent>>,
+    mapper: &Mapper,
+    allowed: Option<&HashSet<String>>,
+    only_tenant: Option<&str>,
+    metrics: &Metrics,
+    payload: &[u8],
+    source: Source<'_>,
+) -> Vec<(Option<Vec<u8>>, DecodeError)> {
+    let Source::Kafka { topic, .. } = source else {
+        return Vec::new();
+    };
+    let received_at = Utc::now();
+    let mapped = match mapper.kafka_record(payload, only_tenant) {
+        Ok(mapped) => mapped,
+        Err(error) => {
+            // Not OTLP at all: the record itself is quarantined.
+            let _ = pending.push_decoded(payload, Err(error.clone()), received_at, source);
+            return vec![(None, error)];
+        }
+    };
+    metrics.otlp("logs", "kafka", &mapped);
+    let check = |tenant: &str| check_tenant(allowed, tenant, topic);
+    let mut rejected = Vec::new();
+    for record in &mapped.records {
+        let raw = &mapped.body[record.range.clone()];
+        let filed = match (&record.unmapped, tapped.as_deref_mut()) {
+            (Some(problem), _) => {
+                pending.push_decoded(raw, Err(problem.clone()), received_at, source)
+            }
+            (None, Some(tapped)) => pending
+                .push_owned_checked(raw, received_at, source, |e| check(&e.tenant_id))
+                .map(|event| tapped.push(event)),
+            (None, None) => pending.push_checked(raw, received_at, source, |e| check(&e.tenant_id)),
+        };
+        if let Err(error) = filed {
+            rejected.push((Some(raw.to_vec()), error));
+        }
+    }
+    rejected
+}
+
 /// Connects to the brokers and subscribes; fails fast on bad configuration.
 /// `writer`'s IO runs on `runtime`; [`KafkaIngest::run`] blocks on it.
 pub fn build(
     kafka: &KafkaConfig,
     ingest: &IngestConfig,
+    otlp: &OtlpConfig,
     writer: Writer,
     runtime: Handle,
     metrics: Metrics,
@@ -380,6 +448,11 @@ pub fn build(
         dead_letter,
         config: ingest.clone(),
         tenants: kafka.tenants.as_ref().map(|t| t.iter().cloned().collect()),
+        only_tenant: match kafka.tenants.as_deref() {
+            Some([one]) => Some(one.clone()),
+            _ => None,
+        },
+        otlp: (kafka.encoding == KafkaEncoding::OtlpProto).then(|| Mapper::new(&otlp.mapping)),
     })
 }
 
@@ -412,28 +485,9 @@ impl KafkaIngest {
                         partition,
                         offset,
                     };
-                    let allowed = self.tenants.as_ref();
-                    let check = |tenant: &str| check_tenant(allowed, tenant, topic);
-                    let checked = if shared.tapping {
-                        // Decoded once, owned: filed, then kept for the detector.
-                        shared
-                            .pending
-                            .push_owned_checked(payload, Utc::now(), source, |e| {
-                                check(&e.tenant_id)
-                            })
-                            .map(|event| shared.tapped.push(event))
-                    } else {
-                        // Nobody keeps it: a view that borrows the payload.
-                        shared
-                            .pending
-                            .push_checked(payload, Utc::now(), source, |e| check(&e.tenant_id))
-                    };
-                    match checked {
-                        Ok(()) => {}
-                        Err(error) => {
-                            tracing::warn!(topic, partition, offset, reason = error.reason(), %error, "quarantined invalid event");
-                            self.forward_dead_letter(payload, msg.key(), &error, source);
-                        }
+                    match &self.otlp {
+                        None => self.file_event(shared, payload, msg.key(), source),
+                        Some(mapper) => self.file_otlp(shared, mapper, payload, msg.key(), source),
                     }
                 }
                 Some(Err(KafkaError::MessageConsumption(code))) => {
@@ -466,6 +520,75 @@ impl KafkaIngest {
         self.hand_on(durable)?;
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Files a record of one v1 event.
+    fn file_event(
+        &self,
+        shared: &mut Shared,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        source: Source<'_>,
+    ) {
+        let Source::Kafka { topic, .. } = source else {
+            return;
+        };
+        let allowed = self.tenants.as_ref();
+        let check = |tenant: &str| check_tenant(allowed, tenant, topic);
+        let checked = if shared.tapping {
+            // Decoded once, owned: filed, then kept for the detector.
+            shared
+                .pending
+                .push_owned_checked(payload, Utc::now(), source, |e| check(&e.tenant_id))
+                .map(|event| shared.tapped.push(event))
+        } else {
+            // Nobody keeps it: a view that borrows the payload.
+            shared
+                .pending
+                .push_checked(payload, Utc::now(), source, |e| check(&e.tenant_id))
+        };
+        if let Err(error) = checked {
+            self.rejected(payload, key, &error, source);
+        }
+    }
+
+    /// Files a record of an `otlp_proto` topic (see [`file_otlp`]), then
+    /// logs and forwards what it rejected.
+    fn file_otlp(
+        &self,
+        shared: &mut Shared,
+        mapper: &Mapper,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        source: Source<'_>,
+    ) {
+        let tapped = shared.tapping.then_some(&mut shared.tapped);
+        let rejected = file_otlp(
+            &mut shared.pending,
+            tapped,
+            mapper,
+            self.tenants.as_ref(),
+            self.only_tenant.as_deref(),
+            &shared.metrics,
+            payload,
+            source,
+        );
+        for (raw, error) in rejected {
+            self.rejected(raw.as_deref().unwrap_or(payload), key, &error, source);
+        }
+    }
+
+    /// Logs a quarantined record and forwards it to the dead-letter topic.
+    fn rejected(&self, raw: &[u8], key: Option<&[u8]>, error: &DecodeError, source: Source<'_>) {
+        if let Source::Kafka {
+            topic,
+            partition,
+            offset,
+        } = source
+        {
+            tracing::warn!(topic, partition, offset, reason = error.reason(), %error, "quarantined invalid event");
+        }
+        self.forward_dead_letter(raw, key, error, source);
     }
 
     /// Sends durable events to the detector, waiting while its channel is
@@ -581,6 +704,81 @@ mod tests {
                 && message.contains("kafka.tenants"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_otlp_records_events_and_rejects_are_filed_at_its_offset_together() {
+        let payload = include_bytes!("../../tests/fixtures/agentgateway_logs.binpb");
+        let mapper = Mapper::new(&crate::config::OtlpMapping::default());
+        let metrics = Metrics::register(&mut Default::default());
+        let at = |offset| Source::Kafka {
+            topic: "otlp",
+            partition: 0,
+            offset,
+        };
+        // The fixture's records are from 2026-11: a window that takes them.
+        let window = || TimeWindow {
+            max_age: Duration::from_secs(10 * 366 * 24 * 3600),
+            max_future: Duration::from_secs(3600),
+        };
+        let mut pending = Pending::new(window());
+        pending.cover("g/otlp/0", 7);
+        let mut tapped = Vec::new();
+        let rejected = file_otlp(
+            &mut pending,
+            Some(&mut tapped),
+            &mapper,
+            None,
+            None,
+            &metrics,
+            payload,
+            at(7),
+        );
+        pending.cover("g/otlp/0", 8);
+        let not_otlp = file_otlp(
+            &mut pending,
+            None,
+            &mapper,
+            None,
+            None,
+            &metrics,
+            b"{}x",
+            at(8),
+        );
+        let (batch, stats) = pending.take().expect("a transaction");
+        // One record's events and rejects, and the next record's reject, in one
+        // transaction with both offsets.
+        assert_eq!(stats.events, tapped.len() as u64);
+        assert_eq!(
+            stats.events + 1,
+            4,
+            "the fixture holds four log records, one anonymous"
+        );
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].1.field_name(), Some("user_id"));
+        assert_eq!(not_otlp.len(), 1);
+        assert_eq!(not_otlp[0].1.reason(), "not_otlp");
+        assert_eq!(stats.quarantined.get("missing_field"), Some(&1));
+        assert_eq!(stats.quarantined.get("not_otlp"), Some(&1));
+        assert_eq!((batch.positions[0].first, batch.positions[0].last), (7, 8));
+
+        // Re-read after a crash between the two commits: the rejects are in, the events are not.
+        let mut again = Pending::new(window());
+        again.file_rejects(false);
+        let rejected = file_otlp(
+            &mut again,
+            None,
+            &mapper,
+            None,
+            None,
+            &metrics,
+            payload,
+            at(7),
+        );
+        let (_, stats) = again.take().expect("a transaction");
+        assert_eq!(rejected.len(), 1, "still reported");
+        assert_eq!(stats.events, 3);
+        assert!(stats.quarantined.is_empty(), "not filed twice");
     }
 
     #[test]

@@ -1,0 +1,672 @@
+//! One OTLP record (a log record or a span, with its scope and resource)
+//! into the contract's JSON object.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::proto::any_value::Value;
+use super::proto::{
+    AnyValue, ExportLogsServiceRequest, ExportTraceServiceRequest, InstrumentationScope, KeyValue,
+    LogRecord, Resource, STATUS_CODE_ERROR, Span,
+};
+use tooltrail_schemas::{DecodeError, Problem};
+
+use super::{Mapped, MappedRecord, Signal};
+use crate::config::OtlpMapping;
+
+/// `[otlp.mapping]`, ready to map with. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    mapping: Arc<OtlpMapping>,
+}
+
+/// Attributes by key, for lookups by name (Fx: keys are short and a record's
+/// own, nothing an attacker gains by colliding).
+type Index<'a> = FxHashMap<&'a str, &'a AnyValue>;
+
+fn index(attributes: &[KeyValue]) -> Index<'_> {
+    let mut map = FxHashMap::with_capacity_and_hasher(attributes.len(), Default::default());
+    for kv in attributes {
+        if let Some(value) = &kv.value {
+            // The first of a repeated key wins, as in the SDKs.
+            map.entry(kv.key.as_str()).or_insert(value);
+        }
+    }
+    map
+}
+
+/// What a record carries besides its attributes.
+struct Own<'a> {
+    signal: Signal,
+    /// When it happened, in nanoseconds since the epoch; 0: unknown.
+    time_nanos: u64,
+    trace_id: &'a [u8],
+    latency_ms: Option<f64>,
+    /// A span's status was ERROR (`None` for log records).
+    failed: Option<bool>,
+    body: Option<&'a AnyValue>,
+}
+
+/// Where attributes are looked up: the record's, its scope's, its resource's.
+struct Scopes<'a> {
+    record: Index<'a>,
+    scope: &'a Index<'a>,
+    resource: &'a Index<'a>,
+}
+
+impl<'a> Scopes<'a> {
+    /// The first of `names` present, with whether it is the record's own.
+    fn get<'n>(&self, names: &'n [String]) -> Option<(&'n str, &'a AnyValue, bool)> {
+        names.iter().find_map(|name| {
+            let name = name.as_str();
+            if let Some(v) = self.record.get(name) {
+                Some((name, *v, true))
+            } else {
+                self.scope
+                    .get(name)
+                    .or_else(|| self.resource.get(name))
+                    .map(|v| (name, *v, false))
+            }
+        })
+    }
+}
+
+/// The contract object being written.
+struct Object<'b> {
+    out: &'b mut Vec<u8>,
+    first: bool,
+}
+
+impl Object<'_> {
+    fn key(&mut self, key: &str) {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        json_string(self.out, value);
+    }
+
+    fn raw(&mut self, key: &str, json: &str) {
+        self.key(key);
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    fn close(self) {
+        if self.first {
+            self.out.push(b'{');
+        }
+        self.out.push(b'}');
+    }
+}
+
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(out, value).expect("writing a string to a Vec cannot fail");
+}
+
+/// An attribute value as text: strings as they are, the rest as JSON.
+fn text(value: &AnyValue) -> Option<String> {
+    Some(match value.value.as_ref()? {
+        Value::StringValue(s) => s.clone(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        Value::BytesValue(b) => hex::encode(b),
+        Value::ArrayValue(_) | Value::KvlistValue(_) => to_json(value).to_string(),
+    })
+}
+
+/// An attribute value as a JSON value.
+fn to_json(value: &AnyValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &value.value {
+        None => J::Null,
+        Some(Value::StringValue(s)) => J::String(s.clone()),
+        Some(Value::BoolValue(b)) => J::Bool(*b),
+        Some(Value::IntValue(i)) => J::from(*i),
+        Some(Value::DoubleValue(d)) => J::from(*d),
+        Some(Value::BytesValue(b)) => J::String(hex::encode(b)),
+        Some(Value::ArrayValue(a)) => J::Array(a.values.iter().map(to_json).collect()),
+        Some(Value::KvlistValue(kv)) => J::Object(
+            kv.values
+                .iter()
+                .map(|kv| {
+                    let v = kv.value.as_ref().map_or(J::Null, to_json);
+                    (kv.key.clone(), v)
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// An attribute value as an integer: an integer, an integral double or a
+/// numeric string.
+fn integer(value: &AnyValue) -> Option<i64> {
+    match value.value.as_ref()? {
+        Value::IntValue(i) => Some(*i),
+        Value::DoubleValue(d) if d.fract() == 0.0 && d.abs() < 9e15 => Some(*d as i64),
+        Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Milliseconds: a number, or a duration such as `"12ms"`, `"1.5s"`.
+fn millis(value: &AnyValue) -> Option<f64> {
+    match value.value.as_ref()? {
+        Value::IntValue(i) => Some(*i as f64),
+        Value::DoubleValue(d) => Some(*d),
+        Value::StringValue(s) => {
+            let s = s.trim();
+            if let Ok(n) = s.parse::<f64>() {
+                return Some(n);
+            }
+            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+            let (number, unit) = s.split_at(split);
+            let number: f64 = number.parse().ok()?;
+            let scale = match unit.trim() {
+                "ns" => 1e-6,
+                "us" | "µs" => 1e-3,
+                "ms" => 1.0,
+                "s" => 1e3,
+                "m" | "min" => 60e3,
+                _ => return None,
+            };
+            Some(number * scale)
+        }
+        _ => None,
+    }
+}
+
+/// An address, without the port it may carry (`10.0.0.7:51234`,
+/// `[2001:db8::1]:443`); anything else as it is, for the decoder to judge.
+fn address(value: &str) -> String {
+    let value = value.trim();
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return ip.to_string();
+    }
+    if let Ok(socket) = value.parse::<SocketAddr>() {
+        return socket.ip().to_string();
+    }
+    value.to_owned()
+}
+
+/// RFC 3339 from nanoseconds since the epoch.
+fn rfc3339(nanos: u64) -> Option<String> {
+    let time = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).ok()?);
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+}
+
+/// `a`, `b` or `c`, each in backticks.
+fn listed(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [] => "(none configured)".into(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// The usual `field `x`: ...` error for a field no attribute filled.
+fn unmapped(signal: Signal, field: &str, names: &[String], also: &str) -> DecodeError {
+    DecodeError::Field {
+        field: field.to_owned(),
+        problem: Problem::Unmapped(format!(
+            "no OTLP attribute {} on the {}, its scope or its resource ([otlp.mapping] {field}){also}",
+            listed(names),
+            signal.record(),
+        )),
+    }
+}
+
+/// What an id hash is fed: the fields' values, the same whether the message
+/// came as protobuf or JSON (an empty `AnyValue` is an absent one).
+struct Feed(blake3::Hasher);
+
+impl Feed {
+    fn new(signal: Signal) -> Feed {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"tooltrail otlp event id v1\0");
+        hasher.update(signal.as_str().as_bytes());
+        Feed(hasher)
+    }
+
+    fn u64(&mut self, n: u64) -> &mut Self {
+        self.0.update(&n.to_le_bytes());
+        self
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.u64(b.len() as u64);
+        self.0.update(b);
+        self
+    }
+
+    fn value(&mut self, value: Option<&AnyValue>) -> &mut Self {
+        match value.and_then(|v| v.value.as_ref()) {
+            None => self.u64(0),
+            Some(Value::StringValue(s)) => self.u64(1).bytes(s.as_bytes()),
+            Some(Value::BoolValue(b)) => self.u64(2).u64(u64::from(*b)),
+            Some(Value::IntValue(i)) => self.u64(3).u64(*i as u64),
+            Some(Value::DoubleValue(d)) => self.u64(4).u64(d.to_bits()),
+            Some(Value::BytesValue(b)) => self.u64(5).bytes(b),
+            Some(Value::ArrayValue(a)) => {
+                self.u64(6).u64(a.values.len() as u64);
+                for v in &a.values {
+                    self.value(Some(v));
+                }
+                self
+            }
+            Some(Value::KvlistValue(kv)) => self.u64(7).attributes(&kv.values),
+        }
+    }
+
+    fn attributes(&mut self, attributes: &[KeyValue]) -> &mut Self {
+        self.u64(attributes.len() as u64);
+        for kv in attributes {
+            self.bytes(kv.key.as_bytes()).value(kv.value.as_ref());
+        }
+        self
+    }
+
+    fn resource(&mut self, resource: Option<&Resource>) -> &mut Self {
+        self.attributes(resource.map_or(&[][..], |r| &r.attributes[..]))
+    }
+
+    fn scope(&mut self, scope: Option<&InstrumentationScope>) -> &mut Self {
+        match scope {
+            None => self.u64(0),
+            Some(s) => self
+                .u64(1)
+                .bytes(s.name.as_bytes())
+                .bytes(s.version.as_bytes())
+                .attributes(&s.attributes),
+        }
+    }
+
+    fn log(&mut self, r: &LogRecord) -> &mut Self {
+        self.u64(r.time_unix_nano)
+            .u64(r.observed_time_unix_nano)
+            .u64(r.severity_number as u64)
+            .bytes(r.severity_text.as_bytes())
+            .value(r.body.as_ref())
+            .attributes(&r.attributes)
+            .u64(u64::from(r.flags))
+            .bytes(&r.trace_id)
+            .bytes(&r.span_id)
+            .bytes(r.event_name.as_bytes())
+    }
+
+    fn span(&mut self, s: &Span) -> &mut Self {
+        let status = s.status.as_ref();
+        self.bytes(&s.trace_id)
+            .bytes(&s.span_id)
+            .bytes(&s.parent_span_id)
+            .bytes(s.name.as_bytes())
+            .u64(s.kind as u64)
+            .u64(s.start_time_unix_nano)
+            .u64(s.end_time_unix_nano)
+            .attributes(&s.attributes)
+            .u64(status.map_or(0, |st| st.code as u64))
+            .bytes(status.map_or(&b""[..], |st| st.message.as_bytes()))
+    }
+}
+
+impl Mapper {
+    pub fn new(mapping: &OtlpMapping) -> Mapper {
+        Mapper {
+            mapping: Arc::new(mapping.clone()),
+        }
+    }
+
+    /// Maps every log record of `request`. `default_tenant` is the tenant of
+    /// records that name none (a token bound to one tenant).
+    pub fn logs(&self, request: &ExportLogsServiceRequest, default_tenant: Option<&str>) -> Mapped {
+        let mut mapped = Mapped::default();
+        for resource_logs in &request.resource_logs {
+            let resource_attrs = resource_logs
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| &r.attributes[..]);
+            let resource = index(resource_attrs);
+            let mut seeded = Feed::new(Signal::Logs);
+            seeded.resource(resource_logs.resource.as_ref());
+            for scope_logs in &resource_logs.scope_logs {
+                let scope_attrs = scope_logs
+                    .scope
+                    .as_ref()
+                    .map_or(&[][..], |s| &s.attributes[..]);
+                let scope = index(scope_attrs);
+                let mut scoped = Feed(seeded.0.clone());
+                scoped.scope(scope_logs.scope.as_ref());
+                for record in &scope_logs.log_records {
+                    let mut feed = Feed(scoped.0.clone());
+                    feed.log(record);
+                    let time_nanos = if record.time_unix_nano != 0 {
+                        record.time_unix_nano
+                    } else {
+                        record.observed_time_unix_nano
+                    };
+                    let own = Own {
+                        signal: Signal::Logs,
+                        time_nanos,
+                        trace_id: &record.trace_id,
+                        latency_ms: None,
+                        failed: None,
+                        body: record.body.as_ref(),
+                    };
+                    let scopes = Scopes {
+                        record: index(&record.attributes),
+                        scope: &scope,
+                        resource: &resource,
+                    };
+                    self.record(
+                        &scopes,
+                        &record.attributes,
+                        &own,
+                        feed,
+                        default_tenant,
+                        &mut mapped,
+                    );
+                }
+            }
+        }
+        mapped
+    }
+
+    /// Maps every span of `request` that is an MCP call (has a `method`
+    /// attribute); the others are counted in [`Mapped::skipped`].
+    pub fn traces(
+        &self,
+        request: &ExportTraceServiceRequest,
+        default_tenant: Option<&str>,
+    ) -> Mapped {
+        let mut mapped = Mapped::default();
+        for resource_spans in &request.resource_spans {
+            let resource_attrs = resource_spans
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| &r.attributes[..]);
+            let resource = index(resource_attrs);
+            let mut seeded = Feed::new(Signal::Traces);
+            seeded.resource(resource_spans.resource.as_ref());
+            for scope_spans in &resource_spans.scope_spans {
+                let scope_attrs = scope_spans
+                    .scope
+                    .as_ref()
+                    .map_or(&[][..], |s| &s.attributes[..]);
+                let scope = index(scope_attrs);
+                let mut scoped = Feed(seeded.0.clone());
+                scoped.scope(scope_spans.scope.as_ref());
+                for span in &scope_spans.spans {
+                    let scopes = Scopes {
+                        record: index(&span.attributes),
+                        scope: &scope,
+                        resource: &resource,
+                    };
+                    if scopes.get(&self.mapping.method).is_none() {
+                        mapped.skipped += 1;
+                        continue;
+                    }
+                    let mut feed = Feed(scoped.0.clone());
+                    feed.span(span);
+                    let latency_ms = (span.end_time_unix_nano >= span.start_time_unix_nano
+                        && span.end_time_unix_nano != 0)
+                        .then(|| {
+                            (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6
+                        });
+                    let own = Own {
+                        signal: Signal::Traces,
+                        time_nanos: span.start_time_unix_nano,
+                        trace_id: &span.trace_id,
+                        latency_ms,
+                        failed: Some(
+                            span.status
+                                .as_ref()
+                                .is_some_and(|s| s.code == STATUS_CODE_ERROR),
+                        ),
+                        body: None,
+                    };
+                    self.record(
+                        &scopes,
+                        &span.attributes,
+                        &own,
+                        feed,
+                        default_tenant,
+                        &mut mapped,
+                    );
+                }
+            }
+        }
+        mapped
+    }
+
+    /// Writes one record's object into `mapped`.
+    fn record(
+        &self,
+        scopes: &Scopes<'_>,
+        attributes: &[KeyValue],
+        own: &Own<'_>,
+        mut feed: Feed,
+        default_tenant: Option<&str>,
+        mapped: &mut Mapped,
+    ) {
+        let m = &*self.mapping;
+        let signal = own.signal;
+        let start = mapped.body.len();
+        let mut problem: Option<DecodeError> = None;
+        let mut lookup = Lookup {
+            scopes,
+            used: Vec::new(),
+        };
+
+        let tenant = lookup
+            .first(&m.tenant_id, text)
+            .or_else(|| default_tenant.map(str::to_owned));
+        feed.bytes(tenant.as_deref().unwrap_or("").as_bytes());
+        let digest = feed.0.finalize();
+        let mut event_id = String::with_capacity(37);
+        event_id.push_str("otlp-");
+        for b in &digest.as_bytes()[..16] {
+            let _ = write!(event_id, "{b:02x}");
+        }
+
+        let mut object = Object {
+            out: &mut mapped.body,
+            first: true,
+        };
+        object.raw("schema_version", "1");
+        object.string("event_id", &event_id);
+        match rfc3339(own.time_nanos).filter(|_| own.time_nanos != 0) {
+            Some(time) => object.string("time", &time),
+            None => fail(
+                &mut problem,
+                DecodeError::Field {
+                    field: "time".into(),
+                    problem: Problem::Unmapped(format!(
+                        "the {} has no time ({})",
+                        signal.record(),
+                        match signal {
+                            Signal::Logs => "time_unix_nano and observed_time_unix_nano are 0",
+                            Signal::Traces => "start_time_unix_nano is 0",
+                        }
+                    )),
+                },
+            ),
+        }
+        match &tenant {
+            Some(tenant) => object.string("tenant_id", tenant),
+            None => fail(
+                &mut problem,
+                unmapped(
+                    signal,
+                    "tenant_id",
+                    &m.tenant_id,
+                    ", and the credential is not bound to exactly one tenant",
+                ),
+            ),
+        }
+        for (field, names) in [("user_id", &m.user_id), ("server", &m.server)] {
+            match lookup.first(names, text) {
+                Some(value) => object.string(field, &value),
+                None => fail(&mut problem, unmapped(signal, field, names, "")),
+            }
+        }
+        let method = lookup.first(&m.method, text);
+        match &method {
+            Some(value) => object.string("method", value),
+            None => fail(&mut problem, unmapped(signal, "method", &m.method, "")),
+        }
+        // The first status attribute that holds an HTTP-like status.
+        let status = lookup
+            .first(&m.status, |v| {
+                integer(v).filter(|s| (100..=599).contains(s))
+            })
+            .or_else(|| own.failed.map(|failed| if failed { 500 } else { 200 }));
+        let decision = lookup.first(&m.decision, text);
+        let denied = status.is_some_and(|s| m.deny_statuses.iter().any(|d| i64::from(*d) == s));
+        match (decision, denied) {
+            (Some(decision), _) => object.string("decision", &decision),
+            (None, true) => object.string("decision", "deny"),
+            (None, false) => object.string("decision", "allow"),
+        }
+        match status {
+            Some(status) => object.raw("status", &status.to_string()),
+            None => fail(
+                &mut problem,
+                unmapped(
+                    signal,
+                    "status",
+                    &m.status,
+                    " holding a status from 100 to 599",
+                ),
+            ),
+        }
+        match lookup.first(&m.tool, text) {
+            Some(tool) => object.string("tool", &tool),
+            None if method.as_deref() == Some("tools/call") => fail(
+                &mut problem,
+                unmapped(signal, "tool", &m.tool, " (required for tools/call)"),
+            ),
+            None => {}
+        }
+        for (field, names) in [
+            ("resource", &m.resource),
+            ("session_id", &m.session_id),
+            ("reason", &m.reason),
+            ("error_type", &m.error_type),
+            ("client_id", &m.client_id),
+            ("agent_id", &m.agent_id),
+            ("gateway_id", &m.gateway_id),
+            ("user_agent", &m.user_agent),
+            ("policy_id", &m.policy_id),
+        ] {
+            if let Some(value) = lookup.first(names, text) {
+                object.string(field, &value);
+            }
+        }
+        if let Some(ip) = lookup.first(&m.source_ip, text) {
+            object.string("source_ip", &address(&ip));
+        }
+        let trace_id = lookup.first(&m.trace_id, text).or_else(|| {
+            own.trace_id
+                .iter()
+                .any(|b| *b != 0)
+                .then(|| hex::encode(own.trace_id))
+        });
+        if let Some(trace_id) = trace_id {
+            object.string("trace_id", &trace_id);
+        }
+        if let Some(arguments) = lookup.first(&m.arguments, Some) {
+            match &arguments.value {
+                // A JSON object sent as a string (the semantic conventions' form).
+                Some(Value::StringValue(s)) if is_json_object(s) => {
+                    object.raw("arguments", s.trim())
+                }
+                _ => object.raw("arguments", &to_json(arguments).to_string()),
+            }
+        }
+        if let Some(ms) = lookup
+            .first(&m.latency_ms, millis)
+            .or(own.latency_ms)
+            .filter(|ms| ms.is_finite())
+        {
+            object.raw("latency_ms", &ms.to_string());
+        }
+        if let Some(code) = lookup.first(&m.jsonrpc_error_code, integer) {
+            object.raw("jsonrpc_error_code", &code.to_string());
+        }
+        // Everything else the record says, as strings.
+        let mut open = false;
+        let mut seen: Vec<&str> = Vec::new();
+        let body = own.body.and_then(text).filter(|b| !b.is_empty());
+        let rest = attributes
+            .iter()
+            .filter_map(|kv| Some((kv.key.as_str(), text(kv.value.as_ref()?)?)))
+            .chain(body.map(|b| ("otlp.body", b)));
+        for (key, value) in rest {
+            if lookup.used.contains(&key) || seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            if open {
+                object.out.push(b',');
+            } else {
+                object.key("attributes");
+                object.out.push(b'{');
+                open = true;
+            }
+            json_string(object.out, key);
+            object.out.push(b':');
+            json_string(object.out, &value);
+        }
+        if open {
+            object.out.push(b'}');
+        }
+        object.close();
+        mapped.records.push(MappedRecord {
+            range: start..mapped.body.len(),
+            unmapped: problem,
+        });
+    }
+}
+
+/// Keeps the first problem found.
+fn fail(problem: &mut Option<DecodeError>, error: DecodeError) {
+    problem.get_or_insert(error);
+}
+
+fn is_json_object(s: &str) -> bool {
+    s.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
+}
+
+/// Attribute lookups for one record, noting which of the record's own
+/// attributes filled a field.
+struct Lookup<'s, 'a, 'n> {
+    scopes: &'s Scopes<'a>,
+    used: Vec<&'n str>,
+}
+
+impl<'a, 'n> Lookup<'_, 'a, 'n> {
+    /// The first of `names` present whose value `convert` takes.
+    fn first<T>(
+        &mut self,
+        names: &'n [String],
+        convert: impl Fn(&'a AnyValue) -> Option<T>,
+    ) -> Option<T> {
+        names.iter().find_map(|name| {
+            let (name, value, own) = self.scopes.get(std::slice::from_ref(name))?;
+            let converted = convert(value)?;
+            if own {
+                self.used.push(name);
+            }
+            Some(converted)
+        })
+    }
+}
