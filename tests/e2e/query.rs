@@ -199,7 +199,7 @@ async fn up_answers_sql_in_every_format_for_the_tokens_tenants_only() -> Result<
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, ["events", "alerts"]);
+    assert_eq!(names, ["events", "invalid_fields", "alerts"]);
     let schema: Value = client
         .get(up.url("/v1/tables/events"))
         .bearer_auth("tok-acme")
