@@ -378,7 +378,10 @@ async fn an_ocsf_destination_receives_each_alert_as_a_detection_finding() -> Res
     running.outcome(Outcome::Delivered, &alert).await?;
 
     let [failed, request] = &receiver.requests()[..] else {
-        bail!("expected a failure and a retry, got {:?}", receiver.requests());
+        bail!(
+            "expected a failure and a retry, got {:?}",
+            receiver.requests()
+        );
     };
     assert_eq!((failed.status, request.status), (503, 200));
     assert_eq!(failed.body, request.body, "a retry sends the same finding");
@@ -392,7 +395,10 @@ async fn an_ocsf_destination_receives_each_alert_as_a_detection_finding() -> Res
         format!("v1={}", hmac_hex(SECRET, &signed))
     );
     let finding = request.json();
-    assert_eq!(missing_required(&DETECTION_FINDING, &finding), Vec::<String>::new());
+    assert_eq!(
+        missing_required(&DETECTION_FINDING, &finding),
+        Vec::<String>::new()
+    );
     assert_eq!(finding["class_uid"], 2004);
     assert_eq!(finding["type_uid"], 200401);
     assert_eq!(finding["finding_info"]["uid"], alert.alert_id.as_str());

@@ -509,7 +509,10 @@ fn the_ocsf_views_show_only_the_tokens_tenants_as_complete_records() {
             .collect();
         assert_eq!(ids, ["acme-a0", "acme-a1"]);
         for row in &rows {
-            assert_eq!(missing_required(&DETECTION_FINDING, row), Vec::<String>::new());
+            assert_eq!(
+                missing_required(&DETECTION_FINDING, row),
+                Vec::<String>::new()
+            );
             assert_eq!(
                 row["evidences"][0]["data"]["event_ids"],
                 serde_json::json!(["acme-e10", "acme-e20"])

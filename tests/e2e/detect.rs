@@ -256,9 +256,15 @@ async fn up_posts_an_alert_to_an_ocsf_destination_as_the_finding_the_view_shows(
     let missing = missing_required(&DETECTION_FINDING, &finding);
     ensure!(missing.is_empty(), "{missing:?} in {finding:#}");
     ensure!(finding["class_uid"] == 2004, "{finding}");
-    ensure!(finding["finding_info"]["types"] == json!(["cross_tenant"]), "{finding}");
+    ensure!(
+        finding["finding_info"]["types"] == json!(["cross_tenant"]),
+        "{finding}"
+    );
     ensure!(finding["metadata"]["tenant_uid"] == "acme", "{finding}");
-    ensure!(finding["evidences"][0]["data"]["event_ids"] == json!(["x-1"]), "{finding}");
+    ensure!(
+        finding["evidences"][0]["data"]["event_ids"] == json!(["x-1"]),
+        "{finding}"
+    );
     let id = finding["finding_info"]["uid"].as_str().context("a uid")?;
     ensure!(headers.get("idempotency-key").and_then(|v| v.to_str().ok()) == Some(id));
 
@@ -289,7 +295,10 @@ async fn up_posts_an_alert_to_an_ocsf_destination_as_the_finding_the_view_shows(
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
-    ensure!(shown == [finding.clone()], "the view shows {shown:#?}, the destination got {finding:#}");
+    ensure!(
+        shown == [finding.clone()],
+        "the view shows {shown:#?}, the destination got {finding:#}"
+    );
     up.stop().await?;
     Ok(())
 }

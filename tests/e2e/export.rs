@@ -151,12 +151,22 @@ fn rows_of(format: &str, path: &Path) -> Result<Vec<(String, String, String)>> {
                     let missing = missing_required(&API_ACTIVITY, &row);
                     ensure!(missing.is_empty(), "{missing:?} in {row}");
                     ensure!(row["class_uid"] == 6003, "{row}");
-                    let action = if row["api"]["response"]["code"] == 403 { 2 } else { 1 };
+                    let action = if row["api"]["response"]["code"] == 403 {
+                        2
+                    } else {
+                        1
+                    };
                     ensure!(row["action_id"] == action, "{row}");
                     Ok((
-                        row["metadata"]["tenant_uid"].as_str().unwrap_or_default().to_owned(),
+                        row["metadata"]["tenant_uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                         row["api"]["response"]["code"].to_string(),
-                        row["api"]["operation"].as_str().unwrap_or_default().to_owned(),
+                        row["api"]["operation"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                     ))
                 })
                 .collect();

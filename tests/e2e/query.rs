@@ -221,7 +221,14 @@ async fn up_answers_sql_in_every_format_for_the_tokens_tenants_only() -> Result<
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    for required in ["class_uid", "metadata", "actor", "api", "src_endpoint", "action_id"] {
+    for required in [
+        "class_uid",
+        "metadata",
+        "actor",
+        "api",
+        "src_endpoint",
+        "action_id",
+    ] {
         assert!(columns.contains(&required), "{required} in {columns:?}");
     }
     let schema: Value = client

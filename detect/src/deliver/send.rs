@@ -268,7 +268,10 @@ mod tests {
             .await
             .expect("a request");
         let finding: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(missing_required(&DETECTION_FINDING, &finding), Vec::<String>::new());
+        assert_eq!(
+            missing_required(&DETECTION_FINDING, &finding),
+            Vec::<String>::new()
+        );
         assert_eq!(finding["class_uid"], 2004);
         assert_eq!(finding["finding_info"]["uid"], alert.alert_id.as_str());
         let analysis = &finding["anomaly_analyses"][0];

@@ -83,14 +83,21 @@ async fn events_become_api_activity_with_every_required_attribute() {
         .expect("rendered");
     assert_eq!(rows.len(), 2);
     for row in &rows {
-        assert_eq!(missing_required(&API_ACTIVITY, row), Vec::<String>::new(), "{row:#}");
+        assert_eq!(
+            missing_required(&API_ACTIVITY, row),
+            Vec::<String>::new(),
+            "{row:#}"
+        );
         assert_eq!(row["class_uid"], 6003);
         assert_eq!(row["category_uid"], 6);
         let activity = row["activity_id"].as_i64().expect("activity_id");
         assert_eq!(row["type_uid"], 6003 * 100 + activity, "{row:#}");
         assert_eq!(row["metadata"]["version"], SCHEMA_VERSION);
         assert_eq!(row["metadata"]["product"]["name"], "tooltrail");
-        assert_eq!(row["metadata"]["product"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            row["metadata"]["product"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
         assert_eq!(row["metadata"]["tenant_uid"], "acme");
         assert_eq!(row["metadata"]["profiles"], json!(["security_control"]));
         assert_eq!(row["api"]["service"]["name"], "github");
@@ -104,24 +111,43 @@ async fn events_become_api_activity_with_every_required_attribute() {
         min["metadata"]["logged_time"],
         millis(at("2026-03-04T05:06:08.123Z"))
     );
-    assert_eq!((&min["action_id"], &min["action"]), (&json!(1), &json!("Allowed")));
+    assert_eq!(
+        (&min["action_id"], &min["action"]),
+        (&json!(1), &json!("Allowed"))
+    );
     assert_eq!(min["disposition_id"], 1);
     assert_eq!(min["status_id"], 1);
     assert_eq!(min["actor"], json!({"user": {"uid": "alice"}}));
     assert_eq!(min["api"]["operation"], "resources/read");
-    assert_eq!(min["src_endpoint"], json!({"name": "unknown"}), "no address, no client");
-    for absent in ["resources", "policy", "http_request", "duration", "status_detail"] {
+    assert_eq!(
+        min["src_endpoint"],
+        json!({"name": "unknown"}),
+        "no address, no client"
+    );
+    for absent in [
+        "resources",
+        "policy",
+        "http_request",
+        "duration",
+        "status_detail",
+    ] {
         assert!(min.get(absent).is_none(), "{absent} in {min:#}");
     }
 
     assert_eq!(full["activity_id"], 99, "tools/call is Other: {full:#}");
     assert_eq!(full["activity_name"], "Other");
-    assert_eq!((&full["action_id"], &full["action"]), (&json!(2), &json!("Denied")));
+    assert_eq!(
+        (&full["action_id"], &full["action"]),
+        (&json!(2), &json!("Denied"))
+    );
     assert_eq!(
         (&full["disposition_id"], &full["disposition"]),
         (&json!(2), &json!("Blocked"))
     );
-    assert_eq!((&full["status_id"], &full["status_code"]), (&json!(2), &json!("403")));
+    assert_eq!(
+        (&full["status_id"], &full["status_code"]),
+        (&json!(2), &json!("403"))
+    );
     assert_eq!(full["status_detail"], "scope repo:admin missing");
     assert_eq!(full["duration"], 12);
     assert_eq!(
@@ -148,13 +174,19 @@ async fn events_become_api_activity_with_every_required_attribute() {
         json!([{"uid": "repo://acme/secrets", "type": "MCP resource"}])
     );
     assert_eq!(full["policy"], json!({"uid": "no-deletes"}));
-    assert_eq!(full["http_request"], json!({"user_agent": "mcp-client/1.0"}));
+    assert_eq!(
+        full["http_request"],
+        json!({"user_agent": "mcp-client/1.0"})
+    );
     assert_eq!(
         full["metadata"]["correlation_uid"],
         "0af7651916cd43dd8448eb211c80319c"
     );
     assert_eq!(full["unmapped"]["agent_id"], "agent-7");
-    assert_eq!(full["unmapped"]["attributes"], json!({"jsonrpc.request.id": "42"}));
+    assert_eq!(
+        full["unmapped"]["attributes"],
+        json!({"jsonrpc.request.id": "42"})
+    );
     assert_eq!(full["unmapped"]["arguments"], r#"{"name":"secrets"}"#);
 }
 
@@ -261,7 +293,10 @@ async fn alerts_become_detection_findings_with_every_required_attribute() {
     assert_eq!(spike["finding_info"]["types"], json!(["denial_spike"]));
     assert_eq!(spike["metadata"]["uid"], "a-spike/0");
     let analysis = &spike["anomaly_analyses"][0];
-    assert_eq!(analysis["analysis_targets"], json!([{"name": "alice", "type": "User"}]));
+    assert_eq!(
+        analysis["analysis_targets"],
+        json!([{"name": "alice", "type": "User"}])
+    );
     let anomaly = &analysis["anomalies"][0];
     assert_eq!(anomaly["observation_parameter"], "denied calls");
     assert_eq!(anomaly["observations"][0]["value"], "37.0");
@@ -352,6 +387,9 @@ fn missing_required_names_each_broken_rule() {
         "anomaly_analyses.anomalies.observations.value: required, but absent or null",
         "evidences: needs at least one of actor, api, connection_info, data, database, databucket, device, dst_endpoint, email, file, process, query, resources, src_endpoint, url, user, job, script",
     ] {
-        assert!(broken.iter().any(|b| b == expected), "{expected} not in {broken:#?}");
+        assert!(
+            broken.iter().any(|b| b == expected),
+            "{expected} not in {broken:#?}"
+        );
     }
 }
