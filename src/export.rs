@@ -74,6 +74,8 @@ pub enum FormatArg {
     Parquet,
     Csv,
     Ndjson,
+    /// NDJSON of OCSF API Activity records (class 6003), one per event.
+    Ocsf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -162,6 +164,7 @@ async fn export(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         FormatArg::Parquet => ExportFormat::Parquet,
         FormatArg::Csv => ExportFormat::Csv,
         FormatArg::Ndjson => ExportFormat::Ndjson,
+        FormatArg::Ocsf => ExportFormat::Ocsf,
     };
     let request = ExportRequest::new(&tenant, &from, &to, args.predicate.as_deref(), format)
         .map_err(flag_error)?;

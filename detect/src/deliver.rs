@@ -1,6 +1,6 @@
 //! Alert delivery: a durable outbox and one sender per destination (generic
-//! webhook, Slack, Microsoft Teams), with routing, rate limits, retries and
-//! dead letters.
+//! webhook, Slack, Microsoft Teams, OCSF Detection Finding), with routing,
+//! rate limits, retries and dead letters.
 //!
 //! - [`Delivery`]: `build` validates the [`DeliveryConfig`] and opens the
 //!   outbox; `run` delivers until shutdown, each destination on its own task so
@@ -81,6 +81,15 @@
 //!
 //! In Rust, [`webhook::verify`] does the same.
 //!
+//! # OCSF destinations
+//!
+//! An `ocsf` destination receives `POST` with the alert as one OCSF 1.x
+//! Detection Finding (class 2004) as the JSON body ([`ocsf`]: the record
+//! the `ocsf_detection_finding` SQL view shows for it), with
+//! `Idempotency-Key`; with a `secret`, it is signed exactly like a webhook
+//! (`X-Tooltrail-Timestamp`, `X-Tooltrail-Signature`). Retries and dead
+//! letters are as for any destination.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -105,6 +114,7 @@ pub mod chat;
 pub mod config;
 mod error;
 pub mod metrics;
+pub mod ocsf;
 pub mod outbox;
 mod send;
 pub mod webhook;

@@ -14,7 +14,7 @@
 //! - [`checkpoint`]: an engine's state with its source position, per Kafka
 //!   partition, for `tooltrail detect --kafka`.
 //! - [`sink`]: alerts in the lake; [`deliver`]: the outbox and the webhook,
-//!   Slack and Teams senders; [`metrics`]: the detector's Prometheus metrics.
+//!   Slack, Teams and OCSF senders; [`metrics`]: the detector's Prometheus metrics.
 //! - [`replay`]: an NDJSON event file in event-time order (`detect --replay`, `eval`).
 //! - [`publish`]: the one path every alert takes (outbox, topic, lake),
 //!   which writes no alert version twice.

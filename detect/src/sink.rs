@@ -121,7 +121,7 @@ impl AlertLake {
 }
 
 /// `alert` as a row of the table; `record` is its JSON.
-fn row<'a>(alert: &'a Alert, record: &'a str) -> AlertRow<'a> {
+pub(crate) fn row<'a>(alert: &'a Alert, record: &'a str) -> AlertRow<'a> {
     AlertRow {
         alert_version: i16::from(alert.alert_version),
         alert_id: &alert.alert_id,

@@ -362,6 +362,52 @@ async fn webhook_requests_carry_a_signature_receivers_can_verify() -> Result<()>
     running.stop().await
 }
 
+/// An `ocsf` destination gets each alert as one OCSF Detection Finding,
+/// signed when it has a secret, and a retry sends the same finding again.
+#[tokio::test]
+async fn an_ocsf_destination_receives_each_alert_as_a_detection_finding() -> Result<()> {
+    use tooltrail_lake::ocsf::{DETECTION_FINDING, missing_required};
+    let receiver = Receiver::start().await?;
+    receiver.fail_next(1, 503);
+    let dir = tempfile::tempdir()?;
+    let mut siem = destination("siem", DestinationKind::Ocsf, receiver.url("/ocsf"));
+    siem.secret = Some(Secret::new(SECRET));
+    let mut running = start(config(vec![siem]), dir.path())?;
+    let alert = high(1);
+    assert_eq!(running.handle.enqueue(&alert)?, 1);
+    running.outcome(Outcome::Delivered, &alert).await?;
+
+    let [failed, request] = &receiver.requests()[..] else {
+        bail!(
+            "expected a failure and a retry, got {:?}",
+            receiver.requests()
+        );
+    };
+    assert_eq!((failed.status, request.status), (503, 200));
+    assert_eq!(failed.body, request.body, "a retry sends the same finding");
+    assert_eq!(request.header("content-type"), "application/json");
+    assert_eq!(request.key(), alert.alert_id);
+    let timestamp = request.header("x-tooltrail-timestamp");
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(&request.body);
+    assert_eq!(
+        request.header("x-tooltrail-signature"),
+        format!("v1={}", hmac_hex(SECRET, &signed))
+    );
+    let finding = request.json();
+    assert_eq!(
+        missing_required(&DETECTION_FINDING, &finding),
+        Vec::<String>::new()
+    );
+    assert_eq!(finding["class_uid"], 2004);
+    assert_eq!(finding["type_uid"], 200401);
+    assert_eq!(finding["finding_info"]["uid"], alert.alert_id.as_str());
+    assert_eq!(finding["finding_info"]["title"], alert.title.as_str());
+    assert_eq!(finding["metadata"]["tenant_uid"], alert.tenant_id.as_str());
+    assert_eq!(finding["severity_id"], 4, "high");
+    running.stop().await
+}
+
 #[tokio::test]
 async fn slack_and_teams_get_their_message_formats() -> Result<()> {
     let receiver = Receiver::start().await?;

@@ -43,6 +43,12 @@ pub enum Error {
         table: String,
         source: Box<datafusion::error::DataFusionError>,
     },
+    /// Rows could not be rendered as an OCSF class (`ocsf::to_json`).
+    #[error("rendering rows as OCSF {class}")]
+    Ocsf {
+        class: &'static str,
+        source: Box<datafusion::error::DataFusionError>,
+    },
     /// The table moved on while this writer prepared a commit, more times
     /// than the back-off allows.
     #[error("delta table {table}: gave up after {attempts} commit conflicts")]
@@ -109,6 +115,7 @@ impl Error {
             | Error::Arrow(_)
             | Error::Location { .. }
             | Error::Provider { .. }
+            | Error::Ocsf { .. }
             | Error::Fenced { .. } => false,
         }
     }

@@ -11,6 +11,9 @@
 //!   one Delta version. Several writers share a table without a lock.
 //! - [`Snapshot`] is a read-only version: what query, exports, warm-up and
 //!   verification read.
+//! - [`ocsf`] defines how `events` and `alerts` rows read as OCSF API
+//!   Activity and Detection Finding: one SQL select list per class, used by
+//!   the query side's views and exports and by the `ocsf` alert destination.
 //! - [`appender::Appender`] group-commits small records (alerts, the query
 //!   audit) from many callers: one version per interval, not per record.
 //!
@@ -39,6 +42,7 @@ pub mod error;
 pub mod keys;
 pub mod location;
 pub mod metrics;
+pub mod ocsf;
 pub mod parquet;
 pub mod positions;
 pub mod replay;

@@ -200,7 +200,7 @@ impl Engine {
         if !Sessions::may_read(principal, table) {
             return Err(forbidden_table(principal, table));
         }
-        Ok(self.inner.sessions.tables().provider(table).schema())
+        Ok(self.inner.sessions.schema(table))
     }
 
     /// The schema `sql` would return, without running it (the Postgres

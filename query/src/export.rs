@@ -21,7 +21,7 @@
 //! Layout of one export:
 //!
 //! ```text
-//! <exports>/<export_id>/part-00000.parquet   (or .csv, .ndjson)
+//! <exports>/<export_id>/part-00000.parquet   (or .csv, .ndjson, .ocsf.ndjson)
 //! <exports>/<export_id>/part-00001.parquet
 //! <exports>/<export_id>/manifest.json
 //! <exports>/<export_id>/manifest.json.sig    raw 64-byte Ed25519 signature of manifest.json
@@ -74,15 +74,30 @@ pub enum ExportFormat {
     Csv,
     /// One JSON object per line.
     Ndjson,
+    /// One OCSF API Activity record (class 6003) per line, NDJSON: each event
+    /// as `tooltrail_lake::ocsf::API_ACTIVITY` defines it, as the
+    /// `ocsf_api_activity` view shows it.
+    Ocsf,
 }
 
 impl ExportFormat {
+    /// The format's name in requests and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Parquet => "parquet",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Ocsf => "ocsf",
+        }
+    }
+
     /// The extension of part files.
     pub fn extension(self) -> &'static str {
         match self {
             ExportFormat::Parquet => "parquet",
             ExportFormat::Csv => "csv",
             ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Ocsf => "ocsf.ndjson",
         }
     }
 
@@ -90,7 +105,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Parquet => "application/vnd.apache.parquet",
             ExportFormat::Csv => "text/csv; charset=utf-8",
-            ExportFormat::Ndjson => "application/x-ndjson",
+            ExportFormat::Ndjson | ExportFormat::Ocsf => "application/x-ndjson",
         }
     }
 }
@@ -102,8 +117,9 @@ impl FromStr for ExportFormat {
             "parquet" => Ok(ExportFormat::Parquet),
             "csv" => Ok(ExportFormat::Csv),
             "ndjson" => Ok(ExportFormat::Ndjson),
+            "ocsf" => Ok(ExportFormat::Ocsf),
             _ => Err(format!(
-                "unknown format {s:?}: expected parquet, csv or ndjson"
+                "unknown format {s:?}: expected parquet, csv, ndjson or ocsf"
             )),
         }
     }
@@ -111,7 +127,7 @@ impl FromStr for ExportFormat {
 
 impl std::fmt::Display for ExportFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.extension())
+        f.write_str(self.name())
     }
 }
 
@@ -194,7 +210,8 @@ mod tests {
     #[test]
     fn formats_parse_case_insensitively_and_name_the_choices() {
         assert_eq!("CSV".parse::<ExportFormat>(), Ok(ExportFormat::Csv));
+        assert_eq!("ocsf".parse::<ExportFormat>(), Ok(ExportFormat::Ocsf));
         let err = "xlsx".parse::<ExportFormat>().unwrap_err();
-        assert!(err.contains("parquet, csv or ndjson"), "{err}");
+        assert!(err.contains("parquet, csv, ndjson or ocsf"), "{err}");
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! - [`Engine`]: admission (limits), the query audit, planning in a
 //!   per-principal session ([`session`]) with our planner rules
-//!   ([`optimizer`]), streaming under a deadline.
+//!   ([`optimizer`]), streaming under a deadline. Besides the lake's tables,
+//!   a session holds the OCSF views `ocsf_api_activity` and
+//!   `ocsf_detection_finding` ([`session::ocsf`]).
 //! - [`http`]: `POST /v1/sql` and the table endpoints (axum).
 //! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools;
 //!   [`pg_catalog`]: the system catalog those clients browse.
 //! - [`format`]: result encodings (json, ndjson, csv, arrow, parquet, table).
-//! - [`export`]: signed compliance exports (`POST /v1/exports`, `tooltrail export`).
+//! - [`export`]: signed compliance exports (`POST /v1/exports`, `tooltrail export`), in
+//!   Parquet, CSV, NDJSON or OCSF.
 
 pub mod audit;
 pub mod auth;

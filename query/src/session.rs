@@ -12,17 +12,24 @@
 //! casts), its expressions see only rows the filter let through, so neither
 //! its results nor its error messages can carry another tenant's values.
 //!
+//! The OCSF views (`ocsf_api_activity`, `ocsf_detection_finding`) are plans
+//! over the session's scoped `events` and `alerts` ([`ocsf`]): they add no
+//! isolation of their own and need none.
+//!
 //! The session's `pg_catalog` ([`crate::pg_catalog`]) describes the same
 //! tables, and only those.
 
+pub mod ocsf;
 pub mod scoped;
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider,
 };
+use datafusion::datasource::TableProvider;
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
@@ -42,6 +49,7 @@ pub use scoped::ScopedTable;
 pub struct Sessions {
     base: SessionState,
     tables: LakeTables,
+    views: ocsf::Views,
     pg_catalog: Arc<PgCatalog>,
 }
 
@@ -50,11 +58,21 @@ impl Sessions {
     /// over `tables`.
     pub fn new(base: SessionState, tables: LakeTables) -> Result<Sessions> {
         let (base, pg_catalog) = PgCatalog::install(base)?;
+        let views = ocsf::Views::plan(&base, &tables)?;
         Ok(Sessions {
             base,
             tables,
+            views,
             pg_catalog: Arc::new(pg_catalog),
         })
+    }
+
+    /// The columns of `table`.
+    pub fn schema(&self, table: Table) -> SchemaRef {
+        match self.views.schema(table) {
+            Some(view) => view,
+            None => self.tables.provider(table).schema(),
+        }
     }
 
     pub fn tables(&self) -> &LakeTables {
@@ -72,7 +90,7 @@ impl Sessions {
         }
         // Quarantined input could not be parsed, so its tenant is unknown:
         // only a principal trusted with every tenant sees it.
-        table != Table::Quarantine || principal.tenants == Tenants::All
+        table.source() != Table::Quarantine || principal.tenants == Tenants::All
     }
 
     /// A session that sees only what `principal` may see.
@@ -92,14 +110,18 @@ impl Sessions {
             if !Self::may_read(principal, table) {
                 continue;
             }
-            let provider = self.tables.provider(table);
+            let source = table.source();
+            let scoped = Arc::new(ScopedTable::new(
+                self.tables.provider(source),
+                tenant_filter(source, &principal.tenants),
+                tenant_columns(source).to_vec(),
+            ));
+            let provider: Arc<dyn TableProvider> = match table.ocsf() {
+                None => scoped,
+                Some(_) => Arc::new(self.views.bind(table, scoped)?),
+            };
             readable.push((table, provider.schema()));
-            let scoped = ScopedTable::new(
-                provider.clone(),
-                tenant_filter(table, &principal.tenants),
-                tenant_columns(table).to_vec(),
-            );
-            ctx.register_table(table.name(), Arc::new(scoped))?;
+            ctx.register_table(table.name(), provider)?;
         }
         catalog.register_schema(pg_catalog::SCHEMA, self.pg_catalog.schema(&readable)?)?;
         Ok(ctx)
@@ -111,7 +133,8 @@ fn tenant_columns(table: Table) -> &'static [&'static str] {
     match table {
         Table::Events | Table::InvalidFields | Table::Alerts => &["tenant_id"],
         Table::QueryAudit => &["tenants"],
-        Table::Quarantine => &[],
+        // Views: scoped through the table they read (`Table::source`).
+        Table::Quarantine | Table::OcsfApiActivity | Table::OcsfDetectionFinding => &[],
     }
 }
 
@@ -128,7 +151,8 @@ fn tenant_filter(table: Table, tenants: &Tenants) -> Option<Expr> {
         // An admin restricted to some tenants sees the queries of principals
         // restricted to a subset of them.
         Table::QueryAudit => array_has_all(make_array(names), col("tenants")),
-        // Never reached: see `may_read`. Deny every row if it ever is.
-        Table::Quarantine => lit(false),
+        // Never reached: see `may_read`, and views are scoped through the
+        // table they read. Deny every row if it ever is.
+        Table::Quarantine | Table::OcsfApiActivity | Table::OcsfDetectionFinding => lit(false),
     })
 }

@@ -6,6 +6,12 @@
 //!
 //! These providers are never registered by name. [`crate::session`] wraps
 //! each in a tenant-filtered view, and that view is all a query can reach.
+//!
+//! Two more tables are views over those: `ocsf_api_activity` and
+//! `ocsf_detection_finding`, the lake's `events` and `alerts` as OCSF
+//! classes (`tooltrail_lake::ocsf`). Each session plans them over its own
+//! tenant-filtered `events` and `alerts` ([`crate::session::ocsf`]), so they
+//! show exactly the rows those show.
 
 use std::sync::Arc;
 
@@ -15,7 +21,7 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use tooltrail_lake::{Location, Snapshot, TableSpec, tables};
+use tooltrail_lake::{Location, Snapshot, TableSpec, ocsf, tables};
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
@@ -39,15 +45,21 @@ pub enum Table {
     Alerts,
     Quarantine,
     QueryAudit,
+    /// `events` as OCSF API Activity.
+    OcsfApiActivity,
+    /// `alerts` as OCSF Detection Finding.
+    OcsfDetectionFinding,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Events,
         Table::InvalidFields,
         Table::Alerts,
         Table::Quarantine,
         Table::QueryAudit,
+        Table::OcsfApiActivity,
+        Table::OcsfDetectionFinding,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +69,27 @@ impl Table {
             Table::Alerts => "alerts",
             Table::Quarantine => "quarantine",
             Table::QueryAudit => "query_audit",
+            Table::OcsfApiActivity => ocsf::API_ACTIVITY.view,
+            Table::OcsfDetectionFinding => ocsf::DETECTION_FINDING.view,
+        }
+    }
+
+    /// The OCSF class the table shows, for the OCSF views.
+    pub fn ocsf(self) -> Option<&'static ocsf::Class> {
+        match self {
+            Table::OcsfApiActivity => Some(&ocsf::API_ACTIVITY),
+            Table::OcsfDetectionFinding => Some(&ocsf::DETECTION_FINDING),
+            Table::Events | Table::Alerts | Table::Quarantine | Table::QueryAudit => None,
+        }
+    }
+
+    /// The lake table the rows come from: the table itself, or what an OCSF
+    /// view reads.
+    pub fn source(self) -> Table {
+        match self {
+            Table::OcsfApiActivity => Table::Events,
+            Table::OcsfDetectionFinding => Table::Alerts,
+            other => other,
         }
     }
 
@@ -67,7 +100,11 @@ impl Table {
     /// The least role that may read the table.
     pub fn min_role(self) -> Role {
         match self {
-            Table::Events | Table::InvalidFields | Table::Alerts => Role::Analyst,
+            Table::Events
+            | Table::InvalidFields
+            | Table::Alerts
+            | Table::OcsfApiActivity
+            | Table::OcsfDetectionFinding => Role::Analyst,
             Table::Quarantine => Role::Auditor,
             Table::QueryAudit => Role::Admin,
         }
@@ -85,6 +122,12 @@ impl Table {
             }
             Table::Quarantine => "input that failed validation, with its raw bytes and reason",
             Table::QueryAudit => "every query run against this endpoint: who, what, outcome",
+            Table::OcsfApiActivity => {
+                "events as OCSF API Activity (class_uid 6003) with the security_control profile; metadata.version names the OCSF version"
+            }
+            Table::OcsfDetectionFinding => {
+                "alerts (each alert's latest version) as OCSF Detection Finding (class_uid 2004) with the security_control profile"
+            }
         }
     }
 }
@@ -116,13 +159,18 @@ impl LakeTables {
         })
     }
 
+    /// The lake provider behind `table`; for an OCSF view, the provider of
+    /// the table it reads ([`Table::source`]).
     pub fn provider(&self, table: Table) -> Arc<dyn TableProvider> {
-        match table {
+        match table.source() {
             Table::Events => self.events.clone(),
             Table::InvalidFields => self.invalid_fields.clone(),
             Table::Alerts => self.alerts.clone(),
             Table::Quarantine => self.quarantine.clone(),
             Table::QueryAudit => self.query_audit.clone(),
+            Table::OcsfApiActivity | Table::OcsfDetectionFinding => {
+                unreachable!("a view's source is a lake table")
+            }
         }
     }
 }

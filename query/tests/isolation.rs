@@ -153,7 +153,7 @@ fn tricks_do_not_leak_foreign_rows_or_counts() {
             0,
         ),
         (
-            "SELECT count(*) FROM information_schema.tables WHERE table_name NOT IN ('events', 'invalid_fields', 'alerts') AND table_schema = 'public'",
+            "SELECT count(*) FROM information_schema.tables WHERE table_name NOT IN ('events', 'invalid_fields', 'alerts', 'ocsf_api_activity', 'ocsf_detection_finding') AND table_schema = 'public'",
             0,
         ),
     ];
@@ -222,7 +222,16 @@ fn tables_beyond_the_role_are_forbidden_by_name() {
                 .await
                 .unwrap(),
         );
-        assert_eq!(tables, [["alerts"], ["events"], ["invalid_fields"]]);
+        assert_eq!(
+            tables,
+            [
+                ["alerts"],
+                ["events"],
+                ["invalid_fields"],
+                ["ocsf_api_activity"],
+                ["ocsf_detection_finding"]
+            ]
+        );
     });
 }
 
@@ -426,5 +435,94 @@ fn each_alert_shows_once_as_its_latest_version_within_the_tokens_tenants() {
             .unwrap(),
         );
         assert_eq!(distinct, 0);
+    });
+}
+
+/// Every row of a result as a JSON object, as Arrow's JSON writer (and so
+/// an `ocsf` export or `/v1/sql` in ndjson) writes it.
+fn json_rows(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+        for batch in batches {
+            writer.write(batch).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    out.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+/// The OCSF views read the session's scoped `events` and `alerts`: a token
+/// restricted to acme sees acme's rows only, even through an expression
+/// that would fail on another tenant's row, and every record carries what
+/// the OCSF schema requires.
+#[test]
+fn the_ocsf_views_show_only_the_tokens_tenants_as_complete_records() {
+    use tooltrail_lake::ocsf::{API_ACTIVITY, DETECTION_FINDING, missing_required};
+    let lake = lake();
+    runtime().block_on(async {
+        let e = &lake.engine;
+        let count = |token: &'static str, sql: &'static str| async move {
+            single_i64(&query(e, token, sql).await.unwrap())
+        };
+        let events = "SELECT count(*) FROM ocsf_api_activity";
+        assert_eq!(count("analyst-acme", events).await, ACME as i64);
+        assert_eq!(
+            count("analyst-acme-initech", events).await,
+            (ACME + INITECH) as i64
+        );
+        assert_eq!(
+            count("admin-all", events).await,
+            (ACME + GLOBEX + INITECH) as i64
+        );
+        // Fails on any row whose tenant is not acme, if it ever saw one.
+        let trick = "SELECT count(*) FROM ocsf_api_activity \
+                     WHERE CAST(CASE WHEN metadata['tenant_uid'] <> 'acme' \
+                     THEN actor['user']['uid'] END AS BIGINT) IS NULL";
+        assert_eq!(count("analyst-acme", trick).await, ACME as i64);
+        let findings = "SELECT count(*) FROM ocsf_detection_finding";
+        assert_eq!(count("analyst-acme", findings).await, 2);
+        assert_eq!(count("admin-all", findings).await, 5);
+
+        let rows = json_rows(
+            &query(e, "analyst-acme", "SELECT * FROM ocsf_api_activity")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(rows.len(), ACME);
+        for row in &rows {
+            assert_eq!(row["metadata"]["tenant_uid"], "acme", "{row:#}");
+            assert_eq!(missing_required(&API_ACTIVITY, row), Vec::<String>::new());
+        }
+        let denied = rows.iter().filter(|r| r["action_id"] == 2).count();
+        assert_eq!(denied, ACME / 10, "every tenth event is a deny");
+
+        let rows = json_rows(
+            &query(
+                e,
+                "analyst-acme",
+                "SELECT * FROM ocsf_detection_finding ORDER BY finding_info['uid']",
+            )
+            .await
+            .unwrap(),
+        );
+        let ids: Vec<&str> = rows
+            .iter()
+            .map(|r| r["finding_info"]["uid"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["acme-a0", "acme-a1"]);
+        for row in &rows {
+            assert_eq!(
+                missing_required(&DETECTION_FINDING, row),
+                Vec::<String>::new()
+            );
+            assert_eq!(
+                row["evidences"][0]["data"]["event_ids"],
+                serde_json::json!(["acme-e10", "acme-e20"])
+            );
+        }
     });
 }

@@ -220,6 +220,89 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
     Ok(())
 }
 
+/// An `ocsf` destination gets the alert as an OCSF Detection Finding, and the
+/// `ocsf_detection_finding` view shows the very same record for it: one
+/// definition behind both.
+#[tokio::test]
+async fn up_posts_an_alert_to_an_ocsf_destination_as_the_finding_the_view_shows() -> Result<()> {
+    use tooltrail_lake::ocsf::{DETECTION_FINDING, missing_required};
+    let (hook, received) = receiver().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tooltrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[detect.delivery.destinations]]\nname = \"siem\"\nkind = \"ocsf\"\nurl = \"{hook}\"\nmin_severity = \"high\"\n"
+        ),
+    )?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let up = Tooltrail::up_with_config(&config, &data, &[]).await?;
+    // A resource of another tenant: a cross-tenant alert, at once.
+    let event = json!({
+        "schema_version": 1, "event_id": "x-1", "time": chrono::Utc::now().to_rfc3339(),
+        "tenant_id": "acme", "user_id": "mallory", "server": "gdrive", "method": "tools/call",
+        "tool": "read_file", "resource": "gdrive://globex/finance/payroll.xlsx",
+        "decision": "allow", "status": 200
+    });
+    let arrived = received.arrived.notified();
+    let reply = up.post_events(format!("{event}\n"), &[]).await?;
+    ensure!(reply.0 == 200, "{}", reply.1);
+    tokio::time::timeout(Duration::from_secs(20), arrived)
+        .await
+        .context("no finding within 20 s")?;
+    let (headers, body, _) = received.requests.lock().expect("lock")[0].clone();
+    let finding: Value = serde_json::from_slice(&body)?;
+    let missing = missing_required(&DETECTION_FINDING, &finding);
+    ensure!(missing.is_empty(), "{missing:?} in {finding:#}");
+    ensure!(finding["class_uid"] == 2004, "{finding}");
+    ensure!(
+        finding["finding_info"]["types"] == json!(["cross_tenant"]),
+        "{finding}"
+    );
+    ensure!(finding["metadata"]["tenant_uid"] == "acme", "{finding}");
+    ensure!(
+        finding["evidences"][0]["data"]["event_ids"] == json!(["x-1"]),
+        "{finding}"
+    );
+    let id = finding["finding_info"]["uid"].as_str().context("a uid")?;
+    ensure!(headers.get("idempotency-key").and_then(|v| v.to_str().ok()) == Some(id));
+
+    // Once the alert is in the lake, the view shows the same record.
+    let deadline = crate::support::Deadline::after(Duration::from_secs(20));
+    while !alert_records(&up.lake())?
+        .iter()
+        .any(|record| record["alert_id"] == id)
+    {
+        deadline.remaining("the alert in the lake's alerts table")?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lake = up.lake();
+    let out = crate::support::process::run_tooltrail_env(
+        &[
+            "sql",
+            "--lake",
+            path_str(&lake)?,
+            "--format",
+            "ndjson",
+            "SELECT * FROM ocsf_detection_finding",
+        ],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let shown: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        shown == [finding.clone()],
+        "the view shows {shown:#?}, the destination got {finding:#}"
+    );
+    up.stop().await?;
+    Ok(())
+}
+
 const SECRET: &str = "a-long-enough-shared-secret";
 
 /// `tooltrail up` in a temporary data directory, configured with `before`

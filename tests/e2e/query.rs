@@ -199,7 +199,39 @@ async fn up_answers_sql_in_every_format_for_the_tokens_tenants_only() -> Result<
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, ["events", "invalid_fields", "alerts"]);
+    assert_eq!(
+        names,
+        [
+            "events",
+            "invalid_fields",
+            "alerts",
+            "ocsf_api_activity",
+            "ocsf_detection_finding"
+        ]
+    );
+    let schema: Value = client
+        .get(up.url("/v1/tables/ocsf_api_activity"))
+        .bearer_auth("tok-acme")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let columns: Vec<&str> = schema["columns"]
+        .as_array()
+        .context("columns")?
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for required in [
+        "class_uid",
+        "metadata",
+        "actor",
+        "api",
+        "src_endpoint",
+        "action_id",
+    ] {
+        assert!(columns.contains(&required), "{required} in {columns:?}");
+    }
     let schema: Value = client
         .get(up.url("/v1/tables/events"))
         .bearer_auth("tok-acme")

@@ -88,6 +88,10 @@ pub enum DestinationKind {
     Slack,
     /// A Microsoft Teams incoming webhook or Workflows URL: an Adaptive Card.
     Teams,
+    /// An HTTP collector of OCSF (a SIEM, a data pipeline): the alert as one
+    /// OCSF Detection Finding (class 2004), signed like a webhook when a
+    /// `secret` is set.
+    Ocsf,
 }
 
 impl DestinationKind {
@@ -96,6 +100,7 @@ impl DestinationKind {
             DestinationKind::Webhook => "webhook",
             DestinationKind::Slack => "slack",
             DestinationKind::Teams => "teams",
+            DestinationKind::Ocsf => "ocsf",
         }
     }
 }
@@ -109,15 +114,16 @@ pub struct DestinationConfig {
     /// the destination in metrics, logs and outbox folders, so renaming a
     /// destination orphans its pending alerts.
     pub name: String,
-    /// `webhook`, `slack` or `teams`.
+    /// `webhook`, `slack`, `teams` or `ocsf`.
     pub kind: DestinationKind,
     /// Where to POST (`http` or `https`). Its path and query are treated as
     /// a credential (Slack and Teams URLs embed a token): they are shown as
     /// `<redacted>`, and errors and logs name the destination by `name` and
     /// host only.
     pub url: SecretUrl,
-    /// Webhooks only, required: the HMAC-SHA256 key signing each request (at
-    /// least 16 characters). Shown as `<redacted>`.
+    /// The HMAC-SHA256 key signing each request (at least 16 characters):
+    /// required for `webhook`, optional for `ocsf`, refused for `slack` and
+    /// `teams`. Shown as `<redacted>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
     /// Slack and Teams only: base URL of the console; messages then link to
@@ -214,19 +220,24 @@ impl DeliveryConfig {
                 (DestinationKind::Webhook, None) => {
                     issue(at("secret"), "is required for webhook destinations".into());
                 }
-                (DestinationKind::Webhook, Some(s)) if s.expose().len() < MIN_SECRET_LEN => {
+                (DestinationKind::Webhook | DestinationKind::Ocsf, Some(s))
+                    if s.expose().len() < MIN_SECRET_LEN =>
+                {
                     issue(
                         at("secret"),
                         format!("must be at least {MIN_SECRET_LEN} characters"),
                     );
                 }
                 (DestinationKind::Slack | DestinationKind::Teams, Some(_)) => {
-                    issue(at("secret"), "is only used by webhook destinations".into());
+                    issue(
+                        at("secret"),
+                        "is only used by webhook and ocsf destinations".into(),
+                    );
                 }
                 _ => {}
             }
             match (d.kind, &d.console_url) {
-                (DestinationKind::Webhook, Some(_)) => {
+                (DestinationKind::Webhook | DestinationKind::Ocsf, Some(_)) => {
                     issue(
                         at("console_url"),
                         "is only used by slack and teams destinations".into(),
@@ -312,6 +323,10 @@ mod tests {
             tenants = ["acme"]
             detectors = ["cross_tenant", "denial_spike"]
             max_per_minute = 20
+            [[destinations]]
+            name = "security-lake"
+            kind = "ocsf"
+            url = "https://collector.example.com/ocsf"
             "#,
         );
         assert!(config.validate().is_empty(), "{:?}", config.validate());
@@ -327,6 +342,8 @@ mod tests {
             slack.detectors,
             [DetectorKind::CrossTenant, DetectorKind::DenialSpike]
         );
+        let ocsf = &config.destinations[2];
+        assert_eq!((ocsf.kind, &ocsf.secret), (DestinationKind::Ocsf, &None));
     }
 
     fn toml_from(text: &str) -> DeliveryConfig {

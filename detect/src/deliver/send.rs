@@ -10,6 +10,7 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use super::backoff::parse_retry_after;
 use super::chat::{slack_message, teams_message};
 use super::config::{DestinationConfig, DestinationKind};
+use super::ocsf::detection_finding;
 use super::webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 use crate::alert::Alert;
 
@@ -27,28 +28,35 @@ pub enum Attempt {
     Permanent { reason: String },
 }
 
-/// The body and extra headers to send `alert` to `destination`. Webhooks are
-/// signed at `timestamp` (unix seconds), so every retry is signed afresh.
-pub fn request(
+/// The body and extra headers to send `alert` to `destination`. Webhooks
+/// (and `ocsf` destinations with a secret) are signed at `timestamp` (unix
+/// seconds), so every retry is signed afresh. Fails only if the alert cannot
+/// be rendered as an OCSF finding, which no retry would change.
+pub async fn request(
     destination: &DestinationConfig,
     alert: &Alert,
     timestamp: i64,
-) -> (Vec<u8>, Vec<(&'static str, String)>) {
+) -> Result<(Vec<u8>, Vec<(&'static str, String)>), String> {
     let console = destination.console_url.as_deref();
-    match destination.kind {
-        DestinationKind::Webhook => {
-            let body = alert.to_json().into_bytes();
-            let secret = destination
-                .secret
-                .as_ref()
-                .map(|s| s.expose().as_bytes())
-                .unwrap_or_default();
-            let headers = vec![
-                (TIMESTAMP_HEADER, timestamp.to_string()),
-                (SIGNATURE_HEADER, sign(secret, timestamp, &body)),
-                (IDEMPOTENCY_HEADER, alert.alert_id.clone()),
-            ];
-            (body, headers)
+    let signed = |body: Vec<u8>| {
+        let mut headers = vec![(IDEMPOTENCY_HEADER, alert.alert_id.clone())];
+        if let Some(secret) = &destination.secret {
+            let signature = sign(secret.expose().as_bytes(), timestamp, &body);
+            headers.push((TIMESTAMP_HEADER, timestamp.to_string()));
+            headers.push((SIGNATURE_HEADER, signature));
+        }
+        (body, headers)
+    };
+    Ok(match destination.kind {
+        DestinationKind::Webhook => signed(alert.to_json().into_bytes()),
+        DestinationKind::Ocsf => {
+            let finding = detection_finding(alert).await.map_err(|e| {
+                format!(
+                    "rendering the alert as an OCSF detection finding: {}",
+                    tooltrail_schemas::Report(&e)
+                )
+            })?;
+            signed(finding.to_string().into_bytes())
         }
         DestinationKind::Slack => (
             slack_message(alert, console).to_string().into_bytes(),
@@ -58,7 +66,7 @@ pub fn request(
             teams_message(alert, console).to_string().into_bytes(),
             Vec::new(),
         ),
-    }
+    })
 }
 
 /// Sends `alert` once.
@@ -67,7 +75,10 @@ pub async fn attempt(
     destination: &DestinationConfig,
     alert: &Alert,
 ) -> Attempt {
-    let (body, headers) = request(destination, alert, Utc::now().timestamp());
+    let (body, headers) = match request(destination, alert, Utc::now().timestamp()).await {
+        Ok(request) => request,
+        Err(reason) => return Attempt::Permanent { reason },
+    };
     let mut req = client
         .post(destination.url.expose())
         .header(CONTENT_TYPE, "application/json")
@@ -200,8 +211,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn webhook_requests_carry_a_verifiable_signature_and_the_alert_id() {
+    #[tokio::test]
+    async fn webhook_requests_carry_a_verifiable_signature_and_the_alert_id() {
         let alert = test_alert();
         let destination = DestinationConfig {
             name: "siem".into(),
@@ -214,7 +225,9 @@ mod tests {
             detectors: Vec::new(),
             max_per_minute: 60,
         };
-        let (body, headers) = request(&destination, &alert, 1_760_000_000);
+        let (body, headers) = request(&destination, &alert, 1_760_000_000)
+            .await
+            .expect("a request");
         assert_eq!(body, alert.to_json().into_bytes());
         let header = |name: &str| {
             headers
@@ -224,6 +237,67 @@ mod tests {
                 .expect("header present")
         };
         assert_eq!(header(IDEMPOTENCY_HEADER), alert.alert_id);
+        assert!(verify(
+            b"0123456789abcdef",
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            &body,
+            1_760_000_010
+        ));
+    }
+
+    fn ocsf_destination(secret: Option<&str>) -> DestinationConfig {
+        DestinationConfig {
+            name: "siem".into(),
+            kind: DestinationKind::Ocsf,
+            url: SecretUrl::new("https://siem.example.com/ocsf"),
+            secret: secret.map(Secret::new),
+            console_url: None,
+            min_severity: crate::alert::Severity::Low,
+            tenants: Vec::new(),
+            detectors: Vec::new(),
+            max_per_minute: 60,
+        }
+    }
+
+    #[tokio::test]
+    async fn ocsf_requests_carry_the_alert_as_a_detection_finding() {
+        use tooltrail_lake::ocsf::{DETECTION_FINDING, missing_required};
+        let alert = test_alert();
+        let (body, headers) = request(&ocsf_destination(None), &alert, 1_760_000_000)
+            .await
+            .expect("a request");
+        let finding: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            missing_required(&DETECTION_FINDING, &finding),
+            Vec::<String>::new()
+        );
+        assert_eq!(finding["class_uid"], 2004);
+        assert_eq!(finding["finding_info"]["uid"], alert.alert_id.as_str());
+        let analysis = &finding["anomaly_analyses"][0];
+        assert_eq!(analysis["anomalies"][0]["observations"][0]["value"], "37.0");
+        assert_eq!(analysis["baselines"][0]["observations"][0]["value"], "0.4");
+        assert_eq!(
+            headers,
+            vec![(IDEMPOTENCY_HEADER, alert.alert_id.clone())],
+            "unsigned without a secret"
+        );
+
+        let (signed_body, headers) = request(
+            &ocsf_destination(Some("0123456789abcdef")),
+            &alert,
+            1_760_000_000,
+        )
+        .await
+        .expect("a request");
+        assert_eq!(signed_body, body);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+                .expect("header present")
+        };
         assert!(verify(
             b"0123456789abcdef",
             header(TIMESTAMP_HEADER),

@@ -157,7 +157,7 @@ impl PartWriter {
                     .with_header(true)
                     .build(out),
             )),
-            ExportFormat::Ndjson => {
+            ExportFormat::Ndjson | ExportFormat::Ocsf => {
                 Sink::Ndjson(Box::new(arrow::json::LineDelimitedWriter::new(out)))
             }
         };
@@ -312,7 +312,9 @@ pub fn count_rows(path: &Path, format: ExportFormat) -> Result<u64, String> {
             let records = count_records(path, true).map_err(|e| e.to_string())?;
             Ok(records.saturating_sub(1))
         }
-        ExportFormat::Ndjson => count_records(path, false).map_err(|e| e.to_string()),
+        ExportFormat::Ndjson | ExportFormat::Ocsf => {
+            count_records(path, false).map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -170,8 +170,15 @@ impl ExportRequest {
     /// the query audit's `sql` (and `sql_sha256`) tie the audit record to the
     /// manifest. `dt` and `hour` bounds let the listing skip partitions
     /// outside the range; there is no `ORDER BY`, which would need an
-    /// unbounded sort, so rows come in no particular order.
+    /// unbounded sort, so rows come in no particular order. An `ocsf`
+    /// export selects the OCSF API Activity class's columns
+    /// (`tooltrail_lake::ocsf::API_ACTIVITY`, the `ocsf_api_activity` view's
+    /// definition) instead of `*`; the predicate still reads `events`' columns.
     pub fn sql(&self, export_id: &str) -> String {
+        let columns = match self.format {
+            ExportFormat::Ocsf => tooltrail_lake::ocsf::API_ACTIVITY.select_list(),
+            ExportFormat::Parquet | ExportFormat::Csv | ExportFormat::Ndjson => "*",
+        };
         let from = tooltrail_schemas::format_time(&self.from);
         let to = tooltrail_schemas::format_time(&self.to);
         let last = self.to - Duration::microseconds(1);
@@ -182,7 +189,7 @@ impl ExportRequest {
         let tenant = self.tenant_id.replace('\'', "''");
         let mut sql = format!(
             "/* tooltrail export {export_id} */\n\
-             SELECT * FROM events\n\
+             SELECT {columns} FROM events\n\
              WHERE tenant_id = '{tenant}'\n  \
              AND time >= '{from}' AND time < '{to}'\n  \
              AND dt >= '{d1}' AND dt <= '{d2}'\n  \
@@ -403,5 +410,32 @@ mod tests {
         assert!(sql.contains("(dt < '2025-03-02' OR hour <= '10')"), "{sql}");
         let again = ExportRequest::from_record(&r.record()).unwrap();
         assert_eq!(again, r);
+    }
+
+    #[test]
+    fn an_ocsf_export_selects_the_api_activity_columns_under_the_same_bounds() {
+        let r = ExportRequest::new(
+            "acme",
+            "2025-03-01T00:00:00Z",
+            "2025-03-02T00:00:00Z",
+            Some("status >= 400"),
+            ExportFormat::Ocsf,
+        )
+        .unwrap();
+        let plain = ExportRequest::new(
+            "acme",
+            "2025-03-01T00:00:00Z",
+            "2025-03-02T00:00:00Z",
+            Some("status >= 400"),
+            ExportFormat::Ndjson,
+        )
+        .unwrap();
+        let columns = tooltrail_lake::ocsf::API_ACTIVITY.select_list();
+        assert_eq!(
+            r.sql("id"),
+            plain
+                .sql("id")
+                .replacen("SELECT * FROM", &format!("SELECT {columns} FROM"), 1)
+        );
     }
 }
