@@ -79,7 +79,11 @@ impl Table {
         match self {
             Table::OcsfApiActivity => Some(&ocsf::API_ACTIVITY),
             Table::OcsfDetectionFinding => Some(&ocsf::DETECTION_FINDING),
-            Table::Events | Table::Alerts | Table::Quarantine | Table::QueryAudit => None,
+            Table::Events
+            | Table::InvalidFields
+            | Table::Alerts
+            | Table::Quarantine
+            | Table::QueryAudit => None,
         }
     }
 

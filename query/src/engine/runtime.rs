@@ -34,6 +34,9 @@ pub const STACK_BYTES: usize = 64 << 20;
 /// outside it and at its I/O and timer driver.
 const REMOTE_INTERVAL: u32 = 2;
 
+/// Blocking threads beyond two per worker; see [`QueryRuntime::new`].
+const BLOCKING_HEADROOM: usize = 64;
+
 /// The niceness of query threads.
 const NICE: i32 = 10;
 
@@ -49,8 +52,15 @@ impl QueryRuntime {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads.max(1))
-            // DataFusion's few blocking calls (file listing, spills).
-            .max_blocking_threads(threads.max(1) * 2)
+            // DataFusion's few blocking calls (file listing, spills), the
+            // local object store's reads, and delta-kernel's: its executor
+            // blocks a worker in `block_in_place` while a task it spawned on
+            // this runtime loads the log, and the worker that takes over
+            // comes from this pool. With a pool of 2, two such loads (or
+            // one beside a file read) left no thread to run the load, and
+            // the query hung until its timeout. These threads mostly wait;
+            // the CPU stays bounded by the workers.
+            .max_blocking_threads(threads.max(1) * 2 + BLOCKING_HEADROOM)
             .thread_stack_size(STACK_BYTES)
             // A query's task runs up to a time slice (ms) per poll, not
             // tokio's microseconds: by default a worker looks at tasks woken
