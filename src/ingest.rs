@@ -166,9 +166,17 @@ fn import(
 /// for old events, the flag that lets them in.
 fn print_rejects(summary: &file::ImportSummary, config: &tooltrail_ingest::config::IngestConfig) {
     for (kind, group) in &summary.rejects {
-        let field = kind.field.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
+        let field = kind
+            .field
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
         let first: Vec<String> = group.first_lines.iter().map(i64::to_string).collect();
-        let more = if group.lines > group.first_lines.len() as u64 { ", ..." } else { "" };
+        let more = if group.lines > group.first_lines.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
         println!(
             "quarantined {} line(s), {}{field}: lines {}{more}",
             group.lines,

@@ -251,14 +251,9 @@ async fn start_detection(
     let handle =
         crate::detect::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
     let metrics = tooltrail_detect::metrics::Metrics::register(registry);
-    let publisher = Publisher::open(
-        lake,
-        Some(handle),
-        metrics.clone(),
-        lake_metrics,
-    )
-    .await?
-    .with_listeners(alerts);
+    let publisher = Publisher::open(lake, Some(handle), metrics.clone(), lake_metrics)
+        .await?
+        .with_listeners(alerts);
     let detector = Detector::new(engine, pending, publisher, metrics, Arc::new(SystemClock));
     let (tap, events) = mpsc::channel(256);
     let token = supervisor.token(Phase::Detect);

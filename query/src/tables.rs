@@ -185,9 +185,10 @@ impl LakeTables {
 fn with_invalid_fields(events: Arc<DeltaTable>) -> Result<Arc<dyn TableProvider>> {
     let keys = array_to_string(map_keys(col("attributes")), lit("\n"));
     // Every key is on its own line: a marker starts the text or follows a newline.
-    let marked = keys.clone().like(lit(format!("{INVALID_PREFIX}%"))).or(keys.like(lit(
-        format!("%\n{INVALID_PREFIX}%"),
-    )));
+    let marked = keys
+        .clone()
+        .like(lit(format!("{INVALID_PREFIX}%")))
+        .or(keys.like(lit(format!("%\n{INVALID_PREFIX}%"))));
     let plan = LogicalPlanBuilder::scan("events", provider_as_source(events), None)?
         .filter(marked)?
         .build()?;

@@ -431,25 +431,27 @@ impl<'a> RawEvent<'a> {
             });
             false
         });
-        let source_ip = self.source_ip.and_then(|text| match text.parse::<IpAddr>() {
-            // IPv4 has one text form (std rejects leading zeros), so the input
-            // is already canonical and can be kept as it came.
-            Ok(addr) => Some(Ip {
-                addr,
-                canonical_text: match (text, addr) {
-                    (Cow::Borrowed(text), IpAddr::V4(_)) => Some(text),
-                    _ => None,
-                },
-            }),
-            Err(_) => {
-                invalid.push(Invalid {
-                    field: "source_ip",
-                    problem: Problem::BadValue("not an IPv4 or IPv6 address".into()),
-                    value: json_text(&text),
-                });
-                None
-            }
-        });
+        let source_ip = self
+            .source_ip
+            .and_then(|text| match text.parse::<IpAddr>() {
+                // IPv4 has one text form (std rejects leading zeros), so the input
+                // is already canonical and can be kept as it came.
+                Ok(addr) => Some(Ip {
+                    addr,
+                    canonical_text: match (text, addr) {
+                        (Cow::Borrowed(text), IpAddr::V4(_)) => Some(text),
+                        _ => None,
+                    },
+                }),
+                Err(_) => {
+                    invalid.push(Invalid {
+                        field: "source_ip",
+                        problem: Problem::BadValue("not an IPv4 or IPv6 address".into()),
+                        value: json_text(&text),
+                    });
+                    None
+                }
+            });
         let trace_id = self.trace_id.and_then(|t| match (t.len(), hex_case(&t)) {
             (32, Some(HexCase::Lower)) => Some(t),
             (32, Some(HexCase::Mixed)) => Some(Cow::Owned(t.to_ascii_lowercase())),
@@ -467,9 +469,7 @@ impl<'a> RawEvent<'a> {
             if parsed.is_none() {
                 invalid.push(Invalid {
                     field: "principal_type",
-                    problem: Problem::BadValue(
-                        "must be \"user\", \"service\" or \"agent\"".into(),
-                    ),
+                    problem: Problem::BadValue("must be \"user\", \"service\" or \"agent\"".into()),
                     value: json_text(&p),
                 });
             }
@@ -607,14 +607,17 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 "tool" => read_optional!("tool", raw.tool, Str<'de>, |v| v.0),
                 "resource" => read_optional!("resource", raw.resource, Str<'de>, |v| v.0),
                 "arguments" => {
-                    if raw.arguments.is_some() || raw.invalid.iter().any(|i| i.field == "arguments") {
+                    if raw.arguments.is_some() || raw.invalid.iter().any(|i| i.field == "arguments")
+                    {
                         return Err(fail("arguments", Problem::Duplicate));
                     }
                     let value: &'de RawValue = map.next_value()?;
                     raw.arguments = (value.get() != "null").then_some(value);
                 }
                 "scopes" => read_optional!("scopes", raw.scopes, Strs<'de>, |v| v.0),
-                "required_scope" => read_optional!("required_scope", raw.required_scope, Str<'de>, |v| v.0),
+                "required_scope" => {
+                    read_optional!("required_scope", raw.required_scope, Str<'de>, |v| v.0)
+                }
                 "policy_id" => read_optional!("policy_id", raw.policy_id, Str<'de>, |v| v.0),
                 "reason" => read_optional!("reason", raw.reason, Str<'de>, |v| v.0),
                 "error_type" => read_optional!("error_type", raw.error_type, Str<'de>, |v| v.0),
@@ -629,8 +632,12 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 "source_ip" => read_optional!("source_ip", raw.source_ip, Str<'de>, |v| v.0),
                 "user_agent" => read_optional!("user_agent", raw.user_agent, Str<'de>, |v| v.0),
                 "trace_id" => read_optional!("trace_id", raw.trace_id, Str<'de>, |v| v.0),
-                "principal_type" => read_optional!("principal_type", raw.principal_type, Str<'de>, |v| v.0),
-                "attributes" => read_optional!("attributes", raw.attributes, StrObject<'de>, |v| v.0),
+                "principal_type" => {
+                    read_optional!("principal_type", raw.principal_type, Str<'de>, |v| v.0)
+                }
+                "attributes" => {
+                    read_optional!("attributes", raw.attributes, StrObject<'de>, |v| v.0)
+                }
                 other => {
                     if raw.extra.contains_key(other) {
                         return Err(fail(other, Problem::Duplicate));

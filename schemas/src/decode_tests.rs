@@ -141,10 +141,16 @@ fn assert_set_aside(v: &Value, field: &str, reason: &str) -> ToolCallEvent {
         "{field} should be empty: {as_json}"
     );
     let key = format!("{INVALID_PREFIX}{field}");
-    let attributes = event.attributes.as_ref().expect("attributes hold the invalid value");
+    let attributes = event
+        .attributes
+        .as_ref()
+        .expect("attributes hold the invalid value");
     let record: Value = serde_json::from_str(&attributes[&key]).unwrap();
     let text = record["reason"].as_str().unwrap();
-    assert!(text.contains(reason), "{field}: reason {text:?} should say {reason:?}");
+    assert!(
+        text.contains(reason),
+        "{field}: reason {text:?} should say {reason:?}"
+    );
     assert_eq!(invalid_field(&key), Some(field));
     event
 }
@@ -166,7 +172,10 @@ fn an_optional_field_of_the_wrong_type_is_set_aside_with_its_raw_value() {
             &event.attributes.as_ref().unwrap()[&format!("{INVALID_PREFIX}{field}")],
         )
         .unwrap();
-        assert_eq!(record["value"], value, "{field}: the raw value is kept as JSON");
+        assert_eq!(
+            record["value"], value,
+            "{field}: the raw value is kept as JSON"
+        );
     }
     // The event's own attributes stay beside the record.
     let mut v = with("latency_ms", json!("fast"));
@@ -174,7 +183,11 @@ fn an_optional_field_of_the_wrong_type_is_set_aside_with_its_raw_value() {
     let event = assert_set_aside(&v, "latency_ms", "wrong type");
     assert_eq!(event.attributes.as_ref().unwrap()["team"], "red");
     // Attributes that are not an object of strings are themselves set aside.
-    let event = assert_set_aside(&with("attributes", json!({"a": 1})), "attributes", "wrong type");
+    let event = assert_set_aside(
+        &with("attributes", json!({"a": 1})),
+        "attributes",
+        "wrong type",
+    );
     assert_eq!(event.attributes.as_ref().unwrap().len(), 1);
 }
 
@@ -209,7 +222,10 @@ fn several_invalid_optional_fields_are_each_kept() {
         .keys()
         .filter_map(|k| invalid_field(k))
         .collect();
-    assert_eq!(keys, ["client_id", "principal_type", "source_ip", "trace_id"]);
+    assert_eq!(
+        keys,
+        ["client_id", "principal_type", "source_ip", "trace_id"]
+    );
     assert!(event.client_id.is_none() && event.trace_id.is_none());
 }
 
@@ -218,7 +234,10 @@ fn a_key_outside_the_optional_fields_is_not_an_invalid_marker() {
     assert_eq!(invalid_field("tooltrail.invalid.tenant_id"), None);
     assert_eq!(invalid_field("tooltrail.invalid.nonsense"), None);
     assert_eq!(invalid_field("source_ip"), None);
-    assert_eq!(invalid_field("tooltrail.invalid.source_ip"), Some("source_ip"));
+    assert_eq!(
+        invalid_field("tooltrail.invalid.source_ip"),
+        Some("source_ip")
+    );
 }
 
 #[test]
@@ -240,9 +259,21 @@ fn checks_values_against_the_contract() {
     assert_field_error(&with("tenant_id", json!("")), "tenant_id", "empty_field");
     // Optional fields: the event stays, the value is set aside.
     assert_set_aside(&with("latency_ms", json!(-1)), "latency_ms", "0 or more");
-    assert_set_aside(&with("source_ip", json!("10.0.0.300")), "source_ip", "address");
-    assert_set_aside(&with("trace_id", json!("abc")), "trace_id", "32 hexadecimal");
-    assert_set_aside(&with("principal_type", json!("robot")), "principal_type", "agent");
+    assert_set_aside(
+        &with("source_ip", json!("10.0.0.300")),
+        "source_ip",
+        "address",
+    );
+    assert_set_aside(
+        &with("trace_id", json!("abc")),
+        "trace_id",
+        "32 hexadecimal",
+    );
+    assert_set_aside(
+        &with("principal_type", json!("robot")),
+        "principal_type",
+        "agent",
+    );
 }
 
 #[test]
@@ -263,7 +294,11 @@ fn tools_call_needs_a_tool_but_other_methods_do_not() {
 #[test]
 fn enforces_length_caps() {
     let long_id = "x".repeat(MAX_ID_BYTES + 1);
-    assert_set_aside(&with("session_id", json!(long_id)), "session_id", "256-byte limit");
+    assert_set_aside(
+        &with("session_id", json!(long_id)),
+        "session_id",
+        "256-byte limit",
+    );
     let at_cap = decode_value(&with("session_id", json!("x".repeat(MAX_ID_BYTES)))).unwrap();
     assert!(at_cap.attributes.is_none());
     let big_args = json!({"blob": "a".repeat(MAX_ARGUMENTS_BYTES)});

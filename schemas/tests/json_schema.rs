@@ -144,7 +144,9 @@ fn schema_and_decoder_agree_on_every_case() {
         });
         let whole = by_decoder.as_ref().is_ok_and(Vec::is_empty);
         if by_schema != whole {
-            disagreements.push(format!("{name}: schema says {by_schema}, decoder says {by_decoder:?}"));
+            disagreements.push(format!(
+                "{name}: schema says {by_schema}, decoder says {by_decoder:?}"
+            ));
         }
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");

@@ -633,15 +633,29 @@ async fn a_history_import_says_which_flag_lets_old_events_in_and_a_rerun_with_it
         out.contains("quarantined 1 line(s), missing_field (event_id): lines 6"),
         "{out}"
     );
-    assert!(out.contains("--max-event-age <AGE>") && out.contains("--any-age"), "{out}");
+    assert!(
+        out.contains("--max-event-age <AGE>") && out.contains("--any-age"),
+        "{out}"
+    );
 
     let history = run_tooltrail(
-        &["ingest", "--file", file_s, "--lake", lake_s, "--max-event-age", "5y"],
+        &[
+            "ingest",
+            "--file",
+            file_s,
+            "--lake",
+            lake_s,
+            "--max-event-age",
+            "5y",
+        ],
         Duration::from_secs(120),
     )
     .await?;
     let out = String::from_utf8_lossy(&history.stdout);
-    assert!(out.contains("imported 40 line(s) an earlier import had quarantined"), "{out}");
+    assert!(
+        out.contains("imported 40 line(s) an earlier import had quarantined"),
+        "{out}"
+    );
     let again = run_tooltrail(
         &["ingest", "--file", file_s, "--lake", lake_s, "--any-age"],
         Duration::from_secs(120),
@@ -656,7 +670,14 @@ async fn a_history_import_says_which_flag_lets_old_events_in_and_a_rerun_with_it
 
     // `up` keeps its guard: the flags belong to a file import.
     let refused = crate::support::process::run_tooltrail_env(
-        &["ingest", "--kafka", "127.0.0.1:1", "--topic", "t", "--any-age"],
+        &[
+            "ingest",
+            "--kafka",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--any-age",
+        ],
         &[],
         Duration::from_secs(30),
     )

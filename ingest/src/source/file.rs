@@ -215,10 +215,7 @@ pub fn import_file(
 /// The lines before `before` that the quarantine holds from a file import,
 /// rejected for a `time` outside the accepted window, with the BLAKE3 hash of
 /// each one's bytes (a line number alone could be another file's).
-async fn outside_window_lines(
-    writer: &Writer,
-    before: i64,
-) -> Result<HashMap<i64, Vec<[u8; 32]>>> {
+async fn outside_window_lines(writer: &Writer, before: i64) -> Result<HashMap<i64, Vec<[u8; 32]>>> {
     const COLUMNS: [&str; 5] = ["reason", "field", "raw", "source_kind", "source_offset"];
     let snapshot = writer.quarantine().snapshot();
     let mut lines: HashMap<i64, Vec<[u8; 32]>> = HashMap::new();
@@ -456,14 +453,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.ndjson");
         // A log from 2023 with two malformed lines among twelve old events.
-        let old = lines(14, &[3, 9]).replace(
-            &tooltrail_schemas::format_time(&Utc::now())[..4],
-            "2023",
-        );
+        let old =
+            lines(14, &[3, 9]).replace(&tooltrail_schemas::format_time(&Utc::now())[..4], "2023");
         std::fs::write(&path, &old).unwrap();
 
         let summary = lake.import(&path, &IngestConfig::default());
-        assert_eq!((summary.events, summary.quarantined), (0, 14), "{summary:?}");
+        assert_eq!(
+            (summary.events, summary.quarantined),
+            (0, 14),
+            "{summary:?}"
+        );
         let groups: Vec<_> = summary
             .rejects
             .iter()
@@ -480,7 +479,13 @@ mod tests {
         assert_eq!(
             groups,
             [
-                ("missing_field", Some("schema_version"), false, 2, vec![3, 9]),
+                (
+                    "missing_field",
+                    Some("schema_version"),
+                    false,
+                    2,
+                    vec![3, 9]
+                ),
                 ("out_of_range", Some("time"), true, 12, vec![1, 2, 4, 5, 6]),
             ]
         );
@@ -489,7 +494,11 @@ mod tests {
 
         // The default window again: nothing is read twice, nothing moves.
         let again = lake.import(&path, &IngestConfig::default());
-        assert_eq!((again.skipped, again.events, again.requeued), (14, 0, 0), "{again:?}");
+        assert_eq!(
+            (again.skipped, again.events, again.requeued),
+            (14, 0, 0),
+            "{again:?}"
+        );
 
         // A wider window: exactly the old events come in, once.
         let any_age = IngestConfig {
@@ -508,7 +517,11 @@ mod tests {
         let rows: usize = lake.runtime.block_on(async {
             let mut n = 0;
             for file in snapshot.files().unwrap() {
-                for batch in snapshot.read_file(&file.path, Some(&["event_id"])).await.unwrap() {
+                for batch in snapshot
+                    .read_file(&file.path, Some(&["event_id"]))
+                    .await
+                    .unwrap()
+                {
                     n += batch.num_rows();
                 }
             }
@@ -520,7 +533,11 @@ mod tests {
         let copy = dir.path().join("history-copy.ndjson");
         std::fs::write(&copy, format!("{old}\n")).unwrap();
         let imported = lake.import(&copy, &any_age);
-        assert_eq!((imported.events, imported.requeued), (12, 0), "{imported:?}");
+        assert_eq!(
+            (imported.events, imported.requeued),
+            (12, 0),
+            "{imported:?}"
+        );
         assert!(imported.rejects.keys().all(|k| !k.too_old));
     }
 
