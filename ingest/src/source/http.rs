@@ -172,7 +172,7 @@ const OVERLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A request's room among the bodies in flight, shown in
 /// `tooltrail_ingest_http_inflight_bytes` while it is held.
 struct Room {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     bytes: i64,
     gauge: Gauge,
 }
@@ -182,9 +182,22 @@ impl Room {
         let bytes = bytes as i64;
         gauge.inc_by(bytes);
         Room {
-            _permit: permit,
+            permit,
             bytes,
             gauge,
+        }
+    }
+
+    /// Gives back what is over `bytes`: a compressed body was let in at the
+    /// most it could inflate to, and is held at what it did.
+    pub(super) fn shrink_to(&mut self, bytes: usize) {
+        let keep = kib(bytes).max(1) as usize;
+        let held = self.permit.num_permits();
+        if keep < held {
+            drop(self.permit.split(held - keep));
+            let bytes = bytes as i64;
+            self.gauge.dec_by(self.bytes - bytes);
+            self.bytes = bytes;
         }
     }
 }
@@ -339,13 +352,28 @@ impl Refusal {
 struct Admitted {
     /// `None`: no token is configured.
     grant: Option<Arc<Grant>>,
-    _room: Room,
+    room: Room,
     body: Bytes,
+}
+
+/// How much room a request's body takes among the bodies in flight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Size {
+    /// Its length, as announced.
+    AsSent,
+    /// The most a body may be (`http.max_body_bytes`): it comes compressed,
+    /// and is held inflated.
+    Inflated,
 }
 
 impl HttpIngest {
     /// Authenticates a request, waits for room for its body and reads it.
-    async fn admit(&self, headers: &HeaderMap, body: Body) -> Result<Admitted, Refusal> {
+    async fn admit(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        size: Size,
+    ) -> Result<Admitted, Refusal> {
         let Some(caller) = self.caller(headers) else {
             return Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
@@ -359,12 +387,15 @@ impl HttpIngest {
         };
         // Room for the body before reading it: by its announced length, or the
         // most it may be. A longer announced body gets 413 from the read below.
-        let announced = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(self.max_body_bytes)
-            .min(self.max_body_bytes);
+        let announced = match size {
+            Size::AsSent => headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(self.max_body_bytes)
+                .min(self.max_body_bytes),
+            Size::Inflated => self.max_body_bytes,
+        };
         let Ok(Ok(permit)) = tokio::time::timeout(
             OVERLOAD_WAIT,
             Arc::clone(&self.inflight).acquire_many_owned(kib(announced).max(1)),
@@ -395,11 +426,7 @@ impl HttpIngest {
                     ),
                 )
             })?;
-        Ok(Admitted {
-            grant,
-            _room: room,
-            body,
-        })
+        Ok(Admitted { grant, room, body })
     }
 
     /// Hands decoded records to the committer and waits until they are
@@ -459,7 +486,11 @@ fn warn_refused(grant: Option<&Arc<Grant>>, refused: usize) {
 }
 
 async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body: Body) -> Response {
-    let Admitted { grant, _room, body } = match ingest.admit(&headers, body).await {
+    let Admitted {
+        grant,
+        room: _room,
+        body,
+    } = match ingest.admit(&headers, body, Size::AsSent).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -824,6 +855,35 @@ mod tests {
             format!("Bearer {token}").parse().expect("a header value"),
         );
         headers
+    }
+
+    #[test]
+    fn a_compressed_body_holds_room_for_its_inflated_size_until_it_is_known() {
+        let ingest = ingest_with(&[("gw", "tok", &["acme"])]);
+        let total = ingest.inflight.available_permits();
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let compressed = Body::from(vec![0u8; 3000]);
+        let mut admitted = runtime
+            .block_on(ingest.admit(&bearer("tok"), compressed, Size::Inflated))
+            .unwrap_or_else(|r| panic!("admitted: {}", r.message));
+        // Let in at the most a body may inflate to, not at its 3 KB on the wire.
+        assert_eq!(
+            total - ingest.inflight.available_permits(),
+            kib(ingest.max_body_bytes) as usize
+        );
+        admitted.room.shrink_to(40_000);
+        assert_eq!(total - ingest.inflight.available_permits(), 40);
+        drop(admitted);
+        assert_eq!(ingest.inflight.available_permits(), total);
+
+        let plain = Body::from(vec![0u8; 3000]);
+        let mut headers = bearer("tok");
+        headers.insert(header::CONTENT_LENGTH, "3000".parse().expect("a value"));
+        let admitted = runtime
+            .block_on(ingest.admit(&headers, plain, Size::AsSent))
+            .unwrap_or_else(|r| panic!("admitted: {}", r.message));
+        assert_eq!(total - ingest.inflight.available_permits(), 3);
+        drop(admitted);
     }
 
     #[test]

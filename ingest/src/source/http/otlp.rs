@@ -21,7 +21,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tooltrail_schemas::{DecodeError, ToolCallEvent, decode};
 
-use super::{Admitted, HttpIngest, Refusal, TENANT_NOT_ALLOWED, allowed, idempotency_key};
+use super::{Admitted, HttpIngest, Refusal, Size, TENANT_NOT_ALLOWED, allowed, idempotency_key};
 use crate::otlp::proto::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse, ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -111,8 +111,8 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, Refusal> {
     }
 }
 
-/// The body, inflated when it came gzipped; at most `limit` bytes either way.
-fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Refusal> {
+/// Whether the body comes gzipped (`Content-Encoding`), or is refused.
+fn gzipped(headers: &HeaderMap) -> Result<bool, Refusal> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -120,8 +120,21 @@ fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Refu
         .trim()
         .to_ascii_lowercase();
     match encoding.as_str() {
-        "identity" | "" => Ok(body),
-        "gzip" | "x-gzip" => {
+        "identity" | "" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        other => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+            format!("Content-Encoding `{other}` is not supported: send gzip or none"),
+        )),
+    }
+}
+
+/// The body, inflated when it came gzipped; at most `limit` bytes either way.
+fn inflate(gzipped: bool, body: Bytes, limit: usize) -> Result<Bytes, Refusal> {
+    match gzipped {
+        false => Ok(body),
+        true => {
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
             let read = flate2::read::MultiGzDecoder::new(&body[..])
                 .take(limit as u64 + 1)
@@ -140,11 +153,6 @@ fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Refu
                 Ok(_) => Ok(out.into()),
             }
         }
-        other => Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_content_encoding",
-            format!("Content-Encoding `{other}` is not supported: send gzip or none"),
-        )),
     }
 }
 
@@ -170,14 +178,30 @@ async fn export(ingest: HttpIngest, signal: Signal, headers: HeaderMap, body: Bo
         Ok(encoding) => encoding,
         Err(refusal) => return refuse(refusal, Encoding::Protobuf),
     };
-    let Admitted { grant, _room, body } = match ingest.admit(&headers, body).await {
+    let gzipped = match gzipped(&headers) {
+        Ok(gzipped) => gzipped,
+        Err(refusal) => return refuse(refusal, encoding),
+    };
+    // A gzipped body is let in at the most it may inflate to, so that the
+    // bodies in flight stay within `http.max_inflight_bytes` inflated.
+    let size = if gzipped {
+        Size::Inflated
+    } else {
+        Size::AsSent
+    };
+    let Admitted {
+        grant,
+        mut room,
+        body,
+    } = match ingest.admit(&headers, body, size).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refuse(refusal, encoding),
     };
-    let body = match inflate(&headers, body, ingest.max_body_bytes) {
+    let body = match inflate(gzipped, body, ingest.max_body_bytes) {
         Ok(body) => body,
         Err(refusal) => return refuse(refusal, encoding),
     };
+    room.shrink_to(body.len());
     let key = match idempotency_key(&headers) {
         Ok(Some(key)) => Some(key),
         Ok(None) if ingest.dedupe_otlp => Some(content_key(signal, &body)),
@@ -376,15 +400,17 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &body).expect("compressed");
         let gz = Bytes::from(gz.finish().expect("compressed"));
-        let gzip = with(&[(header::CONTENT_ENCODING, "gzip")]);
-        let inflated = inflate(&gzip, gz.clone(), body.len()).expect("inflates");
+        let gzip = gzipped(&with(&[(header::CONTENT_ENCODING, "gzip")])).expect("gzip");
+        assert!(gzip);
+        assert!(!gzipped(&with(&[])).expect("identity"));
+        let inflated = inflate(gzip, gz.clone(), body.len()).expect("inflates");
         assert_eq!(&inflated[..], &body[..]);
-        let over = inflate(&gzip, gz, body.len() - 1).expect_err("over the limit");
+        let over = inflate(gzip, gz, body.len() - 1).expect_err("over the limit");
         assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
-        let garbage = inflate(&gzip, Bytes::from_static(b"not gzip"), 100).expect_err("refused");
+        let garbage = inflate(gzip, Bytes::from_static(b"not gzip"), 100).expect_err("refused");
         assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
         let br = with(&[(header::CONTENT_ENCODING, "br")]);
-        let refused = inflate(&br, Bytes::new(), 100).expect_err("refused");
+        let refused = gzipped(&br).expect_err("refused");
         assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
