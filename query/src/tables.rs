@@ -226,9 +226,6 @@ fn external(e: tooltrail_lake::Error) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(e))
 }
 
-/// Serializes snapshot loads and updates across tables; see [`DeltaTable::snapshot`].
-static LOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A Delta table of the lake, read at its newest version by every scan.
 #[derive(Debug)]
 pub struct DeltaTable {
@@ -251,11 +248,10 @@ impl DeltaTable {
 
     /// The newest version, or `None` while no writer has created the table.
     pub async fn snapshot(&self) -> Result<Option<Snapshot>> {
-        // One table at a time: a query over two tables plans both scans at
-        // once, and two delta-kernel snapshot loads at once on the query
-        // runtime never finished (a join of `alerts` and `events` hung until
-        // its timeout with the CPU idle).
-        let _one_at_a_time = LOADS.lock().await;
+        // Loads of several tables (a join plans its scans at once) and of
+        // several queries run side by side: each holds a query worker in
+        // delta-kernel's `block_in_place`, and the runtime's blocking pool
+        // has room for the workers that take over (`engine::runtime`).
         let mut held = self.snapshot.lock().await;
         match held.as_mut() {
             Some(snapshot) => snapshot.update().await.map_err(external)?,

@@ -273,3 +273,45 @@ fn a_commit_is_read_by_the_next_query() {
         );
     });
 }
+
+#[test]
+fn joins_of_several_tables_at_once_all_finish_while_the_tables_grow() {
+    // One query thread: the fewest workers to take over from the ones a
+    // delta-kernel snapshot load holds in `block_in_place`.
+    let config = QueryConfig {
+        threads: Some(1),
+        max_concurrent: 16,
+        max_concurrent_per_principal: 16,
+        timeout: Duration::from_secs(120),
+        ..support::config()
+    };
+    let (dir, engine) = lake_with(config);
+    let sql = "SELECT count(*) FROM alerts a JOIN events e ON e.user_id = a.user_id \
+               JOIN query_audit q ON q.dt = a.dt";
+    runtime().block_on(async {
+        let admin = engine.authenticate("admin-all").unwrap();
+        for round in 0..3 {
+            // Each round's queries load or update every table's snapshot at once, the
+            // last two after a new commit to `events`.
+            let queries = (0..16).map(|_| async {
+                engine
+                    .execute(&admin, sql, Transport::Http, false)
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            });
+            // A deadlocked query runtime never reaches its own timeout: this
+            // side gives up for it, so that the test fails rather than hangs.
+            let results =
+                tokio::time::timeout(Duration::from_secs(600), futures::future::join_all(queries))
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: the queries never finished"));
+            for result in results {
+                let batches = result.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+            }
+            let mut lake = support::writer(dir.path());
+            support::write_events(&mut lake, "acme", 5, 1000 + round * 5, 9);
+        }
+    });
+}
