@@ -194,6 +194,8 @@ fn resource(o: Obj<'_>) -> Result<Resource> {
     Ok(Resource {
         attributes: attributes(&o)?,
         dropped_attributes_count: o.u32("droppedAttributesCount", "dropped_attributes_count")?,
+        // Entity references are not mapped.
+        ..Resource::default()
     })
 }
 
@@ -241,6 +243,8 @@ fn span(o: Obj<'_>) -> Result<Span> {
                 code: o.i32("code", "code")?,
             })
         })?,
+        // A span's events and links are not mapped.
+        ..Span::default()
     })
 }
 
@@ -254,6 +258,8 @@ fn key_value(o: Obj<'_>) -> Result<KeyValue> {
     Ok(KeyValue {
         key: o.string("key", "key")?,
         value: o.object("value", "value", any_value)?.flatten(),
+        // Profiles only: a receiver of logs and traces ignores it.
+        key_strindex: 0,
     })
 }
 

@@ -1,7 +1,7 @@
 //! One OTLP record (a log record or a span, with its scope and resource)
 //! into the contract's JSON object.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -111,15 +111,18 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
     serde_json::to_writer(out, value).expect("writing a string to a Vec cannot fail");
 }
 
-/// An attribute value as text: strings as they are, the rest as JSON.
-fn text(value: &AnyValue) -> Option<String> {
+/// An attribute value as text: strings as they are (borrowed), the rest as
+/// JSON.
+fn text(value: &AnyValue) -> Option<Cow<'_, str>> {
     Some(match value.value.as_ref()? {
-        Value::StringValue(s) => s.clone(),
-        Value::BoolValue(b) => b.to_string(),
-        Value::IntValue(i) => i.to_string(),
-        Value::DoubleValue(d) => d.to_string(),
-        Value::BytesValue(b) => hex::encode(b),
-        Value::ArrayValue(_) | Value::KvlistValue(_) => to_json(value).to_string(),
+        Value::StringValue(s) => Cow::Borrowed(s),
+        Value::BoolValue(b) => Cow::Owned(b.to_string()),
+        Value::IntValue(i) => Cow::Owned(i.to_string()),
+        Value::DoubleValue(d) => Cow::Owned(d.to_string()),
+        Value::BytesValue(b) => Cow::Owned(hex::encode(b)),
+        Value::ArrayValue(_) | Value::KvlistValue(_) => Cow::Owned(to_json(value).to_string()),
+        // A reference into a profile's string table: absent outside profiles.
+        Value::StringValueStrindex(_) => return None,
     })
 }
 
@@ -127,7 +130,7 @@ fn text(value: &AnyValue) -> Option<String> {
 fn to_json(value: &AnyValue) -> serde_json::Value {
     use serde_json::Value as J;
     match &value.value {
-        None => J::Null,
+        None | Some(Value::StringValueStrindex(_)) => J::Null,
         Some(Value::StringValue(s)) => J::String(s.clone()),
         Some(Value::BoolValue(b)) => J::Bool(*b),
         Some(Value::IntValue(i)) => J::from(*i),
@@ -250,7 +253,7 @@ impl Feed {
 
     fn value(&mut self, value: Option<&AnyValue>) -> &mut Self {
         match value.and_then(|v| v.value.as_ref()) {
-            None => self.u64(0),
+            None | Some(Value::StringValueStrindex(_)) => self.u64(0),
             Some(Value::StringValue(s)) => self.u64(1).bytes(s.as_bytes()),
             Some(Value::BoolValue(b)) => self.u64(2).u64(u64::from(*b)),
             Some(Value::IntValue(i)) => self.u64(3).u64(*i as u64),
@@ -468,14 +471,10 @@ impl Mapper {
 
         let tenant = lookup
             .first(&m.tenant_id, text)
-            .or_else(|| default_tenant.map(str::to_owned));
+            .or_else(|| default_tenant.map(Cow::Borrowed));
         feed.bytes(tenant.as_deref().unwrap_or("").as_bytes());
         let digest = feed.0.finalize();
-        let mut event_id = String::with_capacity(37);
-        event_id.push_str("otlp-");
-        for b in &digest.as_bytes()[..16] {
-            let _ = write!(event_id, "{b:02x}");
-        }
+        let event_id = format!("otlp-{}", hex::encode(&digest.as_bytes()[..16]));
 
         let mut object = Object {
             out: &mut mapped.body,
@@ -578,7 +577,7 @@ impl Mapper {
             own.trace_id
                 .iter()
                 .any(|b| *b != 0)
-                .then(|| hex::encode(own.trace_id))
+                .then(|| Cow::Owned(hex::encode(own.trace_id)))
         });
         if let Some(trace_id) = trace_id {
             object.string("trace_id", &trace_id);
@@ -608,6 +607,8 @@ impl Mapper {
         let body = own.body.and_then(text).filter(|b| !b.is_empty());
         let rest = attributes
             .iter()
+            // An empty key is a profile's string-table reference: absent here.
+            .filter(|kv| !kv.key.is_empty())
             .filter_map(|kv| Some((kv.key.as_str(), text(kv.value.as_ref()?)?)))
             .chain(body.map(|b| ("otlp.body", b)));
         for (key, value) in rest {

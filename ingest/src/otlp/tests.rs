@@ -224,6 +224,7 @@ fn kv(key: &str, value: Any) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
     }
 }
 
@@ -308,5 +309,59 @@ fn a_kafka_record_that_is_not_otlp_is_refused_as_such() {
     assert_eq!(
         mapped.records.len(),
         sent()["records"].as_array().map_or(0, Vec::len)
+    );
+}
+
+#[test]
+fn a_profile_string_table_reference_counts_as_absent_outside_profiles() {
+    // OTLP 1.9 lets profiles name strings by index; in logs and traces the
+    // spec says to treat such a value or key as absent, not to fail.
+    let by_index = |key: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValueStrindex(3)),
+        }),
+        ..KeyValue::default()
+    };
+    let keyless = KeyValue {
+        value: Some(AnyValue {
+            value: Some(text("t")),
+        }),
+        key_strindex: 4,
+        ..KeyValue::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("tenant.id", text("acme"))],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    start_time_unix_nano: 1_795_000_000_000_000_000,
+                    attributes: vec![
+                        kv("mcp.method.name", text("tools/list")),
+                        by_index("jwt.sub"),
+                        kv("user.id", text("alice")),
+                        kv("server.address", text("github")),
+                        by_index("mcp.session.id"),
+                        keyless,
+                    ],
+                    ..Span::default()
+                }],
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    };
+    let event = events(&mapper().traces(&request, None))
+        .remove(0)
+        .expect("valid");
+    assert_eq!(event.user_id, "alice", "the indexed `jwt.sub` is skipped");
+    assert_eq!(event.session_id, None);
+    let kept = event.attributes.unwrap_or_default();
+    assert!(
+        kept.keys().all(|k| !k.is_empty()),
+        "a key given by index is not copied: {kept:?}"
     );
 }
