@@ -43,12 +43,29 @@ impl LogConfig {
     }
 }
 
-/// delta-rs's commit loop logs every commit at INFO and a lost race at
-/// ERROR ("exceeded maximum commit attempts": the lake's writer makes one
-/// attempt and retries races itself). Every outcome it logs is also returned
-/// to the lake's writer, which counts and reports it, so it is silenced
-/// unless a filter names it.
-const DELTA_COMMIT: &str = "deltalake_core::kernel::transaction";
+/// Libraries whose routine is logged louder than an operator wants, with the
+/// level each is held to unless a filter names it:
+/// - delta-rs's commit loop logs every commit at INFO and a lost race at
+///   ERROR ("exceeded maximum commit attempts": the lake's writer makes one
+///   attempt and retries races itself). Every outcome it logs is also
+///   returned to the lake's writer, which counts and reports it: off.
+/// - delta-kernel logs every snapshot it builds at INFO, that is every
+///   refresh of every table's readers, dozens a minute on an idle `up`: WARN.
+const QUIETED: [(&str, &str); 2] = [
+    ("deltalake_core::kernel::transaction", "off"),
+    ("buoyant_kernel", "warn"),
+];
+
+/// `directive`, with [`QUIETED`]'s defaults for the targets it does not name.
+fn filter(directive: &str) -> anyhow::Result<EnvFilter> {
+    let mut filter = EnvFilter::try_new(directive)?;
+    for (target, level) in QUIETED {
+        if !directive.contains(target) {
+            filter = filter.add_directive(format!("{target}={level}").parse()?);
+        }
+    }
+    Ok(filter)
+}
 
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(config: &LogConfig) -> anyhow::Result<()> {
@@ -56,10 +73,7 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         Ok(directive) if !directive.is_empty() => directive,
         _ => config.filter.clone(),
     };
-    let mut filter = EnvFilter::try_new(&directive)?;
-    if !directive.contains(DELTA_COMMIT) {
-        filter = filter.add_directive(format!("{DELTA_COMMIT}=off").parse()?);
-    }
+    let filter = filter(&directive)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -69,4 +83,52 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What `directive` lets through of a snapshot build, a commit and our own line.
+    fn logged(directive: &str) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter(directive).expect("a valid filter"))
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "buoyant_kernel::snapshot::builder", "building snapshot");
+            tracing::info!(target: "deltalake_core::kernel::transaction", "committed");
+            tracing::info!(target: "tooltrail_ingest::source", "ours");
+        });
+        let bytes = out.lock().expect("not poisoned").clone();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_delta_libraries_routine_is_quiet_unless_a_filter_names_it() {
+        let quiet = logged("info");
+        assert!(quiet.contains("ours"), "{quiet}");
+        assert!(!quiet.contains("building snapshot"), "{quiet}");
+        assert!(!quiet.contains("committed"), "{quiet}");
+
+        let asked = logged("info,buoyant_kernel=info,deltalake_core::kernel::transaction=info");
+        assert!(asked.contains("building snapshot"), "{asked}");
+        assert!(asked.contains("committed"), "{asked}");
+    }
 }
