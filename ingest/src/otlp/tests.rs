@@ -232,6 +232,23 @@ fn text(value: &str) -> Any {
     Any::StringValue(value.into())
 }
 
+/// `spans` in one scope of one resource, of tenant `acme`.
+fn acme_spans(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("tenant.id", text("acme"))],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
 #[test]
 fn spans_of_mcp_calls_map_with_their_duration_and_status_and_the_rest_are_skipped() {
     let span = |name: &str, attributes: Vec<KeyValue>, error: bool| Span {
@@ -260,27 +277,15 @@ fn spans_of_mcp_calls_map_with_their_duration_and_status_and_the_rest_are_skippe
             kv("gen_ai.tool.call.arguments", text(r#"{"q":"x"}"#)),
         ]
     };
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("tenant.id", text("acme"))],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![
-                    span("tools/call search", mcp(false), false),
-                    span(
-                        "GET /healthz",
-                        vec![kv("http.route", text("/healthz"))],
-                        false,
-                    ),
-                    span("tools/call search", mcp(true), true),
-                ],
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    };
+    let request = acme_spans(vec![
+        span("tools/call search", mcp(false), false),
+        span(
+            "GET /healthz",
+            vec![kv("http.route", text("/healthz"))],
+            false,
+        ),
+        span("tools/call search", mcp(true), true),
+    ]);
     let mapped = mapper().traces(&request, None);
     assert_eq!(mapped.skipped, 1);
     let events: Vec<ToolCallEvent> = events(&mapped)
@@ -330,30 +335,18 @@ fn a_profile_string_table_reference_counts_as_absent_outside_profiles() {
         key_strindex: 4,
         ..KeyValue::default()
     };
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("tenant.id", text("acme"))],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    start_time_unix_nano: 1_795_000_000_000_000_000,
-                    attributes: vec![
-                        kv("mcp.method.name", text("tools/list")),
-                        by_index("jwt.sub"),
-                        kv("user.id", text("alice")),
-                        kv("server.address", text("github")),
-                        by_index("mcp.session.id"),
-                        keyless,
-                    ],
-                    ..Span::default()
-                }],
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    };
+    let request = acme_spans(vec![Span {
+        start_time_unix_nano: 1_795_000_000_000_000_000,
+        attributes: vec![
+            kv("mcp.method.name", text("tools/list")),
+            by_index("jwt.sub"),
+            kv("user.id", text("alice")),
+            kv("server.address", text("github")),
+            by_index("mcp.session.id"),
+            keyless,
+        ],
+        ..Span::default()
+    }]);
     let event = events(&mapper().traces(&request, None))
         .remove(0)
         .expect("valid");
