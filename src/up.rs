@@ -106,10 +106,13 @@ pub async fn run_with(
     let settings = crate::config::detect_settings(&config.detect)?;
     let mut engine = Engine::new(settings);
     let started = std::time::Instant::now();
-    let warmed =
-        tooltrail_detect::service::warm::warm(&writer.events().snapshot(), since, &mut engine)
-            .await
-            .context("warming the detector from the lake")?;
+    let warmed = tooltrail_detect::service::warm::warm(
+        &writer.events().snapshot().await?,
+        since,
+        &mut engine,
+    )
+    .await
+    .context("warming the detector from the lake")?;
     tracing::info!(
         events = warmed.events,
         files = warmed.files,

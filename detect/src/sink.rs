@@ -91,7 +91,7 @@ impl AlertLake {
     pub async fn write(&mut self, alerts: &[Alert]) -> tooltrail_lake::Result<Committed> {
         if alerts.is_empty() {
             return Ok(Committed {
-                version: self.table.snapshot().version().unwrap_or(0),
+                version: self.table.version(),
                 conflicts: 0,
             });
         }

@@ -3,7 +3,9 @@
 //! `cargo run --release -p tooltrail-lake --example commit_bench` runs 3 writers, each
 //! committing a file of 1,000 events 100 times as fast as it can, on a
 //! temporary local table, and prints commit latency (p50, p99, max; back-off
-//! included), conflicts and throughput. Environment:
+//! included), conflicts and throughput, and the p50 of the first and the
+//! last tenth of each writer's commits: a commit must not cost more as the
+//! table's file count grows. Environment:
 //! `TOOLTRAIL_BENCH_LAKE` (a lake location, e.g. `s3://bucket/prefix` with
 //! the usual AWS_* variables), `TOOLTRAIL_BENCH_WRITERS`,
 //! `TOOLTRAIL_BENCH_COMMITS`, `TOOLTRAIL_BENCH_EVENTS`.
@@ -86,16 +88,24 @@ async fn main() {
                 latencies.push(at.elapsed());
                 conflicts += done.conflicts;
             }
-            (latencies, conflicts)
+            let tenth = (commits / 10).max(1);
+            let first = latencies[..tenth].to_vec();
+            let last = latencies[latencies.len() - tenth..].to_vec();
+            (latencies, conflicts, first, last)
         }));
     }
     let mut latencies = Vec::new();
     let mut conflicts = 0;
+    let (mut first, mut last) = (Vec::new(), Vec::new());
     for task in tasks {
-        let (l, c) = task.await.expect("writer");
+        let (l, c, f, t) = task.await.expect("writer");
         latencies.extend(l);
         conflicts += c;
+        first.extend(f);
+        last.extend(t);
     }
+    first.sort();
+    last.sort();
     let elapsed = started.elapsed();
     latencies.sort();
     let snapshot = Snapshot::load(&location, &tables::EVENTS)
@@ -119,5 +129,11 @@ async fn main() {
         latencies.len() as f64 / elapsed.as_secs_f64(),
         (writers * commits * events) as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
+    );
+    println!(
+        "p50 of the first tenth of commits {:.1} ms, of the last tenth {:.1} ms ({} files at the end)",
+        percentile(&first, 0.5).as_secs_f64() * 1e3,
+        percentile(&last, 0.5).as_secs_f64() * 1e3,
+        writers * commits,
     );
 }

@@ -425,7 +425,7 @@ impl AppenderTask {
         if files.is_empty() {
             // Only empty batches: nothing to commit, the table is as it was.
             return Ok(Committed {
-                version: table.snapshot().version().unwrap_or(0),
+                version: table.version(),
                 conflicts: 0,
             });
         }

@@ -59,7 +59,7 @@ pub async fn compact(
 ) -> Result<CompactSummary> {
     table.refresh().await?;
     let mut by_hour: BTreeMap<Partition, Vec<FileEntry>> = BTreeMap::new();
-    for file in table.snapshot().files()? {
+    for file in table.snapshot().await?.files()? {
         if (file.size as u64) < options.small_file_bytes {
             let partition = Partition::of(table.spec(), &file);
             by_hour.entry(partition).or_default().push(file);
@@ -119,7 +119,7 @@ async fn compact_hour(
     files: &[FileEntry],
     options: &CompactOptions,
 ) -> Result<usize> {
-    let snapshot = table.snapshot();
+    let snapshot = table.snapshot().await?;
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut removes = Vec::with_capacity(files.len());
     for file in files {

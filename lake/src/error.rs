@@ -71,6 +71,10 @@ pub enum Error {
     /// A file this commit removes is gone: compaction or retention raced.
     #[error("delta table {table}: {path} was removed by another writer")]
     FileGone { table: String, path: String },
+    /// The table's protocol asks more of its writers than tooltrail does
+    /// (another engine upgraded it), or forbids what the commit does.
+    #[error("delta table {table}: not writable by tooltrail: {problem}")]
+    Unwritable { table: String, problem: String },
 }
 
 impl Error {
@@ -116,7 +120,8 @@ impl Error {
             | Error::Location { .. }
             | Error::Provider { .. }
             | Error::Ocsf { .. }
-            | Error::Fenced { .. } => false,
+            | Error::Fenced { .. }
+            | Error::Unwritable { .. } => false,
         }
     }
 }

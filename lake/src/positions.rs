@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::table::Snapshot;
+use crate::table::Head;
 
 /// Commit files read at once while catching up.
 const READ_AHEAD: usize = 32;
@@ -34,16 +34,23 @@ pub struct Positions {
 }
 
 impl Positions {
-    /// The version of `app_id` in `snapshot` (the writer's current one).
-    pub async fn get(&mut self, snapshot: &Snapshot, app_id: &str) -> Result<Option<i64>> {
-        let Some(version) = snapshot.version() else {
-            return Ok(None);
-        };
-        self.catch_up(snapshot, version).await?;
+    /// The version of `app_id` in `table` as of its writer's head.
+    pub(crate) async fn get(
+        &mut self,
+        head: &mut Head,
+        table: &str,
+        app_id: &str,
+    ) -> Result<Option<i64>> {
+        let version = head.version();
+        self.catch_up(head.log_store().as_ref(), table, version)
+            .await?;
         if let Some(known) = self.known.get(app_id) {
             return Ok(*known);
         }
-        let read = snapshot.position(app_id).await?;
+        let read = head
+            .app_id_version(app_id)
+            .await
+            .map_err(|e| Error::delta(table, "reading application versions", e))?;
         self.known.insert(app_id.to_owned(), read);
         Ok(read)
     }
@@ -60,7 +67,7 @@ impl Positions {
 
     /// Applies the `txn` actions of the commits after `as_of` up to
     /// `version`; with nothing known yet, starts at `version`.
-    async fn catch_up(&mut self, snapshot: &Snapshot, version: Version) -> Result<()> {
+    async fn catch_up(&mut self, log: &dyn LogStore, table: &str, version: Version) -> Result<()> {
         let from = match self.as_of {
             Some(as_of) if as_of >= version => return Ok(()),
             Some(as_of) if !self.known.is_empty() => as_of + 1,
@@ -70,10 +77,8 @@ impl Positions {
                 return Ok(());
             }
         };
-        let log = snapshot.log_store();
-        let table = snapshot.spec().name;
         let commits: Vec<Option<bytes::Bytes>> = futures::stream::iter(from..=version)
-            .map(|v| read(table, log.as_ref(), v))
+            .map(|v| read(table, log, v))
             .buffered(READ_AHEAD)
             .try_collect()
             .await?;

@@ -12,7 +12,9 @@
 //! disk and on S3 alike, so several writers need no lock. A writer that finds
 //! the table moved on counts a conflict, backs off with jitter, reads the new
 //! versions and checks its commit against them itself (Kafka positions,
-//! files it removes) before trying again.
+//! files it removes) before trying again. Between commits a writer holds
+//! only the table's head (see [`head`]), so a commit costs the same on a
+//! table of ten files or ten thousand.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,8 +29,9 @@ use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use datafusion::catalog::{Session, TableProvider};
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitData, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Remove, StructType, Transaction, Version};
+use deltalake::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use object_store::path::Path as StorePath;
@@ -43,6 +46,10 @@ use crate::metrics::Metrics;
 use crate::parquet;
 use crate::positions::Positions;
 use crate::stats;
+
+mod head;
+
+pub(crate) use head::Head;
 
 /// The tag of an `add` action that holds the file's SHA-256 (hex).
 pub const SHA256_TAG: &str = "tooltrail.sha256";
@@ -253,11 +260,13 @@ pub struct Committed {
 /// The writer of one table.
 pub struct Table {
     spec: &'static TableSpec,
-    table: DeltaTable,
+    head: Head,
     zstd_level: i32,
     metrics: Metrics,
     keys: RecentKeys,
     positions: Positions,
+    /// The checkpoint being written, if one is.
+    checkpointing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Table {
@@ -268,17 +277,26 @@ impl Table {
         zstd_level: i32,
         metrics: Metrics,
     ) -> Result<Table> {
-        let table = match load(location, spec).await? {
-            Some(table) => table,
-            None => create(location, spec).await?,
+        let head = match load_head(location, spec).await? {
+            Some(head) => head,
+            None => {
+                create(location, spec).await?;
+                load_head(location, spec)
+                    .await?
+                    .ok_or_else(|| Error::Location {
+                        location: location.table_url(spec.name).to_string(),
+                        problem: "the table was created but reads as absent".into(),
+                    })?
+            }
         };
         Ok(Table {
             spec,
-            table,
+            head,
             zstd_level,
             metrics,
             keys: RecentKeys::default(),
             positions: Positions::default(),
+            checkpointing: None,
         })
     }
 
@@ -286,25 +304,43 @@ impl Table {
         self.spec
     }
 
-    /// The delta-rs table, for operations delta-rs implements whole (vacuum).
-    pub(crate) fn delta(&self) -> &DeltaTable {
-        &self.table
+    /// The version this writer last read or committed.
+    pub fn version(&self) -> Version {
+        self.head.version()
     }
 
-    /// What this writer last read or committed.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    /// The files of [`Table::version`], read from the log: for work on the
+    /// files (compaction, retention), not for each commit.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let table = self
+            .head
+            .load_files()
+            .await
+            .map_err(|e| Error::delta(self.spec.name, "loading the files", e))?;
+        Ok(Snapshot {
             spec: self.spec,
-            table: self.table.clone(),
-        }
+            table,
+        })
+    }
+
+    /// The last Kafka offset (or file line) committed for `app_id`, as of
+    /// [`Table::version`].
+    pub async fn position(&mut self, app_id: &str) -> Result<Option<i64>> {
+        self.positions
+            .get(&mut self.head, self.spec.name, app_id)
+            .await
     }
 
     /// Reads the versions other writers committed since.
     pub async fn refresh(&mut self) -> Result<()> {
-        self.table
-            .update_incremental(None)
+        self.head
+            .refresh()
             .await
             .map_err(|e| Error::delta(self.spec.name, "reading new versions", e))
+    }
+
+    fn log_store(&self) -> &LogStoreRef {
+        self.head.log_store()
     }
 
     /// Sorts, encodes and stores `batch` as one file of `partition`. Nothing
@@ -333,8 +369,8 @@ impl Table {
         .await
         .expect("encoding a batch does not panic")?;
         let size = bytes.len() as i64;
-        self.table
-            .object_store()
+        self.log_store()
+            .object_store(None)
             .put(&StorePath::from(path.as_str()), PutPayload::from(bytes))
             .await
             .map_err(|e| Error::store(format!("writing {}/{path}", self.spec.name), e))?;
@@ -378,6 +414,7 @@ impl Table {
                         .map(|p| (p.app_id.clone(), p.last))
                         .collect();
                     self.positions.committed(version, &positions);
+                    self.checkpoint_if_due(version);
                     self.metrics
                         .commit_seconds
                         .get_or_create(&labels)
@@ -405,20 +442,30 @@ impl Table {
         }
     }
 
+    /// Starts the checkpoint of `version` if the table's interval asks for
+    /// one, unless the previous one is still being written.
+    fn checkpoint_if_due(&mut self, version: Version) {
+        let busy = self
+            .checkpointing
+            .as_ref()
+            .is_some_and(|task| !task.is_finished());
+        if self.head.checkpoint_due(version) && !busy {
+            self.checkpointing = Some(self.head.spawn_checkpoint(self.spec.name, version));
+        }
+    }
+
+    /// Writes `commit` as the version after the head, create-if-absent: it
+    /// fails as a conflict if another writer took that version first.
     async fn try_commit(&mut self, commit: &Commit) -> Result<Version, DeltaTableError> {
         let txns = commit
             .positions
             .iter()
             .map(|p| Transaction::new(&p.app_id, p.last))
             .collect();
-        let mut properties = CommitProperties::default()
-            .with_max_retries(0)
-            .with_application_transactions(txns);
-        let mut metadata = vec![(WRITER_FIELD.to_owned(), json!(writer_id()))];
+        let mut metadata = HashMap::from([(WRITER_FIELD.to_owned(), json!(writer_id()))]);
         if !commit.keys.is_empty() {
-            metadata.push((KEYS_FIELD.to_owned(), json!(commit.keys)));
+            metadata.insert(KEYS_FIELD.to_owned(), json!(commit.keys));
         }
-        properties = properties.with_metadata(metadata);
         let actions = commit
             .adds
             .iter()
@@ -437,25 +484,25 @@ impl Table {
             },
             Operation::Retention => DeltaOperation::Delete { predicate: None },
         };
-        let done = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(
-                Some(self.table.snapshot()?),
-                self.table.log_store(),
-                operation,
+        let bytes = CommitData::new(actions, operation, metadata, txns).get_bytes()?;
+        let version = self.head.version() + 1;
+        self.log_store()
+            .write_commit_entry(
+                version,
+                CommitOrBytes::LogBytes(bytes),
+                uuid::Uuid::new_v4(),
             )
             .await?;
-        let version = done.version();
-        self.table.state = Some(done.snapshot());
+        self.head.committed(version);
         Ok(version)
     }
 
     /// Whether a commit within [`crate::keys::KEY_TTL`] consumed `key`, as
     /// of the version last read.
     pub async fn holds_key(&mut self, key: &str) -> Result<bool> {
-        let latest = self.table.version().unwrap_or(0);
+        let latest = self.head.version();
         let now = Utc::now().timestamp_millis();
-        let log = self.table.log_store();
+        let log = self.log_store().clone();
         self.keys
             .catch_up(self.spec.name, log.as_ref(), latest, now)
             .await?;
@@ -464,7 +511,12 @@ impl Table {
 
     /// Whether `commit` still holds against the table as last read.
     async fn check(&mut self, commit: &Commit) -> Result<()> {
-        let snapshot = self.snapshot();
+        if let Some(problem) = self.head.refusal(!commit.removes.is_empty()) {
+            return Err(Error::Unwritable {
+                table: self.spec.name.to_owned(),
+                problem,
+            });
+        }
         for key in &commit.keys {
             if self.holds_key(key).await? {
                 return Err(Error::KeyConflict {
@@ -474,7 +526,7 @@ impl Table {
             }
         }
         for p in &commit.positions {
-            if let Some(committed) = self.positions.get(&snapshot, &p.app_id).await?
+            if let Some(committed) = self.position(&p.app_id).await?
                 && committed >= p.first
             {
                 return Err(Error::Fenced {
@@ -486,7 +538,13 @@ impl Table {
             }
         }
         if !commit.removes.is_empty() {
-            let live: HashSet<String> = snapshot.files()?.into_iter().map(|f| f.path).collect();
+            let live: HashSet<String> = self
+                .snapshot()
+                .await?
+                .files()?
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
             if let Some(gone) = commit.removes.iter().find(|r| !live.contains(&r.path)) {
                 return Err(Error::FileGone {
                     table: self.spec.name.to_owned(),
@@ -519,6 +577,23 @@ fn backoff(conflicts: u32) -> Duration {
     rand::rng().random_range(Duration::ZERO..=cap)
 }
 
+/// The head of the table at `location`, or `None` if no writer created it.
+async fn load_head(location: &Location, spec: &TableSpec) -> Result<Option<Head>> {
+    // On a local disk a missing directory is an error to delta-rs, not an
+    // absent table.
+    if let Some(dir) = location.local_dir()
+        && !dir.join(spec.name).join("_delta_log").is_dir()
+    {
+        return Ok(None);
+    }
+    let log_store = DeltaTableBuilder::from_url(location.table_url(spec.name))
+        .and_then(|builder| builder.build_storage())
+        .map_err(|e| Error::delta(spec.name, "resolving the table's location", e))?;
+    Head::load(log_store)
+        .await
+        .map_err(|e| Error::delta(spec.name, "loading", e))
+}
+
 async fn load(location: &Location, spec: &TableSpec) -> Result<Option<DeltaTable>> {
     // On a local disk a missing directory is an error to delta-rs, not an
     // absent table.
@@ -537,7 +612,7 @@ async fn load(location: &Location, spec: &TableSpec) -> Result<Option<DeltaTable
     }
 }
 
-async fn create(location: &Location, spec: &TableSpec) -> Result<DeltaTable> {
+async fn create(location: &Location, spec: &TableSpec) -> Result<()> {
     if let Some(dir) = location.local_dir() {
         let dir = dir.join(spec.name);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -562,10 +637,10 @@ async fn create(location: &Location, spec: &TableSpec) -> Result<DeltaTable> {
         .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
         .await;
     match created {
-        Ok(table) => Ok(table),
+        Ok(_) => Ok(()),
         // Another writer created it first.
-        Err(e) => match load(location, spec).await? {
-            Some(table) => Ok(table),
+        Err(e) => match load_head(location, spec).await? {
+            Some(_) => Ok(()),
             None => Err(Error::delta(spec.name, "creating", e)),
         },
     }
@@ -615,8 +690,9 @@ impl Snapshot {
         self.table.version()
     }
 
-    pub(crate) fn log_store(&self) -> deltalake::logstore::LogStoreRef {
-        self.table.log_store()
+    /// The delta-rs table, for operations delta-rs implements whole (vacuum).
+    pub(crate) fn delta(&self) -> &DeltaTable {
+        &self.table
     }
 
     /// The last Kafka offset the table holds for `app_id`.

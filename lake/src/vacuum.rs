@@ -53,6 +53,8 @@ pub async fn vacuum(
         problem: "the vacuum grace period is out of range".into(),
     })?;
     let (_, metrics) = table
+        .snapshot()
+        .await?
         .delta()
         .clone()
         .vacuum()
@@ -131,7 +133,13 @@ mod tests {
             .unwrap();
         // A writer died after writing this one.
         let orphan = table.write(hour, batch(), Vec::new()).await.unwrap();
-        let remove = table.snapshot().remove(&removed.add.path).unwrap().unwrap();
+        let remove = table
+            .snapshot()
+            .await
+            .unwrap()
+            .remove(&removed.add.path)
+            .unwrap()
+            .unwrap();
         let retire = Commit::removing(Operation::Retention, vec![remove]);
         table.commit(&retire).await.unwrap();
         let exists = |path: &str| dir.path().join("events").join(path).exists();

@@ -114,15 +114,10 @@ impl Writer {
     }
 
     /// Where `app_id` resumes, as of the versions last read.
-    pub async fn resume(&self, app_id: &str) -> Result<Resume> {
+    pub async fn resume(&mut self, app_id: &str) -> Result<Resume> {
         Ok(Resume {
-            next: self
-                .events
-                .snapshot()
-                .position(app_id)
-                .await?
-                .map(|p| p + 1),
-            quarantined_through: self.quarantine.snapshot().position(app_id).await?,
+            next: self.events.position(app_id).await?.map(|p| p + 1),
+            quarantined_through: self.quarantine.position(app_id).await?,
         })
     }
 
@@ -157,7 +152,7 @@ impl Writer {
             // positions start after it, and its keys are not consumed again.
             let mut positions = Vec::with_capacity(batch.positions.len());
             for p in &batch.positions {
-                let held = self.quarantine.snapshot().position(&p.app_id).await?;
+                let held = self.quarantine.position(&p.app_id).await?;
                 let first = held.map_or(p.first, |h| p.first.max(h + 1));
                 if first <= p.last {
                     positions.push(Position { first, ..p.clone() });

@@ -217,7 +217,7 @@ pub fn import_file(
 /// each one's bytes (a line number alone could be another file's).
 async fn outside_window_lines(writer: &Writer, before: i64) -> Result<HashMap<i64, Vec<[u8; 32]>>> {
     const COLUMNS: [&str; 5] = ["reason", "field", "raw", "source_kind", "source_offset"];
-    let snapshot = writer.quarantine().snapshot();
+    let snapshot = writer.quarantine().snapshot().await?;
     let mut lines: HashMap<i64, Vec<[u8; 32]>> = HashMap::new();
     for file in snapshot.files()? {
         for batch in snapshot.read_file(&file.path, Some(&COLUMNS)).await? {
@@ -513,8 +513,9 @@ mod tests {
         );
         let third = lake.import(&path, &any_age);
         assert_eq!((third.requeued, third.skipped), (0, 14), "{third:?}");
-        let snapshot = lake.writer().events().snapshot();
+        let writer = lake.writer();
         let rows: usize = lake.runtime.block_on(async {
+            let snapshot = writer.events().snapshot().await.unwrap();
             let mut n = 0;
             for file in snapshot.files().unwrap() {
                 for batch in snapshot

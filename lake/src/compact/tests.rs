@@ -48,7 +48,7 @@ async fn merges_the_small_files_of_closed_hours_in_sort_order_and_old_versions_s
         let written = written.await.unwrap();
         table.commit(&Commit::append(vec![written])).await.unwrap();
     }
-    let before = table.snapshot();
+    let before = table.snapshot().await.unwrap();
     // At 10:30 the 09 hour is an hour old... not yet: it ended at 10:00.
     let summary = compact(&mut table, &CompactOptions::default(), at(10, 30))
         .await
@@ -127,11 +127,17 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
     let mut other = Table::open(&location, &EVENTS, 1, Metrics::default())
         .await
         .unwrap();
-    let files = other.snapshot().files().unwrap();
-    let remove = other.snapshot().remove(&files[0].path).unwrap().unwrap();
+    let files = other.snapshot().await.unwrap().files().unwrap();
+    let remove = other
+        .snapshot()
+        .await
+        .unwrap()
+        .remove(&files[0].path)
+        .unwrap()
+        .unwrap();
     let commit = Commit::removing(Operation::Retention, vec![remove]);
     // The compactor read its snapshot before that commit.
-    let snapshot_files = table.snapshot().files().unwrap();
+    let snapshot_files = table.snapshot().await.unwrap().files().unwrap();
     other.commit(&commit).await.unwrap();
     let mut stale = Vec::new();
     for f in snapshot_files {

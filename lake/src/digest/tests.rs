@@ -359,6 +359,8 @@ async fn what_happened_after_the_last_digest_is_pending_until_the_next_digest() 
     let mut events = lake.events().await;
     let remove = events
         .snapshot()
+        .await
+        .unwrap()
         .remove(removed.strip_prefix("events/").unwrap())
         .unwrap()
         .unwrap();

@@ -58,7 +58,7 @@ async fn replays_hours_since_a_time_in_time_order_or_one_partition_in_offset_ord
             .unwrap();
         table.commit(&Commit::append(vec![file])).await.unwrap();
     }
-    let snapshot = table.snapshot();
+    let snapshot = table.snapshot().await.unwrap();
     // Since 09:00: the 08 hour is skipped whole; 09's files merge in time order.
     let hours = drain(Replay::since(&snapshot, at(9, 0)).unwrap()).await;
     assert_eq!(

@@ -30,7 +30,7 @@ use crate::retention::plan::{Deletion, FileRef, RetentionPlan, Rewrite, holds_co
 use crate::retention::rewrite::{self, Removed};
 use crate::retention::scan::{TenantCache, scan};
 use crate::retention::{Partition, RetainedTable, TableKind};
-use crate::table::{Commit, Operation, Table, TableSpec};
+use crate::table::{Commit, Operation, Snapshot, Table, TableSpec};
 
 /// The zstd level of rewritten files unless [`Retention::with_zstd_level`] says otherwise.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
@@ -247,7 +247,8 @@ impl Retention {
 
     async fn delete(&mut self, d: &Deletion) -> Result<Outcome, Error> {
         let table = self.writer(d.partition.table).await?;
-        let Some(removes) = removes(table, &d.files.iter().collect::<Vec<_>>())? else {
+        let snapshot = table.snapshot().await?;
+        let Some(removes) = removes(&snapshot, &d.files.iter().collect::<Vec<_>>())? else {
             return Ok(Outcome::Skipped(CHANGED.into()));
         };
         let commit = Commit::removing(Operation::Retention, removes);
@@ -267,11 +268,11 @@ impl Retention {
     async fn rewrite(&mut self, r: &Rewrite) -> Result<Outcome, Error> {
         let table = self.writer(r.partition.table).await?;
         let replaced: Vec<&FileRef> = r.drop.iter().chain(&r.rewrite).collect();
-        let Some(removes) = removes(table, &replaced)? else {
+        let snapshot = table.snapshot().await?;
+        let Some(removes) = removes(&snapshot, &replaced)? else {
             return Ok(Outcome::Skipped(CHANGED.into()));
         };
         let removed: Removed = r.removed.iter().map(|(t, _)| t.clone()).collect();
-        let snapshot = table.snapshot();
         let mut adds = Vec::with_capacity(r.rewrite.len());
         for file in &r.rewrite {
             let written =
@@ -362,10 +363,9 @@ fn newly_held<'a>(action: &Action<'_>, holds: &'a [LegalHold]) -> Option<&'a Leg
 
 /// The `remove` actions of `files`, or `None` if one is no longer in the table.
 fn removes(
-    table: &Table,
+    snapshot: &Snapshot,
     files: &[&FileRef],
 ) -> Result<Option<Vec<deltalake::kernel::Remove>>, Error> {
-    let snapshot = table.snapshot();
     let mut removes = Vec::with_capacity(files.len());
     for file in files {
         match snapshot.remove(&file.path)? {

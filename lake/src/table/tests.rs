@@ -147,7 +147,7 @@ async fn a_partition_resumes_from_the_table_and_a_replayed_batch_is_fenced() {
         last: 9,
     }]);
     first.commit(&commit).await.unwrap();
-    assert_eq!(first.snapshot().position(&app_id).await.unwrap(), Some(9));
+    assert_eq!(first.position(&app_id).await.unwrap(), Some(9));
 
     // A writer that read offsets 5..=14 before the first committed (a
     // rebalance moved the partition) must not land 5..=9 twice.
@@ -253,7 +253,13 @@ async fn removing_a_file_another_writer_removed_is_refused() {
         .await
         .unwrap();
     let mut second = open(&location).await;
-    let remove = first.snapshot().remove(&path.add.path).unwrap().unwrap();
+    let remove = first
+        .snapshot()
+        .await
+        .unwrap()
+        .remove(&path.add.path)
+        .unwrap()
+        .unwrap();
     let retire = Commit::removing(Operation::Retention, vec![remove]);
     first.commit(&retire).await.unwrap();
     let err = second.commit(&retire).await.unwrap_err();
@@ -337,9 +343,18 @@ async fn readers_see_the_read_schema_with_plain_strings_and_partition_values() {
     table.commit(&Commit::append(vec![file])).await.unwrap();
 
     let ctx = SessionContext::new();
-    let provider = table.snapshot().provider(&ctx.state()).unwrap();
+    let provider = table
+        .snapshot()
+        .await
+        .unwrap()
+        .provider(&ctx.state())
+        .unwrap();
     assert_eq!(provider.schema(), EVENTS.read_schema().unwrap());
-    let batches = sql(&table.snapshot(), "SELECT tenant_id, dt, hour FROM events").await;
+    let batches = sql(
+        &table.snapshot().await.unwrap(),
+        "SELECT tenant_id, dt, hour FROM events",
+    )
+    .await;
     let schema = batches[0].schema();
     for column in ["tenant_id", "dt", "hour"] {
         assert_eq!(
@@ -348,4 +363,126 @@ async fn readers_see_the_read_schema_with_plain_strings_and_partition_values() {
             "{column}"
         );
     }
+}
+
+/// One small file of events committed with `app_id`'s offsets `first..=last`.
+async fn commit_offsets(table: &mut Table, app_id: &str, first: i64, last: i64) {
+    let file = table
+        .write(
+            Partition::hour(at(9, 0)),
+            events((last - first + 1) as usize, 2, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let commit = Commit::append(vec![file]).with_positions(vec![Position {
+        app_id: app_id.to_owned(),
+        first,
+        last,
+    }]);
+    table.commit(&commit).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_writer_checkpoints_every_interval_and_a_new_writer_resumes_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let app_id = Position::app_id("tooltrail", "audit", 0);
+    let mut table = open(&location).await;
+    // Version 0 created the table; the default interval (100) asks for a
+    // checkpoint of version 99.
+    for commit in 0..99 {
+        commit_offsets(&mut table, &app_id, commit * 2, commit * 2 + 1).await;
+    }
+    assert_eq!(table.version(), 99);
+    table
+        .checkpointing
+        .take()
+        .expect("a checkpoint was started")
+        .await
+        .unwrap();
+    let log = dir.path().join("events/_delta_log");
+    assert!(
+        log.join("00000000000000000099.checkpoint.parquet")
+            .is_file()
+    );
+    let hint = std::fs::read_to_string(log.join("_last_checkpoint")).unwrap();
+    assert!(hint.contains(r#""version":99"#), "{hint}");
+
+    // Readers and a new writer start from the checkpoint: every row, and
+    // the partition's offset carried in it.
+    let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(count(&reader).await, 198);
+    let mut second = open(&location).await;
+    assert_eq!(second.position(&app_id).await.unwrap(), Some(197));
+    commit_offsets(&mut second, &app_id, 198, 199).await;
+    assert_eq!(second.version(), 100);
+}
+
+#[tokio::test]
+async fn a_table_another_engine_upgraded_beyond_what_tooltrail_writes_is_refused_by_name() {
+    use deltalake::kernel::TableFeatures;
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = open(&location).await;
+    let delta = load(&location, &EVENTS).await.unwrap().unwrap();
+    delta
+        .add_feature()
+        .with_feature(TableFeatures::DeletionVectors)
+        .with_allow_protocol_versions_increase(true)
+        .await
+        .unwrap();
+    table.refresh().await.unwrap();
+    let file = table
+        .write(
+            Partition::hour(at(9, 0)),
+            events(3, 1, at(9, 0)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let err = table.commit(&Commit::append(vec![file])).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Unwritable { table, problem } if table == "events" && problem.contains("deletionVectors")),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(table.version(), 1, "nothing was committed");
+}
+
+#[tokio::test]
+async fn an_append_only_table_takes_appends_and_refuses_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = open(&location).await;
+    commit_offsets(&mut table, "f", 0, 4).await;
+    load(&location, &EVENTS)
+        .await
+        .unwrap()
+        .unwrap()
+        .set_tbl_properties()
+        .with_properties(HashMap::from([(
+            "delta.appendOnly".to_owned(),
+            "true".to_owned(),
+        )]))
+        .await
+        .unwrap();
+    table.refresh().await.unwrap();
+    commit_offsets(&mut table, "f", 5, 9).await;
+    let files = table.snapshot().await.unwrap().files().unwrap();
+    let remove = table
+        .snapshot()
+        .await
+        .unwrap()
+        .remove(&files[0].path)
+        .unwrap()
+        .unwrap();
+    let err = table
+        .commit(&Commit::removing(Operation::Compact, vec![remove]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unwritable { problem, .. } if problem.contains("append-only")),
+        "{err}"
+    );
 }
