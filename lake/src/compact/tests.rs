@@ -127,14 +127,9 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
     let mut other = Table::open(&location, &EVENTS, 1, Metrics::default())
         .await
         .unwrap();
-    let files = other.snapshot().await.unwrap().files().unwrap();
-    let remove = other
-        .snapshot()
-        .await
-        .unwrap()
-        .remove(&files[0].path)
-        .unwrap()
-        .unwrap();
+    let theirs = other.snapshot().await.unwrap();
+    let files = theirs.files().unwrap();
+    let remove = theirs.remove(&files[0].path).unwrap().unwrap();
     let commit = Commit::removing(Operation::Retention, vec![remove]);
     // The compactor read its snapshot before that commit.
     let snapshot_files = table.snapshot().await.unwrap().files().unwrap();

@@ -469,14 +469,9 @@ async fn an_append_only_table_takes_appends_and_refuses_removes() {
         .unwrap();
     table.refresh().await.unwrap();
     commit_offsets(&mut table, "f", 5, 9).await;
-    let files = table.snapshot().await.unwrap().files().unwrap();
-    let remove = table
-        .snapshot()
-        .await
-        .unwrap()
-        .remove(&files[0].path)
-        .unwrap()
-        .unwrap();
+    let snapshot = table.snapshot().await.unwrap();
+    let files = snapshot.files().unwrap();
+    let remove = snapshot.remove(&files[0].path).unwrap().unwrap();
     let err = table
         .commit(&Commit::removing(Operation::Compact, vec![remove]))
         .await
