@@ -17,7 +17,7 @@ use parquet::file::metadata::KeyValue;
 use tooltrail_schemas::SCHEMA_VERSION;
 
 use crate::error::{Error, Result};
-use crate::table::{Commit, FileEntry, Operation, Partition, Table};
+use crate::table::{Commit, FileEntry, Operation, Partition, Snapshot, Table};
 
 /// What to compact.
 #[derive(Debug, Clone)]
@@ -58,8 +58,11 @@ pub async fn compact(
     now: DateTime<Utc>,
 ) -> Result<CompactSummary> {
     table.refresh().await?;
+    // Read once: each hour's commit leaves the other hours' files as they
+    // were, and the commit checks its removes against the table anyway.
+    let snapshot = table.snapshot().await?;
     let mut by_hour: BTreeMap<Partition, Vec<FileEntry>> = BTreeMap::new();
-    for file in table.snapshot().await?.files()? {
+    for file in snapshot.files()? {
         if (file.size as u64) < options.small_file_bytes {
             let partition = Partition::of(table.spec(), &file);
             by_hour.entry(partition).or_default().push(file);
@@ -70,7 +73,7 @@ pub async fn compact(
         if files.len() < 2 || !closed(&files[0], options.min_age, now) {
             continue;
         }
-        match compact_hour(table, &partition, &files, options).await {
+        match compact_hour(table, &snapshot, &partition, &files, options).await {
             Ok(files_out) => {
                 summary.hours += 1;
                 summary.files_in += files.len();
@@ -115,11 +118,11 @@ fn closed(file: &FileEntry, min_age: Duration, now: DateTime<Utc>) -> bool {
 /// Merges `files` (one hour) and commits the swap. Returns the files written.
 async fn compact_hour(
     table: &mut Table,
+    snapshot: &Snapshot,
     partition: &Partition,
     files: &[FileEntry],
     options: &CompactOptions,
 ) -> Result<usize> {
-    let snapshot = table.snapshot().await?;
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut removes = Vec::with_capacity(files.len());
     for file in files {

@@ -132,16 +132,14 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
     let remove = theirs.remove(&files[0].path).unwrap().unwrap();
     let commit = Commit::removing(Operation::Retention, vec![remove]);
     // The compactor read its snapshot before that commit.
-    let snapshot_files = table.snapshot().await.unwrap().files().unwrap();
+    let stale = table.snapshot().await.unwrap();
+    let stale_files = stale.files().unwrap();
     other.commit(&commit).await.unwrap();
-    let mut stale = Vec::new();
-    for f in snapshot_files {
-        stale.push(f);
-    }
     let err = compact_hour(
         &mut table,
-        &Partition::hour(at(9, 0)),
         &stale,
+        &Partition::hour(at(9, 0)),
+        &stale_files,
         &CompactOptions::default(),
     )
     .await
