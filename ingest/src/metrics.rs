@@ -60,7 +60,11 @@ pub struct Metrics {
     pub files: Family<TableLabels, Counter>,
     pub commit_seconds: Histogram,
     pub conflicts: Counter,
+    /// Lag of the partitions this instance is assigned now (a revoked
+    /// partition's series goes with it, so lag sums across a group).
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Kafka partitions this instance is assigned now.
+    pub partitions_assigned: Gauge,
     /// Bytes of request bodies `POST /v1/events` holds now (`http.max_inflight_bytes`).
     pub http_inflight_bytes: Gauge,
     /// Requests answered 503 because too many bodies were in flight.
@@ -90,6 +94,7 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             conflicts: Counter::default(),
             consumer_lag: Family::default(),
+            partitions_assigned: Gauge::default(),
             http_inflight_bytes: Gauge::default(),
             http_overloaded: Counter::default(),
             tenant_not_allowed: Family::default(),
@@ -137,6 +142,11 @@ impl Metrics {
             "consumer_lag",
             "Records between the committed position and the partition's end",
             m.consumer_lag.clone(),
+        );
+        r.register(
+            "partitions_assigned",
+            "Kafka partitions this instance is assigned now",
+            m.partitions_assigned.clone(),
         );
         r.register(
             "http_inflight_bytes",

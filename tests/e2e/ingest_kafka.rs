@@ -23,8 +23,8 @@ mod scale;
 use harness::{
     CATCH_UP, FIRST_COMMIT, IngestSetup, Kill, POLL, QuarantineRow, Simulation, SplitMix64,
     TINY_BATCHES, assert_committed_at_ends, assert_exactly_once, events_committed, lake_rows_now,
-    log_writers, orphan_files, read_quarantine, rebalances, valid_event, wait_for_first_commit,
-    wait_for_metric, wait_for_rows,
+    log_writers, metric_sum, orphan_files, partition_metrics, read_quarantine, rebalances,
+    valid_event, wait_for_first_commit, wait_for_metric, wait_for_partitions, wait_for_rows,
 };
 
 const PARTITIONS: i32 = 4;
@@ -143,27 +143,61 @@ async fn a_second_instance_joining_and_leaving_mid_load_loses_and_duplicates_not
     let topic = create_topic(&brokers, "rebalance", PARTITIONS).await?;
     let ingest = IngestSetup::new(&brokers, &topic)?.with_batches(TINY_BATCHES);
     let lake = ingest.lake();
-    let sim = Simulation {
+    // The load comes in two parts: the first while A runs alone (B joins during it), the second
+    // once B holds partitions, so that B has work whatever the pace of the first rebalance. (With
+    // one part, A had once consumed all of it before Tansu's rebalance rounds gave B its
+    // partitions: B had nothing left to commit.)
+    let first = Simulation {
         users: 300,
         days: 7,
         seed: 43,
     };
-    let expected = sim.event_ids(ingest.dir()).await?;
+    let second = Simulation {
+        users: 150,
+        days: 7,
+        seed: 44,
+    };
+    let mut expected = first.event_ids(ingest.dir()).await?;
+    let second_ids = second.event_ids(ingest.dir()).await?;
+    let distinct: std::collections::HashSet<&String> = expected.iter().chain(&second_ids).collect();
+    ensure!(
+        distinct.len() == expected.len() + second_ids.len(),
+        "the two simulations share event ids: pick seeds that do not"
+    );
+    let first_len = expected.len();
+    expected.extend(second_ids);
 
     let a = ingest.start().await?;
     let producing = {
         let (brokers, topic) = (brokers.clone(), topic.clone());
-        tokio::spawn(async move { sim.produce(&brokers, &topic).await })
+        tokio::spawn(async move { first.produce(&brokers, &topic).await })
     };
-    // B joins once A has written a fifth of the load.
-    wait_for_rows(&lake, expected.len() / 5, CATCH_UP)
+    // B joins once A has written a fifth of the first part.
+    wait_for_rows(&lake, first_len / 5, CATCH_UP)
         .await
         .with_context(|| format!("A logged:\n{}", a.stderr()))?;
     let b = ingest.start().await?;
-    // B leaves once it has committed a share of its own, so that both rebalances split real work.
-    let b_events = wait_for_metric(&b, 5_000, FIRST_COMMIT)
+    wait_for_partitions(&b, FIRST_COMMIT)
         .await
         .with_context(|| format!("B logged:\n{}\nA logged:\n{}", b.stderr(), a.stderr()))?;
+    producing.await.context("join the producer")??;
+    let producing = {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        tokio::spawn(async move { second.produce(&brokers, &topic).await })
+    };
+    // B leaves once it has committed a share of its own, so that both rebalances split real work.
+    let b_events = match wait_for_metric(&b, 5_000, FIRST_COMMIT).await {
+        Ok(events) => events,
+        Err(e) => {
+            return Err(e.context(format!(
+                "B logged:\n{}\nB's partitions:\n{}\nA logged:\n{}\nA's partitions:\n{}",
+                b.stderr(),
+                partition_metrics(&b).await,
+                a.stderr(),
+                partition_metrics(&a).await
+            )));
+        }
+    };
     let rows_when_b_left = lake_rows_now(&lake).await?;
     let b_log = b.stderr();
     b.stop().await?;
@@ -177,8 +211,15 @@ async fn a_second_instance_joining_and_leaving_mid_load_loses_and_duplicates_not
 
     let caught_up = wait_for_rows(&lake, expected.len(), CATCH_UP).await;
     let a_log = a.stderr();
+    let a_partitions = partition_metrics(&a).await;
+    let a_assigned = metric_sum(&a, "tooltrail_ingest_partitions_assigned").await;
     a.stop().await?;
-    caught_up.with_context(|| format!("A logged:\n{a_log}"))?;
+    caught_up.with_context(|| format!("A logged:\n{a_log}\nA's partitions:\n{a_partitions}"))?;
+    ensure!(
+        a_assigned? == u64::from(PARTITIONS.unsigned_abs()),
+        "A, alone in the group again, should report all {PARTITIONS} partitions assigned:\n\
+         {a_partitions}"
+    );
     assert_exactly_once(&expected, &lake)
         .await
         .with_context(|| {

@@ -110,6 +110,9 @@ impl Rebalance for Shared {
                 tracing::error!(topic = %p.topic, partition = p.partition, error = %e, "cannot position partition");
             }
         }
+        self.metrics
+            .partitions_assigned
+            .set(self.partitions.len() as i64);
         tracing::info!(
             partitions = ?tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(),
             "partitions assigned; positioned at the lake's offsets"
@@ -127,7 +130,7 @@ impl Rebalance for Shared {
         );
         let flushed = flush(self)?;
         for elem in tpl.elements() {
-            self.partitions.remove(&elem.partition());
+            self.release(elem.topic(), elem.partition());
         }
         Ok(flushed.positions)
     }
@@ -136,6 +139,10 @@ impl Rebalance for Shared {
         if let Err(error) = flush(self) {
             tracing::warn!(error = %tooltrail_schemas::Report(&error), "committing open work after a failed rebalance");
         }
+        // librdkafka drops the whole assignment.
+        self.partitions.clear();
+        self.metrics.consumer_lag.clear();
+        self.metrics.partitions_assigned.set(0);
     }
 
     fn failed(&mut self, error: Error) {
@@ -177,6 +184,19 @@ struct Flushed {
 }
 
 impl Shared {
+    /// Forgets a partition this instance no longer holds, and its lag: the
+    /// member that now holds it reports that.
+    fn release(&mut self, topic: &str, partition: i32) {
+        self.partitions.remove(&partition);
+        self.metrics.consumer_lag.remove(&PartitionLabels {
+            topic: topic.to_owned(),
+            partition,
+        });
+        self.metrics
+            .partitions_assigned
+            .set(self.partitions.len() as i64);
+    }
+
     /// Reads where `partition` of `topic` resumes from the lake, and keeps
     /// it; returns the next offset to read, if the lake holds any.
     fn resume(&mut self, topic: &str, partition: i32) -> Result<Option<i64>> {

@@ -268,19 +268,53 @@ pub(super) async fn wait_for_rows(lake: &Path, want: usize, stall: Duration) -> 
     }
 }
 
-/// Valid events this process has committed to the lake, from its `/metrics`.
-pub(super) async fn events_committed(process: &Tooltrail) -> Result<u64> {
+/// The sum of a metric's series in this process's `/metrics` (`name` with or without labels).
+pub(super) async fn metric_sum(process: &Tooltrail, name: &str) -> Result<u64> {
     let metrics = process.get_text("/metrics").await?;
     metrics
         .lines()
-        .filter(|l| l.starts_with("tooltrail_ingest_events_total{"))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
         .map(|l| {
             l.rsplit(' ')
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
-                .with_context(|| format!("a counter line: {l}"))
+                .with_context(|| format!("a {name} line: {l}"))
         })
         .sum()
+}
+
+/// Valid events this process has committed to the lake, from its `/metrics`.
+pub(super) async fn events_committed(process: &Tooltrail) -> Result<u64> {
+    metric_sum(process, "tooltrail_ingest_events_total").await
+}
+
+/// Waits until the process is assigned at least one partition of its group's topic.
+pub(super) async fn wait_for_partitions(process: &Tooltrail, limit: Duration) -> Result<()> {
+    let deadline = Deadline::after(limit);
+    while metric_sum(process, "tooltrail_ingest_partitions_assigned").await? == 0 {
+        deadline.remaining("the instance to be assigned partitions")?;
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+/// The lines of an instance's `/metrics` about its partitions (assignment and lag), for a
+/// failure message.
+pub(super) async fn partition_metrics(process: &Tooltrail) -> String {
+    match process.get_text("/metrics").await {
+        Ok(metrics) => metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("tooltrail_ingest_partitions_assigned")
+                    || l.starts_with("tooltrail_ingest_consumer_lag")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(no metrics: {e:#})"),
+    }
 }
 
 /// Waits until the process has committed at least `want` events; returns how many it has.
