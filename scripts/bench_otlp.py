@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """OTLP/HTTP protobuf ingest vs `/v1/events` NDJSON, for the same events.
 
-Usage: scripts/bench_otlp.py [--bin PATH] [--events 200000] [--batch 512] [--clients 4]
+Usage: scripts/bench_otlp.py [--bin PATH] [--events 200000] [--batch 512] [--clients 4] [--rounds 5]
 
 - makes --events simulated events (`tooltrail simulate`);
 - turns them into request bodies both ways, before any clock starts: NDJSON bodies of --batch
@@ -11,7 +11,9 @@ Usage: scripts/bench_otlp.py [--bin PATH] [--events 200000] [--batch 512] [--cli
 - for each way, starts a fresh `tooltrail up` (HTTP ingest and detection) in a temporary
   directory, posts every body from --clients threads, and times from the first request to the
   last answer (every answer comes once its events are durable);
-- prints events/s for each and the ratio OTLP / NDJSON (the target is at least 0.8).
+- prints events/s for each and the ratio OTLP / NDJSON (the target is at least 0.8), for each
+  of --rounds rounds, then the ratio's median and spread (the machine is shared: one round is
+  noise).
 
 Needs a release build (cargo build --release --bin tooltrail) and the `opentelemetry-proto`
 Python package (it comes with opentelemetry-exporter-otlp-proto-http).
@@ -138,6 +140,8 @@ def main():
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="NDJSON then OTLP, this many times; the ratio's median and spread count")
     args = ap.parse_args()
     if not os.path.exists(args.bin):
         sys.exit(f"no tooltrail binary at {args.bin} (cargo build --release --bin tooltrail, or --bin PATH)")
@@ -150,18 +154,23 @@ def main():
     print(f"{len(events)} events in {len(chunks)} requests of {args.batch}; "
           f"NDJSON {sum(map(len, ndjson)) / len(events):.0f} B/event, "
           f"OTLP protobuf {sum(map(len, otlp)) / len(events):.0f} B/event; {args.clients} clients")
-    results = {}
-    for name, bodies, content_type, path in [
-        ("ndjson /v1/events", ndjson, "application/x-ndjson", "/v1/events"),
-        ("otlp /v1/logs", otlp, "application/x-protobuf", "/v1/logs"),
-    ]:
-        seconds, failures = run(args.bin, bodies, content_type, path, args.clients)
-        rate = len(events) / seconds
-        results[name] = rate
-        print(f"{name:18} {rate:10.0f} events/s ({seconds:.2f} s){'; failures: ' + str(len(failures)) + ' ' + failures[0] if failures else ''}")
-    ratio = results["otlp /v1/logs"] / results["ndjson /v1/events"]
-    print(f"ratio otlp/ndjson  {ratio:.2f}x (target >= 0.8x)")
-
+    ratios = []
+    for round_ in range(1, args.rounds + 1):
+        results = {}
+        for name, bodies, content_type, path in [
+            ("ndjson /v1/events", ndjson, "application/x-ndjson", "/v1/events"),
+            ("otlp /v1/logs", otlp, "application/x-protobuf", "/v1/logs"),
+        ]:
+            seconds, failures = run(args.bin, bodies, content_type, path, args.clients)
+            rate = len(events) / seconds
+            results[name] = rate
+            print(f"round {round_}: {name:18} {rate:10.0f} events/s ({seconds:.2f} s)"
+                  f"{'; failures: ' + str(len(failures)) + ' ' + failures[0] if failures else ''}")
+        ratios.append(results["otlp /v1/logs"] / results["ndjson /v1/events"])
+        print(f"round {round_}: ratio otlp/ndjson {ratios[-1]:.2f}x")
+    ratios.sort()
+    print(f"ratio otlp/ndjson  median {ratios[len(ratios) // 2]:.2f}x, min {ratios[0]:.2f}x, "
+          f"max {ratios[-1]:.2f}x over {len(ratios)} rounds (target >= 0.8x)")
 
 if __name__ == "__main__":
     main()

@@ -21,21 +21,38 @@ use crate::config::OtlpMapping;
 #[derive(Debug, Clone)]
 pub struct Mapper {
     mapping: Arc<OtlpMapping>,
+    numbers: Arc<Numbers>,
 }
 
-/// Attributes by key, for lookups by name (Fx: keys are short and a record's
-/// own, nothing an attacker gains by colliding).
-type Index<'a> = FxHashMap<&'a str, &'a AnyValue>;
+/// Every attribute name `[otlp.mapping]` looks for, numbered (Fx: names
+/// are short and the operator's own, nothing an attacker gains by
+/// colliding).
+type Numbers = FxHashMap<String, usize>;
 
-fn index(attributes: &[KeyValue]) -> Index<'_> {
-    let mut map = FxHashMap::with_capacity_and_hasher(attributes.len(), Default::default());
-    for kv in attributes {
-        if let Some(value) = &kv.value {
-            // The first of a repeated key wins, as in the SDKs.
-            map.entry(kv.key.as_str()).or_insert(value);
+/// The attributes of a record, a scope or a resource that the mapping names,
+/// by the name's number, each with its position: looked up by key once
+/// each, not once per name and field.
+struct Found<'a> {
+    slots: Vec<Option<(&'a AnyValue, usize)>>,
+}
+
+impl<'a> Found<'a> {
+    fn new(numbers: &Numbers) -> Self {
+        Found {
+            slots: vec![None; numbers.len()],
         }
     }
-    map
+
+    /// Finds the named ones among `attributes`, forgetting the last ones.
+    fn fill(&mut self, numbers: &Numbers, attributes: &'a [KeyValue]) {
+        self.slots.fill(None);
+        for (at, kv) in attributes.iter().enumerate() {
+            if let (Some(value), Some(&n)) = (&kv.value, numbers.get(kv.key.as_str())) {
+                // The first of a repeated key wins, as in the SDKs.
+                self.slots[n].get_or_insert((value, at));
+            }
+        }
+    }
 }
 
 /// What a record carries besides its attributes.
@@ -51,24 +68,25 @@ struct Own<'a> {
 }
 
 /// Where attributes are looked up: the record's, its scope's, its resource's.
-struct Scopes<'a> {
-    record: Index<'a>,
-    scope: &'a Index<'a>,
-    resource: &'a Index<'a>,
+struct Scopes<'s, 'a> {
+    numbers: &'s Numbers,
+    record: &'s Found<'a>,
+    scope: &'s Found<'a>,
+    resource: &'s Found<'a>,
 }
 
-impl<'a> Scopes<'a> {
-    /// The first of `names` present, with whether it is the record's own.
-    fn get<'n>(&self, names: &'n [String]) -> Option<(&'n str, &'a AnyValue, bool)> {
+impl<'a> Scopes<'_, 'a> {
+    /// The first of `names` present, with its number and, when it is the
+    /// record's own, its position among the record's attributes.
+    fn get(&self, names: &[String]) -> Option<(usize, &'a AnyValue, Option<usize>)> {
         names.iter().find_map(|name| {
-            let name = name.as_str();
-            if let Some(v) = self.record.get(name) {
-                Some((name, *v, true))
+            let n = *self.numbers.get(name.as_str())?;
+            if let Some((value, at)) = self.record.slots[n] {
+                Some((n, value, Some(at)))
             } else {
-                self.scope
-                    .get(name)
-                    .or_else(|| self.resource.get(name))
-                    .map(|v| (name, *v, false))
+                self.scope.slots[n]
+                    .or(self.resource.slots[n])
+                    .map(|(value, _)| (n, value, None))
             }
         })
     }
@@ -229,25 +247,64 @@ fn unmapped(signal: Signal, field: &str, names: &[String], also: &str) -> Decode
 }
 
 /// What an id hash is fed: the fields' values, the same whether the message
-/// came as protobuf or JSON (an empty `AnyValue` is an absent one).
-struct Feed(blake3::Hasher);
+/// came as protobuf or JSON (an empty `AnyValue` is an absent one). They
+/// are gathered in one buffer: the resource's and the scope's at its front,
+/// hashed once for all of the scope's records ([`Feed::share`]), each
+/// record's behind them, hashed at once.
+struct Feed {
+    buf: Vec<u8>,
+    /// The hash of `buf[..shared_len]`, what every record of a scope starts with.
+    shared: blake3::Hasher,
+    shared_len: usize,
+}
 
 impl Feed {
     fn new(signal: Signal) -> Feed {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"tooltrail otlp event id v1\0");
-        hasher.update(signal.as_str().as_bytes());
-        Feed(hasher)
+        let mut buf = Vec::with_capacity(1024);
+        buf.extend_from_slice(b"tooltrail otlp event id v1\0");
+        buf.extend_from_slice(signal.as_str().as_bytes());
+        Feed {
+            buf,
+            shared: blake3::Hasher::new(),
+            shared_len: 0,
+        }
+    }
+
+    /// How much has been fed, to go back to with [`Feed::truncate`].
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn truncate(&mut self, len: usize) -> &mut Self {
+        self.buf.truncate(len);
+        self
+    }
+
+    /// Hashes what has been fed so far, once, for the records that follow.
+    fn share(&mut self) -> usize {
+        self.shared = blake3::Hasher::new();
+        self.shared.update(&self.buf);
+        self.shared_len = self.buf.len();
+        self.shared_len
+    }
+
+    /// The event id of what has been fed.
+    fn id(&self) -> [u8; 16] {
+        let mut hasher = self.shared.clone();
+        hasher.update(&self.buf[self.shared_len..]);
+        let mut id = [0; 16];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        id
     }
 
     fn u64(&mut self, n: u64) -> &mut Self {
-        self.0.update(&n.to_le_bytes());
+        self.buf.extend_from_slice(&n.to_le_bytes());
         self
     }
 
     fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.u64(b.len() as u64);
-        self.0.update(b);
+        self.buf.extend_from_slice(b);
         self
     }
 
@@ -323,8 +380,16 @@ impl Feed {
 
 impl Mapper {
     pub fn new(mapping: &OtlpMapping) -> Mapper {
+        let mut numbers = Numbers::default();
+        for (_, names) in mapping.fields() {
+            for name in names {
+                let next = numbers.len();
+                numbers.entry(name.clone()).or_insert(next);
+            }
+        }
         Mapper {
             mapping: Arc::new(mapping.clone()),
+            numbers: Arc::new(numbers),
         }
     }
 
@@ -332,48 +397,61 @@ impl Mapper {
     /// records that name none (a token bound to one tenant).
     pub fn logs(&self, request: &ExportLogsServiceRequest, default_tenant: Option<&str>) -> Mapped {
         let mut mapped = Mapped::default();
+        let numbers = &*self.numbers;
+        let (mut resource, mut scope, mut record) = (
+            Found::new(numbers),
+            Found::new(numbers),
+            Found::new(numbers),
+        );
+        let mut feed = Feed::new(Signal::Logs);
+        let seeded = feed.len();
         for resource_logs in &request.resource_logs {
             let resource_attrs = resource_logs
                 .resource
                 .as_ref()
                 .map_or(&[][..], |r| &r.attributes[..]);
-            let resource = index(resource_attrs);
-            let mut seeded = Feed::new(Signal::Logs);
-            seeded.resource(resource_logs.resource.as_ref());
+            resource.fill(numbers, resource_attrs);
+            let resourced = feed
+                .truncate(seeded)
+                .resource(resource_logs.resource.as_ref())
+                .len();
             for scope_logs in &resource_logs.scope_logs {
                 let scope_attrs = scope_logs
                     .scope
                     .as_ref()
                     .map_or(&[][..], |s| &s.attributes[..]);
-                let scope = index(scope_attrs);
-                let mut scoped = Feed(seeded.0.clone());
-                scoped.scope(scope_logs.scope.as_ref());
-                for record in &scope_logs.log_records {
-                    let mut feed = Feed(scoped.0.clone());
-                    feed.log(record);
-                    let time_nanos = if record.time_unix_nano != 0 {
-                        record.time_unix_nano
+                scope.fill(numbers, scope_attrs);
+                let scoped = feed
+                    .truncate(resourced)
+                    .scope(scope_logs.scope.as_ref())
+                    .share();
+                for log in &scope_logs.log_records {
+                    feed.truncate(scoped).log(log);
+                    let time_nanos = if log.time_unix_nano != 0 {
+                        log.time_unix_nano
                     } else {
-                        record.observed_time_unix_nano
+                        log.observed_time_unix_nano
                     };
                     let own = Own {
                         signal: Signal::Logs,
                         time_nanos,
-                        trace_id: &record.trace_id,
+                        trace_id: &log.trace_id,
                         latency_ms: None,
                         failed: None,
-                        body: record.body.as_ref(),
+                        body: log.body.as_ref(),
                     };
+                    record.fill(numbers, &log.attributes);
                     let scopes = Scopes {
-                        record: index(&record.attributes),
+                        numbers,
+                        record: &record,
                         scope: &scope,
                         resource: &resource,
                     };
                     self.record(
                         &scopes,
-                        &record.attributes,
+                        &log.attributes,
                         &own,
-                        feed,
+                        &mut feed,
                         default_tenant,
                         &mut mapped,
                     );
@@ -391,25 +469,39 @@ impl Mapper {
         default_tenant: Option<&str>,
     ) -> Mapped {
         let mut mapped = Mapped::default();
+        let numbers = &*self.numbers;
+        let (mut resource, mut scope, mut record) = (
+            Found::new(numbers),
+            Found::new(numbers),
+            Found::new(numbers),
+        );
+        let mut feed = Feed::new(Signal::Traces);
+        let seeded = feed.len();
         for resource_spans in &request.resource_spans {
             let resource_attrs = resource_spans
                 .resource
                 .as_ref()
                 .map_or(&[][..], |r| &r.attributes[..]);
-            let resource = index(resource_attrs);
-            let mut seeded = Feed::new(Signal::Traces);
-            seeded.resource(resource_spans.resource.as_ref());
+            resource.fill(numbers, resource_attrs);
+            let resourced = feed
+                .truncate(seeded)
+                .resource(resource_spans.resource.as_ref())
+                .len();
             for scope_spans in &resource_spans.scope_spans {
                 let scope_attrs = scope_spans
                     .scope
                     .as_ref()
                     .map_or(&[][..], |s| &s.attributes[..]);
-                let scope = index(scope_attrs);
-                let mut scoped = Feed(seeded.0.clone());
-                scoped.scope(scope_spans.scope.as_ref());
+                scope.fill(numbers, scope_attrs);
+                let scoped = feed
+                    .truncate(resourced)
+                    .scope(scope_spans.scope.as_ref())
+                    .share();
                 for span in &scope_spans.spans {
+                    record.fill(numbers, &span.attributes);
                     let scopes = Scopes {
-                        record: index(&span.attributes),
+                        numbers,
+                        record: &record,
                         scope: &scope,
                         resource: &resource,
                     };
@@ -417,8 +509,7 @@ impl Mapper {
                         mapped.skipped += 1;
                         continue;
                     }
-                    let mut feed = Feed(scoped.0.clone());
-                    feed.span(span);
+                    feed.truncate(scoped).span(span);
                     let latency_ms = (span.end_time_unix_nano >= span.start_time_unix_nano
                         && span.end_time_unix_nano != 0)
                         .then(|| {
@@ -440,7 +531,7 @@ impl Mapper {
                         &scopes,
                         &span.attributes,
                         &own,
-                        feed,
+                        &mut feed,
                         default_tenant,
                         &mut mapped,
                     );
@@ -453,10 +544,10 @@ impl Mapper {
     /// Writes one record's object into `mapped`.
     fn record(
         &self,
-        scopes: &Scopes<'_>,
+        scopes: &Scopes<'_, '_>,
         attributes: &[KeyValue],
         own: &Own<'_>,
-        mut feed: Feed,
+        feed: &mut Feed,
         default_tenant: Option<&str>,
         mapped: &mut Mapped,
     ) {
@@ -472,16 +563,19 @@ impl Mapper {
         let tenant = lookup
             .first(&m.tenant_id, text)
             .or_else(|| default_tenant.map(Cow::Borrowed));
-        feed.bytes(tenant.as_deref().unwrap_or("").as_bytes());
-        let digest = feed.0.finalize();
-        let event_id = format!("otlp-{}", hex::encode(&digest.as_bytes()[..16]));
+        let id = feed.bytes(tenant.as_deref().unwrap_or("").as_bytes()).id();
+        let mut event_id = *b"otlp-00000000000000000000000000000000";
+        hex::encode_to_slice(id, &mut event_id[5..]).expect("16 bytes are 32 hex digits");
 
         let mut object = Object {
             out: &mut mapped.body,
             first: true,
         };
         object.raw("schema_version", "1");
-        object.string("event_id", &event_id);
+        object.string(
+            "event_id",
+            std::str::from_utf8(&event_id).expect("hex is ASCII"),
+        );
         match rfc3339(own.time_nanos).filter(|_| own.time_nanos != 0) {
             Some(time) => object.string("time", &time),
             None => fail(
@@ -601,21 +695,35 @@ impl Mapper {
         if let Some(code) = lookup.first(&m.jsonrpc_error_code, integer) {
             object.raw("jsonrpc_error_code", &code.to_string());
         }
-        // Everything else the record says, as strings.
+        // Everything else the record says, as strings: each key once, the
+        // first time it comes with a value.
         let mut open = false;
         let mut seen: Vec<&str> = Vec::new();
         let body = own.body.and_then(text).filter(|b| !b.is_empty());
         let rest = attributes
             .iter()
+            .enumerate()
             // An empty key is a profile's string-table reference: absent here.
-            .filter(|kv| !kv.key.is_empty())
-            .filter_map(|kv| Some((kv.key.as_str(), text(kv.value.as_ref()?)?)))
-            .chain(body.map(|b| ("otlp.body", b)));
-        for (key, value) in rest {
-            if lookup.used.contains(&key) || seen.contains(&key) {
+            .filter(|(_, kv)| !kv.key.is_empty())
+            .filter_map(|(at, kv)| Some((at, kv.key.as_str(), text(kv.value.as_ref()?)?)))
+            .chain(body.map(|b| (attributes.len(), "otlp.body", b)));
+        for (at, key, value) in rest {
+            let first_time = match scopes.numbers.get(key) {
+                // A named key: its first occurrence, unless it filled a field
+                // (none: the body, under a name no attribute has).
+                Some(&n) => match scopes.record.slots[n] {
+                    Some((_, first)) => first == at && !lookup.used.contains(&n),
+                    None => true,
+                },
+                None if seen.contains(&key) => false,
+                None => {
+                    seen.push(key);
+                    true
+                }
+            };
+            if !first_time {
                 continue;
             }
-            seen.push(key);
             if open {
                 object.out.push(b',');
             } else {
@@ -648,24 +756,24 @@ fn is_json_object(s: &str) -> bool {
 }
 
 /// Attribute lookups for one record, noting which of the record's own
-/// attributes filled a field.
-struct Lookup<'s, 'a, 'n> {
-    scopes: &'s Scopes<'a>,
-    used: Vec<&'n str>,
+/// attributes (by name number) filled a field.
+struct Lookup<'s, 'a> {
+    scopes: &'s Scopes<'s, 'a>,
+    used: Vec<usize>,
 }
 
-impl<'a, 'n> Lookup<'_, 'a, 'n> {
+impl<'a> Lookup<'_, 'a> {
     /// The first of `names` present whose value `convert` takes.
     fn first<T>(
         &mut self,
-        names: &'n [String],
+        names: &[String],
         convert: impl Fn(&'a AnyValue) -> Option<T>,
     ) -> Option<T> {
         names.iter().find_map(|name| {
-            let (name, value, own) = self.scopes.get(std::slice::from_ref(name))?;
+            let (n, value, at) = self.scopes.get(std::slice::from_ref(name))?;
             let converted = convert(value)?;
-            if own {
-                self.used.push(name);
+            if at.is_some() {
+                self.used.push(n);
             }
             Some(converted)
         })

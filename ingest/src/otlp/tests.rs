@@ -358,3 +358,29 @@ fn a_profile_string_table_reference_counts_as_absent_outside_profiles() {
         "a key given by index is not copied: {kept:?}"
     );
 }
+
+/// A retried export is deduplicated by its records' ids, also across an
+/// upgrade: the ids of the recorded request never change.
+#[test]
+fn the_recorded_requests_event_ids_are_the_ones_earlier_versions_gave() {
+    let request = decode_logs(RECORDED, Encoding::Protobuf).expect("decodes");
+    let mapped = mapper().logs(&request, None);
+    let ids: Vec<String> = mapped
+        .records
+        .iter()
+        .map(|r| {
+            let object: Value =
+                serde_json::from_slice(&mapped.body[r.range.clone()]).expect("JSON");
+            object["event_id"].as_str().expect("an id").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "otlp-3c4a7188965cc874c79c77837f93eea3",
+            "otlp-102cfb79438857b4a10db6b02e3223b0",
+            "otlp-093e2a01369dee8d4e8fe12b45e294b6",
+            "otlp-b14ffbeafdb4318aeaa8abdad38764a8",
+        ]
+    );
+}
