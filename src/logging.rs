@@ -51,9 +51,13 @@ impl LogConfig {
 ///   returned to the lake's writer, which counts and reports it: off.
 /// - delta-kernel logs every snapshot it builds at INFO, that is every
 ///   refresh of every table's readers, dozens a minute on an idle `up`: WARN.
-const QUIETED: [(&str, &str); 2] = [
+/// - delta-rs's vacuum logs its mode and its listing at INFO on every run,
+///   for every table, deleting or not; the lake's vacuum logs what it
+///   deleted itself: WARN.
+const QUIETED: [(&str, &str); 3] = [
     ("deltalake_core::kernel::transaction", "off"),
     ("buoyant_kernel", "warn"),
+    ("deltalake_core::operations::vacuum", "warn"),
 ];
 
 /// `directive`, with [`QUIETED`]'s defaults for the targets it does not name.
@@ -91,7 +95,7 @@ mod tests {
 
     use super::*;
 
-    /// What `directive` lets through of a snapshot build, a commit and our own line.
+    /// What `directive` lets through of a snapshot build, a commit, a vacuum and our own line.
     fn logged(directive: &str) -> String {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
@@ -102,6 +106,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: "buoyant_kernel::snapshot::builder", "building snapshot");
             tracing::info!(target: "deltalake_core::kernel::transaction", "committed");
+            tracing::info!(target: "deltalake_core::operations::vacuum", "vacuum file listing");
             tracing::info!(target: "tooltrail_ingest::source", "ours");
         });
         let bytes = out.lock().expect("not poisoned").clone();
@@ -126,9 +131,14 @@ mod tests {
         assert!(quiet.contains("ours"), "{quiet}");
         assert!(!quiet.contains("building snapshot"), "{quiet}");
         assert!(!quiet.contains("committed"), "{quiet}");
+        assert!(!quiet.contains("vacuum file listing"), "{quiet}");
 
-        let asked = logged("info,buoyant_kernel=info,deltalake_core::kernel::transaction=info");
+        let asked = logged(
+            "info,buoyant_kernel=info,deltalake_core::kernel::transaction=info,\
+             deltalake_core::operations::vacuum=info",
+        );
         assert!(asked.contains("building snapshot"), "{asked}");
         assert!(asked.contains("committed"), "{asked}");
+        assert!(asked.contains("vacuum file listing"), "{asked}");
     }
 }

@@ -27,6 +27,14 @@ fn events(n: usize, users: usize, time: DateTime<Utc>) -> RecordBatch {
     builder.finish().unwrap()
 }
 
+/// One file of `n` events of `users` users at `time`, written and not yet committed.
+async fn write_at(table: &Table, time: DateTime<Utc>, n: usize, users: usize) -> DataFile {
+    table
+        .write(Partition::hour(time), events(n, users, time), Vec::new())
+        .await
+        .unwrap()
+}
+
 async fn open(location: &Location) -> Table {
     Table::open(location, &EVENTS, 1, Metrics::default())
         .await
@@ -51,22 +59,8 @@ async fn committed_files_read_back_with_their_partitions_and_statistics() {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::local(dir.path()).unwrap();
     let mut table = open(&location).await;
-    let nine = table
-        .write(
-            Partition::hour(at(9, 5)),
-            events(30, 3, at(9, 5)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    let ten = table
-        .write(
-            Partition::hour(at(10, 1)),
-            events(12, 2, at(10, 1)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let nine = write_at(&table, at(9, 5), 30, 3).await;
+    let ten = write_at(&table, at(10, 1), 12, 2).await;
     assert!(
         nine.add.path.starts_with("dt=2026-11-22/hour=09/"),
         "{}",
@@ -113,14 +107,7 @@ async fn a_file_is_invisible_until_committed() {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::local(dir.path()).unwrap();
     let table = open(&location).await;
-    table
-        .write(
-            Partition::hour(at(9, 0)),
-            events(5, 1, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    write_at(&table, at(9, 0), 5, 1).await;
     let reader = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
     assert_eq!(count(&reader).await, 0);
     assert!(reader.files().unwrap().is_empty());
@@ -133,14 +120,7 @@ async fn a_partition_resumes_from_the_table_and_a_replayed_batch_is_fenced() {
     let app_id = Position::app_id("tooltrail", "audit", 3);
     let mut first = open(&location).await;
     let mut second = open(&location).await;
-    let file = first
-        .write(
-            Partition::hour(at(9, 0)),
-            events(10, 2, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&first, at(9, 0), 10, 2).await;
     let commit = Commit::append(vec![file]).with_positions(vec![Position {
         app_id: app_id.clone(),
         first: 0,
@@ -151,14 +131,7 @@ async fn a_partition_resumes_from_the_table_and_a_replayed_batch_is_fenced() {
 
     // A writer that read offsets 5..=14 before the first committed (a
     // rebalance moved the partition) must not land 5..=9 twice.
-    let file = second
-        .write(
-            Partition::hour(at(9, 0)),
-            events(10, 2, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&second, at(9, 0), 10, 2).await;
     let replay = Commit::append(vec![file]).with_positions(vec![Position {
         app_id: app_id.clone(),
         first: 5,
@@ -198,10 +171,7 @@ async fn concurrent_writers_lose_no_commit() {
             let mut table = Table::open(&location, &EVENTS, 1, metrics).await.unwrap();
             for c in 0..commits {
                 let time = at(9, c);
-                let file = table
-                    .write(Partition::hour(time), events(7, 2, time), Vec::new())
-                    .await
-                    .unwrap();
+                let file = write_at(&table, time, 7, 2).await;
                 let position = Position {
                     app_id: Position::app_id("g", "t", w as i32),
                     first: i64::from(c) * 10,
@@ -239,14 +209,7 @@ async fn removing_a_file_another_writer_removed_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::local(dir.path()).unwrap();
     let mut first = open(&location).await;
-    let file = first
-        .write(
-            Partition::hour(at(9, 0)),
-            events(4, 1, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&first, at(9, 0), 4, 1).await;
     let path = file;
     first
         .commit(&Commit::append(vec![path.clone()]))
@@ -288,25 +251,11 @@ async fn a_key_is_consumed_once_across_writers() {
     let mut first = open(&location).await;
     let mut second = open(&location).await;
     let keys = vec!["http:retry-me".to_owned()];
-    let file = first
-        .write(
-            Partition::hour(at(9, 0)),
-            events(3, 1, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&first, at(9, 0), 3, 1).await;
     let commit = Commit::append(vec![file]).with_keys(keys.clone());
     first.commit(&commit).await.unwrap();
     // The same request retried on another instance.
-    let file = second
-        .write(
-            Partition::hour(at(9, 0)),
-            events(3, 1, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&second, at(9, 0), 3, 1).await;
     let retry = Commit::append(vec![file]).with_keys(keys.clone());
     let err = second.commit(&retry).await.unwrap_err();
     assert!(matches!(err, Error::KeyConflict { .. }), "{err}");
@@ -332,14 +281,7 @@ async fn readers_see_the_read_schema_with_plain_strings_and_partition_values() {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::local(dir.path()).unwrap();
     let mut table = open(&location).await;
-    let file = table
-        .write(
-            Partition::hour(at(9, 5)),
-            events(4, 2, at(9, 5)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&table, at(9, 5), 4, 2).await;
     table.commit(&Commit::append(vec![file])).await.unwrap();
 
     let ctx = SessionContext::new();
@@ -367,14 +309,7 @@ async fn readers_see_the_read_schema_with_plain_strings_and_partition_values() {
 
 /// One small file of events committed with `app_id`'s offsets `first..=last`.
 async fn commit_offsets(table: &mut Table, app_id: &str, first: i64, last: i64) {
-    let file = table
-        .write(
-            Partition::hour(at(9, 0)),
-            events((last - first + 1) as usize, 2, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(table, at(9, 0), (last - first + 1) as usize, 2).await;
     let commit = Commit::append(vec![file]).with_positions(vec![Position {
         app_id: app_id.to_owned(),
         first,
@@ -433,14 +368,7 @@ async fn a_table_another_engine_upgraded_beyond_what_tooltrail_writes_is_refused
         .await
         .unwrap();
     table.refresh().await.unwrap();
-    let file = table
-        .write(
-            Partition::hour(at(9, 0)),
-            events(3, 1, at(9, 0)),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let file = write_at(&table, at(9, 0), 3, 1).await;
     let err = table.commit(&Commit::append(vec![file])).await.unwrap_err();
     assert!(
         matches!(&err, Error::Unwritable { table, problem } if table == "events" && problem.contains("deletionVectors")),
