@@ -14,6 +14,8 @@
 //! writes (e.g. `latency_ms=BYTE_STREAM_SPLIT`), to try one out; the bytes
 //! per column are printed for the events files.
 
+mod support;
+
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -27,16 +29,7 @@ use tooltrail_ingest::batch::{Pending, TimeWindow};
 use tooltrail_lake::parquet;
 use tooltrail_schemas::lake::Source;
 
-/// CPU time used by this process so far.
-fn cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+use support::cpu;
 
 fn arg<T: std::str::FromStr>(value: Option<String>, default: T) -> anyhow::Result<T>
 where

@@ -12,9 +12,10 @@
 //! taskset -c 0 target/release/examples/otlp_stages /tmp/events.ndjson [BATCH]
 //! ```
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Duration;
 
 use anyhow::Context;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -27,16 +28,7 @@ use sha2::{Digest, Sha256};
 use tooltrail_ingest::config::OtlpMapping;
 use tooltrail_ingest::otlp::{Encoding, Mapper, decode_logs};
 
-/// CPU time used by this process so far.
-fn cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+use support::cpu;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {

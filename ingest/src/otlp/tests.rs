@@ -40,6 +40,19 @@ fn events(mapped: &Mapped) -> Vec<Result<ToolCallEvent, DecodeError>> {
         .collect()
 }
 
+/// Each mapped record's `event_id`.
+fn event_ids(mapped: &Mapped) -> Vec<String> {
+    mapped
+        .records
+        .iter()
+        .map(|r| {
+            let object: Value =
+                serde_json::from_slice(&mapped.body[r.range.clone()]).expect("JSON");
+            object["event_id"].as_str().expect("an id").to_owned()
+        })
+        .collect()
+}
+
 fn ip_of(address: &str) -> String {
     match address.parse::<std::net::SocketAddr>() {
         Ok(socket) => socket.ip().to_string(),
@@ -136,17 +149,7 @@ fn the_recorded_sdk_request_maps_every_agentgateway_field() {
 fn the_same_record_gets_the_same_event_id_in_protobuf_and_json_and_per_tenant() {
     let request = decode_logs(RECORDED, Encoding::Protobuf).expect("decodes");
     let again = decode_logs(RECORDED_JSON, Encoding::Json).expect("OTLP/JSON decodes");
-    let ids = |mapped: &Mapped| -> Vec<String> {
-        mapped
-            .records
-            .iter()
-            .map(|r| {
-                let object: Value =
-                    serde_json::from_slice(&mapped.body[r.range.clone()]).expect("JSON");
-                object["event_id"].as_str().expect("an id").to_owned()
-            })
-            .collect()
-    };
+    let ids = event_ids;
     let first = ids(&mapper().logs(&request, None));
     assert_eq!(first, ids(&mapper().logs(&again, None)));
     assert_eq!(
@@ -364,16 +367,7 @@ fn a_profile_string_table_reference_counts_as_absent_outside_profiles() {
 #[test]
 fn the_recorded_requests_event_ids_are_the_ones_earlier_versions_gave() {
     let request = decode_logs(RECORDED, Encoding::Protobuf).expect("decodes");
-    let mapped = mapper().logs(&request, None);
-    let ids: Vec<String> = mapped
-        .records
-        .iter()
-        .map(|r| {
-            let object: Value =
-                serde_json::from_slice(&mapped.body[r.range.clone()]).expect("JSON");
-            object["event_id"].as_str().expect("an id").to_owned()
-        })
-        .collect();
+    let ids = event_ids(&mapper().logs(&request, None));
     assert_eq!(
         ids,
         [
