@@ -116,7 +116,8 @@ async fn apply(args: ApplyArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `up`'s periodic retention ([`Periodic`]) in the serve phase.
+/// Starts `up`'s periodic retention and vacuum ([`Periodic`]) in the serve
+/// phase.
 pub fn spawn(
     supervisor: &Supervisor,
     registry: &mut Registry,
@@ -125,8 +126,9 @@ pub fn spawn(
     lake_metrics: tooltrail_lake::Metrics,
 ) {
     if !config.retention.enabled {
-        tracing::info!("retention is disabled (retention.enabled = false)");
-        return;
+        tracing::info!(
+            "retention is disabled (retention.enabled = false); vacuum still runs every retention.interval"
+        );
     }
     let metrics = RetentionMetrics::default();
     metrics.register(registry);

@@ -17,7 +17,8 @@ const DAY: u64 = 86_400;
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Whether `tooltrail up` applies retention every `interval`.
-    /// `tooltrail retention apply` works either way.
+    /// `tooltrail retention apply` works either way, and `up` vacuums
+    /// either way.
     pub enabled: bool,
     /// How often `tooltrail up` applies retention (the first run is at start).
     #[serde(with = "duration")]
@@ -42,8 +43,9 @@ pub struct RetentionConfig {
     /// retention or compaction) before vacuum deletes it from storage, so
     /// that readers of older table versions (a long query, another engine's
     /// time travel) keep working. Files a writer wrote but never committed
-    /// are deleted after as long. `tooltrail up` vacuums after each
-    /// retention run; `tooltrail retention vacuum` does it on demand.
+    /// are deleted after as long. `tooltrail up` vacuums every
+    /// `retention.interval`, after the retention run if `enabled`;
+    /// `tooltrail retention vacuum` does it on demand.
     #[serde(with = "duration")]
     pub vacuum_grace: Duration,
     /// Per-tenant overrides, `[retention.tenants.<tenant_id>]`, each key

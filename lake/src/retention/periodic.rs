@@ -2,7 +2,9 @@
 //! first at start), as of the injected clock; a summary at INFO, failures
 //! at ERROR, and `tooltrail_retention_*` metrics. A failed run does not stop
 //! it: the next interval tries again. Cancelling the token stops it between
-//! partitions.
+//! partitions. Each run ends with a vacuum, also when retention itself is
+//! off (`retention.enabled = false`): files removed by compaction or another
+//! engine still leave storage once their grace has passed.
 
 use std::sync::Arc;
 
@@ -76,6 +78,10 @@ impl Periodic {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = ticker.tick() => {}
+            }
+            if !self.config.enabled {
+                self.vacuum((self.clock)()).await;
+                continue;
             }
             let current = match retention.take() {
                 Some(r) => r,

@@ -746,6 +746,57 @@ async fn the_periodic_task_vacuums_removed_files_once_their_grace_has_passed() {
     );
 }
 
+/// Files removed by something else than retention (here, an earlier manual
+/// apply) still leave storage when `up`'s retention is off.
+#[tokio::test(start_paused = true)]
+async fn the_periodic_task_vacuums_with_retention_disabled_and_deletes_no_rows() {
+    let mut lake = Lake::new().await;
+    let removed = lake
+        .commit_events("2026-01-10T03:00:00Z", &[("acme", 2)])
+        .await;
+    let mut retention = lake.retention(&config(30));
+    let plan = retention.plan(now()).await.unwrap();
+    retention.apply(&plan, &never).await.unwrap();
+    let on_disk = lake.dir().join("events").join(&removed.add.path);
+    assert!(
+        on_disk.exists(),
+        "removed from the table, not yet from storage"
+    );
+    // Old enough for a 30-day retention: an enabled task would delete it.
+    lake.commit_events("2026-01-11T03:00:00Z", &[("acme", 3)])
+        .await;
+
+    let far = Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap();
+    let mut disabled = config(30);
+    disabled.enabled = false;
+    let metrics = RetentionMetrics::default();
+    let task = Periodic::new(&lake.location, disabled, TABLES, metrics.clone())
+        .with_clock(Arc::new(move || far));
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(task.run(token.clone()));
+    // The clock is paused: each sleep lets the task run an interval's work.
+    for _ in 0..10 {
+        if !on_disk.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    token.cancel();
+    running.await.unwrap();
+    assert!(
+        !on_disk.exists(),
+        "{} outlived its grace",
+        on_disk.display()
+    );
+    assert_eq!(
+        lake.rows().await,
+        BTreeMap::from([(tenant("acme"), 3)]),
+        "retention is off: the old day stays"
+    );
+    let ok = OutcomeLabel { outcome: "ok" };
+    assert_eq!(metrics.runs.get_or_create(&ok).get(), 0, "no retention run");
+}
+
 #[tokio::test]
 async fn vacuum_keeps_a_removed_file_within_its_grace_and_leaves_absent_tables_uncreated() {
     let mut lake = Lake::new().await;
