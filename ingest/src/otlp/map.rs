@@ -698,7 +698,9 @@ impl Mapper {
         // Everything else the record says, as strings: each key once, the
         // first time it comes with a value.
         let mut open = false;
-        let mut seen: Vec<&str> = Vec::new();
+        // SipHash, not a scan or Fx: the keys are the sender's, as many as
+        // the body holds.
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let body = own.body.and_then(text).filter(|b| !b.is_empty());
         let rest = attributes
             .iter()
@@ -715,11 +717,7 @@ impl Mapper {
                     Some((_, first)) => first == at && !lookup.used.contains(&n),
                     None => true,
                 },
-                None if seen.contains(&key) => false,
-                None => {
-                    seen.push(key);
-                    true
-                }
+                None => seen.insert(key),
             };
             if !first_time {
                 continue;

@@ -378,3 +378,35 @@ fn the_recorded_requests_event_ids_are_the_ones_earlier_versions_gave() {
         ]
     );
 }
+
+/// A key sent twice counts once, with its first value: in a field, or under
+/// `attributes` if it filled none.
+#[test]
+fn a_repeated_attribute_key_keeps_its_first_value() {
+    let mut request = decode_logs(RECORDED, Encoding::Protobuf).expect("decodes");
+    let record = &mut request.resource_logs[0].scope_logs[0].log_records[0];
+    let user = record
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "jwt.sub")
+        .cloned()
+        .expect("the fixture names the user");
+    record.attributes.extend([
+        kv("x.note", text("first")),
+        kv("x.note", text("second")),
+        kv("jwt.sub", text("mallory")),
+        kv("user.id", text("u-1")),
+        kv("user.id", text("u-2")),
+    ]);
+    let event = events(&mapper().logs(&request, None))
+        .remove(0)
+        .expect("maps");
+    let Some(Any::StringValue(user)) = user.value.and_then(|v| v.value) else {
+        panic!("jwt.sub is a string");
+    };
+    assert_eq!(event.user_id, user);
+    let attributes = event.attributes.expect("attributes");
+    assert_eq!(attributes.get("x.note").map(String::as_str), Some("first"));
+    assert_eq!(attributes.get("user.id").map(String::as_str), Some("u-1"));
+    assert!(!attributes.contains_key("jwt.sub"), "{attributes:?}");
+}
