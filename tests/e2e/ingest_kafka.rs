@@ -141,7 +141,9 @@ async fn a_second_instance_joining_and_leaving_mid_load_loses_and_duplicates_not
     let started = Instant::now();
     let brokers = kafka_brokers();
     let topic = create_topic(&brokers, "rebalance", PARTITIONS).await?;
-    let ingest = IngestSetup::new(&brokers, &topic)?.with_batches(TINY_BATCHES);
+    let ingest = IngestSetup::new(&brokers, &topic)?
+        .with_default_session()?
+        .with_batches(TINY_BATCHES);
     let lake = ingest.lake();
     // The load comes in two parts: the first while A runs alone (B joins during it), the second
     // once B holds partitions, so that B has work whatever the pace of the first rebalance. (With

@@ -9,7 +9,9 @@
 //! - on assignment, every partition the table has seen is positioned at the
 //!   table's next offset, whatever Kafka's committed offset says;
 //! - offsets are committed to Kafka only after the commit holding them is
-//!   durable (so Kafka's committed offset never runs ahead of the lake);
+//!   durable (so Kafka's committed offset never runs ahead of the lake), at
+//!   most once per `auto.commit.interval.ms` (Kafka's offsets only feed lag
+//!   monitoring);
 //! - on revocation, the open batch is committed before the partitions go;
 //! - a batch whose offsets another writer already committed (a zombie after a
 //!   rebalance) is fenced by the table and dropped, and the consumer is
@@ -36,7 +38,7 @@ pub mod consumer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rdkafka::Timestamp;
@@ -58,7 +60,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::otlp::Mapper;
 use crate::source::http::EventTap;
-use consumer::{GroupContext, Position, Rebalance, lock};
+use consumer::{GroupContext, OffsetCommits, Position, Rebalance, lock};
 
 /// State shared between the poll loop and the rebalance callback (both run
 /// on the polling thread; the lock is never contended).
@@ -70,6 +72,8 @@ struct Shared {
     /// Each assigned partition's application id and where it resumed.
     partitions: HashMap<i32, (String, Resume)>,
     pending: Pending,
+    /// Offsets the lake holds and Kafka has not been told yet.
+    owed: OffsetCommits,
     metrics: Metrics,
     /// Whether events go on to a detector once durable: then the events of
     /// the open transaction, and the durable batches waiting to be sent.
@@ -132,14 +136,17 @@ impl Rebalance for Shared {
         for elem in tpl.elements() {
             self.release(elem.topic(), elem.partition());
         }
-        Ok(flushed.positions)
+        self.owed.owe(flushed.positions);
+        Ok(self.owed.take())
     }
 
     fn lost(&mut self) {
         if let Err(error) = flush(self) {
             tracing::warn!(error = %tooltrail_schemas::Report(&error), "committing open work after a failed rebalance");
         }
-        // librdkafka drops the whole assignment.
+        // librdkafka drops the whole assignment: the group no longer takes
+        // this member's commits, and the next owner tells Kafka the lake's.
+        self.owed.take();
         self.partitions.clear();
         self.metrics.consumer_lag.clear();
         self.metrics.partitions_assigned.set(0);
@@ -159,7 +166,10 @@ impl Rebalance for Shared {
     fn statistics(&self, statistics: &Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                // librdkafka keeps reporting a revoked partition for a while:
+                // its lag is its new owner's to report.
+                let held = self.partitions.contains_key(partition);
+                if held && p.consumer_lag >= 0 {
                     self.metrics
                         .consumer_lag
                         .get_or_create(&PartitionLabels {
@@ -428,6 +438,7 @@ pub fn build(
         group: kafka.group_id.clone(),
         partitions: HashMap::new(),
         pending: Pending::new(ingest.time_window()),
+        owed: OffsetCommits::new(consumer::commit_interval(&kafka.properties), Instant::now()),
         metrics,
         tapping: tap.is_some(),
         tapped: Vec::new(),
@@ -521,11 +532,13 @@ impl KafkaIngest {
             if due {
                 let flushed = flush(&mut shared)?;
                 // The lake already holds these offsets.
-                consumer::commit(&self.consumer, &flushed.positions, CommitMode::Async);
+                shared.owed.owe(flushed.positions);
                 if flushed.conflict {
                     reposition(&mut shared, &self.consumer)?;
                 }
             }
+            let owed = shared.owed.due(Instant::now());
+            consumer::commit(&self.consumer, &owed, CommitMode::Async);
             let durable = std::mem::take(&mut shared.durable);
             drop(shared);
             self.hand_on(durable)?;
@@ -534,7 +547,9 @@ impl KafkaIngest {
         let durable = {
             let mut shared = lock(&self.shared);
             let flushed = flush(&mut shared)?;
-            consumer::commit(&self.consumer, &flushed.positions, CommitMode::Sync);
+            shared.owed.owe(flushed.positions);
+            let owed = shared.owed.take();
+            consumer::commit(&self.consumer, &owed, CommitMode::Sync);
             std::mem::take(&mut shared.durable)
         };
         self.hand_on(durable)?;

@@ -10,12 +10,16 @@
 //! - partitions are assigned by range, so that a group's members split a
 //!   topic's partitions the same way whichever of the two groups they are in;
 //! - a partition with no record of its own starts at the earliest offset;
+//! - what is owed to Kafka goes at most once per `auto.commit.interval.ms`
+//!   ([`OffsetCommits`]), and at once on revocation and shutdown;
 //! - the rebalance callback is ours ([`GroupContext`]): on assignment the
 //!   consumer positions the new partitions from its own record, on
 //!   revocation it makes what it consumed durable before they go, and a
 //!   failure inside the callback is kept for the poll loop to return.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -62,6 +66,74 @@ pub fn producer_config(brokers: &str, properties: &SecretMap) -> ClientConfig {
         client.set(k, v);
     }
     client
+}
+
+/// How often a consumer commits to Kafka what its own record already holds:
+/// `auto.commit.interval.ms` from the operator's `properties`, as librdkafka
+/// reads it for its own auto commit (default 5 s). Committing after every
+/// small transaction instead floods the group coordinator, and a member's
+/// heartbeats queue behind those commits on its connection: with a slow
+/// broker, its session runs out.
+pub fn commit_interval(properties: &SecretMap) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(5);
+    properties
+        .expose()
+        .find(|(key, _)| *key == "auto.commit.interval.ms")
+        .and_then(|(_, ms)| ms.trim().parse().ok())
+        .map_or(DEFAULT, Duration::from_millis)
+}
+
+/// The offsets a consumer owes Kafka, the furthest per partition, and when
+/// they are due: at most once per interval, and all at once when the
+/// partitions go.
+#[derive(Debug)]
+pub struct OffsetCommits {
+    owed: BTreeMap<(String, i32), i64>,
+    interval: Duration,
+    last: Instant,
+}
+
+impl OffsetCommits {
+    pub fn new(interval: Duration, now: Instant) -> Self {
+        OffsetCommits {
+            owed: BTreeMap::new(),
+            interval,
+            last: now,
+        }
+    }
+
+    /// Adds positions the consumer's own record now holds.
+    pub fn owe(&mut self, positions: Vec<Position>) {
+        for p in positions {
+            let next = self
+                .owed
+                .entry((p.topic, p.partition))
+                .or_insert(p.next_offset);
+            *next = (*next).max(p.next_offset);
+        }
+    }
+
+    /// What to commit now: everything owed once an interval has passed since
+    /// the last commit, else nothing.
+    pub fn due(&mut self, now: Instant) -> Vec<Position> {
+        if self.owed.is_empty() || now.saturating_duration_since(self.last) < self.interval {
+            return Vec::new();
+        }
+        self.last = now;
+        self.take()
+    }
+
+    /// Everything owed, now (revocation, shutdown).
+    pub fn take(&mut self) -> Vec<Position> {
+        std::mem::take(&mut self.owed)
+            .into_iter()
+            .map(|((topic, partition), next_offset)| Position {
+                topic,
+                partition,
+                next_offset,
+            })
+            .collect()
+    }
 }
 
 /// Commits `positions` to Kafka. The consumer's own record already holds
@@ -179,5 +251,62 @@ impl<R: Rebalance> ConsumerContext for GroupContext<R> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: i32, next_offset: i64) -> Position {
+        Position {
+            topic: "events".into(),
+            partition,
+            next_offset,
+        }
+    }
+
+    #[test]
+    fn owed_offsets_go_once_an_interval_has_passed_the_furthest_per_partition() {
+        let start = Instant::now();
+        let mut commits = OffsetCommits::new(Duration::from_secs(5), start);
+        commits.owe(vec![at(0, 100), at(1, 50)]);
+        commits.owe(vec![at(0, 90), at(0, 200)]);
+        assert!(commits.due(start + Duration::from_secs(4)).is_empty());
+        assert_eq!(
+            commits.due(start + Duration::from_secs(5)),
+            [at(0, 200), at(1, 50)]
+        );
+        // Nothing owed: nothing due, and the interval runs from the last commit.
+        assert!(commits.due(start + Duration::from_secs(20)).is_empty());
+        commits.owe(vec![at(1, 60)]);
+        assert!(commits.due(start + Duration::from_secs(9)).is_empty());
+        assert_eq!(commits.due(start + Duration::from_secs(10)), [at(1, 60)]);
+    }
+
+    #[test]
+    fn revocation_takes_everything_owed_whenever_it_comes() {
+        let start = Instant::now();
+        let mut commits = OffsetCommits::new(Duration::from_secs(5), start);
+        commits.owe(vec![at(2, 7)]);
+        assert_eq!(commits.take(), [at(2, 7)]);
+        assert!(commits.take().is_empty());
+        assert!(commits.due(start + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn the_interval_is_the_operators_auto_commit_interval() {
+        let interval = |value: Option<&str>| {
+            let properties: SecretMap = value
+                .map(|v| ("auto.commit.interval.ms", v))
+                .into_iter()
+                .chain([("sasl.password", "1500")])
+                .collect();
+            commit_interval(&properties)
+        };
+        assert_eq!(interval(None), Duration::from_secs(5));
+        assert_eq!(interval(Some("1500")), Duration::from_millis(1500));
+        // Not a number: librdkafka refuses it when the consumer is created.
+        assert_eq!(interval(Some("soon")), Duration::from_secs(5));
     }
 }
