@@ -48,6 +48,7 @@ use crate::positions::Positions;
 use crate::stats;
 
 mod head;
+mod relist;
 
 pub(crate) use head::Head;
 
@@ -334,7 +335,7 @@ impl Table {
     /// Reads the versions other writers committed since.
     pub async fn refresh(&mut self) -> Result<()> {
         self.head
-            .refresh()
+            .refresh(self.spec.name)
             .await
             .map_err(|e| Error::delta(self.spec.name, "reading new versions", e))
     }
@@ -589,7 +590,7 @@ async fn load_head(location: &Location, spec: &TableSpec) -> Result<Option<Head>
     let log_store = DeltaTableBuilder::from_url(location.table_url(spec.name))
         .and_then(|builder| builder.build_storage())
         .map_err(|e| Error::delta(spec.name, "resolving the table's location", e))?;
-    Head::load(log_store)
+    relist::relisting(spec.name, || Head::load(log_store.clone()))
         .await
         .map_err(|e| Error::delta(spec.name, "loading", e))
 }
@@ -603,9 +604,14 @@ async fn load(location: &Location, spec: &TableSpec) -> Result<Option<DeltaTable
         return Ok(None);
     }
     let url = location.table_url(spec.name);
-    let builder = DeltaTableBuilder::from_url(url)
+    // Checked once; each attempt builds its own (a builder loads once).
+    DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| Error::delta(spec.name, "resolving the table's location", e))?;
-    match builder.load().await {
+    let loading = relist::relisting(spec.name, || {
+        let url = url.clone();
+        async move { DeltaTableBuilder::from_url(url)?.load().await }
+    });
+    match loading.await {
         Ok(table) => Ok(Some(table)),
         Err(DeltaTableError::NotATable(_)) => Ok(None),
         Err(e) => Err(Error::delta(spec.name, "loading", e)),
@@ -784,10 +790,14 @@ impl Snapshot {
 
     /// Reads the versions other writers committed since.
     pub async fn update(&mut self) -> Result<()> {
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|e| Error::delta(self.spec.name, "reading new versions", e))
+        let table = &self.table;
+        self.table = relist::relisting(self.spec.name, || {
+            let mut table = table.clone();
+            async move { table.update_incremental(None).await.map(|()| table) }
+        })
+        .await
+        .map_err(|e| Error::delta(self.spec.name, "reading new versions", e))?;
+        Ok(())
     }
 
     /// A DataFusion provider over this version, for `session`. Its schema is

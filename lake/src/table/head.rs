@@ -60,13 +60,13 @@ impl Head {
         &self.log_store
     }
 
-    /// Reads the versions other writers committed since.
-    pub(crate) async fn refresh(&mut self) -> Result<(), DeltaTableError> {
-        self.read = self
-            .read
-            .clone()
-            .update(self.log_store.engine(None), None)
-            .await?;
+    /// Reads the versions other writers committed since (`table` names it
+    /// in the log).
+    pub(crate) async fn refresh(&mut self, table: &str) -> Result<(), DeltaTableError> {
+        let (read, log_store) = (&self.read, &self.log_store);
+        self.read =
+            super::relist::relisting(table, || read.clone().update(log_store.engine(None), None))
+                .await?;
         self.version = self.read.version();
         Ok(())
     }

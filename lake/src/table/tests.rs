@@ -409,3 +409,52 @@ async fn an_append_only_table_takes_appends_and_refuses_removes() {
         "{err}"
     );
 }
+
+/// A listing of the log that misses a commit another writer made during it
+/// (a local disk lists in hash order) shows a gap; the read lists again,
+/// and finds the commit then.
+#[tokio::test]
+async fn a_read_whose_listing_missed_a_commit_lists_the_log_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut writer = open(&location).await;
+    let mut reader = open(&location).await;
+    let before = reader.version();
+    for minute in 0..3 {
+        let file = write_at(&writer, at(9, minute), 5, 2).await;
+        writer.commit(&Commit::append(vec![file])).await.unwrap();
+    }
+    let middle = dir
+        .path()
+        .join(format!("events/_delta_log/{:020}.json", before + 2));
+    let aside = dir.path().join("aside.json");
+    std::fs::rename(&middle, &aside).unwrap();
+
+    // The commit lands while the reader pauses after its first listing.
+    let url = location.table_url("events");
+    let mut attempts = 0;
+    let table = relist::relisting("events", || {
+        attempts += 1;
+        if attempts == 2 {
+            std::fs::rename(&aside, &middle).unwrap();
+        }
+        let url = url.clone();
+        async move { DeltaTableBuilder::from_url(url)?.load().await }
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts, 2, "the first listing saw the gap");
+    assert_eq!(table.version(), Some(writer.version()));
+
+    // A gap that stays is reported after the retries, naming the table.
+    std::fs::rename(&middle, &aside).unwrap();
+    let err = reader.refresh().await.unwrap_err();
+    let text = tooltrail_schemas::Report(&err).to_string();
+    assert!(
+        text.contains("events") && text.contains("contiguous"),
+        "{text}"
+    );
+    std::fs::rename(&aside, &middle).unwrap();
+    reader.refresh().await.unwrap();
+    assert_eq!(reader.version(), writer.version());
+}
