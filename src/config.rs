@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use tooltrail_detect::DetectConfig;
 use tooltrail_ingest::config::{DigestConfig, HttpConfig, IngestConfig, KafkaConfig, OtlpConfig};
 use tooltrail_lake::Location;
+use tooltrail_lake::compact::config::CompactionConfig;
 use tooltrail_lake::retention::RetentionConfig;
 use tooltrail_query::QueryConfig;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub digest: DigestConfig,
     /// How long each table is kept; legal holds.
     pub retention: RetentionConfig,
+    /// How `up` merges the small files of closed partitions.
+    pub compaction: CompactionConfig,
 }
 
 /// The environment variable prefix for overrides: `TOOLTRAIL__LOG__FORMAT=json`.
@@ -230,7 +233,12 @@ impl Config {
                 source: None,
             });
         }
-        for (path, problem) in self.retention.validate() {
+        for (path, problem) in self
+            .retention
+            .validate()
+            .into_iter()
+            .chain(self.compaction.validate())
+        {
             issues.push(ConfigIssue {
                 path,
                 problem,

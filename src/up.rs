@@ -100,6 +100,13 @@ pub async fn run_with(
         &config,
         lake_metrics.clone(),
     );
+    crate::compact::spawn(
+        &supervisor,
+        &mut registry,
+        &location,
+        &config,
+        lake_metrics.clone(),
+    );
 
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;

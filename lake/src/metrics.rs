@@ -93,6 +93,54 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// `tooltrail up`'s periodic compaction.
+#[derive(Clone, Default, Debug)]
+pub struct CompactionMetrics {
+    pub runs: Family<OutcomeLabel, Counter>,
+    pub files_in: Family<TableLabels, Counter>,
+    pub files_out: Family<TableLabels, Counter>,
+}
+
+impl CompactionMetrics {
+    /// Registers every compaction metric under `tooltrail_compaction_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tooltrail_compaction");
+        r.register(
+            "runs",
+            "Compaction runs by outcome (ok, error)",
+            self.runs.clone(),
+        );
+        r.register(
+            "files_merged",
+            "Small files compaction merged and removed from the tables",
+            self.files_in.clone(),
+        );
+        r.register(
+            "files_written",
+            "Files compaction wrote in their place",
+            self.files_out.clone(),
+        );
+    }
+
+    /// Counts one run by its outcome, and what it merged by table.
+    pub fn record(
+        &self,
+        result: &crate::Result<Vec<(&'static str, crate::compact::CompactSummary)>>,
+    ) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
+        for (table, summary) in result.iter().flatten() {
+            let table = Metrics::table(table);
+            self.files_in
+                .get_or_create(&table)
+                .inc_by(summary.files_in as u64);
+            self.files_out
+                .get_or_create(&table)
+                .inc_by(summary.files_out as u64);
+        }
+    }
+}
+
 /// `tooltrail_retention_*`: what `up`'s retention runs delete, and whether
 /// they fail. Labels: the outcome, the table name.
 #[derive(Clone, Debug, Default)]

@@ -753,7 +753,7 @@ async fn compact_merges_small_files_and_keeps_every_event() -> Result<()> {
     let out = run_tooltrail(&["compact", "--lake", lake_s], limit).await?;
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.contains("compacted 1 hours: 6 files into 1, 300 rows"),
+        out.contains("events: compacted 1 partitions: 6 files into 1, 300 rows"),
         "{out}"
     );
     assert_eq!(

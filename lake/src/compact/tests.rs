@@ -60,7 +60,8 @@ async fn merges_the_small_files_of_closed_hours_in_sort_order_and_old_versions_s
     assert_eq!(
         summary,
         CompactSummary {
-            hours: 1,
+            partitions: 1,
+            groups: 1,
             files_in: 3,
             files_out: 1,
             rows: 60,
@@ -135,7 +136,7 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
     let stale = table.snapshot().await.unwrap();
     let stale_files = stale.files().unwrap();
     other.commit(&commit).await.unwrap();
-    let err = compact_hour(
+    let err = compact_group(
         &mut table,
         &stale,
         &Partition::hour(at(9, 0)),
@@ -147,4 +148,190 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
     assert!(matches!(err, Error::FileGone { .. }), "{err}");
     let after = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
     assert_eq!(after.files().unwrap().len(), 1, "nothing was swapped in");
+}
+
+fn file(path: &str, size: i64) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        partition: Vec::new(),
+        size,
+        rows: None,
+    }
+}
+
+#[test]
+fn small_files_are_packed_into_groups_of_about_the_target_and_lone_files_stay() {
+    let paths = |groups: Vec<Vec<FileEntry>>| -> Vec<Vec<String>> {
+        groups
+            .into_iter()
+            .map(|g| g.into_iter().map(|f| f.path).collect())
+            .collect()
+    };
+    let files = vec![
+        file("a", 40),
+        file("b", 40),
+        file("c", 30),
+        file("d", 90),
+        file("e", 10),
+        file("f", 100),
+    ];
+    // c would take a+b to 110: the group closes before it. c+d would be 120: c stays alone,
+    // and so does f.
+    assert_eq!(paths(groups(files, 100)), [vec!["a", "b"], vec!["d", "e"]]);
+    assert!(groups(vec![file("a", 1)], 100).is_empty());
+    // A target below every file: nothing to merge.
+    assert!(groups(vec![file("a", 5), file("b", 5)], 1).is_empty());
+}
+
+#[tokio::test]
+async fn an_hour_of_many_small_files_is_merged_in_groups_each_its_own_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = Table::open(&location, &EVENTS, 1, Metrics::default())
+        .await
+        .unwrap();
+    for file in 0..6 {
+        let time = at(9, file as u32);
+        let written = table.write(Partition::hour(time), events(file, 20, time), Vec::new());
+        let written = written.await.unwrap();
+        table.commit(&Commit::append(vec![written])).await.unwrap();
+    }
+    let sizes: Vec<i64> = table
+        .snapshot()
+        .await
+        .unwrap()
+        .files()
+        .unwrap()
+        .iter()
+        .map(|f| f.size)
+        .collect();
+    let largest = *sizes.iter().max().unwrap() as u64;
+    let total: u64 = sizes.iter().map(|s| *s as u64).sum();
+    // Room for two or three files per group, not six.
+    let options = CompactOptions {
+        target_file_bytes: largest * 3 - 1,
+        ..CompactOptions::default()
+    };
+    let version = table.snapshot().await.unwrap().version();
+    let summary = compact(&mut table, &options, at(11, 0)).await.unwrap();
+    assert_eq!(summary.partitions, 1);
+    assert!(
+        summary.groups >= 2 && summary.files_in == 6 && summary.files_out == summary.groups,
+        "{summary:?} for files of {sizes:?}"
+    );
+    let after = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(after.version(), version.map(|v| v + summary.groups as u64));
+    let rows: usize = after.files().unwrap().iter().filter_map(|f| f.rows).sum();
+    assert_eq!(rows, 120);
+    for merged in after.files().unwrap() {
+        assert!((merged.size as u64) < total, "each group is its own file");
+    }
+}
+
+#[tokio::test]
+async fn day_partitioned_tables_are_compacted_once_their_day_has_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut alerts = Table::open(&location, &crate::tables::ALERTS, 1, Metrics::default())
+        .await
+        .unwrap();
+    let day = at(9, 0).date_naive();
+    for id in ["a1", "a2", "a3"] {
+        let written = alerts.write(
+            Partition::day(day),
+            crate::testing::alerts(at(9, 0), &[("acme", id), ("globex", id)]),
+            Vec::new(),
+        );
+        let written = written.await.unwrap();
+        alerts.commit(&Commit::append(vec![written])).await.unwrap();
+    }
+    let options = CompactOptions::default();
+    // 23:30 on the day: still open.
+    let late = Utc.with_ymd_and_hms(2026, 11, 22, 23, 30, 0).unwrap();
+    let open = compact_tables(
+        &location,
+        crate::tables::ALL,
+        &options,
+        1,
+        &Metrics::default(),
+        late,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        open,
+        [("alerts", CompactSummary::default())],
+        "only tables that exist"
+    );
+    let next_day = Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
+    let done = compact_tables(
+        &location,
+        crate::tables::ALL,
+        &options,
+        1,
+        &Metrics::default(),
+        next_day,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done[0].1.files_in, 3);
+    assert_eq!(done[0].1.files_out, 1);
+    let after = Snapshot::load(&location, &crate::tables::ALERTS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.files().unwrap().len(), 1);
+    assert_eq!(after.files().unwrap()[0].rows, Some(3 * 2));
+    assert!(
+        !dir.path().join("events").exists(),
+        "compaction creates no table"
+    );
+}
+
+/// `up`'s task compacts as of its clock, counts what it merged, and stops
+/// when told.
+#[tokio::test(start_paused = true)]
+async fn the_periodic_task_compacts_closed_partitions_and_counts_them() {
+    use crate::compact::config::CompactionConfig;
+    use crate::compact::periodic::Periodic;
+    use crate::metrics::{CompactionMetrics, OutcomeLabel};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = Table::open(&location, &EVENTS, 1, Metrics::default())
+        .await
+        .unwrap();
+    for file in 0..3 {
+        let time = at(9, file as u32);
+        let written = table.write(Partition::hour(time), events(file, 10, time), Vec::new());
+        let written = written.await.unwrap();
+        table.commit(&Commit::append(vec![written])).await.unwrap();
+    }
+    let metrics = CompactionMetrics::default();
+    let task = Periodic::new(
+        &location,
+        CompactionConfig::default(),
+        crate::tables::ALL,
+        1,
+        metrics.clone(),
+    )
+    .with_clock(std::sync::Arc::new(|| at(11, 0)));
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(task.run(token.clone()));
+    let ok = OutcomeLabel { outcome: "ok" };
+    // The clock is paused: each sleep lets the task run an interval's work.
+    for _ in 0..10 {
+        if metrics.runs.get_or_create(&ok).get() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    token.cancel();
+    running.await.unwrap();
+    assert!(metrics.runs.get_or_create(&ok).get() >= 2);
+    let events = Metrics::table("events");
+    assert_eq!(metrics.files_in.get_or_create(&events).get(), 3);
+    assert_eq!(metrics.files_out.get_or_create(&events).get(), 1);
+    let after = Snapshot::load(&location, &EVENTS).await.unwrap().unwrap();
+    assert_eq!(after.files().unwrap().len(), 1);
 }

@@ -153,7 +153,7 @@ async fn digested_lake() -> TestLake {
     let compacted = compact(&mut lake.events().await, &options, at(12, 0))
         .await
         .unwrap();
-    assert_eq!((compacted.hours, compacted.files_in), (1, 3));
+    assert_eq!((compacted.partitions, compacted.files_in), (1, 3));
     let third = lake.digest().await;
     assert_eq!((third.added(), third.removed()), (1, 3), "{third}");
     lake

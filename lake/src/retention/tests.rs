@@ -16,6 +16,7 @@ use super::*;
 use crate::metrics::{OutcomeLabel, RetentionMetrics};
 use crate::table::{Commit, DataFile, Snapshot, Table};
 use crate::tables::{EVENTS, QUARANTINE};
+use crate::testing::alerts;
 use crate::{Location, Metrics};
 
 const DAY: u64 = 86_400;
@@ -641,36 +642,6 @@ async fn a_one_tenant_file_is_settled_by_its_footer_statistics_and_a_mixed_one_i
     .await
     .unwrap();
     assert_eq!(tenants, vec![(tenant("acme"), 1), (tenant("globex"), 2)]);
-}
-
-/// One `alerts` file of one alert per `(tenant, alert id)` at `time`.
-fn alerts(time: DateTime<Utc>, alerts: &[(&str, &str)]) -> RecordBatch {
-    use tooltrail_schemas::lake::{AlertBatchBuilder, AlertRow};
-    let mut builder = AlertBatchBuilder::new();
-    for (tenant, id) in alerts {
-        builder.append(&AlertRow {
-            alert_version: 1,
-            alert_id: id,
-            time,
-            tenant_id: tenant,
-            user_id: "u1",
-            detector: "denial_spike",
-            severity: "high",
-            score: 80,
-            title: "t",
-            explanation: "e",
-            observed: None,
-            expected: None,
-            p_value: None,
-            new_values: &[],
-            event_ids: &[],
-            window_start: time,
-            window_end: time,
-            repeats: 0,
-            record: "{}",
-        });
-    }
-    builder.finish().unwrap()
 }
 
 #[tokio::test]
