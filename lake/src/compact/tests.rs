@@ -30,6 +30,13 @@ fn events(file: usize, n: usize, time: DateTime<Utc>) -> RecordBatch {
     builder.finish().unwrap()
 }
 
+/// Commits one file of `n` events of `events(file, ..)` at `time`'s hour.
+async fn append(table: &mut Table, file: usize, n: usize, time: DateTime<Utc>) {
+    let written = table.write(Partition::hour(time), events(file, n, time), Vec::new());
+    let written = written.await.unwrap();
+    table.commit(&Commit::append(vec![written])).await.unwrap();
+}
+
 #[tokio::test]
 async fn merges_the_small_files_of_closed_hours_in_sort_order_and_old_versions_stay_readable() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,9 +51,7 @@ async fn merges_the_small_files_of_closed_hours_in_sort_order_and_old_versions_s
         (3, at(10, 0)),
         (4, at(10, 5)),
     ] {
-        let written = table.write(Partition::hour(time), events(file, 20, time), Vec::new());
-        let written = written.await.unwrap();
-        table.commit(&Commit::append(vec![written])).await.unwrap();
+        append(&mut table, file, 20, time).await;
     }
     let before = table.snapshot().await.unwrap();
     // At 10:30 the 09 hour is an hour old... not yet: it ended at 10:00.
@@ -116,13 +121,7 @@ async fn an_hour_another_writer_changed_first_waits_for_the_next_run() {
         .await
         .unwrap();
     for file in 0..2 {
-        let written = table.write(
-            Partition::hour(at(9, 0)),
-            events(file, 5, at(9, 0)),
-            Vec::new(),
-        );
-        let written = written.await.unwrap();
-        table.commit(&Commit::append(vec![written])).await.unwrap();
+        append(&mut table, file, 5, at(9, 0)).await;
     }
     // Another compactor (or retention) removes a file of the hour first.
     let mut other = Table::open(&location, &EVENTS, 1, Metrics::default())
@@ -192,9 +191,7 @@ async fn an_hour_of_many_small_files_is_merged_in_groups_each_its_own_commit() {
         .unwrap();
     for file in 0..6 {
         let time = at(9, file as u32);
-        let written = table.write(Partition::hour(time), events(file, 20, time), Vec::new());
-        let written = written.await.unwrap();
-        table.commit(&Commit::append(vec![written])).await.unwrap();
+        append(&mut table, file, 20, time).await;
     }
     let sizes: Vec<i64> = table
         .snapshot()
@@ -303,9 +300,7 @@ async fn the_periodic_task_compacts_closed_partitions_and_counts_them() {
         .unwrap();
     for file in 0..3 {
         let time = at(9, file as u32);
-        let written = table.write(Partition::hour(time), events(file, 10, time), Vec::new());
-        let written = written.await.unwrap();
-        table.commit(&Commit::append(vec![written])).await.unwrap();
+        append(&mut table, file, 10, time).await;
     }
     let metrics = CompactionMetrics::default();
     let task = Periodic::new(
