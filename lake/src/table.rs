@@ -49,6 +49,7 @@ use crate::stats;
 
 mod head;
 mod relist;
+mod scan;
 
 pub(crate) use head::Head;
 
@@ -800,14 +801,23 @@ impl Snapshot {
         Ok(())
     }
 
-    /// A DataFusion provider over this version, for `session`. Its schema is
-    /// [`TableSpec::read_schema`]: strings as `Utf8` and partition values
-    /// plain (not DataFusion's view or dictionary types), so it reads like
-    /// any other table of the session.
+    /// A DataFusion provider over this version, for `session` (see
+    /// [`scan`]; delta-rs's scan for a table with deletion vectors or column
+    /// mapping). Its schema is [`TableSpec::read_schema`]: strings as `Utf8`
+    /// and partition values plain (not DataFusion's view or dictionary
+    /// types), so it reads like any other table of the session.
     pub fn provider(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>> {
         self.table
             .update_datafusion_session(session)
             .map_err(|e| Error::delta(self.spec.name, "registering its store", e))?;
+        if !scan::needs_delta_scan(&self.table) {
+            let schema = self.spec.read_schema()?;
+            return Ok(Arc::new(scan::SnapshotScan::new(
+                self.spec,
+                schema,
+                self.table.clone(),
+            )?));
+        }
         let state = self
             .table
             .snapshot()

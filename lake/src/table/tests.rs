@@ -458,3 +458,98 @@ async fn a_read_whose_listing_missed_a_commit_lists_the_log_again() {
     reader.refresh().await.unwrap();
     assert_eq!(reader.version(), writer.version());
 }
+
+/// The data files the plan of `query` reads.
+async fn files_read(snapshot: &Snapshot, query: &str) -> Vec<String> {
+    let ctx = SessionContext::new();
+    ctx.register_table("events", snapshot.provider(&ctx.state()).unwrap())
+        .unwrap();
+    let plan = ctx
+        .sql(query)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    let mut files: Vec<String> = text
+        .split(|c: char| c == '[' || c == ']' || c == ',' || c.is_whitespace())
+        .filter(|s| s.ends_with(".parquet"))
+        .map(str::to_owned)
+        .collect();
+    files.sort();
+    files
+}
+
+async fn count_where(snapshot: &Snapshot, condition: &str) -> i64 {
+    let batches = sql(
+        snapshot,
+        &format!("SELECT count(*) FROM events WHERE {condition}"),
+    )
+    .await;
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batches[0].column(0))
+        .value(0)
+}
+
+#[tokio::test]
+async fn a_scan_reads_only_the_files_its_partition_filters_and_statistics_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::local(dir.path()).unwrap();
+    let mut table = open(&location).await;
+    // Hour 9: users u0-u2, ten events each; hour 10: u0-u1, six each.
+    let nine = write_at(&table, at(9, 5), 30, 3).await;
+    let ten = write_at(&table, at(10, 1), 12, 2).await;
+    let (nine, ten) = (nine.add.path.clone(), ten.add.path.clone());
+    let files = vec![
+        write_at(&table, at(9, 5), 30, 3).await,
+        write_at(&table, at(10, 1), 12, 2).await,
+    ];
+    let (nine_file, ten_file) = (files[0].add.path.clone(), files[1].add.path.clone());
+    table.commit(&Commit::append(files)).await.unwrap();
+    let snapshot = table.snapshot().await.unwrap();
+    // Written and never committed: no scan reads them.
+    let everything = files_read(&snapshot, "SELECT * FROM events").await;
+    assert!(
+        !everything
+            .iter()
+            .any(|f| f.ends_with(&nine) || f.ends_with(&ten))
+    );
+    assert_eq!(everything.len(), 2, "{everything:?}");
+
+    // A partition filter, even through a function statistics cannot
+    // decide, is evaluated on each file's values.
+    for condition in ["hour = '10'", "substr(hour, 2, 1) = '0'"] {
+        let read = files_read(
+            &snapshot,
+            &format!("SELECT * FROM events WHERE {condition}"),
+        )
+        .await;
+        assert_eq!(read.len(), 1, "{condition}: {read:?}");
+        assert!(read[0].ends_with(&ten_file), "{condition}: {read:?}");
+        assert_eq!(count_where(&snapshot, condition).await, 12, "{condition}");
+    }
+    // A data filter prunes by the files' statistics: u2 is only at hour 9.
+    let read = files_read(&snapshot, "SELECT * FROM events WHERE user_id = 'u2'").await;
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert!(read[0].ends_with(&nine_file), "{read:?}");
+    assert_eq!(count_where(&snapshot, "user_id = 'u2'").await, 10);
+    // Both: nothing to read, and no rows.
+    let condition = "hour = '10' AND user_id = 'u2'";
+    assert!(
+        files_read(
+            &snapshot,
+            &format!("SELECT * FROM events WHERE {condition}")
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(count_where(&snapshot, condition).await, 0);
+    // A filter mixing partition and data columns prunes nothing it must keep.
+    assert_eq!(
+        count_where(&snapshot, "hour = '10' OR user_id = 'u2'").await,
+        22
+    );
+    assert_eq!(count_where(&snapshot, "user_id = 'u0'").await, 16);
+}
