@@ -5,10 +5,12 @@
 //! waits; a task ([`AppenderTask::run`]) takes what the callers queued,
 //! writes one data file per partition and commits them as one Delta
 //! version, then answers every caller of that group with the version. So
-//! the log grows by at most one version per [`AppenderOptions::interval`],
-//! however many callers append, and a lone caller on an idle table waits
-//! only for its own commit (the interval counts from the previous commit's
-//! start, not from the append).
+//! the log grows by at most one version per [`AppenderOptions::interval`]
+//! over time, however many callers append, after a burst of up to
+//! [`AppenderOptions::burst`] commits that go without waiting: a caller on a
+//! table that was quiet waits only for its own commit, and under sustained
+//! appends callers wait for the next commit and share it (a token bucket,
+//! the generic cell rate algorithm).
 //!
 //! Invariants:
 //! - `append` returns `Ok` only once the commit that holds its rows exists:
@@ -59,10 +61,13 @@ use crate::table::{Commit, Committed, Partition, Table, TableSpec};
 /// How an [`Appender`] gathers appends into commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppenderOptions {
-    /// Least time from the start of one commit to the start of the next:
-    /// appends that arrive meanwhile wait and go into the next commit
-    /// together.
+    /// Sustained, the least time from the start of one commit to the start
+    /// of the next: appends that arrive meanwhile wait and go into the next
+    /// commit together.
     pub interval: Duration,
+    /// Commits that may start back to back, without waiting for
+    /// `interval`, once the table has been quiet for `burst` intervals.
+    pub burst: u32,
     /// Appends queued and not yet taken before `append` waits for room.
     pub capacity: usize,
     /// Most appends in one commit; the rest wait for the next.
@@ -75,6 +80,9 @@ impl Default for AppenderOptions {
     fn default() -> Self {
         AppenderOptions {
             interval: Duration::from_millis(200),
+            // Five interactive queries in a row, each a start and an end
+            // record, see no wait; a loop of them settles at the interval.
+            burst: 10,
             capacity: 1024,
             max_appends: 4096,
             zstd_level: 3,
@@ -280,6 +288,40 @@ fn names(fields: &arrow::datatypes::Fields) -> String {
         .join(", ")
 }
 
+/// When the next commit may start: at most `burst` back to back, then one
+/// per `interval` (the generic cell rate algorithm).
+#[derive(Debug)]
+struct Pacing {
+    interval: Duration,
+    /// How far ahead of now the schedule may run: `burst - 1` intervals.
+    slack: Duration,
+    /// When the schedule is next free: one interval after the last commit
+    /// started, or after the schedule's previous free time if that was later.
+    free: Option<Instant>,
+}
+
+impl Pacing {
+    fn new(interval: Duration, burst: u32) -> Pacing {
+        Pacing {
+            interval,
+            slack: interval * burst.saturating_sub(1),
+            free: None,
+        }
+    }
+
+    /// The instant the next commit must wait for, if it is after `now`.
+    fn ready_at(&self, now: Instant) -> Option<Instant> {
+        let ready = self.free?.checked_sub(self.slack)?;
+        (ready > now).then_some(ready)
+    }
+
+    /// Books a commit starting at `now`.
+    fn start(&mut self, now: Instant) {
+        let from = self.free.map_or(now, |free| free.max(now));
+        self.free = Some(from + self.interval);
+    }
+}
+
 /// The task that commits an [`Appender`]'s groups; see the module docs.
 pub struct AppenderTask {
     spec: &'static TableSpec,
@@ -296,8 +338,7 @@ impl AppenderTask {
     /// [`Appender`] is dropped, then commits what is queued and returns.
     /// Failures go to the callers, not here.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let interval = self.options.interval;
-        let mut last_commit: Option<Instant> = None;
+        let mut pacing = Pacing::new(self.options.interval, self.options.burst);
         loop {
             let first = tokio::select! {
                 biased;
@@ -309,8 +350,8 @@ impl AppenderTask {
             };
             let mut group = vec![first];
             let mut stopping = false;
-            if let Some(last) = last_commit {
-                let ready = tokio::time::sleep_until(last + interval);
+            if let Some(ready) = pacing.ready_at(Instant::now()) {
+                let ready = tokio::time::sleep_until(ready);
                 tokio::pin!(ready);
                 while group.len() < self.options.max_appends {
                     tokio::select! {
@@ -331,7 +372,7 @@ impl AppenderTask {
                 }
             }
             self.take_queued(&mut group);
-            last_commit = Some(Instant::now());
+            pacing.start(Instant::now());
             self.flush(group).await;
             if stopping {
                 break;

@@ -8,11 +8,14 @@
 //! A query whose end record is missing was cut off by a crash.
 //!
 //! Invariant: [`AuditLog::append`] returns `Ok` only once the commit holding
-//! the record exists, so a query runs only after its start record is
-//! durable (the engine waits for it, and refuses the query when it fails).
+//! the record exists, so no result of a query leaves before its start
+//! record is durable (the engine plans and starts the query meanwhile, and
+//! aborts and refuses it when the record fails).
 //! Records go through a group-commit [`Appender`]: those of concurrent
 //! queries share one commit, and the table's log grows by at most one
-//! version per [`AppenderOptions::interval`], not one per query.
+//! version per [`AppenderOptions::interval`] over time, not one per query
+//! (after a short burst: a few queries on a quiet server wait for no
+//! interval).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -270,12 +270,12 @@ impl Engine {
     ) -> Result<QueryStream, QueryError> {
         let inner = &self.inner;
         let admitted = self.check_len(sql).and_then(|()| self.admit(principal));
-        // Durable before any result leaves: no unaudited query, and a
-        // refused one is recorded with why.
-        let mut finish = self.audit_start(principal, sql, transport).await?;
+        let mut finish = self.audit_begin(principal, sql, transport);
         let permits = match admitted {
             Ok(permits) => permits,
             Err(e) => {
+                // A refused query is recorded too, with why.
+                self.audit_start(&finish).await?;
                 finish.end(Err(&e), 0, 0);
                 return Err(e);
             }
@@ -286,7 +286,15 @@ impl Engine {
         let (batches_tx, batches) = mpsc::channel(2);
         let task = inner.runtime.handle().spawn(job.run(opened_tx, batches_tx));
         let task = AbortOnDrop(task.abort_handle());
-        let (schema, physical) = match tokio::time::timeout_at(deadline, opened).await {
+        // The query plans and starts reading while its start record
+        // commits, and no result leaves before that commit exists: no
+        // unaudited query. If the record fails, the task is aborted.
+        let (started, opened) = tokio::join!(
+            self.audit_start(&finish),
+            tokio::time::timeout_at(deadline, opened)
+        );
+        started?;
+        let (schema, physical) = match opened {
             Ok(Ok(Ok(opened))) => opened,
             Ok(Ok(Err(e))) => {
                 finish.end(Err(&e), 0, 0);
@@ -332,20 +340,17 @@ impl Engine {
         transport: Transport,
         error: &QueryError,
     ) -> Result<(), QueryError> {
-        let mut finish = self.audit_start(principal, sql, transport).await?;
+        let mut finish = self.audit_begin(principal, sql, transport);
+        self.audit_start(&finish).await?;
         finish.end(Err(error), 0, 0);
         Ok(())
     }
 
-    /// Writes the start record of a query and returns what writes its end.
-    async fn audit_start(
-        &self,
-        principal: &Principal,
-        sql: &str,
-        transport: Transport,
-    ) -> Result<Finish, QueryError> {
+    /// The audit records of a query about to start: what writes its end,
+    /// holding the start record for [`Engine::audit_start`].
+    fn audit_begin(&self, principal: &Principal, sql: &str, transport: Transport) -> Finish {
         let inner = &self.inner;
-        let finish = Finish {
+        Finish {
             audit: Arc::clone(&inner.audit),
             writes: inner.audit_writes.clone(),
             runtime: inner.runtime.handle().clone(),
@@ -369,11 +374,16 @@ impl Engine {
             started: Instant::now(),
             transport,
             done: false,
-        };
-        inner.audit.append(&finish.record).await.map_err(|e| {
+        }
+    }
+
+    /// Writes the start record of `finish`'s query; returns once it is
+    /// durable.
+    async fn audit_start(&self, finish: &Finish) -> Result<(), QueryError> {
+        self.inner.audit.append(&finish.record).await.map_err(|e| {
             QueryError::Internal(format!("query audit is not writable: {}", describe(&e)))
         })?;
-        Ok(finish)
+        Ok(())
     }
 
     /// What the query runtime needs to plan `sql` for `principal`.

@@ -39,9 +39,11 @@ fn row(id: &str, time: DateTime<Utc>) -> RecordBatch {
     builder.finish().unwrap()
 }
 
+/// Every commit after the first waits for `interval`: appends gather.
 fn options(interval: Duration) -> AppenderOptions {
     AppenderOptions {
         interval,
+        burst: 1,
         zstd_level: 1,
         ..AppenderOptions::default()
     }
@@ -326,4 +328,38 @@ async fn a_lazily_opened_appender_creates_its_table_on_the_first_commit() {
     // Every handle dropped: the task ends by itself.
     drop(appender);
     tokio::time::timeout(GUARD, running).await.unwrap().unwrap();
+}
+
+#[test]
+fn pacing_lets_a_burst_through_then_one_commit_per_interval() {
+    let interval = Duration::from_millis(200);
+    let t0 = Instant::now();
+    let mut pacing = Pacing::new(interval, 3);
+    // A quiet table: three commits back to back, none waits.
+    for _ in 0..3 {
+        assert_eq!(pacing.ready_at(t0), None);
+        pacing.start(t0);
+    }
+    // The fourth waits one interval; later ones follow the interval.
+    assert_eq!(pacing.ready_at(t0), Some(t0 + interval));
+    pacing.start(t0 + interval);
+    assert_eq!(pacing.ready_at(t0 + interval), Some(t0 + interval * 2));
+    // After a quiet spell of burst intervals, a burst goes through again.
+    let later = t0 + interval * 10;
+    for _ in 0..3 {
+        assert_eq!(pacing.ready_at(later), None);
+        pacing.start(later);
+    }
+    assert!(pacing.ready_at(later).is_some());
+}
+
+#[test]
+fn pacing_with_a_burst_of_one_spaces_every_commit() {
+    let interval = Duration::from_millis(50);
+    let t0 = Instant::now();
+    let mut pacing = Pacing::new(interval, 1);
+    assert_eq!(pacing.ready_at(t0), None);
+    pacing.start(t0);
+    assert_eq!(pacing.ready_at(t0 + interval / 2), Some(t0 + interval));
+    assert_eq!(pacing.ready_at(t0 + interval), None);
 }
