@@ -125,6 +125,17 @@ impl Engine {
             let options = session.options_mut();
             options.execution.parquet.pushdown_filters = true;
             options.execution.parquet.reorder_filters = true;
+            // Every hash join builds one table from its whole build side
+            // (`CollectLeft`), whose keys' bounds and values then prune the
+            // probe side's files, row groups and pages as it is read (the
+            // join's dynamic filter). A partitioned join's filter routes
+            // each row by a hash of its key (`CASE hash(key) % n WHEN …`),
+            // which no statistics can prune with, and DataFusion partitions
+            // any join whose build side it cannot size: alerts' evidence
+            // joined to events read all of a tenant's events (970 ms, now
+            // 130 ms). The build side takes the same memory either way; it
+            // is hashed on one thread.
+            options.optimizer.repartition_joins = false;
             options.explain.show_statistics = false;
         }
         let builder = SessionStateBuilder::new()

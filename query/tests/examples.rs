@@ -130,6 +130,19 @@ fn every_example_query_answers_on_a_simulated_lake() {
             assert!(!sql.contains("{{"), "{}: unknown placeholder", file.display());
             let got = rows(&engine, &sql).await;
             assert!(!got.is_empty(), "{} returned no rows\n{sql}", file.display());
+            if file.ends_with("05-alert-evidence.sql") {
+                // The evidence ids prune the events scan: one hash table
+                // for the join, whose filter (the ids' bounds and values)
+                // reaches the scan, and no hash routing in between.
+                let plan = rows(&engine, &format!("EXPLAIN {sql}")).await.concat().concat();
+                assert!(plan.contains("mode=CollectLeft"), "{plan}");
+                assert!(!plan.contains("mode=Partitioned"), "{plan}");
+                let scan = plan
+                    .lines()
+                    .find(|l| l.contains("DataSourceExec") && l.contains("/events/"))
+                    .unwrap_or_else(|| panic!("no events scan\n{plan}"));
+                assert!(scan.contains("DynamicFilter"), "{scan}");
+            }
         }
     });
 }

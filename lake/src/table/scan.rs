@@ -29,11 +29,11 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::conjunction;
@@ -48,6 +48,9 @@ use object_store::ObjectMeta;
 use object_store::path::Path as StorePath;
 
 use super::TableSpec;
+use page_index::WithPageIndex;
+
+mod page_index;
 
 /// Scans one version of one table; see the module documentation.
 #[derive(Debug)]
@@ -300,19 +303,32 @@ impl TableProvider for SnapshotScan {
             .collect();
         let groups = FileGroup::new(files).split_files(session.config().target_partitions());
 
-        let format = ParquetFormat::default().with_options(session.table_options().parquet.clone());
-        let source = format.file_source(
+        // What `ParquetFormat::create_physical_plan` does, with footers
+        // cached along with their page index (see `page_index`).
+        let options = session.table_options().parquet.clone();
+        let metadata_size_hint = options.global.metadata_size_hint;
+        let mut source = ParquetSource::new(
             TableSchema::builder(self.file_schema())
                 .with_table_partition_cols(self.partition_fields())
                 .build(),
+        )
+        .with_table_parquet_options(options);
+        let url = self.table.log_store().root_url().as_object_store_url();
+        let runtime = session.runtime_env();
+        let readers = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
         );
-        let store = self.table.log_store().root_url().as_object_store_url();
-        let config = FileScanConfigBuilder::new(store, source)
+        source = source.with_parquet_file_reader_factory(Arc::new(WithPageIndex(readers)));
+        if let Some(hint) = metadata_size_hint {
+            source = source.with_metadata_size_hint(hint);
+        }
+        let config = FileScanConfigBuilder::new(url, Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        format.create_physical_plan(session, config).await
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
