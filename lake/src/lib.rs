@@ -61,6 +61,6 @@ pub use location::Location;
 pub use metrics::Metrics;
 pub use table::{
     Commit, Committed, DataFile, FileEntry, Operation, Partition, Position, Snapshot, Table,
-    TableSpec,
+    TableSpec, empty_scan,
 };
 pub use writer::{Batch, KeyState, Outcome, Resume, Writer};

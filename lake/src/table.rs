@@ -51,6 +51,8 @@ mod head;
 mod relist;
 mod scan;
 
+pub use scan::empty_scan;
+
 pub(crate) use head::Head;
 
 /// The tag of an `add` action that holds the file's SHA-256 (hex).

@@ -20,8 +20,7 @@ use datafusion::catalog::Session;
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::empty::EmptyExec;
-use tooltrail_lake::{Location, Snapshot, TableSpec, ocsf, tables};
+use tooltrail_lake::{Location, Snapshot, TableSpec, empty_scan, ocsf, tables};
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
@@ -292,13 +291,7 @@ impl TableProvider for DeltaTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match self.snapshot().await? {
-            None => {
-                let schema = match projection {
-                    Some(columns) => Arc::new(self.schema.project(columns)?),
-                    None => self.schema.clone(),
-                };
-                Ok(Arc::new(EmptyExec::new(schema)))
-            }
+            None => empty_scan(&self.schema, projection),
             Some(snapshot) => {
                 let provider = snapshot.provider(state).map_err(external)?;
                 provider.scan(state, projection, filters, limit).await

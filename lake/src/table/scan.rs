@@ -236,6 +236,19 @@ pub(super) fn needs_delta_scan(table: &DeltaTable) -> bool {
             .any(|f| f.deletion_vector_descriptor().is_some())
 }
 
+/// The scan of a table with no files to read (none committed, or none
+/// passing the filters): no rows, in the projection's schema.
+pub fn empty_scan(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = match projection {
+        Some(columns) => Arc::new(schema.project(columns)?),
+        None => Arc::clone(schema),
+    };
+    Ok(Arc::new(EmptyExec::new(schema)))
+}
+
 #[async_trait]
 impl TableProvider for SnapshotScan {
     fn schema(&self) -> SchemaRef {
@@ -284,11 +297,7 @@ impl TableProvider for SnapshotScan {
                 .collect();
         }
         if chosen.is_empty() {
-            let schema = match projection {
-                Some(columns) => Arc::new(self.schema.project(columns)?),
-                None => self.schema.clone(),
-            };
-            return Ok(Arc::new(EmptyExec::new(schema)));
+            return empty_scan(&self.schema, projection);
         }
         // Neighbouring partitions in one group: a day's files read together.
         chosen.sort_by(|(_, a), (_, b)| a.path().cmp(&b.path()));
