@@ -85,6 +85,15 @@ const NO_STATISTICS: &[&str] = &[
 /// Min/max statistics (file and page index) keep at most this many bytes.
 const STATISTICS_TRUNCATE: usize = 32;
 
+/// Rows per data page (the writer's default is 20,000). The page index lets
+/// a reader skip the pages outside a filter's range, and rows are sorted by
+/// tenant and user, so a user's rows in an hour's file sit in one or two
+/// pages of each column. Measured on 21M events (`scripts/bench_query.py`):
+/// 4,096 made our queries 6-25% faster where they filter by tenant or user,
+/// for 2.7% more bytes, and DuckDB no slower; 1,024 made DuckDB up to 1.8x
+/// slower on whole scans and the files 6.8% larger.
+pub const PAGE_ROWS: usize = 4096;
+
 /// Columns investigators look up by value: bloom filters let readers skip
 /// row groups that cannot hold the value.
 const BLOOM: &[&str] = &["user_id", "session_id", "resource", "event_id"];
@@ -200,6 +209,7 @@ pub fn writer_properties(
         .set_statistics_truncate_length(Some(STATISTICS_TRUNCATE))
         .set_column_index_truncate_length(Some(STATISTICS_TRUNCATE))
         .set_max_row_group_row_count(Some(1 << 20))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(metadata));
     for name in NO_DICTIONARY.iter().filter(|n| has(n)) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(*name), false);
