@@ -258,7 +258,8 @@ pub struct HttpConfig {
     /// no token is needed and any tenant may be written, which suits the
     /// embedded default on `127.0.0.1` only.
     pub ingest_tokens: Vec<IngestToken>,
-    /// How long the group commit waits for more requests to share one flush.
+    /// The longest the group commit waits for requests still being decoded
+    /// to share its flush; with none on the way it flushes at once.
     #[serde(with = "humantime_serde")]
     pub group_commit_delay: Duration,
 }

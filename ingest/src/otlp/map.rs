@@ -22,6 +22,63 @@ use crate::config::OtlpMapping;
 pub struct Mapper {
     mapping: Arc<OtlpMapping>,
     numbers: Arc<Numbers>,
+    /// Each field's names by number, in the order of [`OtlpMapping::fields`]
+    /// (indexed by [`Field`]): a record's lookups hash no name.
+    fields: Arc<[Vec<usize>]>,
+}
+
+/// A field of `[otlp.mapping]`: its place in [`OtlpMapping::fields`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Field {
+    TenantId,
+    UserId,
+    Server,
+    Method,
+    Tool,
+    Resource,
+    SessionId,
+    SourceIp,
+    Status,
+    Decision,
+    TraceId,
+    Arguments,
+    LatencyMs,
+    Reason,
+    ErrorType,
+    JsonrpcErrorCode,
+    ClientId,
+    AgentId,
+    GatewayId,
+    UserAgent,
+    PolicyId,
+}
+
+impl Field {
+    /// Every field, in order.
+    #[cfg(test)]
+    pub(super) const ALL: [Field; 21] = [
+        Field::TenantId,
+        Field::UserId,
+        Field::Server,
+        Field::Method,
+        Field::Tool,
+        Field::Resource,
+        Field::SessionId,
+        Field::SourceIp,
+        Field::Status,
+        Field::Decision,
+        Field::TraceId,
+        Field::Arguments,
+        Field::LatencyMs,
+        Field::Reason,
+        Field::ErrorType,
+        Field::JsonrpcErrorCode,
+        Field::ClientId,
+        Field::AgentId,
+        Field::GatewayId,
+        Field::UserAgent,
+        Field::PolicyId,
+    ];
 }
 
 /// Every attribute name `[otlp.mapping]` looks for, numbered (Fx: names
@@ -76,19 +133,16 @@ struct Scopes<'s, 'a> {
 }
 
 impl<'a> Scopes<'_, 'a> {
-    /// The first of `names` present, with its number and, when it is the
-    /// record's own, its position among the record's attributes.
-    fn get(&self, names: &[String]) -> Option<(usize, &'a AnyValue, Option<usize>)> {
-        names.iter().find_map(|name| {
-            let n = *self.numbers.get(name.as_str())?;
-            if let Some((value, at)) = self.record.slots[n] {
-                Some((n, value, Some(at)))
-            } else {
-                self.scope.slots[n]
-                    .or(self.resource.slots[n])
-                    .map(|(value, _)| (n, value, None))
-            }
-        })
+    /// The attribute numbered `n` if present, and, when it is the record's
+    /// own, its position among the record's attributes.
+    fn get(&self, n: usize) -> Option<(&'a AnyValue, Option<usize>)> {
+        if let Some((value, at)) = self.record.slots[n] {
+            Some((value, Some(at)))
+        } else {
+            self.scope.slots[n]
+                .or(self.resource.slots[n])
+                .map(|(value, _)| (value, None))
+        }
     }
 }
 
@@ -207,15 +261,17 @@ fn millis(value: &AnyValue) -> Option<f64> {
 
 /// An address, without the port it may carry (`10.0.0.7:51234`,
 /// `[2001:db8::1]:443`); anything else as it is, for the decoder to judge.
-fn address(value: &str) -> String {
+fn address(value: &str) -> Cow<'_, str> {
     let value = value.trim();
-    if let Ok(ip) = value.parse::<IpAddr>() {
-        return ip.to_string();
+    match value.parse::<IpAddr>() {
+        // IPv4 has one text form (std refuses leading zeros): kept as sent.
+        Ok(IpAddr::V4(_)) => Cow::Borrowed(value),
+        Ok(ip) => Cow::Owned(ip.to_string()),
+        Err(_) => match value.parse::<SocketAddr>() {
+            Ok(socket) => Cow::Owned(socket.ip().to_string()),
+            Err(_) => Cow::Borrowed(value),
+        },
     }
-    if let Ok(socket) = value.parse::<SocketAddr>() {
-        return socket.ip().to_string();
-    }
-    value.to_owned()
 }
 
 /// RFC 3339 from nanoseconds since the epoch.
@@ -381,16 +437,29 @@ impl Feed {
 impl Mapper {
     pub fn new(mapping: &OtlpMapping) -> Mapper {
         let mut numbers = Numbers::default();
-        for (_, names) in mapping.fields() {
-            for name in names {
-                let next = numbers.len();
-                numbers.entry(name.clone()).or_insert(next);
-            }
-        }
+        let fields = mapping
+            .fields()
+            .iter()
+            .map(|(_, names)| {
+                names
+                    .iter()
+                    .map(|name| {
+                        let next = numbers.len();
+                        *numbers.entry(name.clone()).or_insert(next)
+                    })
+                    .collect()
+            })
+            .collect();
         Mapper {
             mapping: Arc::new(mapping.clone()),
             numbers: Arc::new(numbers),
+            fields,
         }
+    }
+
+    /// `field`'s name and attribute names.
+    fn named(&self, field: Field) -> (&'static str, &[String]) {
+        self.mapping.fields()[field as usize]
     }
 
     /// Maps every log record of `request`. `default_tenant` is the tenant of
@@ -505,7 +574,10 @@ impl Mapper {
                         scope: &scope,
                         resource: &resource,
                     };
-                    if scopes.get(&self.mapping.method).is_none() {
+                    if !self.fields[Field::Method as usize]
+                        .iter()
+                        .any(|&n| scopes.get(n).is_some())
+                    {
                         mapped.skipped += 1;
                         continue;
                     }
@@ -557,11 +629,16 @@ impl Mapper {
         let mut problem: Option<DecodeError> = None;
         let mut lookup = Lookup {
             scopes,
+            fields: &self.fields,
             used: Vec::new(),
+        };
+        let unmapped = |field: Field, also: &str| {
+            let (name, names) = self.named(field);
+            unmapped(signal, name, names, also)
         };
 
         let tenant = lookup
-            .first(&m.tenant_id, text)
+            .first(Field::TenantId, text)
             .or_else(|| default_tenant.map(Cow::Borrowed));
         let id = feed.bytes(tenant.as_deref().unwrap_or("").as_bytes()).id();
         let mut event_id = *b"otlp-00000000000000000000000000000000";
@@ -598,31 +675,29 @@ impl Mapper {
             None => fail(
                 &mut problem,
                 unmapped(
-                    signal,
-                    "tenant_id",
-                    &m.tenant_id,
+                    Field::TenantId,
                     ", and the credential is not bound to exactly one tenant",
                 ),
             ),
         }
-        for (field, names) in [("user_id", &m.user_id), ("server", &m.server)] {
-            match lookup.first(names, text) {
-                Some(value) => object.string(field, &value),
-                None => fail(&mut problem, unmapped(signal, field, names, "")),
+        for field in [Field::UserId, Field::Server] {
+            match lookup.first(field, text) {
+                Some(value) => object.string(self.named(field).0, &value),
+                None => fail(&mut problem, unmapped(field, "")),
             }
         }
-        let method = lookup.first(&m.method, text);
+        let method = lookup.first(Field::Method, text);
         match &method {
             Some(value) => object.string("method", value),
-            None => fail(&mut problem, unmapped(signal, "method", &m.method, "")),
+            None => fail(&mut problem, unmapped(Field::Method, "")),
         }
         // The first status attribute that holds an HTTP-like status.
         let status = lookup
-            .first(&m.status, |v| {
+            .first(Field::Status, |v| {
                 integer(v).filter(|s| (100..=599).contains(s))
             })
             .or_else(|| own.failed.map(|failed| if failed { 500 } else { 200 }));
-        let decision = lookup.first(&m.decision, text);
+        let decision = lookup.first(Field::Decision, text);
         let denied = status.is_some_and(|s| m.deny_statuses.iter().any(|d| i64::from(*d) == s));
         match (decision, denied) {
             (Some(decision), _) => object.string("decision", &decision),
@@ -633,41 +708,36 @@ impl Mapper {
             Some(status) => object.raw("status", &status.to_string()),
             None => fail(
                 &mut problem,
-                unmapped(
-                    signal,
-                    "status",
-                    &m.status,
-                    " holding a status from 100 to 599",
-                ),
+                unmapped(Field::Status, " holding a status from 100 to 599"),
             ),
         }
-        match lookup.first(&m.tool, text) {
+        match lookup.first(Field::Tool, text) {
             Some(tool) => object.string("tool", &tool),
             None if method.as_deref() == Some("tools/call") => fail(
                 &mut problem,
-                unmapped(signal, "tool", &m.tool, " (required for tools/call)"),
+                unmapped(Field::Tool, " (required for tools/call)"),
             ),
             None => {}
         }
-        for (field, names) in [
-            ("resource", &m.resource),
-            ("session_id", &m.session_id),
-            ("reason", &m.reason),
-            ("error_type", &m.error_type),
-            ("client_id", &m.client_id),
-            ("agent_id", &m.agent_id),
-            ("gateway_id", &m.gateway_id),
-            ("user_agent", &m.user_agent),
-            ("policy_id", &m.policy_id),
+        for field in [
+            Field::Resource,
+            Field::SessionId,
+            Field::Reason,
+            Field::ErrorType,
+            Field::ClientId,
+            Field::AgentId,
+            Field::GatewayId,
+            Field::UserAgent,
+            Field::PolicyId,
         ] {
-            if let Some(value) = lookup.first(names, text) {
-                object.string(field, &value);
+            if let Some(value) = lookup.first(field, text) {
+                object.string(self.named(field).0, &value);
             }
         }
-        if let Some(ip) = lookup.first(&m.source_ip, text) {
+        if let Some(ip) = lookup.first(Field::SourceIp, text) {
             object.string("source_ip", &address(&ip));
         }
-        let trace_id = lookup.first(&m.trace_id, text).or_else(|| {
+        let trace_id = lookup.first(Field::TraceId, text).or_else(|| {
             own.trace_id
                 .iter()
                 .any(|b| *b != 0)
@@ -676,7 +746,7 @@ impl Mapper {
         if let Some(trace_id) = trace_id {
             object.string("trace_id", &trace_id);
         }
-        if let Some(arguments) = lookup.first(&m.arguments, Some) {
+        if let Some(arguments) = lookup.first(Field::Arguments, Some) {
             match &arguments.value {
                 // A JSON object sent as a string (the semantic conventions' form).
                 Some(Value::StringValue(s)) if is_json_object(s) => {
@@ -686,13 +756,13 @@ impl Mapper {
             }
         }
         if let Some(ms) = lookup
-            .first(&m.latency_ms, millis)
+            .first(Field::LatencyMs, millis)
             .or(own.latency_ms)
             .filter(|ms| ms.is_finite())
         {
             object.raw("latency_ms", &ms.to_string());
         }
-        if let Some(code) = lookup.first(&m.jsonrpc_error_code, integer) {
+        if let Some(code) = lookup.first(Field::JsonrpcErrorCode, integer) {
             object.raw("jsonrpc_error_code", &code.to_string());
         }
         // Everything else the record says, as strings: each key once, the
@@ -757,18 +827,16 @@ fn is_json_object(s: &str) -> bool {
 /// attributes (by name number) filled a field.
 struct Lookup<'s, 'a> {
     scopes: &'s Scopes<'s, 'a>,
+    /// [`Mapper::fields`].
+    fields: &'s [Vec<usize>],
     used: Vec<usize>,
 }
 
 impl<'a> Lookup<'_, 'a> {
-    /// The first of `names` present whose value `convert` takes.
-    fn first<T>(
-        &mut self,
-        names: &[String],
-        convert: impl Fn(&'a AnyValue) -> Option<T>,
-    ) -> Option<T> {
-        names.iter().find_map(|name| {
-            let (n, value, at) = self.scopes.get(std::slice::from_ref(name))?;
+    /// The first of `field`'s attributes present whose value `convert` takes.
+    fn first<T>(&mut self, field: Field, convert: impl Fn(&'a AnyValue) -> Option<T>) -> Option<T> {
+        self.fields[field as usize].iter().find_map(|&n| {
+            let (value, at) = self.scopes.get(n)?;
             let converted = convert(value)?;
             if at.is_some() {
                 self.used.push(n);

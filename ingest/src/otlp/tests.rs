@@ -410,3 +410,25 @@ fn a_repeated_attribute_key_keeps_its_first_value() {
     assert_eq!(attributes.get("user.id").map(String::as_str), Some("u-1"));
     assert!(!attributes.contains_key("jwt.sub"), "{attributes:?}");
 }
+
+/// `Field`'s variants stand for the fields of `[otlp.mapping]` by place: a
+/// variant out of order would fill one field from another's attributes.
+#[test]
+fn each_mapping_field_is_looked_up_under_its_own_name() {
+    let mapping = OtlpMapping::default();
+    let names: Vec<&str> = mapping.fields().iter().map(|(name, _)| *name).collect();
+    let variants: Vec<String> = super::map::Field::ALL
+        .iter()
+        .map(|field| {
+            let mut snake = String::new();
+            for (i, c) in format!("{field:?}").chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_lowercase());
+            }
+            snake
+        })
+        .collect();
+    assert_eq!(variants, names);
+}

@@ -3,8 +3,10 @@
 //! `/v1/traces` (module `otlp`) through the same door and committer.
 //!
 //! Handlers decode off the IO threads and hand their records to one committer
-//! task, which gathers every request that arrives within the group-commit delay
-//! into one transaction (group commit), then answers them all.
+//! task, which gathers requests into one transaction (group commit), then
+//! answers them all. Once it has one, it also takes the requests still being
+//! decoded, waiting for them up to the group-commit delay; with none on the
+//! way it commits at once.
 //!
 //! An `Idempotency-Key` header makes a retry safe: a key the lake already holds
 //! is answered without writing anything again. The lake holds such keys for
@@ -13,7 +15,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -26,7 +28,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tooltrail_schemas::http::error_response;
 use tooltrail_schemas::lake::Source;
@@ -51,6 +54,39 @@ struct Submission {
     records: Vec<(Range<usize>, Result<ToolCallEvent, DecodeError>)>,
     received_at: DateTime<Utc>,
     reply: oneshot::Sender<Result<Committed, String>>,
+    /// Counted among the requests on their way until the committer takes it.
+    coming: Option<OnTheWay>,
+}
+
+/// Requests past admission that the committer has not taken yet: being
+/// decoded, or queued. The group commit waits for them.
+#[derive(Default)]
+struct Coming {
+    count: AtomicUsize,
+    /// Told each time one arrives or gives up.
+    changed: Notify,
+}
+
+impl Coming {
+    fn enter(self: &Arc<Self>) -> OnTheWay {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        OnTheWay(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// One request on its way to the committer, counted in [`Coming`] until
+/// dropped: when the committer takes it, or when the request fails first.
+struct OnTheWay(Arc<Coming>);
+
+impl Drop for OnTheWay {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_one();
+    }
 }
 
 struct Committed {
@@ -72,6 +108,7 @@ pub struct HttpIngest {
     otlp: crate::otlp::Mapper,
     /// `otlp.dedupe_requests`.
     dedupe_otlp: bool,
+    coming: Arc<Coming>,
 }
 
 /// What one ingest token may write.
@@ -109,6 +146,7 @@ enum Caller {
 pub struct Committer {
     writer: Writer,
     receive: mpsc::Receiver<Submission>,
+    coming: Arc<Coming>,
     config: HttpConfig,
     ingest: IngestConfig,
     metrics: Metrics,
@@ -125,6 +163,7 @@ pub fn build(
     tap: Option<EventTap>,
 ) -> (HttpIngest, Committer) {
     let (submit, receive) = mpsc::channel(1024);
+    let coming = Arc::new(Coming::default());
     let handle = HttpIngest {
         submit,
         max_body_bytes: http.max_body_bytes,
@@ -153,10 +192,12 @@ pub fn build(
         window: ingest.time_window(),
         otlp: crate::otlp::Mapper::new(&otlp.mapping),
         dedupe_otlp: otlp.dedupe_requests,
+        coming: coming.clone(),
     };
     let committer = Committer {
         writer,
         receive,
+        coming,
         config: http.clone(),
         ingest: ingest.clone(),
         metrics,
@@ -437,6 +478,7 @@ impl HttpIngest {
         body: Bytes,
         records: Vec<(Range<usize>, Result<ToolCallEvent, DecodeError>)>,
         received_at: DateTime<Utc>,
+        coming: OnTheWay,
     ) -> Result<(String, Committed), Refusal> {
         let request_id = uuid::Uuid::now_v7().simple().to_string();
         let (reply, answer) = oneshot::channel();
@@ -447,6 +489,7 @@ impl HttpIngest {
             records,
             received_at,
             reply,
+            coming: Some(coming),
         };
         let shutting_down = || {
             Refusal::new(
@@ -494,6 +537,7 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
+    let coming = ingest.coming.enter();
     let idempotency_key = match idempotency_key(&headers) {
         Ok(key) => key,
         Err(message) => {
@@ -560,7 +604,7 @@ async fn post_events(State(ingest): State<HttpIngest>, headers: HeaderMap, body:
             .count(),
     );
     match ingest
-        .submit(idempotency_key, body, records, received_at)
+        .submit(idempotency_key, body, records, received_at, coming)
         .await
     {
         Ok((request_id, committed)) => {
@@ -642,20 +686,48 @@ impl Committer {
                 }
             };
             let Some(first) = first else { return Ok(()) };
-            let mut batch = vec![first];
-            let deadline = Instant::now() + self.config.group_commit_delay;
-            let mut records: usize = batch[0].records.len();
-            while records < self.ingest.max_batch_records {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, self.receive.recv()).await {
-                    Ok(Some(s)) => {
-                        records += s.records.len();
-                        batch.push(s);
-                    }
-                    _ => break,
-                }
-            }
+            let batch = self.gather(first).await;
             self.commit(batch).await?;
+        }
+    }
+
+    /// `first` and the requests that join it: those queued, and those still
+    /// being decoded, waited for up to `http.group_commit_delay` (a request
+    /// decoded at the same time as `first` shares its commit instead of
+    /// waiting for the next). With none on the way, no wait.
+    async fn gather(&mut self, first: Submission) -> Vec<Submission> {
+        let deadline = Instant::now() + self.config.group_commit_delay;
+        let mut records = 0;
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        loop {
+            if let Some(mut s) = next.take() {
+                // Taken: no longer on its way.
+                s.coming = None;
+                records += s.records.len();
+                batch.push(s);
+            }
+            if records >= self.ingest.max_batch_records {
+                return batch;
+            }
+            if let Ok(s) = self.receive.try_recv() {
+                next = Some(s);
+                continue;
+            }
+            if self.coming.count() == 0 {
+                return batch;
+            }
+            // A request that arrived or gave up since the count was read left
+            // a permit: this wait then ends at once, and the loop looks again.
+            let changed = self.coming.changed.notified();
+            tokio::select! {
+                s = self.receive.recv() => match s {
+                    Some(s) => next = Some(s),
+                    None => return batch,
+                },
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => return batch,
+            }
         }
     }
 
@@ -1000,5 +1072,107 @@ mod tests {
             .map(|f| f.rows.expect("row counts"))
             .sum();
         assert_eq!(rows, 2, "e1 once, e2 once");
+    }
+
+    /// A committer with a group-commit delay of an hour, on a fresh lake.
+    async fn committer() -> (HttpIngest, Committer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = tooltrail_lake::Location::local(dir.path()).expect("a location");
+        let writer = tooltrail_lake::Writer::open(&location, 1, Default::default())
+            .await
+            .expect("a writer");
+        let http = HttpConfig {
+            group_commit_delay: std::time::Duration::from_secs(3600),
+            ..HttpConfig::default()
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (handle, committer) = build(
+            writer,
+            &http,
+            &IngestConfig::default(),
+            &OtlpConfig::default(),
+            Metrics::register(&mut registry),
+            None,
+        );
+        (handle, committer, dir)
+    }
+
+    /// A request of one event, as a handler submits it.
+    fn submission(coming: OnTheWay) -> Submission {
+        let (reply, _) = oneshot::channel();
+        Submission {
+            request_id: uuid::Uuid::now_v7().simple().to_string(),
+            idempotency_key: None,
+            body: Bytes::new(),
+            records: vec![(0..0, Ok(event_of("acme")))],
+            received_at: Utc::now(),
+            reply,
+            coming: Some(coming),
+        }
+    }
+
+    // The clock is paused: a wait for the group-commit delay would move it
+    // on by the hour the committers here are given.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_request_is_committed_without_waiting_out_the_delay() {
+        let (handle, mut committer, _dir) = committer().await;
+        let started = Instant::now();
+        let first = submission(handle.coming.enter());
+        let batch = committer.gather(first).await;
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            Instant::now(),
+            started,
+            "no request was on its way: no wait"
+        );
+        assert_eq!(handle.coming.count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_still_being_decoded_shares_the_commit_of_the_one_before_it() {
+        let (handle, mut committer, _dir) = committer().await;
+        let started = Instant::now();
+        let decoding = handle.coming.enter();
+        let first = submission(handle.coming.enter());
+        let gathering = tokio::spawn(async move { committer.gather(first).await.len() });
+        // The committer has the first request and waits for the second.
+        tokio::task::yield_now().await;
+        assert!(
+            !gathering.is_finished(),
+            "it waits for the request on its way"
+        );
+        handle
+            .submit
+            .send(submission(decoding))
+            .await
+            .expect("the committer listens");
+        assert_eq!(gathering.await.expect("joined"), 2, "one commit for both");
+        assert_eq!(Instant::now(), started, "the delay is a limit, not a wait");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_fails_on_its_way_ends_the_wait_and_a_slow_one_is_left_for_the_next_commit()
+     {
+        let (handle, mut committer, _dir) = committer().await;
+        let started = Instant::now();
+        let failing = handle.coming.enter();
+        let first = submission(handle.coming.enter());
+        let (batch, ()) = tokio::join!(committer.gather(first), async {
+            tokio::task::yield_now().await;
+            drop(failing);
+        });
+        assert_eq!(batch.len(), 1);
+        assert_eq!(Instant::now(), started);
+
+        // One that never arrives is waited for as long as the delay, no longer.
+        let _slow = handle.coming.enter();
+        let first = submission(handle.coming.enter());
+        let batch = committer.gather(first).await;
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            Instant::now() - started,
+            std::time::Duration::from_secs(3600)
+        );
     }
 }

@@ -197,6 +197,7 @@ async fn export(ingest: HttpIngest, signal: Signal, headers: HeaderMap, body: Bo
         Ok(admitted) => admitted,
         Err(refusal) => return refuse(refusal, encoding),
     };
+    let coming = ingest.coming.enter();
     let body = match inflate(gzipped, body, ingest.max_body_bytes) {
         Ok(body) => body,
         Err(refusal) => return refuse(refusal, encoding),
@@ -268,7 +269,7 @@ async fn export(ingest: HttpIngest, signal: Signal, headers: HeaderMap, body: Bo
     super::warn_refused(grant.as_ref(), summary.refused);
     let Mapped { body, .. } = mapped;
     match ingest
-        .submit(key, Bytes::from(body), records, received_at)
+        .submit(key, Bytes::from(body), records, received_at, coming)
         .await
     {
         // A request already committed (a retry) was taken the first time.
