@@ -908,16 +908,21 @@ mod tests {
             .expect("a runtime")
             .block_on(open)
             .expect("a writer");
+        built(writer, &http).0
+    }
+
+    /// The handle and committer over `writer`, with default ingest and OTLP
+    /// settings and metrics of their own.
+    fn built(writer: Writer, http: &HttpConfig) -> (HttpIngest, Committer) {
         let mut registry = prometheus_client::registry::Registry::default();
         build(
             writer,
-            &http,
+            http,
             &IngestConfig::default(),
             &OtlpConfig::default(),
             Metrics::register(&mut registry),
             None,
         )
-        .0
     }
 
     fn bearer(token: &str) -> HeaderMap {
@@ -1026,15 +1031,7 @@ mod tests {
         let location = tooltrail_lake::Location::local(dir.path()).expect("a location");
         let open = || tooltrail_lake::Writer::open(&location, 1, Default::default());
         let writer = |lake| {
-            let mut registry = prometheus_client::registry::Registry::default();
-            let (handle, committer) = build(
-                lake,
-                &HttpConfig::default(),
-                &IngestConfig::default(),
-                &OtlpConfig::default(),
-                Metrics::register(&mut registry),
-                None,
-            );
+            let (handle, committer) = built(lake, &HttpConfig::default());
             let stop = CancellationToken::new();
             let running = tokio::spawn(committer.run(stop.clone()));
             (handle, stop, running)
@@ -1085,15 +1082,7 @@ mod tests {
             group_commit_delay: std::time::Duration::from_secs(3600),
             ..HttpConfig::default()
         };
-        let mut registry = prometheus_client::registry::Registry::default();
-        let (handle, committer) = build(
-            writer,
-            &http,
-            &IngestConfig::default(),
-            &OtlpConfig::default(),
-            Metrics::register(&mut registry),
-            None,
-        );
+        let (handle, committer) = built(writer, &http);
         (handle, committer, dir)
     }
 
