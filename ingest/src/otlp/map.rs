@@ -22,9 +22,12 @@ use crate::config::OtlpMapping;
 pub struct Mapper {
     mapping: Arc<OtlpMapping>,
     numbers: Arc<Numbers>,
-    /// Each field's names by number, in the order of [`OtlpMapping::fields`]
-    /// (indexed by [`Field`]): a record's lookups hash no name.
+    /// Each field's attribute names by number, in the order of
+    /// [`OtlpMapping::fields`] (indexed by [`Field`]): a record's lookups
+    /// hash no name.
     fields: Arc<[Vec<usize>]>,
+    /// Each field's name in the contract, indexed by [`Field`].
+    names: Arc<[&'static str]>,
 }
 
 /// A field of `[otlp.mapping]`: its place in [`OtlpMapping::fields`].
@@ -454,12 +457,13 @@ impl Mapper {
             mapping: Arc::new(mapping.clone()),
             numbers: Arc::new(numbers),
             fields,
+            names: mapping.fields().iter().map(|(name, _)| *name).collect(),
         }
     }
 
-    /// `field`'s name and attribute names.
-    fn named(&self, field: Field) -> (&'static str, &[String]) {
-        self.mapping.fields()[field as usize]
+    /// `field`'s name in the contract.
+    fn name(&self, field: Field) -> &'static str {
+        self.names[field as usize]
     }
 
     /// Maps every log record of `request`. `default_tenant` is the tenant of
@@ -633,7 +637,7 @@ impl Mapper {
             used: Vec::new(),
         };
         let unmapped = |field: Field, also: &str| {
-            let (name, names) = self.named(field);
+            let (name, names) = self.mapping.fields()[field as usize];
             unmapped(signal, name, names, also)
         };
 
@@ -682,7 +686,7 @@ impl Mapper {
         }
         for field in [Field::UserId, Field::Server] {
             match lookup.first(field, text) {
-                Some(value) => object.string(self.named(field).0, &value),
+                Some(value) => object.string(self.name(field), &value),
                 None => fail(&mut problem, unmapped(field, "")),
             }
         }
@@ -731,7 +735,7 @@ impl Mapper {
             Field::PolicyId,
         ] {
             if let Some(value) = lookup.first(field, text) {
-                object.string(self.named(field).0, &value);
+                object.string(self.name(field), &value);
             }
         }
         if let Some(ip) = lookup.first(Field::SourceIp, text) {
