@@ -34,9 +34,24 @@ pub struct DemoArgs {
 
 pub async fn run(
     args: DemoArgs,
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A token to sign in to the console with, unless the configuration has
+    // its own: the demo's own admin, for this run only.
+    let demo_token = config.query.tokens.is_empty().then(|| {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        config
+            .query
+            .tokens
+            .push(tooltrail_query::config::TokenConfig {
+                name: "demo".into(),
+                sha256: tooltrail_query::auth::token_hash(&token),
+                role: tooltrail_query::Role::Admin,
+                tenants: vec!["*".into()],
+            });
+        token
+    });
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => std::env::temp_dir().join(format!(
@@ -63,6 +78,10 @@ pub async fn run(
         "tooltrail is up at http://{addr} (lake: {})",
         lake.display()
     );
+    match &demo_token {
+        Some(token) => println!("console: http://{addr}/  (sign in with the demo token {token})"),
+        None => println!("console: http://{addr}/  (sign in with a token of [[query.tokens]])"),
+    }
     println!(
         "simulating {} users over {} days with attacks in the last two...\n",
         args.users, args.days

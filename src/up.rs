@@ -130,7 +130,7 @@ pub async fn run_with(
     let tap = start_detection(
         &config,
         &args.data_dir,
-        (&location, lake_metrics),
+        (&location, lake_metrics.clone()),
         &mut registry,
         &supervisor,
         (engine, warmed.alerts),
@@ -226,11 +226,24 @@ pub async fn run_with(
     });
     let holds = tooltrail_lake::retention::HoldStore::open(&location, &config.retention)?;
     let audited = query.clone();
-    // Every route that authenticates with a query token answers to the back-off.
+    // Triage rows are committed before each request is answered, so the
+    // appender has nothing left once the server has drained; it ends when
+    // the routes holding it are dropped.
+    let (alerts_api, triage) =
+        tooltrail_query::AlertsService::new(query.clone(), &location, lake_metrics);
+    tokio::spawn(triage.run(CancellationToken::new()));
+    let sessions = tooltrail_query::auth::session::SessionStore::new(&config.query.console);
+    // Every route that authenticates with a query token answers to the
+    // back-off, and takes the console's session cookie with its CSRF check.
     let authenticated = tooltrail_query::holds::router(holds, query.clone())
-        .merge(tooltrail_query::http::router(query))
-        .merge(tooltrail_query::export::http::router(exports));
-    let routes = routes.merge(tooltrail_query::auth::peer::guard(authenticated, logins));
+        .merge(tooltrail_query::http::router(query.clone()))
+        .merge(tooltrail_query::export::http::router(exports))
+        .merge(tooltrail_query::alerts::http::router(alerts_api))
+        .merge(tooltrail_query::console::router(query, sessions.clone()));
+    let authenticated = tooltrail_query::auth::session::protect(authenticated, sessions);
+    let routes = routes
+        .merge(tooltrail_query::auth::peer::guard(authenticated, logins))
+        .merge(tooltrail_query::console::files());
     let (addr, serve) = crate::serve::bind(
         config.http.listen,
         routes,
@@ -242,6 +255,7 @@ pub async fn run_with(
     tracing::info!(%addr, lake = %location, "tooltrail is up");
     // Scripts and tests read this line to find the port.
     eprintln!("listening on http://{addr}");
+    eprintln!("console at http://{addr}/");
     let stopped = supervisor.wait().await;
     audited.settle_audit().await;
     stopped

@@ -56,6 +56,8 @@ pub mod writer;
 #[cfg(test)]
 mod testing;
 
+/// A Delta table version.
+pub use deltalake::kernel::Version;
 pub use error::{Error, Result};
 pub use location::Location;
 pub use metrics::Metrics;

@@ -91,6 +91,9 @@ pub enum TableKind {
     Quarantine,
     /// `alerts`, by the day of the alert; `tenant_id` column.
     Alerts,
+    /// `alert_triage`, by the day of the change; `tenant_id` column. Kept as
+    /// long as `alerts` (`retention.alerts` and its tenant overrides).
+    AlertTriage,
     /// `query_audit`, by day; its rows belong to principals, not tenants:
     /// table-level retention only, and tenant holds do not apply.
     QueryAudit,
@@ -108,10 +111,11 @@ pub(crate) enum Tenancy {
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 4] = [
+    pub const ALL: [TableKind; 5] = [
         TableKind::Events,
         TableKind::Quarantine,
         TableKind::Alerts,
+        TableKind::AlertTriage,
         TableKind::QueryAudit,
     ];
 
@@ -121,6 +125,7 @@ impl TableKind {
             TableKind::Events => "events",
             TableKind::Quarantine => "quarantine",
             TableKind::Alerts => "alerts",
+            TableKind::AlertTriage => "alert_triage",
             TableKind::QueryAudit => "query_audit",
         }
     }
@@ -137,7 +142,9 @@ impl TableKind {
 
     pub(crate) fn tenancy(self) -> Tenancy {
         match self {
-            TableKind::Events | TableKind::Alerts => Tenancy::Column("tenant_id"),
+            TableKind::Events | TableKind::Alerts | TableKind::AlertTriage => {
+                Tenancy::Column("tenant_id")
+            }
             TableKind::Quarantine => Tenancy::RawJson("raw"),
             TableKind::QueryAudit => Tenancy::None,
         }

@@ -2,14 +2,14 @@
 //! here; nothing else knows a table's directory, partitioning or schema.
 
 use tooltrail_schemas::lake::{
-    alerts_schema, events_schema, quarantine_schema, query_audit_schema,
+    alert_triage_schema, alerts_schema, events_schema, quarantine_schema, query_audit_schema,
 };
 
 use crate::table::TableSpec;
 
 /// Every table of the lake. Retention, the digest chain and vacuum cover
 /// each of them.
-pub static ALL: &[&TableSpec] = &[&EVENTS, &QUARANTINE, &ALERTS, &QUERY_AUDIT];
+pub static ALL: &[&TableSpec] = &[&EVENTS, &QUARANTINE, &ALERTS, &ALERT_TRIAGE, &QUERY_AUDIT];
 
 /// Every event that passed validation, partitioned by the hour of its `time`.
 pub static EVENTS: TableSpec = TableSpec {
@@ -74,6 +74,24 @@ pub static ALERTS: TableSpec = TableSpec {
         "window_start",
         "window_end",
         "repeats",
+    ],
+};
+
+/// Every triage change of an alert (status, assignee, close reason,
+/// comment, who), partitioned by the UTC day of the change's `time`. An
+/// alert's current state is its latest row.
+pub static ALERT_TRIAGE: TableSpec = TableSpec {
+    name: "alert_triage",
+    schema: alert_triage_schema,
+    partitions: &["dt"],
+    stats_columns: &[
+        "triage_id",
+        "alert_id",
+        "tenant_id",
+        "user_id",
+        "time",
+        "status",
+        "actor",
     ],
 };
 

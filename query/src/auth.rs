@@ -3,10 +3,12 @@
 //!
 //! [`backoff`]: failed logins per source address, and the refusals that
 //! follow, on the Postgres wire and the HTTP API; [`peer`]: the HTTP layer that
-//! tells [`crate::http::principal`] who is calling.
+//! tells [`crate::http::principal`] who is calling; [`session`]: the
+//! console's sign-in sessions and their CSRF check.
 
 pub mod backoff;
 pub mod peer;
+pub mod session;
 
 use std::collections::BTreeSet;
 use std::fmt;

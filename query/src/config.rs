@@ -60,6 +60,35 @@ pub struct QueryConfig {
     pub login_backoff: LoginBackoffConfig,
     /// Signed compliance exports.
     pub exports: ExportConfig,
+    /// The analyst console's sign-in sessions: `[query.console]`.
+    pub console: ConsoleConfig,
+}
+
+/// `[query.console]`: the console served at `/`. Signing in exchanges a
+/// query token for a session cookie (HttpOnly, SameSite=Strict, Secure
+/// behind HTTPS); sessions live in the process's memory, so a restart signs
+/// everyone out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A session unused this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, used or not.
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// Sessions held at once; beyond, the least recently used ends.
+    pub max_sessions: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            idle_timeout: Duration::from_secs(60 * 60),
+            lifetime: Duration::from_secs(12 * 60 * 60),
+            max_sessions: 10_000,
+        }
+    }
 }
 
 /// `[query.exports]`: signed compliance exports (`POST /v1/exports`,
@@ -139,6 +168,7 @@ impl Default for QueryConfig {
             pg_listen: None,
             pgwire: PgWireConfig::default(),
             login_backoff: LoginBackoffConfig::default(),
+            console: ConsoleConfig::default(),
             exports: ExportConfig::default(),
         }
     }
@@ -333,6 +363,18 @@ impl QueryConfig {
         }
         for (field, problem) in self.pgwire.validate() {
             bad(format!("pgwire.{field}"), problem);
+        }
+        if self.console.idle_timeout.is_zero() {
+            bad("console.idle_timeout".into(), "must be positive");
+        }
+        if self.console.lifetime < self.console.idle_timeout {
+            bad(
+                "console.lifetime".into(),
+                "must be at least console.idle_timeout",
+            );
+        }
+        if self.console.max_sessions == 0 {
+            bad("console.max_sessions".into(), "must be at least 1");
         }
         for (field, problem) in self.login_backoff.validate() {
             bad(format!("login_backoff.{field}"), problem);

@@ -68,6 +68,8 @@ pub enum Transport {
     Cli,
     /// A signed compliance export ([`crate::export`]).
     Export,
+    /// A read of the alerts API or the console ([`crate::alerts`]).
+    Api,
 }
 
 impl Transport {
@@ -77,6 +79,7 @@ impl Transport {
             Transport::Pgwire => "pgwire",
             Transport::Cli => "cli",
             Transport::Export => "export",
+            Transport::Api => "api",
         }
     }
 }

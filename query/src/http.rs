@@ -55,9 +55,11 @@ impl IntoResponse for QueryError {
     }
 }
 
-/// The principal of a request's `Authorization: Bearer <token>`; a missing or
+/// The principal of a request's `Authorization: Bearer <token>`, or, without
+/// that header, of its console session (set by
+/// [`crate::auth::session::protect`] once the CSRF check passed); a missing or
 /// wrong token is [`QueryError::Unauthorized`]. Every authenticated route of
-/// tooltrail (SQL, exports, legal holds) goes through here.
+/// tooltrail (SQL, alerts, exports, legal holds) goes through here.
 ///
 /// Behind [`crate::auth::peer::guard`], each presented token counts for or
 /// against the caller's address in the login back-off, and an address that is
@@ -69,8 +71,13 @@ pub fn principal(engine: &Engine, headers: &HeaderMap) -> Result<Principal, Quer
         engine.metrics().auth_failures.inc();
         return Err(refused);
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
+    let authorization = headers.get(header::AUTHORIZATION);
+    if authorization.is_none()
+        && let Some(principal) = crate::auth::session::current()
+    {
+        return Ok(principal);
+    }
+    let token = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);

@@ -9,12 +9,17 @@
 //! - [`pgwire`]: the Postgres wire protocol, for psql, Grafana and BI tools;
 //!   [`pg_catalog`]: the system catalog those clients browse.
 //! - [`format`]: result encodings (json, ndjson, csv, arrow, parquet, table).
+//! - [`alerts`]: the alerts API (inbox, alert, user page, triage into the
+//!   lake's `alert_triage`, server-sent changes); [`console`]: the analyst
+//!   console's files and sign-in sessions ([`auth::session`]).
 //! - [`export`]: signed compliance exports (`POST /v1/exports`, `tooltrail export`), in
 //!   Parquet, CSV, NDJSON or OCSF.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod export;
@@ -30,6 +35,7 @@ pub mod pgwire;
 pub mod session;
 pub mod tables;
 
+pub use alerts::AlertsService;
 pub use auth::{Principal, Role, Tenants};
 pub use config::QueryConfig;
 pub use engine::{Engine, QueryStream, Transport};

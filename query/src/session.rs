@@ -131,7 +131,7 @@ impl Sessions {
 /// The columns [`tenant_filter`] reads.
 fn tenant_columns(table: Table) -> &'static [&'static str] {
     match table {
-        Table::Events | Table::InvalidFields | Table::Alerts => &["tenant_id"],
+        Table::Events | Table::InvalidFields | Table::Alerts | Table::AlertTriage => &["tenant_id"],
         Table::QueryAudit => &["tenants"],
         // Views: scoped through the table they read (`Table::source`).
         Table::Quarantine | Table::OcsfApiActivity | Table::OcsfDetectionFinding => &[],
@@ -145,7 +145,7 @@ fn tenant_filter(table: Table, tenants: &Tenants) -> Option<Expr> {
     };
     let names: Vec<Expr> = names.iter().map(|t| lit(t.as_str())).collect();
     Some(match table {
-        Table::Events | Table::InvalidFields | Table::Alerts => {
+        Table::Events | Table::InvalidFields | Table::Alerts | Table::AlertTriage => {
             col("tenant_id").in_list(names, false)
         }
         // An admin restricted to some tenants sees the queries of principals

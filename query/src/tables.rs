@@ -42,6 +42,8 @@ pub enum Table {
     /// The events that arrived with an invalid optional field.
     InvalidFields,
     Alerts,
+    /// Every triage change of an alert; its latest row is its state.
+    AlertTriage,
     Quarantine,
     QueryAudit,
     /// `events` as OCSF API Activity.
@@ -51,10 +53,11 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Events,
         Table::InvalidFields,
         Table::Alerts,
+        Table::AlertTriage,
         Table::Quarantine,
         Table::QueryAudit,
         Table::OcsfApiActivity,
@@ -66,6 +69,7 @@ impl Table {
             Table::Events => "events",
             Table::InvalidFields => "invalid_fields",
             Table::Alerts => "alerts",
+            Table::AlertTriage => "alert_triage",
             Table::Quarantine => "quarantine",
             Table::QueryAudit => "query_audit",
             Table::OcsfApiActivity => ocsf::API_ACTIVITY.view,
@@ -81,6 +85,7 @@ impl Table {
             Table::Events
             | Table::InvalidFields
             | Table::Alerts
+            | Table::AlertTriage
             | Table::Quarantine
             | Table::QueryAudit => None,
         }
@@ -106,6 +111,7 @@ impl Table {
             Table::Events
             | Table::InvalidFields
             | Table::Alerts
+            | Table::AlertTriage
             | Table::OcsfApiActivity
             | Table::OcsfDetectionFinding => Role::Analyst,
             Table::Quarantine => Role::Auditor,
@@ -122,6 +128,9 @@ impl Table {
             }
             Table::Alerts => {
                 "detector alerts (by dt): each alert_id once, its latest version (the highest repeats); the whole published record in `record`"
+            }
+            Table::AlertTriage => {
+                "every triage change of an alert (by dt of the change): status (open, acknowledged, closed), assignee, close_reason, comment, actor; an alert's current state is its latest row"
             }
             Table::Quarantine => "input that failed validation, with its raw bytes and reason",
             Table::QueryAudit => "every query run against this endpoint: who, what, outcome",
@@ -143,6 +152,7 @@ pub struct LakeTables {
     pub invalid_fields: Arc<dyn TableProvider>,
     /// One row per alert: see [`latest_versions`].
     pub alerts: Arc<dyn TableProvider>,
+    pub alert_triage: Arc<DeltaTable>,
     pub quarantine: Arc<DeltaTable>,
     pub query_audit: Arc<DeltaTable>,
 }
@@ -157,6 +167,7 @@ impl LakeTables {
             invalid_fields: with_invalid_fields(events.clone())?,
             events,
             alerts: latest_versions(table(&tables::ALERTS)?)?,
+            alert_triage: table(&tables::ALERT_TRIAGE)?,
             quarantine: table(&tables::QUARANTINE)?,
             query_audit: table(&tables::QUERY_AUDIT)?,
         })
@@ -169,6 +180,7 @@ impl LakeTables {
             Table::Events => self.events.clone(),
             Table::InvalidFields => self.invalid_fields.clone(),
             Table::Alerts => self.alerts.clone(),
+            Table::AlertTriage => self.alert_triage.clone(),
             Table::Quarantine => self.quarantine.clone(),
             Table::QueryAudit => self.query_audit.clone(),
             Table::OcsfApiActivity | Table::OcsfDetectionFinding => {

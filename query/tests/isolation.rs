@@ -153,7 +153,7 @@ fn tricks_do_not_leak_foreign_rows_or_counts() {
             0,
         ),
         (
-            "SELECT count(*) FROM information_schema.tables WHERE table_name NOT IN ('events', 'invalid_fields', 'alerts', 'ocsf_api_activity', 'ocsf_detection_finding') AND table_schema = 'public'",
+            "SELECT count(*) FROM information_schema.tables WHERE table_name NOT IN ('events', 'invalid_fields', 'alerts', 'alert_triage', 'ocsf_api_activity', 'ocsf_detection_finding') AND table_schema = 'public'",
             0,
         ),
     ];
@@ -225,6 +225,7 @@ fn tables_beyond_the_role_are_forbidden_by_name() {
         assert_eq!(
             tables,
             [
+                ["alert_triage"],
                 ["alerts"],
                 ["events"],
                 ["invalid_fields"],

@@ -710,7 +710,7 @@ public class Check {
             try (ResultSet r = meta.getTables(null, "public", "%", new String[] {"TABLE"})) {
                 while (r.next()) tables.add(r.getString("TABLE_NAME"));
             }
-            check(tables.equals(java.util.List.of("alerts", "events", "invalid_fields", "ocsf_api_activity", "ocsf_detection_finding")), "tables: " + tables);
+            check(tables.equals(java.util.List.of("alert_triage", "alerts", "events", "invalid_fields", "ocsf_api_activity", "ocsf_detection_finding")), "tables: " + tables);
             java.util.Map<String, Integer> columns = new java.util.HashMap<>();
             try (ResultSet r = meta.getColumns(null, "public", "events", "%")) {
                 while (r.next()) columns.put(r.getString("COLUMN_NAME"), r.getInt("DATA_TYPE"));
@@ -1155,13 +1155,15 @@ async fn psql_lists_and_describes_only_the_tables_its_token_may_read() {
     let server = Server::start(1000).await;
     assert_eq!(
         server.query(ACME, "\\dt").await,
-        "public|alerts|table|postgres\npublic|events|table|postgres\n\
+        "public|alert_triage|table|postgres\npublic|alerts|table|postgres\n\
+         public|events|table|postgres\n\
          public|invalid_fields|table|postgres\n\
          public|ocsf_api_activity|table|postgres\npublic|ocsf_detection_finding|table|postgres"
     );
     let all = server.query(ADMIN, "\\dt").await;
     for table in [
         "alerts",
+        "alert_triage",
         "events",
         "quarantine",
         "query_audit",

@@ -1,6 +1,6 @@
 //! The lake's Arrow schemas and the builders that fill them: events (from
-//! decoded events), quarantine, and, in submodules, `alerts` and
-//! `query_audit`.
+//! decoded events), quarantine, and, in submodules, `alerts`,
+//! `alert_triage` and `query_audit`.
 //!
 //! Columns carry the contract's names. Ingest adds `received_at` and where the
 //! event came from (`source_*`). Hive partition columns (`dt`, `hour`) live in
@@ -22,9 +22,13 @@ use crate::error::DecodeError;
 use crate::event::{SCHEMA_VERSION, ToolCallEvent};
 use crate::view::{EventView, Ip};
 
+mod alert_triage;
 mod alerts;
 mod query_audit;
 mod rows;
+pub use alert_triage::{
+    AlertTriageBatchBuilder, AlertTriageRow, TRIAGE_VERSION, alert_triage_schema,
+};
 pub use alerts::{AlertBatchBuilder, AlertRow, alerts_schema};
 pub use query_audit::{QueryAuditBatchBuilder, QueryAuditRow, query_audit_schema};
 pub use rows::{DETECTOR_COLUMNS, EventRows};

@@ -522,6 +522,20 @@ async fn finished_exports_survive_a_restart_and_the_cli_exports_a_lake_locally()
     let after = wait_done(&up, "tok-gaud", &id).await?;
     assert_eq!(after["manifest"], before["manifest"]);
     assert_eq!(after["manifest"]["totals"]["rows"], json!(GLOBEX));
+    assert_eq!(after["verification"], json!({"ok": true, "findings": []}));
+    // A part changed on the server's disk: its status says so, naming it.
+    let part = after["manifest"]["parts"][0]["name"]
+        .as_str()
+        .context("a part")?
+        .to_owned();
+    let path = data.join("exports").join(&id).join(&part);
+    let mut bytes = std::fs::read(&path)?;
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes)?;
+    let (_, tampered) = get_json(&up, "tok-gaud", &format!("/v1/exports/{id}")).await?;
+    assert_eq!(tampered["verification"]["ok"], json!(false), "{tampered}");
+    let findings = tampered["verification"]["findings"].to_string();
+    assert!(findings.contains(&part), "{findings}");
     up.stop().await?;
 
     // The same lake, exported at the console as the local operator.

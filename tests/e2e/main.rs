@@ -6,6 +6,7 @@
 //! Tests never skip silently when the broker is missing: they fail and say how to start it.
 
 mod cli;
+mod console;
 mod detect;
 mod detect_kafka;
 mod export;

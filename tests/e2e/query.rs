@@ -205,6 +205,7 @@ async fn up_answers_sql_in_every_format_for_the_tokens_tenants_only() -> Result<
             "events",
             "invalid_fields",
             "alerts",
+            "alert_triage",
             "ocsf_api_activity",
             "ocsf_detection_finding"
         ]

@@ -30,7 +30,8 @@ pub struct RetentionConfig {
     /// How long quarantined input is kept, by receipt time (day partitions).
     #[serde(with = "duration")]
     pub quarantine: Duration,
-    /// How long alerts are kept, by alert time (day partitions).
+    /// How long alerts are kept, by alert time (day partitions), and their
+    /// triage changes (`alert_triage`), by the time of the change.
     #[serde(with = "duration")]
     pub alerts: Duration,
     /// How long the query audit is kept (day partitions). The audit of who
@@ -153,7 +154,7 @@ impl RetentionConfig {
         let default = match table {
             TableKind::Events => self.events,
             TableKind::Quarantine => self.quarantine,
-            TableKind::Alerts => self.alerts,
+            TableKind::Alerts | TableKind::AlertTriage => self.alerts,
             TableKind::QueryAudit => return self.query_audit,
         };
         let Some(over) = tenant.and_then(|t| self.tenants.get(t)) else {
@@ -162,7 +163,7 @@ impl RetentionConfig {
         let value = match table {
             TableKind::Events => over.events,
             TableKind::Quarantine => over.quarantine,
-            TableKind::Alerts => over.alerts,
+            TableKind::Alerts | TableKind::AlertTriage => over.alerts,
             TableKind::QueryAudit => None,
         };
         value.unwrap_or(default)

@@ -4,11 +4,11 @@
 //! | --- | --- |
 //! | `POST /v1/exports` | `{"tenant_id", "from", "to", "where"?, "format"}` → 202 with the status |
 //! | `GET /v1/exports` | the exports the token may read, newest first |
-//! | `GET /v1/exports/{id}` | status (`queued`, `running`, `done`, `failed`), progress, the manifest once done |
+//! | `GET /v1/exports/{id}` | status (`queued`, `running`, `done`, `failed`), progress, the manifest and its verification once done |
 //! | `GET /v1/exports/{id}/files/{name}` | a part, `manifest.json` or `manifest.json.sig`, streamed |
 //! | `GET /v1/keys` | the public keys that verify manifests (no token needed) |
 //!
-//! Exports need `Authorization: Bearer <token>` of an auditor or admin whose
+//! Exports need `Authorization: Bearer <token>` (or the console's session) of an auditor or admin whose
 //! tenants include the export's. Errors are `{"error", "message"}`, plus
 //! `"field"` for a bad request.
 

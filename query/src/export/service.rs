@@ -255,19 +255,45 @@ impl ExportService {
     }
 
     /// The status of export `id`, with its manifest once done.
+    ///
+    /// A finished export's status also says whether it verifies now: its
+    /// manifest's signature by a key of this server (current or previous)
+    /// and every part's size and SHA-256 (`verification`: `ok` and the
+    /// findings, as `tooltrail export --verify` prints them).
     pub async fn status(&self, principal: &Principal, id: &str) -> Result<Value, ExportError> {
         let job = self.visible(principal, id)?;
-        let manifest = match job.record.status {
+        let checked = match job.record.status {
             Status::Done => {
                 let dir = self.inner.settings.dir.join(id);
-                let read = tokio::task::spawn_blocking(move || Manifest::read(&dir))
-                    .await
-                    .map_err(|e| ExportError::Internal(e.to_string()))?;
+                let settings = &self.inner.settings;
+                let keyring = tooltrail_schemas::signing::Keyring::new(
+                    std::iter::once(settings.signer.public_key().clone())
+                        .chain(settings.previous_keys.iter().cloned())
+                        .collect(),
+                );
+                let read = tokio::task::spawn_blocking(move || {
+                    Manifest::read(&dir).map(|m| (m, crate::export::verify_dir(&dir, &keyring)))
+                })
+                .await
+                .map_err(|e| ExportError::Internal(e.to_string()))?;
                 Some(read.map_err(ExportError::Internal)?)
             }
             _ => None,
         };
-        Ok(self.view(&job.record, &job.progress, manifest.as_ref()))
+        let mut view = self.view(
+            &job.record,
+            &job.progress,
+            checked.as_ref().map(|(manifest, _)| manifest),
+        );
+        if let Some((_, verification)) = &checked {
+            let findings: Vec<String> = verification
+                .findings
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            view["verification"] = json!({"ok": verification.is_ok(), "findings": findings});
+        }
+        Ok(view)
     }
 
     /// The exports `principal` may read, newest first, without manifests.
