@@ -208,10 +208,7 @@ impl ListRequest {
             Sort::Severity => "severity_rank DESC, time DESC, alert_id DESC",
         };
         format!(
-            "WITH latest_triage AS (\
-               SELECT alert_id, status, assignee, close_reason, time AS triaged_at, actor AS triaged_by, \
-                      row_number() OVER (PARTITION BY alert_id ORDER BY time DESC, triage_id DESC) AS n \
-               FROM alert_triage), \
+            "WITH latest_triage AS ({latest}), \
              listed AS (\
                SELECT a.alert_id, a.time, a.tenant_id, a.user_id, a.detector, a.severity, a.score, \
                       a.title, a.repeats, a.window_start, a.window_end, \
@@ -219,6 +216,7 @@ impl ListRequest {
                       t.triaged_at, t.triaged_by, {rank} AS severity_rank \
                FROM alerts a LEFT JOIN latest_triage t ON t.alert_id = a.alert_id AND t.n = 1{alert_where}) \
              SELECT * FROM listed{page_where} ORDER BY {order} LIMIT {limit}",
+            latest = super::triage::latest_rows(""),
             rank = severity_rank("a.severity"),
             alert_where = clause(&alert_filters),
             page_where = clause(&page_filters),

@@ -364,19 +364,28 @@ impl AlertsService {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "WITH t AS (\
-               SELECT alert_id, status, assignee, close_reason, \
-                      row_number() OVER (PARTITION BY alert_id ORDER BY time DESC, triage_id DESC) AS n \
-               FROM alert_triage WHERE alert_id IN ({ids})) \
+            "WITH t AS ({latest}) \
              SELECT a.alert_id, a.tenant_id, a.user_id, a.time, a.detector, a.severity, a.title, \
                     {rank} AS severity_rank, t.status, t.assignee, t.close_reason \
              FROM alerts a LEFT JOIN t ON t.alert_id = a.alert_id AND t.n = 1 \
              WHERE a.alert_id IN ({ids})",
+            latest = latest_rows(&format!(" WHERE alert_id IN ({ids})")),
             rank = severity_rank("a.severity"),
         );
         let rows = self.rows(principal, &sql).await?;
         Ok(rows.iter().filter_map(Current::from_row).collect())
     }
+}
+
+/// Every alert's triage rows (those `filter` keeps), numbered newest first
+/// in `n`: an alert's state is its row with `n = 1`, the latest by (`time`,
+/// `triage_id`).
+pub(crate) fn latest_rows(filter: &str) -> String {
+    format!(
+        "SELECT alert_id, status, assignee, close_reason, time AS triaged_at, actor AS triaged_by, \
+                row_number() OVER (PARTITION BY alert_id ORDER BY time DESC, triage_id DESC) AS n \
+         FROM alert_triage{filter}"
+    )
 }
 
 fn may_triage(principal: &Principal) -> Result<(), AlertsError> {
