@@ -132,3 +132,35 @@ pub fn start_delivery(
     );
     Ok(handle)
 }
+
+/// Sends the triage changes made in the console or the alerts API to the
+/// destinations that follow triage (`triage = true`), through the outbox.
+pub struct TriageToDestinations(pub tooltrail_detect::deliver::DeliveryHandle);
+
+impl tooltrail_query::alerts::TriageNotifier for TriageToDestinations {
+    fn notify(&self, change: &tooltrail_query::alerts::TriageChange) {
+        let alert: tooltrail_detect::Alert = match serde_json::from_str(&change.record) {
+            Ok(alert) => alert,
+            Err(error) => {
+                tracing::warn!(alert_id = %change.alert_id, %error, "the alert's record does not read: its triage change is not sent");
+                return;
+            }
+        };
+        let note = tooltrail_detect::deliver::TriageNote {
+            triage_id: change.triage_id.clone(),
+            status: change.status.clone(),
+            assignee: change.assignee.clone(),
+            close_reason: change.close_reason.clone(),
+            comment: change.comment.clone(),
+            actor: change.actor.clone(),
+            time: change.time,
+        };
+        let handle = self.0.clone();
+        // The outbox writes with fsync: off the request's task.
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = handle.enqueue_triage(&alert, &note) {
+                tracing::error!(alert_id = %alert.alert_id, triage_id = %note.triage_id, error = %tooltrail_schemas::Report(&error), "a triage change could not be queued for delivery");
+            }
+        });
+    }
+}

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tooltrail_detect::clock::SystemClock;
+use tooltrail_detect::deliver::DeliveryHandle;
 use tooltrail_detect::publish::Publisher;
 use tooltrail_detect::service::Detector;
 use tooltrail_detect::{Alert, Engine};
@@ -127,7 +128,7 @@ pub async fn run_with(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "detector warmed from the lake"
     );
-    let tap = start_detection(
+    let (tap, delivery) = start_detection(
         &config,
         &args.data_dir,
         (&location, lake_metrics.clone()),
@@ -231,6 +232,8 @@ pub async fn run_with(
     // the routes holding it are dropped.
     let (alerts_api, triage) =
         tooltrail_query::AlertsService::new(query.clone(), &location, lake_metrics);
+    let alerts_api =
+        alerts_api.with_notifier(Arc::new(crate::detect::TriageToDestinations(delivery)));
     tokio::spawn(triage.run(CancellationToken::new()));
     let sessions = tooltrail_query::auth::session::SessionStore::new(&config.query.console);
     // Every route that authenticates with a query token answers to the
@@ -271,11 +274,11 @@ async fn start_detection(
     supervisor: &Supervisor,
     (engine, pending): (Engine, Vec<Alert>),
     alerts: broadcast::Sender<Alert>,
-) -> anyhow::Result<EventTap> {
+) -> anyhow::Result<(EventTap, DeliveryHandle)> {
     let handle =
         crate::detect::start_delivery(&config.detect.delivery, data_dir, registry, supervisor)?;
     let metrics = tooltrail_detect::metrics::Metrics::register(registry);
-    let publisher = Publisher::open(lake, Some(handle), metrics.clone(), lake_metrics)
+    let publisher = Publisher::open(lake, Some(handle.clone()), metrics.clone(), lake_metrics)
         .await?
         .with_listeners(alerts);
     let detector = Detector::new(engine, pending, publisher, metrics, Arc::new(SystemClock));
@@ -284,7 +287,7 @@ async fn start_detection(
     supervisor.spawn(Phase::Detect, "detector", async move {
         Ok(detector.run(events, token).await?)
     });
-    Ok(tap)
+    Ok((tap, handle))
 }
 
 pub fn default_kafka() -> KafkaConfig {

@@ -117,6 +117,7 @@ pub mod metrics;
 pub mod ocsf;
 pub mod outbox;
 mod send;
+pub mod triage;
 pub mod webhook;
 mod worker;
 
@@ -135,6 +136,7 @@ use tracing::{debug, warn};
 pub use config::{DeliveryConfig, DestinationConfig, DestinationKind, RetryConfig, Secret};
 pub use error::{Error, Result};
 pub use metrics::Outcome;
+pub use triage::TriageNote;
 
 use crate::alert::Alert;
 use metrics::Metrics;
@@ -149,6 +151,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct DeliveryEvent {
     pub destination: String,
     pub alert_id: String,
+    /// Set when what was sent is a triage change of the alert.
+    pub triage_id: Option<String>,
     pub outcome: Outcome,
     /// Why the attempt failed (`retry` and `failed`).
     pub reason: Option<String>,
@@ -202,6 +206,29 @@ impl DeliveryHandle {
                 None => {
                     debug!(destination = %name, alert_id = %alert.alert_id, "alert already queued or delivered")
                 }
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Makes the triage change `note` of `alert` durable in the outbox for
+    /// every destination that follows triage (`triage = true`) and whose
+    /// routing matches the alert, and wakes their senders. Returns how many
+    /// destinations it was newly queued for. Blocking file IO, like
+    /// [`DeliveryHandle::enqueue`].
+    pub fn enqueue_triage(&self, alert: &Alert, note: &TriageNote) -> Result<usize> {
+        let now = Utc::now();
+        let mut queued = 0;
+        for destination in &self.shared.destinations {
+            if !destination.config.triage || !destination.config.routes(alert) {
+                continue;
+            }
+            let name = &destination.config.name;
+            if let Some(entry) = self.shared.outbox.enqueue_triage(name, alert, note, now)? {
+                destination.pending.inc();
+                destination.inbox.push(entry);
+                queued += 1;
+                debug!(destination = %name, alert_id = %alert.alert_id, triage_id = %note.triage_id, "triage change enqueued");
             }
         }
         Ok(queued)

@@ -27,7 +27,7 @@ use tooltrail_detect::alert::{ALERT_VERSION, alert_id};
 use tooltrail_detect::deliver::metrics::Metrics;
 use tooltrail_detect::deliver::{
     Delivery, DeliveryConfig, DeliveryEvent, DeliveryHandle, DestinationConfig, DestinationKind,
-    Error, Outcome, RetryConfig, Secret,
+    Error, Outcome, RetryConfig, Secret, TriageNote,
 };
 use tooltrail_detect::{Alert, DetectorKind, Evidence, Severity};
 
@@ -239,6 +239,7 @@ fn destination(name: &str, kind: DestinationKind, url: String) -> DestinationCon
         tenants: Vec::new(),
         detectors: Vec::new(),
         max_per_minute: 600,
+        triage: false,
     }
 }
 
@@ -308,7 +309,7 @@ impl Running {
 
     async fn outcome(&mut self, outcome: Outcome, alert: &Alert) -> Result<DeliveryEvent> {
         self.next(GUARD, |e| {
-            e.outcome == outcome && e.alert_id == alert.alert_id
+            e.outcome == outcome && e.alert_id == alert.alert_id && e.triage_id.is_none()
         })
         .await
     }
@@ -743,6 +744,81 @@ async fn enqueue_is_idempotent_and_delivered_alerts_are_not_sent_again() -> Resu
         .map(|r| r.key().to_owned())
         .collect();
     assert_eq!(keys, [alert.alert_id.clone(), other.alert_id.clone()]);
+    again.stop().await
+}
+
+/// A destination that follows triage gets each change of an alert it was
+/// sent, signed, once, under its own key; one that does not follow triage,
+/// or that the alert does not route to, gets none.
+#[tokio::test]
+async fn destinations_that_follow_triage_get_each_change_once() -> Result<()> {
+    let receiver = Receiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let following = DestinationConfig {
+        triage: true,
+        ..webhook("soc", receiver.url("/soc"))
+    };
+    let only_critical = DestinationConfig {
+        triage: true,
+        min_severity: Severity::Critical,
+        ..webhook("pager", receiver.url("/pager"))
+    };
+    let not_following = webhook("siem", receiver.url("/siem"));
+    let cfg = config(vec![following, only_critical, not_following]);
+    let mut running = start(cfg.clone(), dir.path())?;
+    let alert = high(1);
+    assert_eq!(running.handle.enqueue(&alert)?, 2);
+    let note = TriageNote {
+        triage_id: "0195c0de-0000-7000-8000-000000000001".into(),
+        status: "closed".into(),
+        assignee: Some("ana".into()),
+        close_reason: Some("false_positive".into()),
+        comment: Some("the nightly backup job".into()),
+        actor: "ana".into(),
+        // The wire carries microseconds, as the lake does.
+        time: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now"),
+    };
+    assert_eq!(running.handle.enqueue_triage(&alert, &note)?, 1, "soc only");
+    assert_eq!(
+        running.handle.enqueue_triage(&alert, &note)?,
+        0,
+        "already pending"
+    );
+    running
+        .next(GUARD, |e| {
+            e.outcome == Outcome::Delivered
+                && e.triage_id.as_deref() == Some(note.triage_id.as_str())
+        })
+        .await?;
+    let requests = receiver.wait_for(GUARD, |r| r.len() >= 3).await?;
+    let triage: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.json()["type"] == "alert.triage")
+        .collect();
+    let [change] = triage[..] else {
+        bail!("expected one triage request, got {requests:?}");
+    };
+    assert_eq!(change.path, "/soc");
+    assert_eq!(
+        change.key(),
+        format!("{}_{}", alert.alert_id, note.triage_id)
+    );
+    let body = change.json();
+    assert_eq!(body["alert_id"], alert.alert_id.as_str());
+    assert_eq!(body["triage"]["close_reason"], "false_positive");
+    let back: TriageNote = serde_json::from_value(body["triage"].clone())?;
+    assert_eq!(back, note);
+    let timestamp = change.header("x-tooltrail-timestamp");
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(&change.body);
+    assert_eq!(
+        change.header("x-tooltrail-signature"),
+        format!("v1={}", hmac_hex(SECRET, &signed))
+    );
+    running.stop().await?;
+    // Delivered once: not again after a restart.
+    let again = start(cfg, dir.path())?;
+    assert_eq!(again.handle.enqueue_triage(&alert, &note)?, 0);
     again.stop().await
 }
 

@@ -4,12 +4,14 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tooltrail_query::alerts::{TriageChange, TriageNotifier};
 use tooltrail_query::auth::session::{self, SessionStore};
 use tooltrail_query::{AlertsService, Engine};
 
@@ -21,6 +23,11 @@ struct Api {
 
 impl Api {
     async fn start() -> Api {
+        Api::start_with(None).await
+    }
+
+    /// With `notifier` told of triage changes.
+    async fn start_with(notifier: Option<Arc<dyn TriageNotifier>>) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let engine: Engine = tokio::task::spawn_blocking(move || {
@@ -30,7 +37,10 @@ impl Api {
         .await
         .unwrap();
         let lake = tooltrail_lake::Location::local(dir.path()).unwrap();
-        let (alerts, task) = AlertsService::new(engine.clone(), &lake, Default::default());
+        let (mut alerts, task) = AlertsService::new(engine.clone(), &lake, Default::default());
+        if let Some(notifier) = notifier {
+            alerts = alerts.with_notifier(notifier);
+        }
         tokio::spawn(task.run(tokio_util::sync::CancellationToken::new()));
         let sessions = SessionStore::new(&Default::default());
         let routes = tooltrail_query::alerts::http::router(alerts)
@@ -532,4 +542,58 @@ async fn the_console_is_served_under_its_policy_and_chat_links_open_an_alert() {
         .await
         .unwrap();
     assert_eq!(odd.status(), StatusCode::NOT_FOUND);
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<TriageChange>>);
+
+impl TriageNotifier for Recorder {
+    fn notify(&self, change: &TriageChange) {
+        self.0.lock().unwrap().push(change.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_a_fresh_alert_is_told_to_the_notifier_with_its_record() {
+    let recorder = Arc::new(Recorder::default());
+    let api = Api::start_with(Some(recorder.clone())).await;
+    let now = chrono::Utc::now();
+    let fresh = format!(
+        r#"{{"alert_version":1,"alert_id":"acme-fresh","time":"{}","tenant_id":"acme","user_id":"u1@acme","detector":"cross_tenant","severity":"critical","score":95,"title":"fresh","explanation":"x","evidence":{{"event_ids":[]}},"window_start":"{}","window_end":"{}","repeats":0}}"#,
+        now.to_rfc3339(),
+        now.to_rfc3339(),
+        now.to_rfc3339()
+    );
+    let root = api._dir.path().to_owned();
+    tokio::task::spawn_blocking(move || support::write_alerts(&root, &format!("{fresh}\n")))
+        .await
+        .unwrap();
+    let (status, body) = api
+        .post(
+            "/v1/alerts/acme-fresh/triage",
+            "analyst-acme",
+            json!({"status": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // support::write_lake's alerts are of 2026-11-22: history, not news.
+    let (status, _) = api
+        .post(
+            "/v1/alerts/acme-a0/triage",
+            "analyst-acme",
+            json!({"status": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let told = recorder.0.lock().unwrap().clone();
+    let [change] = &told[..] else {
+        panic!("expected one change, got {told:?}");
+    };
+    assert_eq!(
+        (change.alert_id.as_str(), change.status.as_str()),
+        ("acme-fresh", "acknowledged")
+    );
+    assert_eq!(change.actor, "analyst-acme");
+    let record: Value = serde_json::from_str(&change.record).unwrap();
+    assert_eq!(record["title"], "fresh");
 }

@@ -220,6 +220,96 @@ async fn up_pages_a_webhook_with_a_signed_alert_and_keeps_it_in_the_lake() -> Re
     Ok(())
 }
 
+/// A destination with `triage = true` hears of an analyst's triage change of
+/// an alert it was paged with: `up` wires the alerts API to the outbox.
+#[tokio::test]
+async fn an_analyst_closing_an_alert_is_told_to_the_destination_that_follows_triage() -> Result<()>
+{
+    use sha2::Digest;
+    let (hook, received) = receiver().await?;
+    let token = format!(
+        "[[query.tokens]]\nname = \"ana\"\nsha256 = \"{}\"\nrole = \"analyst\"\ntenants = [\"acme\"]\n",
+        hex::encode(Sha256::digest(b"tok-ana"))
+    );
+    let setup = UpWithWebhook::new(&hook, &token, "triage = true\n")?;
+    let up = setup.start().await?;
+    let event = json!({
+        "schema_version": 1, "event_id": "x-1", "time": chrono::Utc::now().to_rfc3339(),
+        "tenant_id": "acme", "user_id": "mallory", "server": "gdrive", "method": "tools/call",
+        "tool": "read_file", "resource": "gdrive://globex/finance/payroll.xlsx",
+        "decision": "allow", "status": 200
+    });
+    let paged = received.arrived.notified();
+    let reply = up.post_events(format!("{event}\n"), &[]).await?;
+    ensure!(reply.0 == 200, "{}", reply.1);
+    tokio::time::timeout(Duration::from_secs(20), paged)
+        .await
+        .context("no alert at the webhook within 20 s")?;
+    let alert: Value = serde_json::from_slice(&received.requests.lock().expect("lock")[0].1)?;
+    let id = alert["alert_id"]
+        .as_str()
+        .context("an alert id")?
+        .to_owned();
+
+    // The alert is in the lake before the API can triage it.
+    let client = reqwest::Client::new();
+    let deadline = crate::support::Deadline::after(Duration::from_secs(20));
+    let triage = loop {
+        let response = client
+            .post(up.url(&format!("/v1/alerts/{id}/triage")))
+            .bearer_auth("tok-ana")
+            .json(&json!({"status": "closed", "close_reason": "true_positive_malicious", "comment": "revoked"}))
+            .send()
+            .await?;
+        if response.status() == 200 {
+            break response.json::<Value>().await?;
+        }
+        ensure!(
+            response.status() == 404,
+            "triage: {}",
+            response.text().await?
+        );
+        deadline.remaining("the alert in the lake")?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = crate::support::Deadline::after(Duration::from_secs(20));
+    let change = loop {
+        let found = received
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(_, body, _)| {
+                serde_json::from_slice::<Value>(body).is_ok_and(|b| b["type"] == "alert.triage")
+            })
+            .cloned();
+        if let Some(change) = found {
+            break change;
+        }
+        deadline.remaining("the triage change at the webhook")?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (headers, body, _) = change;
+    let body: Value = serde_json::from_slice(&body)?;
+    ensure!(body["alert_id"] == id.as_str(), "{body}");
+    ensure!(
+        body["triage"]["close_reason"] == "true_positive_malicious",
+        "{body}"
+    );
+    ensure!(body["triage"]["actor"] == "ana", "{body}");
+    ensure!(
+        body["triage"]["comment"] == triage["triage"]["comment"],
+        "{body}"
+    );
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    ensure!(key.starts_with(&format!("{id}_")), "{key}");
+    up.stop().await?;
+    Ok(())
+}
+
 /// An `ocsf` destination gets the alert as an OCSF Detection Finding, and the
 /// `ocsf_detection_finding` view shows the very same record for it: one
 /// definition behind both.

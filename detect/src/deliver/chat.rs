@@ -17,7 +17,7 @@ const MAX_LISTED_EVENTS: usize = 10;
 const SLACK_HEADER_MAX: usize = 150;
 const SLACK_TEXT_MAX: usize = 3000;
 
-fn emoji(severity: Severity) -> &'static str {
+pub(super) fn emoji(severity: Severity) -> &'static str {
     match severity {
         Severity::Low => "\u{2139}\u{fe0f}",    // information
         Severity::Medium => "\u{26a0}\u{fe0f}", // warning sign
@@ -74,7 +74,7 @@ fn sample_events(alert: &Alert, quote: impl Fn(&str) -> String) -> Option<String
 }
 
 /// Cuts `s` to at most `max` characters, marking the cut with an ellipsis.
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_owned();
     }
@@ -85,7 +85,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Slack mrkdwn escaping: with `&`, `<`, `>` escaped nothing becomes a link
 /// or a mention.
-fn slack_escape(s: &str) -> String {
+pub(super) fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -172,7 +172,7 @@ pub fn slack_message(alert: &Alert, console_url: Option<&str>) -> Value {
 }
 
 /// Teams text: a Markdown link's `](` is broken so it renders as text.
-fn teams_text(s: &str) -> String {
+pub(super) fn teams_text(s: &str) -> String {
     s.replace("](", "]\u{200b}(")
 }
 

@@ -144,6 +144,13 @@ pub struct DestinationConfig {
     /// none is dropped.
     #[serde(default = "default_max_per_minute")]
     pub max_per_minute: u32,
+    /// Also send the triage changes made in the console or the alerts API
+    /// (acknowledged, closed with a reason, reopened, assigned, commented) of
+    /// the alerts this destination gets, made within a day of the alert, so
+    /// that chat shows who took an alert: webhooks get `{"type":
+    /// "alert.triage", …}`, Slack and Teams a short message. Not for `ocsf`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub triage: bool,
 }
 
 fn default_min_severity() -> Severity {
@@ -236,6 +243,12 @@ impl DeliveryConfig {
                 }
                 _ => {}
             }
+            if d.triage && d.kind == DestinationKind::Ocsf {
+                issue(
+                    at("triage"),
+                    "is for webhook, slack and teams destinations: OCSF has no class for a triage change".into(),
+                );
+            }
             match (d.kind, &d.console_url) {
                 (DestinationKind::Webhook | DestinationKind::Ocsf, Some(_)) => {
                     issue(
@@ -298,6 +311,7 @@ mod tests {
             tenants: Vec::new(),
             detectors: Vec::new(),
             max_per_minute: 60,
+            triage: false,
         }
     }
 

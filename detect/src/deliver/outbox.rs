@@ -2,9 +2,12 @@
 //! delivery, a marker per delivered alert, and the dead letters.
 //!
 //! ```text
-//! <outbox>/pending/<destination>/<alert_id>.json    waiting (an [`Entry`])
-//! <outbox>/delivered/<destination>/<alert_id>       delivered (empty; mtime = when)
-//! <outbox>/dead/<destination>/<alert_id>.json       given up (an [`Entry`] + reason)
+//! <outbox>/pending/<destination>/<key>.json    waiting (an [`Entry`])
+//! <outbox>/delivered/<destination>/<key>       delivered (empty; mtime = when)
+//! <outbox>/dead/<destination>/<key>.json       given up (an [`Entry`] + reason)
+//!
+//! The key ([`Entry::key`]) is the alert id, or `<alert_id>_<triage_id>` for
+//! a triage change of the alert (`triage` in the entry).
 //! ```
 //!
 //! Every file appears atomically (temporary file, fsync, rename, fsync of the
@@ -26,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
+use super::triage::TriageNote;
 use crate::alert::Alert;
 
 /// Version of the outbox entry format; bumped only for additive changes.
@@ -40,6 +44,20 @@ pub struct Entry {
     /// When the alert entered the outbox (wall clock).
     pub enqueued_at: DateTime<Utc>,
     pub alert: Alert,
+    /// A triage change of `alert` to send, rather than the alert itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triage: Option<TriageNote>,
+}
+
+impl Entry {
+    /// What names the entry's files: the alert id, or for a triage change
+    /// `<alert_id>_<triage_id>`. Also the `Idempotency-Key` of its requests.
+    pub fn key(&self) -> String {
+        match &self.triage {
+            None => self.alert.alert_id.clone(),
+            Some(note) => format!("{}_{}", self.alert.alert_id, note.triage_id),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -133,28 +151,52 @@ impl Outbox {
         alert: &Alert,
         now: DateTime<Utc>,
     ) -> Result<Option<Entry>> {
-        if !valid_alert_id(&alert.alert_id) {
-            return Err(Error::InvalidAlertId(alert.alert_id.clone()));
+        self.put(Entry {
+            outbox_version: OUTBOX_VERSION,
+            destination: destination.to_owned(),
+            enqueued_at: now,
+            alert: alert.clone(),
+            triage: None,
+        })
+    }
+
+    /// Makes the triage change `note` of `alert` durable as pending for
+    /// `destination`, unless it is already pending, delivered or dead there.
+    pub fn enqueue_triage(
+        &self,
+        destination: &str,
+        alert: &Alert,
+        note: &TriageNote,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Entry>> {
+        self.put(Entry {
+            outbox_version: OUTBOX_VERSION,
+            destination: destination.to_owned(),
+            enqueued_at: now,
+            alert: alert.clone(),
+            triage: Some(note.clone()),
+        })
+    }
+
+    fn put(&self, entry: Entry) -> Result<Option<Entry>> {
+        let key = entry.key();
+        if !valid_alert_id(&key) {
+            return Err(Error::InvalidAlertId(key));
         }
+        let destination = entry.destination.as_str();
         let _guard = self.lock(destination);
-        let pending = self.pending_path(destination, &alert.alert_id);
+        let pending = self.pending_path(destination, &key);
         // Pending first: a delivery writes its marker before removing the
         // pending file, so one of the two is always there.
         for path in [
             &pending,
-            &self.delivered_path(destination, &alert.alert_id),
-            &self.dead_path(destination, &alert.alert_id),
+            &self.delivered_path(destination, &key),
+            &self.dead_path(destination, &key),
         ] {
             if exists(path)? {
                 return Ok(None);
             }
         }
-        let entry = Entry {
-            outbox_version: OUTBOX_VERSION,
-            destination: destination.to_owned(),
-            enqueued_at: now,
-            alert: alert.clone(),
-        };
         let json = serde_json::to_vec(&entry).expect("an outbox entry always serializes");
         write_atomically(&pending, &json)?;
         Ok(Some(entry))
@@ -184,13 +226,10 @@ impl Outbox {
                 Err(e) => return Err(Error::io(&path, e)),
             };
             match serde_json::from_slice::<Entry>(&bytes) {
-                Ok(entry) if valid_alert_id(&entry.alert.alert_id) => scan.entries.push(entry),
+                Ok(entry) if valid_alert_id(&entry.key()) => scan.entries.push(entry),
                 Ok(entry) => scan.quarantined.push((
                     self.quarantine(destination, &path, name)?,
-                    format!(
-                        "alert id `{}` cannot name an outbox file",
-                        entry.alert.alert_id
-                    ),
+                    format!("alert id `{}` cannot name an outbox file", entry.key()),
                 )),
                 Err(e) => scan.quarantined.push((
                     self.quarantine(destination, &path, name)?,
@@ -198,9 +237,7 @@ impl Outbox {
                 )),
             }
         }
-        scan.entries.sort_by(|a, b| {
-            (a.enqueued_at, &a.alert.alert_id).cmp(&(b.enqueued_at, &b.alert.alert_id))
-        });
+        scan.entries.sort_by_key(|e| (e.enqueued_at, e.key()));
         Ok(scan)
     }
 
@@ -233,7 +270,7 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<PathBuf> {
         let _guard = self.lock(&entry.destination);
-        let dead = self.dead_path(&entry.destination, &entry.alert.alert_id);
+        let dead = self.dead_path(&entry.destination, &entry.key());
         let letter = DeadLetter {
             entry,
             failed_at: now,
@@ -242,7 +279,7 @@ impl Outbox {
         };
         let json = serde_json::to_vec_pretty(&letter).expect("a dead letter always serializes");
         write_atomically(&dead, &json)?;
-        remove_durably(&self.pending_path(&entry.destination, &entry.alert.alert_id))?;
+        remove_durably(&self.pending_path(&entry.destination, &entry.key()))?;
         Ok(dead)
     }
 

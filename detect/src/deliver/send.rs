@@ -11,6 +11,8 @@ use super::backoff::parse_retry_after;
 use super::chat::{slack_message, teams_message};
 use super::config::{DestinationConfig, DestinationKind};
 use super::ocsf::detection_finding;
+use super::outbox::Entry;
+use super::triage::{self, TriageNote};
 use super::webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 use crate::alert::Alert;
 
@@ -32,14 +34,22 @@ pub enum Attempt {
 /// (and `ocsf` destinations with a secret) are signed at `timestamp` (unix
 /// seconds), so every retry is signed afresh. Fails only if the alert cannot
 /// be rendered as an OCSF finding, which no retry would change.
+///
+/// With `triage`, the request carries that triage change of the alert
+/// instead ([`super::triage`]), keyed `<alert_id>_<triage_id>`.
 pub async fn request(
     destination: &DestinationConfig,
     alert: &Alert,
+    triage: Option<&TriageNote>,
     timestamp: i64,
 ) -> Result<(Vec<u8>, Vec<(&'static str, String)>), String> {
     let console = destination.console_url.as_deref();
+    let key = match triage {
+        None => alert.alert_id.clone(),
+        Some(note) => format!("{}_{}", alert.alert_id, note.triage_id),
+    };
     let signed = |body: Vec<u8>| {
-        let mut headers = vec![(IDEMPOTENCY_HEADER, alert.alert_id.clone())];
+        let mut headers = vec![(IDEMPOTENCY_HEADER, key.clone())];
         if let Some(secret) = &destination.secret {
             let signature = sign(secret.expose().as_bytes(), timestamp, &body);
             headers.push((TIMESTAMP_HEADER, timestamp.to_string()));
@@ -47,6 +57,26 @@ pub async fn request(
         }
         (body, headers)
     };
+    if let Some(note) = triage {
+        return match destination.kind {
+            DestinationKind::Webhook => Ok(signed(
+                triage::webhook_body(alert, note).to_string().into_bytes(),
+            )),
+            DestinationKind::Slack => Ok((
+                triage::slack_message(alert, note, console)
+                    .to_string()
+                    .into_bytes(),
+                Vec::new(),
+            )),
+            DestinationKind::Teams => Ok((
+                triage::teams_message(alert, note, console)
+                    .to_string()
+                    .into_bytes(),
+                Vec::new(),
+            )),
+            DestinationKind::Ocsf => Err("an ocsf destination takes no triage changes".into()),
+        };
+    }
     Ok(match destination.kind {
         DestinationKind::Webhook => signed(alert.to_json().into_bytes()),
         DestinationKind::Ocsf => {
@@ -69,13 +99,20 @@ pub async fn request(
     })
 }
 
-/// Sends `alert` once.
+/// Sends `entry` (an alert or a triage change of one) once.
 pub async fn attempt(
     client: &reqwest::Client,
     destination: &DestinationConfig,
-    alert: &Alert,
+    entry: &Entry,
 ) -> Attempt {
-    let (body, headers) = match request(destination, alert, Utc::now().timestamp()).await {
+    let (body, headers) = match request(
+        destination,
+        &entry.alert,
+        entry.triage.as_ref(),
+        Utc::now().timestamp(),
+    )
+    .await
+    {
         Ok(request) => request,
         Err(reason) => return Attempt::Permanent { reason },
     };
@@ -224,8 +261,9 @@ mod tests {
             tenants: Vec::new(),
             detectors: Vec::new(),
             max_per_minute: 60,
+            triage: false,
         };
-        let (body, headers) = request(&destination, &alert, 1_760_000_000)
+        let (body, headers) = request(&destination, &alert, None, 1_760_000_000)
             .await
             .expect("a request");
         assert_eq!(body, alert.to_json().into_bytes());
@@ -257,6 +295,7 @@ mod tests {
             tenants: Vec::new(),
             detectors: Vec::new(),
             max_per_minute: 60,
+            triage: false,
         }
     }
 
@@ -264,7 +303,7 @@ mod tests {
     async fn ocsf_requests_carry_the_alert_as_a_detection_finding() {
         use tooltrail_lake::ocsf::{DETECTION_FINDING, missing_required};
         let alert = test_alert();
-        let (body, headers) = request(&ocsf_destination(None), &alert, 1_760_000_000)
+        let (body, headers) = request(&ocsf_destination(None), &alert, None, 1_760_000_000)
             .await
             .expect("a request");
         let finding: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -286,6 +325,7 @@ mod tests {
         let (signed_body, headers) = request(
             &ocsf_destination(Some("0123456789abcdef")),
             &alert,
+            None,
             1_760_000_000,
         )
         .await

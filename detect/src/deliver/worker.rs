@@ -52,8 +52,8 @@ struct Queue {
 
 impl Queue {
     fn push(&mut self, entry: Entry, attempts: u32) {
-        if self.ids.insert(entry.alert.alert_id.clone()) {
-            let key = (attempts, entry.enqueued_at, entry.alert.alert_id.clone());
+        if self.ids.insert(entry.key()) {
+            let key = (attempts, entry.enqueued_at, entry.key());
             self.entries.insert(key, entry);
         }
     }
@@ -135,14 +135,14 @@ impl Worker {
             // file tells whether it is still pending.
             if !self
                 .outbox
-                .is_pending(&self.destination.name, &entry.alert.alert_id)?
+                .is_pending(&self.destination.name, &entry.key())?
             {
                 continue;
             }
             limiter.record(Instant::now());
             let attempts = attempts + 1;
             let outcome = {
-                let send = attempt(&self.client, &self.destination, &entry.alert);
+                let send = attempt(&self.client, &self.destination, &entry);
                 tokio::pin!(send);
                 let finished = match drain_until {
                     Some(_) => None,
@@ -202,7 +202,7 @@ impl Worker {
                         ),
                     };
                     failures = failures.saturating_add(1);
-                    warn!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, delay_ms = delay.as_millis() as u64, reason, "alert delivery failed; will retry");
+                    warn!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, triage_id = triage_id(&entry), attempts, delay_ms = delay.as_millis() as u64, reason, "alert delivery failed; will retry");
                     self.metrics.count(&self.destination.name, Outcome::Retry);
                     self.event(&entry, Outcome::Retry, Some(reason));
                     if drain_until.is_some() {
@@ -222,7 +222,7 @@ impl Worker {
 
     async fn delivered(&self, entry: Entry, attempts: u32) -> Result<()> {
         let outbox = Arc::clone(&self.outbox);
-        let (name, id) = (self.destination.name.clone(), entry.alert.alert_id.clone());
+        let (name, id) = (self.destination.name.clone(), entry.key());
         self.blocking(move || outbox.mark_delivered(&name, &id))
             .await?;
         let latency = (Utc::now() - entry.enqueued_at)
@@ -233,7 +233,7 @@ impl Worker {
             .count(&self.destination.name, Outcome::Delivered);
         self.metrics
             .observe_latency(&self.destination.name, latency.as_secs_f64());
-        info!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, latency_ms = latency.as_millis() as u64, "alert delivered");
+        info!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, triage_id = triage_id(&entry), attempts, latency_ms = latency.as_millis() as u64, "alert delivered");
         self.event(&entry, Outcome::Delivered, None);
         Ok(())
     }
@@ -246,7 +246,7 @@ impl Worker {
             .await?;
         self.pending.dec();
         self.metrics.count(&self.destination.name, Outcome::Failed);
-        error!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, attempts, path = %path.display(), reason, "alert delivery failed for good; moved to dead letters");
+        error!(destination = %self.destination.name, host = %self.destination.url.host(), alert_id = %entry.alert.alert_id, triage_id = triage_id(&entry), attempts, path = %path.display(), reason, "alert delivery failed for good; moved to dead letters");
         self.event(&entry, Outcome::Failed, Some(reason));
         Ok(())
     }
@@ -256,6 +256,7 @@ impl Worker {
         let _ = self.events.send(DeliveryEvent {
             destination: self.destination.name.clone(),
             alert_id: entry.alert.alert_id.clone(),
+            triage_id: entry.triage.as_ref().map(|t| t.triage_id.clone()),
             outcome,
             reason,
         });
@@ -272,4 +273,9 @@ impl Worker {
                 source,
             })?
     }
+}
+
+/// The triage change an entry carries, for logs (empty for an alert).
+fn triage_id(entry: &Entry) -> &str {
+    entry.triage.as_ref().map_or("", |t| t.triage_id.as_str())
 }

@@ -43,6 +43,8 @@ pub const FRESH: chrono::Duration = chrono::Duration::hours(24);
 /// One triage change as the destinations that follow triage are told of it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TriageChange {
+    /// Unique per change (a UUID).
+    pub triage_id: String,
     pub alert_id: String,
     pub tenant_id: String,
     pub user_id: String,
@@ -56,6 +58,9 @@ pub struct TriageChange {
     pub actor: String,
     #[serde(serialize_with = "utc")]
     pub time: DateTime<Utc>,
+    /// The alert's whole record as the detector published it (JSON).
+    #[serde(skip)]
+    pub record: String,
 }
 
 fn utc<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -366,7 +371,7 @@ impl AlertsService {
         let sql = format!(
             "WITH t AS ({latest}) \
              SELECT a.alert_id, a.tenant_id, a.user_id, a.time, a.detector, a.severity, a.title, \
-                    {rank} AS severity_rank, t.status, t.assignee, t.close_reason \
+                    {rank} AS severity_rank, t.status, t.assignee, t.close_reason, a.record \
              FROM alerts a LEFT JOIN t ON t.alert_id = a.alert_id AND t.n = 1 \
              WHERE a.alert_id IN ({ids})",
             latest = latest_rows(&format!(" WHERE alert_id IN ({ids})")),
@@ -410,6 +415,7 @@ struct Current {
     status: Option<String>,
     assignee: Option<String>,
     close_reason: Option<String>,
+    record: String,
 }
 
 impl Current {
@@ -428,11 +434,13 @@ impl Current {
             status: text("status"),
             assignee: text("assignee"),
             close_reason: text("close_reason"),
+            record: text("record").unwrap_or_default(),
         })
     }
 
     fn change(&self, row: &AlertTriageRow<'_>) -> TriageChange {
         TriageChange {
+            triage_id: row.triage_id.to_owned(),
             alert_id: self.alert_id.clone(),
             tenant_id: self.tenant_id.clone(),
             user_id: self.user_id.clone(),
@@ -445,6 +453,7 @@ impl Current {
             comment: row.comment.map(str::to_owned),
             actor: row.actor.to_owned(),
             time: row.time,
+            record: self.record.clone(),
         }
     }
 }
@@ -542,6 +551,7 @@ mod tests {
             status: Some("closed".into()),
             assignee: Some("bo".into()),
             close_reason: Some("duplicate".into()),
+            record: String::new(),
         };
         let now = Utc::now();
         let comment = body(r#"{"comment":"seen it"}"#).unwrap();
