@@ -41,6 +41,8 @@ impl AlertsService {
             return Err(not_found());
         }
         let alert = self.alert(principal, id).await?.ok_or_else(not_found)?;
+        // One read at a time: each holds one of the caller's
+        // `max_concurrent_per_principal` slots while it runs.
         let triage = self
             .rows(
                 principal,

@@ -150,6 +150,8 @@ impl ListRequest {
                             )
                         })?
                 }
+                // An empty cursor is the first page.
+                "cursor" if value.is_empty() => request.cursor = None,
                 "cursor" => {
                     request.cursor = Some(Cursor::decode(value).ok_or_else(|| {
                         AlertsError::invalid("cursor", "is not a cursor this API gave out")
@@ -372,6 +374,8 @@ mod tests {
         assert_eq!(request.limit, 10);
         let most = ListRequest::parse(&params(&[("limit", "10000")])).unwrap();
         assert_eq!(most.limit, MAX_LIMIT);
+        let first = ListRequest::parse(&params(&[("cursor", "")])).unwrap();
+        assert_eq!(first.cursor, None);
         for (pairs, field) in [
             (vec![("status", "opne")], "status"),
             (vec![("severity", "urgent")], "severity"),
@@ -380,6 +384,7 @@ mod tests {
             (vec![("limit", "0")], "limit"),
             (vec![("limit", "-1")], "limit"),
             (vec![("cursor", "zz")], "cursor"),
+            (vec![("cursor", "2e")], "cursor"),
             (vec![("sort", "random")], "sort"),
             (vec![("colour", "red")], "query"),
             (
