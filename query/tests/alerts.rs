@@ -597,3 +597,70 @@ async fn a_change_of_a_fresh_alert_is_told_to_the_notifier_with_its_record() {
     let record: Value = serde_json::from_str(&change.record).unwrap();
     assert_eq!(record["title"], "fresh");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holds_a_bounded_number_of_streams_and_a_bulk_change_takes_many_ids() {
+    let api = Api::start().await;
+    let open = async || {
+        api.client
+            .get(api.url("/v1/alerts/stream"))
+            .bearer_auth("analyst-acme")
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..tooltrail_query::alerts::stream::MAX_STREAMS_PER_PRINCIPAL {
+        let response = open().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        held.push(response);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let other = api
+        .client
+        .get(api.url("/v1/alerts/stream"))
+        .bearer_auth("admin-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another token has its own streams"
+    );
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let again = open().await;
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream frees its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut ids: Vec<String> = (0..300).map(|i| format!("missing-{i}")).collect();
+    ids[7] = "acme-a0".into();
+    ids[250] = "acme-a1".into();
+    let (status, body) = api
+        .post(
+            "/v1/alerts/triage",
+            "analyst-acme",
+            json!({"alert_ids": ids, "status": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut triaged: Vec<&str> = body["triaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    triaged.sort();
+    assert_eq!(triaged, ["acme-a0", "acme-a1"]);
+    assert_eq!(body["not_found"].as_array().unwrap().len(), 298);
+}

@@ -152,6 +152,8 @@ async fn user(
                     ));
                 }
             };
+            let tenant = super::list::name("tenant", &tenant)?;
+            let user = super::list::name("user", &user)?;
             if let Some(unknown) = params.keys().find(|k| *k != "days") {
                 return Err(AlertsError::invalid(
                     "query",
@@ -167,8 +169,8 @@ async fn user(
 }
 
 async fn stream(State(service): State<AlertsService>, headers: HeaderMap) -> Response {
-    match principal(&service, &headers) {
-        Ok(principal) => service.stream(principal).into_response(),
+    match principal(&service, &headers).and_then(|p| service.stream(p)) {
+        Ok(stream) => stream.into_response(),
         Err(e) => e.into_response(),
     }
 }

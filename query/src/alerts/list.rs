@@ -17,6 +17,10 @@ pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 /// Most alerts in one page.
 pub const MAX_LIMIT: usize = 500;
 const DEFAULT_LIMIT: usize = 50;
+/// Most detectors one filter names.
+const MAX_DETECTORS: usize = 64;
+/// Longest tenant or user id a filter takes (longer ones name nobody).
+pub(crate) const MAX_NAME: usize = 512;
 
 /// How the inbox is sorted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +109,12 @@ impl ListRequest {
                 "status" => request.statuses = one_of_each("status", value, &STATUSES)?,
                 "severity" => request.severities = one_of_each("severity", value, &SEVERITIES)?,
                 "detector" => {
+                    if list(value).count() > MAX_DETECTORS {
+                        return Err(AlertsError::invalid(
+                            "detector",
+                            format!("lists more than {MAX_DETECTORS} detectors"),
+                        ));
+                    }
                     request.detectors = list(value)
                         .map(|d| {
                             if is_name(d) {
@@ -118,8 +128,8 @@ impl ListRequest {
                         })
                         .collect::<Result<_, _>>()?
                 }
-                "tenant" => request.tenant = Some(value.to_owned()).filter(|v| !v.is_empty()),
-                "user" => request.user = Some(value.to_owned()).filter(|v| !v.is_empty()),
+                "tenant" => request.tenant = Some(name("tenant", value)?).filter(|v| !v.is_empty()),
+                "user" => request.user = Some(name("user", value)?).filter(|v| !v.is_empty()),
                 "from" => request.from = Some(time("from", value)?),
                 "to" => request.to = Some(time("to", value)?),
                 "sort" => {
@@ -325,6 +335,17 @@ fn one_of_each(
         .collect()
 }
 
+/// A tenant or user id as a filter takes it.
+pub(crate) fn name(field: &'static str, value: &str) -> Result<String, AlertsError> {
+    if value.len() > MAX_NAME {
+        return Err(AlertsError::invalid(
+            field,
+            format!("is longer than {MAX_NAME} bytes"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 /// A detector's name: `denial_spike`, `sigma:<rule id>`.
 fn is_name(value: &str) -> bool {
     !value.is_empty()
@@ -376,6 +397,8 @@ mod tests {
         assert_eq!(most.limit, MAX_LIMIT);
         let first = ListRequest::parse(&params(&[("cursor", "")])).unwrap();
         assert_eq!(first.cursor, None);
+        let long_user = "u".repeat(513);
+        let many_detectors = "d,".repeat(65);
         for (pairs, field) in [
             (vec![("status", "opne")], "status"),
             (vec![("severity", "urgent")], "severity"),
@@ -387,6 +410,8 @@ mod tests {
             (vec![("cursor", "2e")], "cursor"),
             (vec![("sort", "random")], "sort"),
             (vec![("colour", "red")], "query"),
+            (vec![("user", long_user.as_str())], "user"),
+            (vec![("detector", many_detectors.as_str())], "detector"),
             (
                 vec![
                     ("from", "2026-12-02T00:00:00Z"),

@@ -328,7 +328,12 @@ impl AlertsService {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let current = self.current(principal, &ids).await?;
+        // In pieces: a bulk change's ids as literals stay well within
+        // `query.max_sql_bytes`.
+        let mut current = Vec::with_capacity(ids.len());
+        for piece in ids.chunks(100) {
+            current.extend(self.current(principal, piece).await?);
+        }
         let now = Utc::now();
         let triage_ids: Vec<String> = current
             .iter()
