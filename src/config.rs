@@ -268,10 +268,16 @@ impl Config {
 pub fn detect_settings(
     config: &tooltrail_detect::DetectConfig,
 ) -> anyhow::Result<tooltrail_detect::Settings> {
-    config.validate().map_err(|errors| {
+    let mut settings = config.validate().map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid detect config: {}", list.join("; "))
-    })
+    })?;
+    if let Some(dir) = &config.rules_dir {
+        let source = tooltrail_detect::sigma::RuleSource::load(dir);
+        crate::rules::log_loaded(&source.current().1);
+        settings.rules = Some(std::sync::Arc::new(source));
+    }
+    Ok(settings)
 }
 
 /// Where to read the config file from: the `--config` flag, `TOOLTRAIL_CONFIG`,

@@ -148,7 +148,7 @@ pub async fn run(command: LakeCommand, config: &Config) -> anyhow::Result<()> {
 }
 
 /// `2026-11-22T09:00:00Z` (any offset) or `2026-11-22` (midnight UTC).
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -12,6 +12,7 @@ mod ingest;
 mod lake;
 mod logging;
 mod retention;
+mod rules;
 mod serve;
 mod shutdown;
 mod signing;
@@ -90,6 +91,9 @@ enum Command {
     /// Create a signing key, or print the public key auditors verify with.
     #[command(subcommand)]
     Keys(signing::KeysCommand),
+    /// Sigma rules: run their tests, lint them, hunt with them over history.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +252,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(command) => {
             let config = start(cli.config, &overrides)?;
             Ok(signing::run(command, &config.signing)?)
+        }
+        Command::Rules(command) => {
+            let config = start(cli.config, &overrides)?;
+            block_on(rules::run(command, &config))
         }
         Command::Compact(args) => {
             let config = start(cli.config, &overrides)?;

@@ -112,6 +112,15 @@ pub async fn run_with(
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.warm_from_lake).context("--warm-from-lake")?;
     let settings = crate::config::detect_settings(&config.detect)?;
+    let rules = settings.rules.clone();
+    if let Some(rules) = &rules {
+        let token = supervisor.token(Phase::Serve);
+        supervisor.spawn(
+            Phase::Serve,
+            "sigma rule reloader",
+            crate::rules::watch(rules.clone(), token),
+        );
+    }
     let mut engine = Engine::new(settings);
     let started = std::time::Instant::now();
     let warmed = tooltrail_detect::service::warm::warm(
@@ -242,7 +251,18 @@ pub async fn run_with(
         .merge(tooltrail_query::http::router(query.clone()))
         .merge(tooltrail_query::export::http::router(exports))
         .merge(tooltrail_query::alerts::http::router(alerts_api))
-        .merge(tooltrail_query::console::router(query, sessions.clone()));
+        .merge(tooltrail_query::console::router(
+            query.clone(),
+            sessions.clone(),
+        ));
+    // Hunts run the detector's rules; with none configured, an empty set.
+    let rules = rules.unwrap_or_else(|| {
+        Arc::new(tooltrail_detect::sigma::RuleSource::fixed(
+            Default::default(),
+        ))
+    });
+    let suppression = config.detect.suppression.as_secs() as i64;
+    let authenticated = authenticated.merge(crate::rules::hunt::router(query, rules, suppression));
     let authenticated = tooltrail_query::auth::session::protect(authenticated, sessions);
     let routes = routes
         .merge(tooltrail_query::auth::peer::guard(authenticated, logins))

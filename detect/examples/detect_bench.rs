@@ -1,8 +1,11 @@
 //! Detector core throughput and state size, on one thread.
 //!
 //! ```text
-//! cargo run --release -p tooltrail-detect --example detect_bench -- [USERS] [TIMED_EVENTS]
+//! cargo run --release -p tooltrail-detect --example detect_bench -- [USERS] [TIMED_EVENTS] [RULES_DIR]
 //! ```
+//!
+//! With RULES_DIR (e.g. `rules/`), the engine also runs those Sigma rules:
+//! run it with and without to compare.
 //!
 //! Simulates USERS users (default 100,000); feeds the first simulated day
 //! through the engine untimed (so every active user has state), then times
@@ -25,7 +28,17 @@ fn main() {
     let timed: usize = args
         .next()
         .map_or(2_000_000, |a| a.parse().expect("TIMED_EVENTS"));
-    let settings = DetectConfig::default().validate().expect("defaults");
+    let mut settings = DetectConfig::default().validate().expect("defaults");
+    if let Some(dir) = args.next() {
+        let source = tooltrail_detect::sigma::RuleSource::load(std::path::Path::new(&dir));
+        let (_, rules) = source.current();
+        eprintln!(
+            "sigma rules: {} loaded, {} refused, from {dir}",
+            rules.rules().len(),
+            rules.errors().len()
+        );
+        settings.rules = Some(std::sync::Arc::new(source));
+    }
     let mut engine = Engine::new(settings.clone());
     let mut sim = Simulation::new(SimConfig {
         users,
@@ -66,8 +79,12 @@ fn main() {
     let users = engine.users();
     let bytes = engine.user_state_bytes();
     let table = engine.user_table_bytes();
+    let sigma = out[alerts_before..]
+        .iter()
+        .filter(|a| a.detector.builtin().is_none())
+        .count();
     println!(
-        "detector core: {} events in {elapsed:.2}s = {:.0} events/s on one thread; {} alerts",
+        "detector core: {} events in {elapsed:.2}s = {:.0} events/s on one thread; {} alerts ({sigma} of sigma rules)",
         events.len(),
         events.len() as f64 / elapsed,
         out.len() - alerts_before

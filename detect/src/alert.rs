@@ -150,6 +150,112 @@ impl std::str::FromStr for DetectorKind {
     }
 }
 
+impl AsRef<str> for DetectorKind {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// What raised an alert: a built-in detector, or a Sigma rule
+/// (`sigma:<rule id>`). Written as its name; a built-in name reads back as
+/// [`Detector::Builtin`], `sigma:…` as [`Detector::Sigma`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Detector {
+    Builtin(DetectorKind),
+    /// The whole name, `sigma:` included.
+    Sigma(std::sync::Arc<str>),
+}
+
+impl Detector {
+    /// The prefix of a Sigma rule's detector name.
+    pub const SIGMA_PREFIX: &'static str = "sigma:";
+
+    /// The detector of the Sigma rule with this id.
+    pub fn sigma(rule_id: &str) -> Self {
+        Detector::Sigma(format!("{}{rule_id}", Self::SIGMA_PREFIX).into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Detector::Builtin(kind) => kind.as_str(),
+            Detector::Sigma(name) => name,
+        }
+    }
+
+    /// The built-in detector, if this is one.
+    pub fn builtin(&self) -> Option<DetectorKind> {
+        match self {
+            Detector::Builtin(kind) => Some(*kind),
+            Detector::Sigma(_) => None,
+        }
+    }
+
+    /// Whether an alert of `other` passes a filter naming `self`: the same
+    /// detector, or `sigma:*` for every Sigma rule.
+    pub fn covers(&self, other: &Detector) -> bool {
+        match (self, other) {
+            (Detector::Sigma(pattern), Detector::Sigma(_)) if &**pattern == "sigma:*" => true,
+            _ => self == other,
+        }
+    }
+}
+
+impl From<DetectorKind> for Detector {
+    fn from(kind: DetectorKind) -> Self {
+        Detector::Builtin(kind)
+    }
+}
+
+impl PartialEq<DetectorKind> for Detector {
+    fn eq(&self, other: &DetectorKind) -> bool {
+        self.builtin() == Some(*other)
+    }
+}
+
+impl AsRef<str> for Detector {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Detector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix(Self::SIGMA_PREFIX) {
+            Some("") => Err(format!(
+                "`{s}` names no Sigma rule (expected sigma:<rule id>)"
+            )),
+            Some(_) => Ok(Detector::Sigma(s.into())),
+            None => s
+                .parse::<DetectorKind>()
+                .map(Detector::Builtin)
+                .map_err(|_| {
+                    format!("unknown detector `{s}` (expected a built-in name or sigma:<rule id>)")
+                }),
+        }
+    }
+}
+
+impl Serialize for Detector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Detector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What an alert rests on.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Evidence {
@@ -185,7 +291,7 @@ pub struct Alert {
     pub time: DateTime<Utc>,
     pub tenant_id: String,
     pub user_id: String,
-    pub detector: DetectorKind,
+    pub detector: Detector,
     pub severity: Severity,
     /// 0-100, higher is more certain and more serious.
     pub score: u8,
@@ -262,7 +368,7 @@ const ALERT_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_9a7e_2b4d_4f0e_9d3a_51c2_87
 /// (empty for window detectors) whose suppression window starts at
 /// `window_start`.
 pub fn alert_id(
-    detector: DetectorKind,
+    detector: impl AsRef<str>,
     tenant: &str,
     user: &str,
     value: &str,
@@ -270,7 +376,7 @@ pub fn alert_id(
 ) -> String {
     let name = format!(
         "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-        detector.as_str(),
+        detector.as_ref(),
         tenant,
         user,
         value,
@@ -308,7 +414,7 @@ pub(crate) fn test_alert() -> Alert {
         time: t,
         tenant_id: "acme".into(),
         user_id: "alice".into(),
-        detector: DetectorKind::DenialSpike,
+        detector: DetectorKind::DenialSpike.into(),
         severity: Severity::High,
         score: 91,
         title: "alice@acme: 37 denied calls in 5 min".into(),
@@ -415,5 +521,22 @@ mod tests {
             assert_eq!(s.as_str().parse::<Severity>(), Ok(s));
         }
         assert!("loud".parse::<Severity>().unwrap_err().contains("loud"));
+        for name in ["denial_spike", "sigma:mcp-private-key-in-arguments"] {
+            let detector: Detector = name.parse().expect("a detector name");
+            assert_eq!(detector.as_str(), name);
+            let json = serde_json::to_string(&detector).expect("serializes");
+            assert_eq!(serde_json::from_str::<Detector>(&json).ok(), Some(detector));
+        }
+        assert!("sigma:".parse::<Detector>().is_err());
+        assert!("loud".parse::<Detector>().unwrap_err().contains("loud"));
+    }
+
+    #[test]
+    fn sigma_star_covers_every_rule_and_nothing_else() {
+        let all: Detector = "sigma:*".parse().expect("valid");
+        assert!(all.covers(&Detector::sigma("a")));
+        assert!(!all.covers(&DetectorKind::OffHours.into()));
+        assert!(!Detector::sigma("a").covers(&Detector::sigma("b")));
+        assert!(Detector::sigma("a").covers(&Detector::sigma("a")));
     }
 }

@@ -28,6 +28,13 @@ pub struct DetectConfig {
     /// are counted on the first alert and do not page again.
     #[serde(with = "humantime_serde")]
     pub suppression: Duration,
+    /// Directory of Sigma rules (`*.yml`, `*.yaml`, searched recursively)
+    /// run beside the detectors: `logsource: {product: mcp, category:
+    /// tool_call}`, see rules/README.md. Reloaded on SIGHUP and when a file
+    /// changes; a bad rule is refused with its file, line and reason, and
+    /// the others run. Unset: no rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_dir: Option<std::path::PathBuf>,
     /// History a user needs before first-seen detectors judge them by their
     /// own habits; until then a value is news only if their tenant's other
     /// users don't use it either. Also how long a tenant is watched before
@@ -72,6 +79,7 @@ impl Default for DetectConfig {
             allowed_lateness: Duration::from_secs(60),
             window: Duration::from_secs(300),
             suppression: Duration::from_secs(3600),
+            rules_dir: None,
             min_history: Duration::from_secs(10 * 86_400),
             baseline_half_life: Duration::from_secs(14 * 86_400),
             forget_after: Duration::from_secs(90 * 86_400),
@@ -420,6 +428,9 @@ pub struct Settings {
     /// The pattern is the default `scheme://tenant/...`: parsed without the
     /// regex engine, on the hot path.
     pub default_tenant_pattern: bool,
+    /// Sigma rules run beside the detectors (`detect.rules_dir`); set by
+    /// whoever loads them, since loading reads files.
+    pub rules: Option<std::sync::Arc<crate::sigma::RuleSource>>,
 }
 
 impl Settings {
@@ -600,6 +611,7 @@ impl DetectConfig {
             tenant_pattern,
             default_tenant_pattern: self.cross_tenant.pattern
                 == CrossTenantConfig::default().pattern,
+            rules: None,
         })
     }
 }

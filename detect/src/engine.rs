@@ -25,6 +25,7 @@ use crate::alert::Alert;
 use crate::baseline::{DAY, HourProfile, Moments, Prior, decay};
 use crate::config::Settings;
 use crate::seen::{Sighting, value_hash};
+use crate::sigma::SigmaDetector;
 
 use user::{CompactId, Recent, flag};
 pub use user::{RECENT_EVENTS, UserState};
@@ -94,6 +95,15 @@ pub struct Engine {
     stats: Stats,
     /// The watermark's day when idle users were last looked for.
     swept_day: u32,
+    /// Sigma rules, when the settings carry some. Not checkpointed: a
+    /// restart begins their correlation windows anew.
+    sigma: Option<SigmaDetector>,
+}
+
+/// The rule engine the settings ask for.
+fn sigma_for(settings: &Settings) -> Option<SigmaDetector> {
+    let source = settings.rules.clone()?;
+    Some(SigmaDetector::new(source, settings.suppression_secs))
 }
 
 /// Everything an engine holds but its settings (which come from
@@ -135,7 +145,6 @@ impl Engine {
     /// An engine with checkpointed `state` and the current `settings`.
     pub(crate) fn restore(settings: Settings, state: State) -> Self {
         Engine {
-            settings,
             users: state.users,
             tenants: state.tenants,
             max_secs: state.max_secs,
@@ -143,11 +152,14 @@ impl Engine {
             timers: state.timers,
             stats: state.stats,
             swept_day: 0,
+            sigma: sigma_for(&settings),
+            settings,
         }
     }
 
     pub fn new(settings: Settings) -> Self {
         Engine {
+            sigma: sigma_for(&settings),
             settings,
             users: HashMap::default(),
             tenants: HashMap::default(),
@@ -202,6 +214,9 @@ impl Engine {
         if secs > self.max_secs {
             self.max_secs = secs;
             self.advance_to((secs - self.settings.lateness_secs).div_euclid(60), out);
+        }
+        if let Some(sigma) = &mut self.sigma {
+            sigma.observe(event, out);
         }
         let minute = secs.div_euclid(60);
         if minute < self.watermark_minute {
@@ -275,12 +290,18 @@ impl Engine {
     /// tick from the wall clock); judges the windows it closes.
     pub fn advance(&mut self, secs: i64, out: &mut Vec<Alert>) {
         self.advance_to((secs - self.settings.lateness_secs).div_euclid(60), out);
+        if let Some(sigma) = &mut self.sigma {
+            sigma.advance(secs - self.settings.lateness_secs, out);
+        }
     }
 
     /// Judges every pending window: the end of a replay.
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
         while let Some((&end, _)) = self.timers.first_key_value() {
             self.advance_to(end, out);
+        }
+        if let Some(sigma) = &mut self.sigma {
+            sigma.finish(out);
         }
         let mut keys: Vec<u64> = self.users.keys().copied().collect();
         keys.sort_unstable();

@@ -15,6 +15,8 @@
 //!   partition, for `tooltrail detect --kafka`.
 //! - [`sink`]: alerts in the lake; [`deliver`]: the outbox and the webhook,
 //!   Slack, Teams and OCSF senders; [`metrics`]: the detector's Prometheus metrics.
+//! - [`sigma`]: Sigma rules over tool calls, run inside the [`Engine`]
+//!   (alerts of `sigma:<rule id>`), tested, linted and hunted over history.
 //! - [`replay`]: an NDJSON event file in event-time order (`detect --replay`, `eval`).
 //! - [`publish`]: the one path every alert takes (outbox, topic, lake),
 //!   which writes no alert version twice.
@@ -51,8 +53,9 @@ pub mod publish;
 pub mod replay;
 pub mod seen;
 pub mod service;
+pub mod sigma;
 pub mod sink;
 
-pub use alert::{Alert, DetectorKind, Evidence, Severity};
+pub use alert::{Alert, Detector, DetectorKind, Evidence, Severity};
 pub use config::{DetectConfig, Settings};
 pub use engine::Engine;

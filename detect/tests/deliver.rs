@@ -206,7 +206,7 @@ fn alert(n: u32, severity: Severity, tenant: &str, detector: DetectorKind) -> Al
         time: t,
         tenant_id: tenant.into(),
         user_id: "alice".into(),
-        detector,
+        detector: detector.into(),
         severity,
         score: 91,
         title: format!("alice@{tenant}: 37 denied calls in 5 min"),
@@ -528,7 +528,10 @@ async fn alerts_are_routed_by_severity_tenant_and_detector() -> Result<()> {
     acme.min_severity = Severity::Low;
     acme.tenants = vec!["acme".into()];
     let mut cross = webhook("cross", receiver.url("/cross"));
-    cross.detectors = vec![DetectorKind::CrossTenant, DetectorKind::SensitiveTool];
+    cross.detectors = vec![
+        DetectorKind::CrossTenant.into(),
+        DetectorKind::SensitiveTool.into(),
+    ];
     let mut running = start(
         config(vec![default, everything, critical, acme, cross]),
         dir.path(),

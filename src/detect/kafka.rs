@@ -74,6 +74,14 @@ pub async fn run(
     let settings = crate::config::detect_settings(&config.detect)?;
     let mut registry = Registry::default();
     let supervisor = Supervisor::new(shutdown.clone());
+    if let Some(rules) = &settings.rules {
+        let token = supervisor.token(Phase::Serve);
+        supervisor.spawn(
+            Phase::Serve,
+            "sigma rule reloader",
+            crate::rules::watch(rules.clone(), token),
+        );
+    }
     let delivery = crate::detect::start_delivery(
         &config.detect.delivery,
         &args.data_dir,

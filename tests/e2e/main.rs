@@ -19,6 +19,7 @@ mod otlp;
 mod query;
 mod query_abuse;
 mod retention;
+mod rules;
 mod s3;
 mod secrets;
 mod support;

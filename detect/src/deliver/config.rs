@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub use tooltrail_schemas::{Secret, SecretUrl};
 
-use crate::alert::{Alert, DetectorKind, Severity};
+use crate::alert::{Alert, Detector, Severity};
 
 /// The longest `drain_timeout` taken: a process gives its delivery phase
 /// this long plus a margin to stop.
@@ -136,9 +136,10 @@ pub struct DestinationConfig {
     /// Only alerts of these tenants. Empty: every tenant.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// Only alerts of these detectors (e.g. `denial_spike`). Empty: every detector.
+    /// Only alerts of these detectors (e.g. `denial_spike`, a Sigma rule's
+    /// `sigma:<rule id>`, or `sigma:*` for every rule). Empty: every detector.
     #[serde(default)]
-    pub detectors: Vec<DetectorKind>,
+    pub detectors: Vec<Detector>,
     /// At most this many requests to the destination in any 60 seconds. Alerts
     /// over the limit wait in the outbox and go out as the window frees up;
     /// none is dropped.
@@ -166,7 +167,8 @@ impl DestinationConfig {
     pub fn routes(&self, alert: &Alert) -> bool {
         alert.severity >= self.min_severity
             && (self.tenants.is_empty() || self.tenants.contains(&alert.tenant_id))
-            && (self.detectors.is_empty() || self.detectors.contains(&alert.detector))
+            && (self.detectors.is_empty()
+                || self.detectors.iter().any(|d| d.covers(&alert.detector)))
     }
 }
 
@@ -299,6 +301,7 @@ fn check_url(url: &str) -> Result<reqwest::Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::DetectorKind;
 
     fn webhook(name: &str) -> DestinationConfig {
         DestinationConfig {

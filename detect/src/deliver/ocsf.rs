@@ -28,16 +28,20 @@ pub async fn detection_finding(alert: &Alert) -> tooltrail_lake::Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{DetectorKind, Severity};
+    use crate::alert::{Detector, DetectorKind, Severity};
     use crate::deliver::test_alert;
 
     #[tokio::test]
     async fn every_detector_and_severity_gives_a_complete_finding() {
-        for (n, detector) in DetectorKind::ALL.into_iter().enumerate() {
+        let detectors = DetectorKind::ALL
+            .into_iter()
+            .map(Detector::from)
+            .chain([Detector::sigma("mcp-private-key-in-arguments")]);
+        for (n, detector) in detectors.enumerate() {
             let mut alert = test_alert();
-            alert.detector = detector;
+            alert.detector = detector.clone();
             alert.severity = Severity::ALL[n % Severity::ALL.len()];
-            if detector.is_immediate() {
+            if detector.builtin().is_none_or(|d| d.is_immediate()) {
                 alert.evidence.observed = None;
                 alert.evidence.expected = None;
                 alert.evidence.new_values = vec!["a new value".into()];

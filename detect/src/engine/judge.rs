@@ -1023,7 +1023,7 @@ impl Context<'_> {
             time: at(f.time),
             tenant_id: user.tenant_id.to_string(),
             user_id: user.user_id.to_string(),
-            detector: f.detector,
+            detector: f.detector.into(),
             severity: f.severity,
             score: f.score,
             title: f.title,

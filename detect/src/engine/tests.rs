@@ -517,8 +517,8 @@ fn someone_whose_work_is_new_resources_every_day_is_not_a_sweep() {
         .filter(|a| a.time.timestamp() > DAY0 + 14 * 86_400)
         .filter(|a| {
             matches!(
-                a.detector,
-                DetectorKind::Enumeration | DetectorKind::FirstSeenResource
+                a.detector.builtin(),
+                Some(DetectorKind::Enumeration | DetectorKind::FirstSeenResource)
             )
         })
         .collect();

@@ -101,17 +101,18 @@ pub(super) static API_ACTIVITY: LazyLock<String> = LazyLock::new(|| {
 
 /// How each detector analyses, as `finding_info.analytic.type_id`:
 /// 3 Statistical (a count against the user's baseline), 2 Behavioral (a
-/// value or an hour new to the user), 1 Rule; 0 Unknown for a detector this
+/// value or an hour new to the user), 1 Rule (Sigma rules, `sigma:<id>`,
+/// too); 0 Unknown for a detector this
 /// table does not know yet.
 const ANALYTIC_TYPE_ID: &str = "CASE \
     WHEN detector IN ('denial_spike', 'malformed_spike', 'volume_spike', 'enumeration', 'first_seen_resource') THEN 3 \
     WHEN detector IN ('first_seen_tool', 'first_seen_server', 'first_seen_client', 'first_seen_ip', 'off_hours') THEN 2 \
-    WHEN detector IN ('sensitive_tool', 'cross_tenant') THEN 1 \
+    WHEN detector IN ('sensitive_tool', 'cross_tenant') OR starts_with(detector, 'sigma:') THEN 1 \
     ELSE 0 END";
 const ANALYTIC_TYPE: &str = "CASE \
     WHEN detector IN ('denial_spike', 'malformed_spike', 'volume_spike', 'enumeration', 'first_seen_resource') THEN 'Statistical' \
     WHEN detector IN ('first_seen_tool', 'first_seen_server', 'first_seen_client', 'first_seen_ip', 'off_hours') THEN 'Behavioral' \
-    WHEN detector IN ('sensitive_tool', 'cross_tenant') THEN 'Rule' \
+    WHEN detector IN ('sensitive_tool', 'cross_tenant') OR starts_with(detector, 'sigma:') THEN 'Rule' \
     ELSE 'Unknown' END";
 
 /// What the detector counted or found new (`observation_parameter`).

@@ -11,12 +11,12 @@
 
 use std::str::FromStr;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{Int16Type, Int64Type, TimestampMicrosecondType};
+use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
+use arrow::datatypes::{Float64Type, Int16Type, Int64Type, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use chrono::DateTime;
 
-use crate::event::{Decision, ToolCallEvent};
+use crate::event::{Decision, PrincipalType, RawJson, ToolCallEvent};
 
 /// The columns the detector reads: what a warm-up projects.
 pub const DETECTOR_COLUMNS: [&str; 18] = [
@@ -49,8 +49,25 @@ pub struct EventRows<'a> {
     required: [&'a StringArray; 6],
     optional: [Option<&'a StringArray>; 8],
     source_ip: Option<&'a StringArray>,
+    /// The columns only a full read has (a hunt), in [`FULL`] order.
+    full: [Option<&'a StringArray>; 7],
+    latency_ms: Option<&'a arrow::array::PrimitiveArray<Float64Type>>,
+    scopes: Option<&'a ListArray>,
+    attributes: Option<&'a MapArray>,
     rows: usize,
 }
+
+/// The text columns beyond the detector's, read when the batch has them,
+/// in [`EventRows::full`] order.
+const FULL: [&str; 7] = [
+    "arguments",
+    "policy_id",
+    "reason",
+    "gateway_id",
+    "trace_id",
+    "principal_type",
+    "extra",
+];
 
 /// The required text columns, in [`EventRows::required`] order.
 const REQUIRED: [&str; 6] = [
@@ -105,6 +122,10 @@ impl<'a> EventRows<'a> {
         for (slot, name) in optional.iter_mut().zip(OPTIONAL) {
             *slot = text(name)?;
         }
+        let mut full = [None; 7];
+        for (slot, name) in full.iter_mut().zip(FULL) {
+            *slot = text(name)?;
+        }
         Ok(EventRows {
             schema_version: required("schema_version")?
                 .as_primitive_opt::<Int16Type>()
@@ -124,6 +145,22 @@ impl<'a> EventRows<'a> {
             required: strings.try_into().expect("one array per required column"),
             optional,
             source_ip: text("source_ip")?,
+            full,
+            latency_ms: column("latency_ms")
+                .map(|c| {
+                    c.as_primitive_opt::<Float64Type>()
+                        .ok_or_else(|| primitive_error("latency_ms"))
+                })
+                .transpose()?,
+            scopes: column("scopes")
+                .map(|c| {
+                    c.as_list_opt::<i32>()
+                        .ok_or_else(|| primitive_error("scopes"))
+                })
+                .transpose()?,
+            attributes: column("attributes")
+                .map(|c| c.as_map_opt().ok_or_else(|| primitive_error("attributes")))
+                .transpose()?,
             rows: batch.num_rows(),
         })
     }
@@ -150,6 +187,7 @@ impl<'a> EventRows<'a> {
                 .filter(|c| c.is_valid(row))
                 .map(|c| c.value(row).to_owned())
         };
+        let full = |i: usize| self.full_text(i, row);
         let micros = self.time.value(row);
         Ok(ToolCallEvent {
             schema_version: u8::try_from(self.schema_version.value(row))
@@ -188,17 +226,61 @@ impl<'a> EventRows<'a> {
                         .map_err(|e| bad("source_ip", row, e))?,
                 ),
             },
-            arguments: None,
-            scopes: None,
-            policy_id: None,
-            reason: None,
-            latency_ms: None,
-            gateway_id: None,
-            trace_id: None,
-            principal_type: None,
-            attributes: None,
-            extra: Default::default(),
+            arguments: full(0)
+                .map(|text| {
+                    RawJson::from_string(text.to_owned()).map_err(|e| bad("arguments", row, e))
+                })
+                .transpose()?,
+            scopes: self.scopes.filter(|c| c.is_valid(row)).map(|c| {
+                let items = c.value(row);
+                let items = items.as_string::<i32>();
+                items.iter().flatten().map(str::to_owned).collect()
+            }),
+            policy_id: full(1).map(str::to_owned),
+            reason: full(2).map(str::to_owned),
+            latency_ms: self
+                .latency_ms
+                .filter(|c| c.is_valid(row))
+                .map(|c| c.value(row)),
+            gateway_id: full(3).map(str::to_owned),
+            trace_id: full(4).map(str::to_owned),
+            principal_type: full(5)
+                .map(|p| {
+                    PrincipalType::parse(p).ok_or_else(|| {
+                        bad(
+                            "principal_type",
+                            row,
+                            format!("`{p}` is not a principal type"),
+                        )
+                    })
+                })
+                .transpose()?,
+            attributes: self.attributes.filter(|c| c.is_valid(row)).map(|c| {
+                let entries = c.value(row);
+                let keys = entries.column(0).as_string::<i32>();
+                let values = entries.column(1).as_string::<i32>();
+                (0..entries.len())
+                    .filter(|&i| values.is_valid(i))
+                    .map(|i| (keys.value(i).to_owned(), values.value(i).to_owned()))
+                    .collect()
+            }),
+            extra: match full(6) {
+                None => Default::default(),
+                Some(text) => serde_json::from_str::<
+                    std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>,
+                >(text)
+                .map_err(|e| bad("extra", row, e))?
+                .into_iter()
+                .map(|(k, v)| (k, RawJson::from(v)))
+                .collect(),
+            },
         })
+    }
+
+    fn full_text(&self, i: usize, row: usize) -> Option<&'a str> {
+        self.full[i]
+            .filter(|c| c.is_valid(row))
+            .map(|c| c.value(row))
     }
 }
 
@@ -247,6 +329,22 @@ mod tests {
             };
             assert_eq!(back, expected);
         }
+    }
+
+    #[test]
+    fn a_full_row_reads_back_as_the_whole_event() {
+        let written = event(
+            r#"{"schema_version":1,"event_id":"e1","time":"2026-11-22T09:30:00Z","tenant_id":"acme","user_id":"alice","server":"github","method":"tools/call","tool":"create_issue","decision":"allow","status":200,"arguments":{"repo":"acme/api","n":[1,2]},"scopes":["repo","read:org"],"policy_id":"p1","reason":"ok","latency_ms":3.5,"gateway_id":"gw","trace_id":"t1","principal_type":"agent","attributes":{"region":"eu"},"x_vendor":{"tag":"red"}}"#,
+        );
+        let mut builder = EventBatchBuilder::new();
+        builder.append_view(
+            &written.view(),
+            chrono::Utc::now(),
+            Source::File { path: "x", line: 1 },
+        );
+        let batch = builder.finish().expect("batch");
+        let rows = EventRows::new(&batch).expect("typed");
+        assert_eq!(rows.event(0).expect("an event"), written);
     }
 
     #[test]
