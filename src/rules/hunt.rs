@@ -66,37 +66,6 @@ pub struct Hunted {
     pub alerts: Vec<Alert>,
 }
 
-/// Every column a replayed event is built from.
-const COLUMNS: &[&str] = &[
-    "schema_version",
-    "event_id",
-    "time",
-    "tenant_id",
-    "user_id",
-    "server",
-    "method",
-    "decision",
-    "status",
-    "tool",
-    "resource",
-    "scopes",
-    "required_scope",
-    "policy_id",
-    "reason",
-    "error_type",
-    "jsonrpc_error_code",
-    "latency_ms",
-    "client_id",
-    "agent_id",
-    "session_id",
-    "gateway_id",
-    "source_ip",
-    "user_agent",
-    "trace_id",
-    "principal_type",
-    "attributes",
-];
-
 /// The query a hunt reads its events with.
 pub fn hunt_sql(
     rules: &RuleSet,
@@ -104,9 +73,16 @@ pub fn hunt_sql(
     to: DateTime<Utc>,
     tenant: Option<&str>,
 ) -> String {
-    let mut columns = COLUMNS.to_vec();
-    if needs_arguments(rules) {
-        columns.extend(["arguments", "extra"]);
+    // Every contract column a replayed event is built from; the JSON ones
+    // only when a rule looks into them.
+    let json = needs_arguments(rules);
+    let mut columns: Vec<&str> = tooltrail_schemas::FIELDS
+        .iter()
+        .map(|f| f.name)
+        .filter(|name| json || *name != "arguments")
+        .collect();
+    if json {
+        columns.push("extra");
     }
     let tenant = tenant
         .map(|t| format!(" AND tenant_id = '{}'", t.replace('\'', "''")))

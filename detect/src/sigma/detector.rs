@@ -337,15 +337,9 @@ impl SigmaDetector {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
-    fn rules(yaml: &str) -> RuleSet {
-        let set = RuleSet::from_texts([(Path::new("r.yml"), yaml)]);
-        assert!(set.errors().is_empty(), "{:?}", set.errors());
-        set
-    }
+    use crate::sigma::load::test_rules as rules;
 
     fn call(secs: i64, user: &str, tool: &str, arguments: &str) -> ToolCallEvent {
         let time = DateTime::<Utc>::from_timestamp(T0 + secs, 0).expect("valid");

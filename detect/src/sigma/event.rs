@@ -79,29 +79,6 @@ impl<'a> McpEvent<'a> {
     }
 }
 
-/// Names of the plain string fields, for keyword search.
-const TEXT_FIELDS: &[&str] = &[
-    "event_id",
-    "tenant_id",
-    "user_id",
-    "server",
-    "method",
-    "decision",
-    "tool",
-    "resource",
-    "required_scope",
-    "policy_id",
-    "reason",
-    "error_type",
-    "client_id",
-    "agent_id",
-    "session_id",
-    "gateway_id",
-    "user_agent",
-    "trace_id",
-    "principal_type",
-];
-
 fn parse(raw: &RawJson) -> Value {
     // The decoder has validated it; a failure would leave the field null.
     serde_json::from_str(raw.get()).unwrap_or(Value::Null)
@@ -203,7 +180,7 @@ impl Event for McpEvent<'_> {
     }
 
     fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
-        for name in TEXT_FIELDS {
+        for name in super::fields::text_fields() {
             if let Some(Some(s)) = self.text(name) {
                 visit(s);
             }
@@ -227,7 +204,7 @@ impl Event for McpEvent<'_> {
     }
 
     fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
-        for name in TEXT_FIELDS {
+        for name in super::fields::text_fields() {
             if let Some(Some(_)) = self.text(name) {
                 visit(name);
             }

@@ -17,6 +17,15 @@ pub fn known(name: &str) -> bool {
         })
 }
 
+/// The contract's plain text fields (all but `time`, which a rule sees as
+/// text too but which is a timestamp in the lake).
+pub fn text_fields() -> impl Iterator<Item = &'static str> {
+    FIELDS
+        .iter()
+        .filter(|f| f.wire == WireType::String && f.name != "time")
+        .map(|f| f.name)
+}
+
 /// Every field with the type a rule sees, for docs and error messages.
 pub fn table() -> impl Iterator<Item = (&'static str, &'static str)> {
     FIELDS.iter().map(|f| {

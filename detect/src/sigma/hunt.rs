@@ -17,30 +17,6 @@ use tooltrail_schemas::ToolCallEvent;
 use super::{RuleSet, SigmaDetector};
 use crate::alert::Alert;
 
-/// The contract's text columns a condition may test directly.
-const TEXT_COLUMNS: &[&str] = &[
-    "event_id",
-    "tenant_id",
-    "user_id",
-    "server",
-    "method",
-    "decision",
-    "tool",
-    "resource",
-    "required_scope",
-    "policy_id",
-    "reason",
-    "error_type",
-    "client_id",
-    "agent_id",
-    "session_id",
-    "gateway_id",
-    "source_ip",
-    "user_agent",
-    "trace_id",
-    "principal_type",
-];
-
 /// A SQL condition over the `events` table that every event the rules
 /// can match satisfies; `TRUE` when nothing narrows it.
 pub fn prefilter(rules: &RuleSet) -> String {
@@ -67,18 +43,10 @@ fn touches_json(d: &Detection) -> bool {
     match d {
         Detection::AllOf(items) => items.iter().any(|i| match &i.field.name {
             None => true,
-            Some(name) => {
-                !TEXT_COLUMNS.contains(&name.as_str())
-                    && !matches!(
-                        name.as_str(),
-                        "status"
-                            | "jsonrpc_error_code"
-                            | "latency_ms"
-                            | "schema_version"
-                            | "time"
-                            | "scopes"
-                    )
-            }
+            // Any contract field but the JSON-valued ones is its own column.
+            Some(name) => !tooltrail_schemas::FIELDS
+                .iter()
+                .any(|f| f.name == name && !super::fields::NESTED.contains(&f.name)),
         }),
         Detection::AnyOf(ds) => ds.iter().any(touches_json),
         _ => true,
@@ -205,7 +173,7 @@ fn item(item: &DetectionItem) -> Sql {
         return Sql::True;
     }
     let all = mods.contains(&Modifier::All);
-    let (column, inside_json) = if TEXT_COLUMNS.contains(&name.as_str()) {
+    let (column, inside_json) = if super::fields::text_fields().any(|f| f == name) {
         (name.as_str(), false)
     } else if name.starts_with("arguments.") || name == "arguments" {
         ("arguments", true)
@@ -304,13 +272,8 @@ impl Hunter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
-    fn rules(yaml: &str) -> RuleSet {
-        let set = RuleSet::from_texts([(Path::new("r.yml"), yaml)]);
-        assert!(set.errors().is_empty(), "{:?}", set.errors());
-        set
-    }
+    use crate::sigma::load::test_rules as rules;
 
     const HEAD: &str = "title: t\nid: r1\nlogsource: {product: mcp, category: tool_call}\n";
 

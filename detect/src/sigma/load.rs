@@ -537,6 +537,14 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The rules of one YAML text, every one loaded (tests across the module).
+#[cfg(test)]
+pub(crate) fn test_rules(yaml: &str) -> RuleSet {
+    let set = RuleSet::from_texts([(Path::new("r.yml"), yaml)]);
+    assert!(set.errors().is_empty(), "{:?}", set.errors());
+    set
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
