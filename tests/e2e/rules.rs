@@ -296,5 +296,37 @@ async fn a_hunt_finds_past_matches_within_the_callers_tenants() -> Result<()> {
         alert_records(&lake)?.len() == alerts_before,
         "a hunt without --raise raised alerts"
     );
+
+    // A starter-pack rule that searches every string with a regular
+    // expression, narrowed by the literals its matches hold.
+    let pack = starter_pack();
+    let out = run_tooltrail_env(
+        &[
+            "rules",
+            "hunt",
+            "--lake",
+            path_str(&lake)?,
+            "--rules-dir",
+            path_str(&pack)?,
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-12-01",
+            "mcp-aws-access-key-in-arguments",
+        ],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let found: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(found.len() == 2, "{found:#?}");
+    let stderr = String::from_utf8(out.stderr)?;
+    ensure!(
+        stderr.contains("2 events replayed"),
+        "the prefilter let more through: {stderr}"
+    );
     Ok(())
 }

@@ -153,15 +153,129 @@ fn detection(d: &Detection) -> Sql {
     match d {
         Detection::AllOf(items) => Sql::and(items.iter().map(item).collect()),
         Detection::AnyOf(ds) => Sql::or(ds.iter().map(detection).collect()),
+        Detection::Keywords(values) => keyword(values, &[]),
         _ => Sql::True,
     }
 }
 
-fn item(item: &DetectionItem) -> Sql {
-    let Some(name) = &item.field.name else {
+/// Every string of an event as one text, for keywords: the contract's text
+/// columns, the arguments' and extra fields' JSON, scopes and attributes.
+fn all_text() -> String {
+    let mut parts: Vec<String> = super::fields::text_fields().map(str::to_owned).collect();
+    parts.extend([
+        "arguments".into(),
+        "extra".into(),
+        "array_to_string(scopes, ' ')".into(),
+        "array_to_string(map_values(attributes), ' ')".into(),
+    ]);
+    format!("concat_ws(' ', {})", parts.join(", "))
+}
+
+/// A keyword selection (no field): plain values are looked for whole,
+/// regular expressions by the literals every match of them holds.
+fn keyword(values: &[SigmaValue], mods: &[Modifier]) -> Sql {
+    let needles = match mods {
+        [] => values
+            .iter()
+            .map(|v| match v {
+                SigmaValue::String(s) => longest_plain(s),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>(),
+        [Modifier::Re] => regex_needles(values),
+        _ => None,
+    };
+    needles_in(&[&all_text()], needles)
+}
+
+/// Rows where one of `needles` is in one of `texts`; open without needles.
+fn needles_in(texts: &[&str], needles: Option<Vec<String>>) -> Sql {
+    let Some(needles) = needles else {
         return Sql::True;
     };
+    let mut any = Vec::new();
+    for needle in &needles {
+        // Only what JSON writes unchanged can be looked for in JSON text.
+        if needle.len() < 3
+            || needle
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii())
+        {
+            return Sql::True;
+        }
+        let escaped = needle
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+            .replace('\'', "''");
+        for text in texts {
+            any.push(Sql::Leaf(format!("{text} ILIKE '%{escaped}%'")));
+        }
+    }
+    Sql::or(any)
+}
+
+/// The longest run of a Sigma string without wildcards.
+fn longest_plain(s: &SigmaString) -> Option<String> {
+    s.parts
+        .iter()
+        .filter_map(|p| match p {
+            StringPart::Plain(text) => Some(text.clone()),
+            StringPart::Special(_) => None,
+        })
+        .max_by_key(String::len)
+}
+
+/// Literals one of which every match of each pattern starts with; `None`
+/// when some pattern has no such finite set.
+fn regex_needles(values: &[SigmaValue]) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let mut needles = Vec::new();
+    for value in values {
+        let SigmaValue::String(s) = value else {
+            return None;
+        };
+        let hir = regex_syntax::Parser::new().parse(&s.original).ok()?;
+        let mut extractor = Extractor::new();
+        extractor.kind(ExtractKind::Prefix);
+        let seq = extractor.extract(&hir);
+        for literal in seq.literals()? {
+            needles.push(
+                String::from_utf8(literal.as_bytes().to_vec())
+                    .ok()?
+                    .to_lowercase(),
+            );
+        }
+    }
+    needles.sort();
+    needles.dedup();
+    (!needles.is_empty()).then_some(needles)
+}
+
+fn item(item: &DetectionItem) -> Sql {
     let mods = &item.field.modifiers;
+    let Some(name) = &item.field.name else {
+        return keyword(&item.values, mods);
+    };
+    if mods.as_slice() == [Modifier::Re] && super::fields::text_fields().any(|f| f == name) {
+        // The same regular expression engine as the rule's: exact.
+        let parts = item
+            .values
+            .iter()
+            .map(|v| match v {
+                SigmaValue::String(s) => Sql::Leaf(format!(
+                    "regexp_like({name}, '{}')",
+                    s.original.replace('\'', "''")
+                )),
+                _ => Sql::True,
+            })
+            .collect();
+        return Sql::or(parts);
+    }
+    if mods.as_slice() == [Modifier::Re] && (name.starts_with("arguments.") || name == "arguments")
+    {
+        return needles_in(&["arguments"], regex_needles(&item.values));
+    }
     let known = [
         Modifier::Contains,
         Modifier::StartsWith,
@@ -295,13 +409,31 @@ mod tests {
     #[test]
     fn what_cannot_be_translated_reads_everything() {
         let set = rules(&format!(
-            "{HEAD}detection:\n  sel:\n    tool|re: '^del.*'\n  condition: sel\n"
+            "{HEAD}detection:\n  sel:\n    source_ip|cidr: '10.0.0.0/8'\n  condition: sel\n"
         ));
         assert_eq!(prefilter(&set), "TRUE");
         let set = rules(&format!(
             "{HEAD}detection:\n  sel:\n    arguments.text: 'caf\u{e9}'\n  condition: sel\n"
         ));
         assert_eq!(prefilter(&set), "TRUE", "non-ASCII may be escaped in JSON");
+    }
+
+    #[test]
+    fn keywords_and_regular_expressions_look_for_their_literals() {
+        let set = rules(&format!(
+            "{HEAD}detection:\n  key:\n    '|re': '\\b(?:AKIA|ASIA)[A-Z0-9]{{16}}\\b'\n  \
+             tool:\n    tool|re: '^delete_.*'\n  condition: key or tool\n"
+        ));
+        let sql = prefilter(&set);
+        assert!(sql.contains("regexp_like(tool, '^delete_.*')"), "{sql}");
+        assert!(sql.contains("concat_ws(' ', event_id, tenant_id"), "{sql}");
+        assert!(sql.contains(") ILIKE '%akia%' OR "), "{sql}");
+        assert!(sql.contains(") ILIKE '%asia%'"), "{sql}");
+        // A pattern any text can match: no literal to look for.
+        let set = rules(&format!(
+            "{HEAD}detection:\n  k:\n    '|re': '[a-z]+'\n  condition: k\n"
+        ));
+        assert_eq!(prefilter(&set), "TRUE");
     }
 
     #[test]
