@@ -44,10 +44,83 @@ impl<'a> McpEvent<'a> {
         })
     }
 
+    /// Whether `path` can name a value, judged without parsing: a path
+    /// into unescaped arguments needs its first key's name in their text.
+    fn may_hold(&self, path: &str) -> bool {
+        if !self.event.extra.is_empty() {
+            return true;
+        }
+        let Some(rest) = path.strip_prefix("arguments.") else {
+            return path == "arguments" && self.event.arguments.is_some();
+        };
+        let Some(text) = self.event.arguments.as_ref().map(|a| a.get()) else {
+            return false;
+        };
+        if text.contains('\\') {
+            return true;
+        }
+        let key = rest.split('.').next().unwrap_or(rest);
+        // A flat key may hold the whole rest ("a.b"), which contains `key` too.
+        memchr::memmem::find(text.as_bytes(), key.as_bytes()).is_some()
+    }
+
     fn source_ip(&self) -> Option<&str> {
         self.source_ip
             .get_or_init(|| self.event.source_ip.map(|ip| ip.to_string()))
             .as_deref()
+    }
+
+    /// Each plain string field that is present, with its name.
+    fn each_text(&self, visit: &mut dyn FnMut(&'static str, &'a str)) {
+        let e = self.event;
+        for (name, value) in [
+            ("event_id", e.event_id.as_str()),
+            ("tenant_id", &e.tenant_id),
+            ("user_id", &e.user_id),
+            ("server", &e.server),
+            ("method", &e.method),
+            ("decision", e.decision.as_str()),
+        ] {
+            visit(name, value);
+        }
+        for (name, value) in [
+            ("tool", &e.tool),
+            ("resource", &e.resource),
+            ("required_scope", &e.required_scope),
+            ("policy_id", &e.policy_id),
+            ("reason", &e.reason),
+            ("error_type", &e.error_type),
+            ("client_id", &e.client_id),
+            ("agent_id", &e.agent_id),
+            ("session_id", &e.session_id),
+            ("gateway_id", &e.gateway_id),
+            ("user_agent", &e.user_agent),
+            ("trace_id", &e.trace_id),
+        ] {
+            if let Some(value) = value {
+                visit(name, value);
+            }
+        }
+        if let Some(p) = e.principal_type {
+            visit("principal_type", p.as_str());
+        }
+    }
+
+    /// Every string value of the event, arguments' and extras' one by one.
+    fn each_string(&self, visit: &mut dyn FnMut(&str)) {
+        self.each_text(&mut |_, s| visit(s));
+        if let Some(ip) = self.source_ip() {
+            visit(ip);
+        }
+        for scope in self.event.scopes.iter().flatten() {
+            visit(scope);
+        }
+        for value in self.event.attributes.iter().flat_map(|m| m.values()) {
+            visit(value);
+        }
+        if self.event.arguments.is_some() || !self.event.extra.is_empty() {
+            visit_json(self.rest(), visit);
+        }
     }
 
     /// The contract's plain string fields, by name.
@@ -162,29 +235,30 @@ impl Event for McpEvent<'_> {
                     .as_ref()?
                     .get(key)
                     .map(|v| EventValue::Str(Cow::Borrowed(v.as_str()))),
-                None => lookup(self.rest(), path, 0),
+                None => {
+                    if !self.may_hold(path) {
+                        return None;
+                    }
+                    lookup(self.rest(), path, 0)
+                }
             },
         }
     }
 
     fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
         let mut found = false;
-        self.visit_string_values(&mut |s| found = found || pred(s));
+        self.each_string(&mut |s| found = found || pred(s));
         found
     }
 
     fn all_string_values(&self) -> Vec<Cow<'_, str>> {
         let mut out = Vec::new();
-        self.visit_string_values(&mut |s| out.push(Cow::Owned(s.to_string())));
+        self.each_string(&mut |s| out.push(Cow::Owned(s.to_string())));
         out
     }
 
     fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
-        for name in super::fields::text_fields() {
-            if let Some(Some(s)) = self.text(name) {
-                visit(s);
-            }
-        }
+        self.each_text(&mut |_, s| visit(s));
         if let Some(ip) = self.source_ip() {
             visit(ip);
         }
@@ -194,21 +268,29 @@ impl Event for McpEvent<'_> {
         for value in self.event.attributes.iter().flat_map(|m| m.values()) {
             visit(value);
         }
-        if self.event.arguments.is_some() || !self.event.extra.is_empty() {
-            visit_json(self.rest(), visit);
+        // Arguments without escapes hold every string value verbatim: their
+        // text stands in for them (a superset, which is what this serves:
+        // picking candidate rules, each then evaluated on the real values).
+        let raw = self.event.arguments.as_ref().map(|a| a.get());
+        match raw {
+            Some(text) if self.event.extra.is_empty() && !text.contains('\\') => visit(text),
+            None if self.event.extra.is_empty() => {}
+            _ => visit_json(self.rest(), visit),
         }
     }
 
+    /// What rsigma keeps of an event a correlation counted: its id and time
+    /// (its `Refs` mode). The whole event is never needed there, and building
+    /// it for every counted event would cost more than the rules.
     fn to_json(&self) -> Value {
-        serde_json::from_str(&self.event.to_json()).unwrap_or(Value::Null)
+        serde_json::json!({
+            "event_id": self.event.event_id,
+            "time": tooltrail_schemas::format_time(&self.event.time),
+        })
     }
 
     fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
-        for name in super::fields::text_fields() {
-            if let Some(Some(_)) = self.text(name) {
-                visit(name);
-            }
-        }
+        self.each_text(&mut |name, _| visit(name));
         let e = self.event;
         for (name, present) in [
             ("status", true),
@@ -279,6 +361,12 @@ mod tests {
 
     #[test]
     fn keywords_see_every_string_arguments_included() {
+        // Escaped arguments are walked value by value, the rest as their text.
+        let escaped = event(&CALL.replace(r#"["a","#, r#"["say \"hi\"","#));
+        assert!(McpEvent::new(&escaped).any_string_value(&|s| s == r#"say "hi""#));
+        let mut seen = Vec::new();
+        McpEvent::new(&escaped).visit_string_values(&mut |s| seen.push(s.to_owned()));
+        assert!(seen.iter().any(|s| s == r#"say "hi""#), "{seen:?}");
         let call = event(CALL);
         let e = McpEvent::new(&call);
         assert!(e.any_string_value(&|s| s.starts_with("AKIA")));
