@@ -106,8 +106,8 @@ impl<'a> McpEvent<'a> {
         }
     }
 
-    /// Every string value of the event, arguments' and extras' one by one.
-    fn each_string(&self, visit: &mut dyn FnMut(&str)) {
+    /// Every string value outside the JSON-valued fields.
+    fn each_flat(&self, visit: &mut dyn FnMut(&str)) {
         self.each_text(&mut |_, s| visit(s));
         if let Some(ip) = self.source_ip() {
             visit(ip);
@@ -118,6 +118,11 @@ impl<'a> McpEvent<'a> {
         for value in self.event.attributes.iter().flat_map(|m| m.values()) {
             visit(value);
         }
+    }
+
+    /// Every string value of the event, arguments' and extras' one by one.
+    fn each_string(&self, visit: &mut dyn FnMut(&str)) {
+        self.each_flat(visit);
         if self.event.arguments.is_some() || !self.event.extra.is_empty() {
             visit_json(self.rest(), visit);
         }
@@ -258,16 +263,7 @@ impl Event for McpEvent<'_> {
     }
 
     fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
-        self.each_text(&mut |_, s| visit(s));
-        if let Some(ip) = self.source_ip() {
-            visit(ip);
-        }
-        for scope in self.event.scopes.iter().flatten() {
-            visit(scope);
-        }
-        for value in self.event.attributes.iter().flat_map(|m| m.values()) {
-            visit(value);
-        }
+        self.each_flat(visit);
         // Arguments without escapes hold every string value verbatim: their
         // text stands in for them (a superset, which is what this serves:
         // picking candidate rules, each then evaluated on the real values).
